@@ -1,0 +1,563 @@
+//! Planning: from a recipe and a snapshot of its units' sources, compute the
+//! desired output manifest, entirely in memory.
+//!
+//! Nothing here writes to the output (that is `assemble-reconcile`'s job),
+//! so any error found while planning, a missing path, a patch whose pattern
+//! is gone, two units claiming one file, leaves the previous output as it was.
+//!
+//! The steps, in the order the seed's installPhase runs them:
+//!
+//! 1. the venv unit: its tree minus `bin/`, `pyvenv.cfg` rewritten, `bin/`
+//!    rebuilt (interpreter links, launchers, data scripts);
+//! 2. every other unit's `install` mappings, copied with exec bits and links;
+//! 3. `executable` marks, then `patch`es in recipe order;
+//! 4. the top-level `symlinks`, made relative.
+//!
+//! Content hashes of copied files are computed last, in parallel.
+
+mod patch;
+mod venv;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use assemble_python::Interpreter;
+use assemble_recipe::{OnMissing, Recipe, Source, Unit, Vars};
+use assemble_reconcile::{Content, Desired, Entry, Kind, Sha256};
+use rayon::prelude::*;
+
+pub use patch::{closest_lines, substitute};
+
+/// A planning error; each names the unit and the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unit {unit}: `{key}` points at {}, which does not exist; fix the path in the recipe{hint}", .path.display())]
+    MissingPath {
+        unit: String,
+        key: String,
+        path: PathBuf,
+        hint: String,
+    },
+    #[error(
+        "output path {path} is produced by two units, {first} and {second}; change one of their `install` mappings"
+    )]
+    Conflict {
+        path: String,
+        first: String,
+        second: String,
+    },
+    #[error("{0}")]
+    PatchNotFound(Box<PatchMiss>),
+    #[error("unit {unit}: {message}")]
+    Unit { unit: String, message: String },
+    #[error("unit {unit}: {source}")]
+    Python {
+        unit: String,
+        #[source]
+        source: assemble_python::Error,
+    },
+    #[error(transparent)]
+    Fetch(#[from] assemble_fetch::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A patch whose pattern is not in its file.
+#[derive(Debug)]
+pub struct PatchMiss {
+    pub unit: String,
+    /// 1-based, in the unit's `[[units.NAME.patch]]` order.
+    pub index: usize,
+    /// The output path.
+    pub file: String,
+    /// Where the file's content came from.
+    pub source_file: PathBuf,
+    pub pattern: String,
+    /// The lines most like the pattern: (1-based line number, text).
+    pub closest: Vec<(usize, String)>,
+}
+
+impl std::fmt::Display for PatchMiss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "unit {}: patch {} did not match in {} (from {}):\n  pattern: {}",
+            self.unit,
+            self.index,
+            self.file,
+            self.source_file.display(),
+            self.pattern
+        )?;
+        if self.closest.is_empty() {
+            writeln!(f, "  no line of the file is close to it")?;
+        } else {
+            writeln!(f, "  closest line(s) of the file:")?;
+            for (n, l) in &self.closest {
+                writeln!(f, "  {n:>5} | {l}")?;
+            }
+        }
+        write!(
+            f,
+            "Update `replace` of that patch to the file's current text, or set on-missing = \"warn\" if the change is no longer needed."
+        )
+    }
+}
+
+/// Everything a plan depends on besides the recipe.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `@out@`: the runtime prefix.
+    pub prefix: String,
+    pub python: Interpreter,
+    /// `@bash@`.
+    pub bash: PathBuf,
+    /// `@webui@`, if given.
+    pub webui: Option<String>,
+    /// Where built venvs and fetched sources are kept.
+    pub cache: PathBuf,
+}
+
+/// What planning found for one unit.
+#[derive(Debug, Clone)]
+pub struct UnitPlan {
+    pub name: String,
+    /// The folder the unit's files come from.
+    pub root: PathBuf,
+}
+
+/// The desired output and what led to it.
+#[derive(Debug)]
+pub struct Plan {
+    pub desired: Desired,
+    pub units: Vec<UnitPlan>,
+    pub warnings: Vec<String>,
+}
+
+/// Something to tell the user while planning (a venv being built, a source
+/// being fetched): planning can take seconds when the cache is cold.
+pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// Computes the desired output of `recipe`.
+pub fn plan(recipe: &Recipe, ctx: &Context, progress: Progress<'_>) -> Result<Plan, Error> {
+    let vars = Vars {
+        out: ctx.prefix.clone(),
+        site: ctx.python.site_packages(),
+        python: ctx.python.executable.to_string_lossy().into_owned(),
+        bash: ctx.bash.to_string_lossy().into_owned(),
+        webui: ctx.webui.clone(),
+    };
+    let mut b = Builder {
+        desired: Desired::new(),
+        warnings: Vec::new(),
+    };
+
+    // Resolve every unit's source folder first: fetching and venv building
+    // are the slow parts, and a missing path should fail before any work.
+    let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for unit in &recipe.units {
+        let root = resolve_source(recipe, unit, ctx, &roots, progress)?;
+        roots.insert(unit.name.clone(), root);
+    }
+
+    for unit in recipe.units.iter().filter(|u| u.source.is_venv()) {
+        venv::plan_venv(&mut b, unit, &roots[&unit.name], ctx, &vars)?;
+    }
+    for unit in recipe.units.iter().filter(|u| !u.source.is_venv()) {
+        plan_unit(&mut b, unit, &roots[&unit.name], &vars)?;
+    }
+
+    // Content hashes of everything copied, in parallel.
+    b.desired
+        .par_iter_mut()
+        .try_for_each(|(_, e)| -> Result<(), Error> {
+            if let (Kind::File { sha256, .. }, Some(Content::Copy(src))) = (&mut e.kind, &e.content)
+            {
+                *sha256 = Sha256::of_file(src)?;
+            }
+            Ok(())
+        })?;
+
+    let units = recipe
+        .units
+        .iter()
+        .map(|u| UnitPlan {
+            name: u.name.clone(),
+            root: roots[&u.name].clone(),
+        })
+        .collect();
+    Ok(Plan {
+        desired: b.desired,
+        units,
+        warnings: b.warnings,
+    })
+}
+
+fn resolve_source(
+    recipe: &Recipe,
+    unit: &Unit,
+    ctx: &Context,
+    roots: &BTreeMap<String, PathBuf>,
+    progress: Progress<'_>,
+) -> Result<PathBuf, Error> {
+    let missing = |key: &str, path: &Path, hint: &str| Error::MissingPath {
+        unit: unit.name.clone(),
+        key: format!("units.{}.{key}", unit.name),
+        path: path.to_path_buf(),
+        hint: hint.to_string(),
+    };
+    let py_err = |source| Error::Python {
+        unit: unit.name.clone(),
+        source,
+    };
+    match &unit.source {
+        Source::Venv { path } => {
+            if !path.is_dir() {
+                return Err(missing(
+                    "venv",
+                    path,
+                    " (a virtualenv folder; or build one from a requirements file with `requirements = \"...\"`)",
+                ));
+            }
+            Ok(path.clone())
+        }
+        Source::Path { path } => {
+            if !path.is_dir() {
+                return Err(missing("path", path, ""));
+            }
+            Ok(path.clone())
+        }
+        Source::Requirements { path } => {
+            if !path.is_file() {
+                return Err(missing("requirements", path, ""));
+            }
+            progress(&format!(
+                "{}: virtualenv from {} (built once, then cached)",
+                unit.name,
+                path.display()
+            ));
+            assemble_python::build_venv(path, &ctx.python, &ctx.cache).map_err(py_err)
+        }
+        Source::Pypi { spec, sha256 } => {
+            progress(&format!(
+                "{}: sdist {spec} (fetched once, then cached)",
+                unit.name
+            ));
+            Ok(assemble_fetch::fetch_pypi(
+                &unit.name,
+                spec,
+                sha256,
+                &ctx.python,
+                &ctx.cache,
+            )?)
+        }
+        Source::From {
+            unit: other,
+            subdir,
+        } => {
+            // The recipe guarantees `other` exists; it may come later in the file.
+            let base = match roots.get(other) {
+                Some(r) => r.clone(),
+                None => {
+                    let o = recipe.unit(other).ok_or_else(|| Error::Unit {
+                        unit: unit.name.clone(),
+                        message: format!("from names unknown unit {other}"),
+                    })?;
+                    resolve_source(recipe, o, ctx, roots, progress)?
+                }
+            };
+            let p = base.join(subdir);
+            if !p.is_dir() {
+                return Err(missing(
+                    "from",
+                    &p,
+                    &format!(" (`{subdir}` inside unit {other}'s source)"),
+                ));
+            }
+            Ok(p)
+        }
+    }
+}
+
+/// The desired manifest under construction; enforces one owner per path.
+pub(crate) struct Builder {
+    pub(crate) desired: Desired,
+    pub(crate) warnings: Vec<String>,
+}
+
+impl Builder {
+    /// Adds an entry; folders may be shared, anything else has one producer.
+    pub(crate) fn insert(&mut self, path: String, e: Entry) -> Result<(), Error> {
+        if let Some(old) = self.desired.get(&path) {
+            if old.kind == Kind::Dir && e.kind == Kind::Dir {
+                return Ok(());
+            }
+            return Err(Error::Conflict {
+                path,
+                first: old.unit.to_string(),
+                second: e.unit.to_string(),
+            });
+        }
+        self.desired.insert(path, e);
+        Ok(())
+    }
+
+    /// Adds the folders leading to `path` (not `path` itself).
+    pub(crate) fn parents(&mut self, path: &str, unit: &Arc<str>) -> Result<(), Error> {
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            let dir = &path[..at + i];
+            if !self.desired.contains_key(dir) {
+                self.insert(dir.to_string(), Entry::dir(unit, "mkdir"))?;
+            }
+            at += i + 1;
+        }
+        Ok(())
+    }
+
+    /// Copies `src` (a file, link or folder tree) to `dest`.
+    pub(crate) fn copy_tree(
+        &mut self,
+        unit: &Arc<str>,
+        step: &'static str,
+        src: &Path,
+        dest: &str,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Result<(), Error> {
+        self.parents(dest, unit)?;
+        let walk = walkdir::WalkDir::new(src).follow_links(false).into_iter();
+        for item in walk.filter_entry(|e| {
+            e.depth() == 0
+                || !skip(
+                    &e.path()
+                        .strip_prefix(src)
+                        .unwrap_or(e.path())
+                        .to_string_lossy(),
+                )
+        }) {
+            let item = item.map_err(|e| {
+                let path = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| src.to_path_buf());
+                std::io::Error::other(format!("{}: {e}", path.display()))
+            })?;
+            let rel = item.path().strip_prefix(src).unwrap_or(item.path());
+            let rel = rel.to_str().ok_or_else(|| Error::Unit {
+                unit: unit.to_string(),
+                message: format!(
+                    "{} has a name that is not UTF-8; rename it",
+                    item.path().display()
+                ),
+            })?;
+            let out = match (dest.is_empty(), rel.is_empty()) {
+                (true, true) => continue,
+                (true, false) => rel.to_string(),
+                (false, true) => dest.to_string(),
+                (false, false) => format!("{dest}/{rel}"),
+            };
+            let ft = item.file_type();
+            let entry = if ft.is_dir() {
+                Entry::dir(unit, step)
+            } else if ft.is_symlink() {
+                let target = fs_err::read_link(item.path())?;
+                let target = target.to_str().ok_or_else(|| Error::Unit {
+                    unit: unit.to_string(),
+                    message: format!("{}: link target is not UTF-8", item.path().display()),
+                })?;
+                Entry::link(unit, step, target)
+            } else if ft.is_file() {
+                let mode = item
+                    .metadata()
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", item.path().display())))?
+                    .permissions()
+                    .mode();
+                Entry::copy(
+                    unit,
+                    step,
+                    item.path().to_path_buf(),
+                    Sha256([0; 32]),
+                    mode & 0o100 != 0,
+                )
+            } else {
+                return Err(Error::Unit {
+                    unit: unit.to_string(),
+                    message: format!(
+                        "{} is not a file, folder or link (a fifo, socket or device); remove it from the source",
+                        item.path().display()
+                    ),
+                });
+            };
+            self.insert(out, entry)?;
+        }
+        Ok(())
+    }
+
+    /// The current bytes of a desired file.
+    fn content(&self, path: &str) -> Result<Vec<u8>, Error> {
+        match self.desired.get(path).and_then(|e| e.content.as_ref()) {
+            Some(Content::Bytes(b)) => Ok(b.to_vec()),
+            Some(Content::Copy(src)) => Ok(fs_err::read(src)?),
+            None => Err(std::io::Error::other(format!("{path}: not a file")).into()),
+        }
+    }
+}
+
+fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(), Error> {
+    let name: Arc<str> = Arc::from(unit.name.as_str());
+    let var_err = |e: assemble_recipe::VarsError| Error::Unit {
+        unit: unit.name.clone(),
+        message: e.to_string(),
+    };
+    let mut produced: Vec<String> = Vec::new();
+    for (from, to) in &unit.install {
+        let src = root.join(from);
+        if std::fs::symlink_metadata(&src).is_err() {
+            return Err(Error::MissingPath {
+                unit: unit.name.clone(),
+                key: format!("units.{}.install.\"{from}\"", unit.name),
+                path: src,
+                hint: format!(" (inside the unit's source {})", root.display()),
+            });
+        }
+        let dest = vars.expand_path(to).map_err(var_err)?;
+        b.copy_tree(&name, "copy", &src, &dest, &|_| false)?;
+        produced.push(dest);
+    }
+    let owns = |p: &str| {
+        produced
+            .iter()
+            .any(|d| p == d || p.starts_with(&format!("{d}/")))
+    };
+
+    for x in &unit.executable {
+        let p = vars.expand_path(x).map_err(var_err)?;
+        match b.desired.get_mut(&p) {
+            Some(Entry {
+                kind: Kind::File { executable, .. },
+                unit: u,
+                ..
+            }) if owns(&p) && **u == *unit.name => *executable = true,
+            _ => {
+                return Err(Error::Unit {
+                    unit: unit.name.clone(),
+                    message: format!(
+                        "`executable` names {p}, which is not a file this unit installs; check the path against its `install` mappings"
+                    ),
+                });
+            }
+        }
+    }
+
+    for (i, patch) in unit.patches.iter().enumerate() {
+        let p = vars.expand_path(&patch.file).map_err(var_err)?;
+        let (source_file, executable) = match b.desired.get(&p) {
+            Some(Entry {
+                kind: Kind::File { executable, .. },
+                content,
+                ..
+            }) if owns(&p) => (
+                match content {
+                    Some(Content::Copy(s)) => s.clone(),
+                    _ => PathBuf::from(&p),
+                },
+                *executable,
+            ),
+            _ => {
+                return Err(Error::Unit {
+                    unit: unit.name.clone(),
+                    message: format!(
+                        "patch {} names {p}, which is not a file this unit installs; check `file` against the unit's `install` mappings",
+                        i + 1
+                    ),
+                });
+            }
+        };
+        let bytes = b.content(&p)?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::Unit {
+            unit: unit.name.clone(),
+            message: format!("patch {} targets {p}, which is not UTF-8 text", i + 1),
+        })?;
+        let pattern = vars.expand(&patch.replace);
+        let with = vars.expand(&patch.with);
+        let result = match substitute(&text, &pattern, &with) {
+            Some(r) => r,
+            None => match patch.on_missing {
+                OnMissing::Fail => {
+                    return Err(Error::PatchNotFound(Box::new(PatchMiss {
+                        unit: unit.name.clone(),
+                        index: i + 1,
+                        file: p,
+                        source_file,
+                        closest: closest_lines(&text, &pattern, 3),
+                        pattern,
+                    })));
+                }
+                OnMissing::Warn => {
+                    b.warnings.push(format!(
+                        "unit {}: patch {} did not match in {p}: {pattern}",
+                        unit.name,
+                        i + 1
+                    ));
+                    text
+                }
+                OnMissing::Quiet => text,
+            },
+        };
+        b.desired.insert(
+            p,
+            Entry::bytes(&name, "patch", result.into_bytes(), executable),
+        );
+    }
+
+    for (link, target) in &unit.symlinks {
+        let link = vars.expand_path(link).map_err(var_err)?;
+        let target = vars.expand_path(target).map_err(var_err)?;
+        if !b.desired.contains_key(&target) {
+            return Err(Error::Unit {
+                unit: unit.name.clone(),
+                message: format!(
+                    "symlink {link} points at {target}, which nothing in the output provides"
+                ),
+            });
+        }
+        b.parents(&link, &name)?;
+        b.insert(
+            link.clone(),
+            Entry::link(&name, "symlink", relative_link(&link, &target)),
+        )?;
+    }
+    Ok(())
+}
+
+/// The relative target for a link at `link` pointing at `target`, both
+/// relative to the output root, so that the tree can move.
+pub fn relative_link(link: &str, target: &str) -> String {
+    let from: Vec<&str> = link.split('/').collect();
+    let from = &from[..from.len() - 1];
+    let to: Vec<&str> = target.split('/').collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; from.len() - common];
+    parts.extend(&to[common..]);
+    if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links() {
+        assert_eq!(
+            relative_link("lifecycle", "lib/python3.11/site-packages/lifecycle"),
+            "lib/python3.11/site-packages/lifecycle"
+        );
+        assert_eq!(relative_link("bin/python3", "bin/python3.11"), "python3.11");
+        assert_eq!(relative_link("a/b/c", "a/x"), "../x");
+    }
+}

@@ -1,0 +1,182 @@
+//! The venv unit: the tree at the output root, `pyvenv.cfg`, and `bin/`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use assemble_python::{Dist, launcher, read_dists, rewrite_pyvenv_cfg, rewrite_shebang};
+use assemble_recipe::{Scripts, Unit, Vars};
+use assemble_reconcile::{Entry, Sha256};
+
+use crate::{Builder, Context, Error};
+
+pub(crate) fn plan_venv(
+    b: &mut Builder,
+    unit: &Unit,
+    root: &Path,
+    ctx: &Context,
+    vars: &Vars,
+) -> Result<(), Error> {
+    let name: Arc<str> = Arc::from(unit.name.as_str());
+    let err = |message: String| Error::Unit {
+        unit: unit.name.clone(),
+        message,
+    };
+    let py = &ctx.python;
+    let site_rel = py.site_packages();
+    let site = root.join(&site_rel);
+    if !site.is_dir() {
+        let have: Vec<String> = fs_err::read_dir(root.join("lib"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| format!("lib/{}", e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Err(err(format!(
+            "the venv at {} has no {site_rel} (it has: {}); it was made for another Python than the recipe's interpreter ({}, {}): rebuild the venv with that interpreter or change [python] interpreter",
+            root.display(),
+            if have.is_empty() {
+                "no lib/python*".to_string()
+            } else {
+                have.join(", ")
+            },
+            py.executable.display(),
+            py.full_version,
+        )));
+    }
+    let cfg_path = root.join("pyvenv.cfg");
+    let cfg = fs_err::read_to_string(&cfg_path)
+        .map_err(|e| err(format!("{} is not a virtualenv: {e}", root.display())))?;
+
+    b.copy_tree(&name, "venv", root, "", &|rel| {
+        rel == "bin" || rel == "pyvenv.cfg"
+    })?;
+    b.insert(
+        "pyvenv.cfg".into(),
+        Entry::bytes(
+            &name,
+            "pyvenv.cfg",
+            rewrite_pyvenv_cfg(&cfg, py, &vars.out).into_bytes(),
+            false,
+        ),
+    )?;
+
+    // bin/: the interpreter links, then the scripts.
+    let pyname = py.name();
+    b.insert("bin".into(), Entry::dir(&name, "bin"))?;
+    b.insert(
+        format!("bin/{pyname}"),
+        Entry::link(&name, "bin", py.executable.to_string_lossy()),
+    )?;
+    for alias in ["python3", "python"] {
+        b.insert(
+            format!("bin/{alias}"),
+            Entry::link(&name, "bin", pyname.clone()),
+        )?;
+    }
+
+    let dists = read_dists(&site).map_err(|source| Error::Python {
+        unit: unit.name.clone(),
+        source,
+    })?;
+    let python = format!("{}/bin/{pyname}", vars.out);
+    let wanted: Vec<String> = match &unit.scripts {
+        Scripts::Named(v) => v.clone(),
+        Scripts::All => {
+            let mut all: Vec<String> = dists
+                .iter()
+                .flat_map(|d| {
+                    d.scripts
+                        .iter()
+                        .filter(|e| !e.attr.is_empty())
+                        .map(|e| e.name.clone())
+                        .chain(
+                            d.data_scripts()
+                                .filter(|s| root.join("bin").join(s).is_file())
+                                .map(str::to_string),
+                        )
+                })
+                .collect();
+            all.sort();
+            all.dedup();
+            all
+        }
+    };
+    for script in &wanted {
+        if script.contains('/')
+            || matches!(script.as_str(), "python" | "python3")
+            || *script == pyname
+        {
+            return Err(err(format!(
+                "`scripts` entry {script:?} is not a script name"
+            )));
+        }
+        let entry = script_entry(&name, root, &dists, script, &python).map_err(err)?;
+        b.insert(format!("bin/{script}"), entry)?;
+    }
+    Ok(())
+}
+
+/// The `bin/` entry for one script name, or why there is none.
+fn script_entry(
+    unit: &Arc<str>,
+    root: &Path,
+    dists: &[Dist],
+    script: &str,
+    python: &str,
+) -> Result<Entry, String> {
+    if let Some((d, ep)) = dists
+        .iter()
+        .find_map(|d| d.scripts.iter().find(|e| e.name == script).map(|e| (d, e)))
+    {
+        let text = launcher(python, ep).ok_or_else(|| {
+            format!(
+                "script `{script}` of {} {} names module {} without a callable",
+                d.name, d.version, ep.module
+            )
+        })?;
+        return Ok(Entry::bytes(unit, "script", text.into_bytes(), true));
+    }
+    let src = root.join("bin").join(script);
+    let owner = dists.iter().find(|d| d.data_scripts().any(|s| s == script));
+    match fs_err::read(&src) {
+        Ok(bytes) => {
+            if let Some(b) = rewrite_shebang(&bytes, python) {
+                return Ok(Entry::bytes(unit, "data-script", b, true));
+            }
+            let exec = std::fs::metadata(&src)
+                .map(|m| m.permissions().mode() & 0o100 != 0)
+                .unwrap_or(true);
+            Ok(Entry::copy(unit, "data-script", src, Sha256([0; 32]), exec))
+        }
+        Err(_) => Err(match owner {
+            Some(d) => format!(
+                "script `{script}` is a data file of {} {} (its RECORD lists bin/{script}), but {} does not have it (a Nix-FOD venv has no bin/): use a venv that still has bin/{script}, or drop it from `scripts`",
+                d.name,
+                d.version,
+                src.display()
+            ),
+            None => {
+                let mut known: Vec<&str> = dists
+                    .iter()
+                    .flat_map(|d| {
+                        d.scripts
+                            .iter()
+                            .map(|e| e.name.as_str())
+                            .chain(d.data_scripts())
+                    })
+                    .collect();
+                known.sort();
+                known.dedup();
+                let hint = assemble_recipe::suggest(script, &known)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                format!(
+                    "script `{script}` is not provided by any distribution in the venv{hint} (it has: {})",
+                    known.join(", ")
+                )
+            }
+        }),
+    }
+}

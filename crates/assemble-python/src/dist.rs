@@ -1,0 +1,163 @@
+//! Installed distributions: `*.dist-info/{METADATA,entry_points.txt,RECORD}`.
+
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// A `console_scripts` or `gui_scripts` entry point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPoint {
+    pub name: String,
+    pub module: String,
+    /// The attribute path after `:`, e.g. `run` or `Cli.main`; empty when the
+    /// entry point names a module only.
+    pub attr: String,
+}
+
+/// One installed distribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dist {
+    /// The `.dist-info` folder.
+    pub dist_info: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub scripts: Vec<EntryPoint>,
+    /// Files RECORD places in the venv's `bin/` (console launchers included).
+    pub bin_files: Vec<String>,
+}
+
+impl Dist {
+    /// Files in `bin/` that are data scripts shipped by the wheel (e.g. an ELF
+    /// binary such as dumb-init), not launchers generated for an entry point.
+    pub fn data_scripts(&self) -> impl Iterator<Item = &str> {
+        self.bin_files
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !self.scripts.iter().any(|e| e.name == *f))
+    }
+}
+
+/// Reads every distribution installed in `site`, sorted by name.
+pub fn read_dists(site: &Path) -> Result<Vec<Dist>, Error> {
+    let mut dists = Vec::new();
+    for entry in fs_err::read_dir(site)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".dist-info") else {
+            continue;
+        };
+        let dir = entry.path();
+        let (mut dname, mut version) = match stem.split_once('-') {
+            Some((n, v)) => (n.to_string(), v.to_string()),
+            None => (stem.to_string(), String::new()),
+        };
+        if let Ok(meta) = fs_err::read_to_string(dir.join("METADATA")) {
+            for line in meta.lines().take_while(|l| !l.is_empty()) {
+                if let Some(v) = line.strip_prefix("Name: ") {
+                    dname = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("Version: ") {
+                    version = v.trim().to_string();
+                }
+            }
+        }
+        let scripts = match fs_err::read_to_string(dir.join("entry_points.txt")) {
+            Ok(t) => parse_entry_points(&t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let bin_files = match fs_err::read_to_string(dir.join("RECORD")) {
+            Ok(t) => record_bin_files(&t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        dists.push(Dist {
+            dist_info: dir,
+            name: dname,
+            version,
+            scripts,
+            bin_files,
+        });
+    }
+    dists.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(dists)
+}
+
+/// The `console_scripts` and `gui_scripts` of an `entry_points.txt`.
+fn parse_entry_points(text: &str) -> Vec<EntryPoint> {
+    let mut out = Vec::new();
+    let mut in_scripts = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            in_scripts = matches!(line, "[console_scripts]" | "[gui_scripts]");
+            continue;
+        }
+        if !in_scripts {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        // Drop extras: `mod:attr [extra]`.
+        let value = value.split('[').next().unwrap_or(value).trim();
+        let (module, attr) = value.split_once(':').unwrap_or((value, ""));
+        out.push(EntryPoint {
+            name: name.trim().to_string(),
+            module: module.trim().to_string(),
+            attr: attr.trim().to_string(),
+        });
+    }
+    out
+}
+
+/// Names of the files a RECORD installs into `bin/` (paths are relative to
+/// site-packages, so `../../../bin/NAME`).
+fn record_bin_files(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let path = if let Some(rest) = line.strip_prefix('"') {
+            rest.split('"').next().unwrap_or_default()
+        } else {
+            line.split(',').next().unwrap_or_default()
+        };
+        if let Some(name) = path.strip_prefix("../../../bin/")
+            && !name.contains('/')
+        {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_points_keep_attr_paths_and_drop_extras() {
+        let eps = parse_entry_points(
+            "[console_scripts]\ngunicorn = gunicorn.app.wsgiapp:run\nx = a.b:C.main [extra]\n\n[other]\ny = z:w\n[gui_scripts]\ng=m\n",
+        );
+        let got: Vec<_> = eps
+            .iter()
+            .map(|e| (e.name.as_str(), e.module.as_str(), e.attr.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("gunicorn", "gunicorn.app.wsgiapp", "run"),
+                ("x", "a.b", "C.main"),
+                ("g", "m", "")
+            ]
+        );
+    }
+
+    #[test]
+    fn record_finds_bin_entries() {
+        let r = "dumb_init-1.2.5.dist-info/RECORD,,\n../../../bin/dumb-init,sha256=abc,100\n\"../../../bin/we,ird\",sha256=x,1\nfoo.py,sha256=y,2\n";
+        assert_eq!(record_bin_files(r), ["dumb-init", "we,ird"]);
+    }
+}

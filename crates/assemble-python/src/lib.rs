@@ -1,0 +1,105 @@
+//! Everything that knows about Python: finding and probing the interpreter,
+//! reading a virtualenv's distributions (entry points, RECORD), rendering
+//! console-script launchers and `pyvenv.cfg`, and running pip (or uv) to
+//! build a venv or download an sdist.
+
+mod dist;
+mod launcher;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+pub use dist::{Dist, EntryPoint, read_dists};
+pub use launcher::{launcher, rewrite_pyvenv_cfg, rewrite_shebang, shebang};
+pub use run::{build_venv, pip_download};
+
+/// An error of this crate; each names the file or command it failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(
+        "python interpreter `{name}` not found{searched}; install it, or set [python] interpreter to a name on PATH or an absolute path"
+    )]
+    InterpreterNotFound { name: String, searched: String },
+    #[error("{program} failed ({status}): {stderr}")]
+    Command {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{}: {message}", .path.display())]
+    Malformed { path: PathBuf, message: String },
+}
+
+/// A probed interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreter {
+    /// The real executable, symlinks resolved (a pyenv shim is not a python).
+    pub executable: PathBuf,
+    /// `sys.base_prefix`: what `@python@` stands for in a Nix-FOD venv.
+    pub prefix: PathBuf,
+    pub major: u32,
+    pub minor: u32,
+    /// `platform.python_version()`, e.g. `3.11.7`.
+    pub full_version: String,
+}
+
+impl Interpreter {
+    /// Finds `name` (a name on PATH, or a path) and asks it about itself.
+    pub fn probe(name: &str) -> Result<Interpreter, Error> {
+        let path = find_program(name).ok_or_else(|| Error::InterpreterNotFound {
+            name: name.to_string(),
+            searched: if name.contains('/') {
+                String::new()
+            } else {
+                " on PATH".to_string()
+            },
+        })?;
+        let code = "import os,sys,platform;print(os.path.realpath(sys.executable));print(sys.base_prefix);print(sys.version_info[0]);print(sys.version_info[1]);print(platform.python_version())";
+        let out = run::output(&path, &["-c", code], None)?;
+        let lines: Vec<&str> = out.lines().collect();
+        let bad = || Error::Malformed {
+            path: path.clone(),
+            message: format!("unexpected answer to the interpreter probe: {out:?}"),
+        };
+        if lines.len() < 5 {
+            return Err(bad());
+        }
+        Ok(Interpreter {
+            executable: PathBuf::from(lines[0]),
+            prefix: PathBuf::from(lines[1]),
+            major: lines[2].parse().map_err(|_| bad())?,
+            minor: lines[3].parse().map_err(|_| bad())?,
+            full_version: lines[4].to_string(),
+        })
+    }
+
+    /// `pythonX.Y`.
+    pub fn name(&self) -> String {
+        format!("python{}.{}", self.major, self.minor)
+    }
+
+    /// `lib/pythonX.Y/site-packages`, relative to a venv's root.
+    pub fn site_packages(&self) -> String {
+        format!("lib/{}/site-packages", self.name())
+    }
+}
+
+/// Looks a program up the way a shell does: a name with a `/` is a path,
+/// anything else is searched on PATH.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -1,0 +1,634 @@
+//! The recipe: a TOML file that declares the deployment tree as a set of units.
+//!
+//! This crate reads and validates the file; it does no other I/O. Every error
+//! carries the recipe's path and, where the file has one, a `line:col`
+//! location, so that the CLI can print `assemble.toml:12:1: ...`.
+//!
+//! The schema (keys are the contract; see the README for the full reference):
+//!
+//! ```toml
+//! [package]
+//! name = "authentik-django"
+//! version = "2026.2.0"
+//!
+//! [python]
+//! interpreter = "python3.14"
+//!
+//! [units.python-deps]
+//! venv = "vendor/python-deps"        # or: requirements = "requirements.txt"
+//! scripts = ["gunicorn", "dumb-init"]
+//!
+//! [units.opencontainers]
+//! pypi = "opencontainers==0.0.15"
+//! sha256 = "..."
+//! install = { "opencontainers" = "@site@/opencontainers" }
+//!
+//! [units.authentik]
+//! path = "vendor/authentik"
+//! install = { "authentik" = "@site@/authentik" }
+//! executable = ["@site@/lifecycle/ak"]
+//! symlinks = { "lifecycle" = "@site@/lifecycle" }
+//!
+//! [[units.authentik.patch]]
+//! file = "@site@/authentik/root/settings.py"
+//! replace = "..."
+//! with = "..."
+//! on-missing = "fail"
+//! ```
+
+mod vars;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+pub use vars::{Vars, VarsError};
+
+/// A recipe error, always naming the recipe file.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("cannot read recipe: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("{location}: {message}")]
+    Syntax { location: Location, message: String },
+    #[error("{location}: unknown key `{key}`{table}{hint}", table = in_table(.table), hint = did_you_mean(.suggestion))]
+    UnknownKey {
+        location: Location,
+        key: String,
+        table: Option<String>,
+        suggestion: Option<String>,
+    },
+    #[error("{location}: {message}")]
+    Invalid { location: Location, message: String },
+}
+
+fn in_table(table: &Option<String>) -> String {
+    table
+        .as_ref()
+        .map(|t| format!(" in {t}"))
+        .unwrap_or_default()
+}
+
+fn did_you_mean(s: &Option<String>) -> String {
+    s.as_ref()
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default()
+}
+
+/// `file:line:col`, 1-based, or just `file` when no position is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: Option<(usize, usize)>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some((l, c)) => write!(f, "{}:{l}:{c}", self.file.display()),
+            None => write!(f, "{}", self.file.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecipe {
+    package: RawPackage,
+    python: RawPython,
+    #[serde(default)]
+    units: IndexMap<String, toml::Spanned<RawUnit>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPackage {
+    name: String,
+    version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPython {
+    interpreter: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawUnit {
+    venv: Option<String>,
+    requirements: Option<String>,
+    pypi: Option<String>,
+    sha256: Option<String>,
+    from: Option<String>,
+    path: Option<String>,
+    scripts: Option<Vec<String>>,
+    #[serde(default)]
+    install: IndexMap<String, String>,
+    #[serde(default)]
+    executable: Vec<String>,
+    #[serde(default)]
+    symlinks: IndexMap<String, String>,
+    #[serde(default)]
+    patch: Vec<Patch>,
+}
+
+/// What a patch does when its pattern is not in the file.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMissing {
+    /// Fail the build, showing the closest lines (Nix's `--replace-fail`).
+    #[default]
+    Fail,
+    /// Print a warning and go on (Nix's `--replace-warn`).
+    Warn,
+    /// Go on silently (Nix's `--replace-quiet`).
+    Quiet,
+}
+
+/// One `substituteInPlace --replace-*` of the seed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Patch {
+    /// Output path of the file to patch (variables allowed).
+    pub file: String,
+    pub replace: String,
+    pub with: String,
+    #[serde(default)]
+    pub on_missing: OnMissing,
+}
+
+/// A validated recipe.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The recipe file, as given.
+    pub file: PathBuf,
+    /// The folder relative paths resolve against.
+    pub dir: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub interpreter: String,
+    pub units: Vec<Unit>,
+}
+
+/// Where a unit's files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An existing virtualenv (normal, or Nix-FOD style without `bin/`).
+    Venv { path: PathBuf },
+    /// A virtualenv built from a requirements file into the cache.
+    Requirements { path: PathBuf },
+    /// An sdist from the Python package index, checked against `sha256`.
+    Pypi { spec: String, sha256: String },
+    /// A sub-tree of another unit's source.
+    From { unit: String, subdir: String },
+    /// A local folder.
+    Path { path: PathBuf },
+}
+
+impl Source {
+    /// The recipe key that selects this kind.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Source::Venv { .. } => "venv",
+            Source::Requirements { .. } => "requirements",
+            Source::Pypi { .. } => "pypi",
+            Source::From { .. } => "from",
+            Source::Path { .. } => "path",
+        }
+    }
+
+    /// True for the unit that provides the virtualenv at the output root.
+    pub fn is_venv(&self) -> bool {
+        matches!(self, Source::Venv { .. } | Source::Requirements { .. })
+    }
+}
+
+/// Which `bin/` entries a venv unit provides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scripts {
+    All,
+    Named(Vec<String>),
+}
+
+/// A unit: one source input and what it installs.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub name: String,
+    pub source: Source,
+    pub scripts: Scripts,
+    /// Source path (relative to the unit's tree) -> output path (with variables).
+    pub install: Vec<(String, String)>,
+    /// Output paths (with variables) to mark executable.
+    pub executable: Vec<String>,
+    /// Top-level link (output path) -> what it points at (output path).
+    pub symlinks: Vec<(String, String)>,
+    pub patches: Vec<Patch>,
+    /// The unit's section, canonically serialised: its recipe fingerprint.
+    pub canonical: String,
+}
+
+impl Recipe {
+    /// Reads and validates a recipe file.
+    pub fn load(file: &Path) -> Result<Recipe, RecipeError> {
+        let text = fs_err::read_to_string(file).map_err(RecipeError::Read)?;
+        Recipe::parse(file, &text)
+    }
+
+    /// Validates recipe text; `file` is used for locations and relative paths.
+    pub fn parse(file: &Path, text: &str) -> Result<Recipe, RecipeError> {
+        let raw: RawRecipe = toml::from_str(text).map_err(|e| de_error(file, text, &e))?;
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let at = |span: std::ops::Range<usize>| Location {
+            file: file.to_path_buf(),
+            line: Some(line_col(text, span.start)),
+        };
+        let invalid = |span: std::ops::Range<usize>, message: String| RecipeError::Invalid {
+            location: at(span),
+            message,
+        };
+
+        if raw.package.name.is_empty() || raw.package.name.contains('/') {
+            return Err(RecipeError::Invalid {
+                location: Location {
+                    file: file.to_path_buf(),
+                    line: find_line(text, "name"),
+                },
+                message: format!(
+                    "package.name {:?} must be a plain non-empty file name",
+                    raw.package.name
+                ),
+            });
+        }
+
+        let mut units = Vec::new();
+        for (name, spanned) in &raw.units {
+            let span = spanned.span();
+            let u = spanned.get_ref();
+            let mut kinds = Vec::new();
+            if let Some(p) = &u.venv {
+                kinds.push(Source::Venv { path: dir.join(p) });
+            }
+            if let Some(p) = &u.requirements {
+                kinds.push(Source::Requirements { path: dir.join(p) });
+            }
+            if let Some(spec) = &u.pypi {
+                let Some(sha) = &u.sha256 else {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "unit {name}: `pypi = {spec:?}` needs `sha256` (the sdist's sha256, as `pip hash` prints it)"
+                        ),
+                    ));
+                };
+                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(
+                        span,
+                        format!("unit {name}: sha256 {sha:?} is not 64 hex digits"),
+                    ));
+                }
+                if !spec.contains("==") {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "unit {name}: pypi = {spec:?} must pin one version, as `name==version`"
+                        ),
+                    ));
+                }
+                kinds.push(Source::Pypi {
+                    spec: spec.clone(),
+                    sha256: sha.to_ascii_lowercase(),
+                });
+            } else if u.sha256.is_some() {
+                return Err(invalid(
+                    span,
+                    format!("unit {name}: `sha256` only goes with `pypi`"),
+                ));
+            }
+            if let Some(f) = &u.from {
+                let Some((unit, subdir)) = f.split_once(':') else {
+                    return Err(invalid(
+                        span,
+                        format!("unit {name}: from = {f:?} must read \"UNIT:SUBDIR\""),
+                    ));
+                };
+                kinds.push(Source::From {
+                    unit: unit.to_string(),
+                    subdir: subdir.trim_matches('/').to_string(),
+                });
+            }
+            if let Some(p) = &u.path {
+                kinds.push(Source::Path { path: dir.join(p) });
+            }
+            let source = match kinds.len() {
+                1 => kinds.remove(0),
+                0 => {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "unit {name} has no source: give one of `path`, `from`, `pypi`, `venv`, `requirements`"
+                        ),
+                    ));
+                }
+                _ => {
+                    let keys: Vec<_> = kinds.iter().map(|k| format!("`{}`", k.key())).collect();
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "unit {name} has more than one source ({}): keep one",
+                            keys.join(", ")
+                        ),
+                    ));
+                }
+            };
+            let scripts = match &u.scripts {
+                None => Scripts::Named(Vec::new()),
+                Some(v) if v.iter().any(|s| s == "*") => Scripts::All,
+                Some(v) => Scripts::Named(v.clone()),
+            };
+            if source.is_venv() {
+                if !u.install.is_empty() || !u.symlinks.is_empty() {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "unit {name}: a venv unit is installed at the output root; `install` and `symlinks` do not apply to it"
+                        ),
+                    ));
+                }
+            } else if u.scripts.is_some() {
+                return Err(invalid(
+                    span,
+                    format!("unit {name}: `scripts` only goes with `venv` or `requirements`"),
+                ));
+            }
+            for (from, to) in &u.install {
+                if from.is_empty() || from.starts_with('/') || from.split('/').any(|c| c == "..") {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "unit {name}: install source {from:?} must be a relative path inside the unit"
+                        ),
+                    ));
+                }
+                check_out_path(to)
+                    .map_err(|m| invalid(span.clone(), format!("unit {name}: {m}")))?;
+            }
+            for p in u
+                .executable
+                .iter()
+                .chain(u.symlinks.keys())
+                .chain(u.symlinks.values())
+                .chain(u.patch.iter().map(|p| &p.file))
+            {
+                check_out_path(p)
+                    .map_err(|m| invalid(span.clone(), format!("unit {name}: {m}")))?;
+            }
+            for (i, p) in u.patch.iter().enumerate() {
+                if p.replace.is_empty() {
+                    return Err(invalid(
+                        span,
+                        format!("unit {name}: patch {} has an empty `replace`", i + 1),
+                    ));
+                }
+            }
+            let canonical = toml::to_string(u).unwrap_or_default();
+            units.push(Unit {
+                name: name.clone(),
+                source,
+                scripts,
+                install: u.install.clone().into_iter().collect(),
+                executable: u.executable.clone(),
+                symlinks: u.symlinks.clone().into_iter().collect(),
+                patches: u.patch.clone(),
+                canonical,
+            });
+        }
+
+        // Cross-unit checks.
+        let venvs: Vec<_> = units.iter().filter(|u| u.source.is_venv()).collect();
+        if venvs.len() > 1 {
+            return Err(RecipeError::Invalid {
+                location: Location {
+                    file: file.to_path_buf(),
+                    line: None,
+                },
+                message: format!(
+                    "units {} and {} both provide the virtualenv: keep one",
+                    venvs[0].name, venvs[1].name
+                ),
+            });
+        }
+        for u in &units {
+            if let Source::From { unit, .. } = &u.source {
+                let span = raw.units[&u.name].span();
+                match units.iter().find(|o| &o.name == unit) {
+                    None => {
+                        let names: Vec<&str> = units.iter().map(|o| o.name.as_str()).collect();
+                        return Err(invalid(
+                            span,
+                            format!(
+                                "unit {}: from names unit `{unit}`, which the recipe does not have{}",
+                                u.name,
+                                did_you_mean(&suggest(unit, &names))
+                            ),
+                        ));
+                    }
+                    Some(o) if !matches!(o.source, Source::Path { .. } | Source::Pypi { .. }) => {
+                        return Err(invalid(
+                            span,
+                            format!(
+                                "unit {}: from = `{unit}:...` needs a `path` or `pypi` unit; {unit} is a `{}` unit",
+                                u.name,
+                                o.source.key()
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+
+        Ok(Recipe {
+            file: file.to_path_buf(),
+            dir,
+            name: raw.package.name,
+            version: raw.package.version,
+            interpreter: raw.python.interpreter,
+            units,
+        })
+    }
+
+    pub fn unit(&self, name: &str) -> Option<&Unit> {
+        self.units.iter().find(|u| u.name == name)
+    }
+
+    /// The location of a unit's table, for errors found after parsing.
+    pub fn unit_location(&self, name: &str) -> Location {
+        let line = fs_err::read_to_string(&self.file)
+            .ok()
+            .and_then(|t| find_line(&t, &format!("[units.{name}")));
+        Location {
+            file: self.file.clone(),
+            line,
+        }
+    }
+}
+
+/// An output path in a recipe: relative to the output root after expansion.
+fn check_out_path(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("an output path is empty".into());
+    }
+    if p.starts_with('/') {
+        return Err(format!(
+            "output path {p:?} is absolute; output paths are relative to the output root (use @site@/... or a plain relative path)"
+        ));
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err(format!("output path {p:?} leaves the output root"));
+    }
+    Ok(())
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |i| offset - i - 1) + 1;
+    (line, col)
+}
+
+fn find_line(text: &str, needle: &str) -> Option<(usize, usize)> {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(needle))
+        .map(|i| (i + 1, 1))
+}
+
+/// The closest candidate by edit distance, if it is close enough to be a typo.
+pub fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_string())
+}
+
+fn de_error(file: &Path, text: &str, e: &toml::de::Error) -> RecipeError {
+    let location = Location {
+        file: file.to_path_buf(),
+        line: e.span().map(|s| line_col(text, s.start)),
+    };
+    let message = e.message().trim().to_string();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let key = rest.split('`').next().unwrap_or_default().to_string();
+        let expected: Vec<&str> = rest
+            .split_once("expected")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let table = e.span().and_then(|s| enclosing_table(text, s.start));
+        return RecipeError::UnknownKey {
+            location,
+            suggestion: suggest(&key, &expected),
+            key,
+            table,
+        };
+    }
+    RecipeError::Syntax { location, message }
+}
+
+/// The `[table]` header that an offset falls under.
+fn enclosing_table(text: &str, offset: usize) -> Option<String> {
+    text[..offset.min(text.len())]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.split('#').next().unwrap_or(l).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+[package]
+name = "demo"
+version = "1"
+
+[python]
+interpreter = "python3"
+
+[units.deps]
+venv = "v"
+scripts = ["gunicorn"]
+
+[units.app]
+path = "src"
+install = { "app" = "@site@/app" }
+
+[[units.app.patch]]
+file = "@site@/app/x.py"
+replace = "a"
+with = "b"
+"#;
+
+    fn parse(t: &str) -> Result<Recipe, RecipeError> {
+        Recipe::parse(Path::new("r/assemble.toml"), t)
+    }
+
+    #[test]
+    fn parses_units_in_order() {
+        let r = parse(OK).expect("valid recipe");
+        let names: Vec<_> = r.units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["deps", "app"]);
+        assert_eq!(
+            r.units[1].source,
+            Source::Path {
+                path: PathBuf::from("r/src")
+            }
+        );
+        assert_eq!(r.units[1].patches[0].on_missing, OnMissing::Fail);
+    }
+
+    #[test]
+    fn unknown_key_names_it_and_suggests() {
+        let t = OK.replace("replace = \"a\"", "replce = \"a\"");
+        let e = parse(&t).expect_err("typo must fail").to_string();
+        assert!(e.contains("unknown key `replce`"), "{e}");
+        assert!(e.contains("did you mean `replace`"), "{e}");
+        assert!(e.contains("[[units.app.patch]]"), "{e}");
+        assert!(e.starts_with("r/assemble.toml:19:"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let t = OK.replace("version = \"1\"", "version = \"1");
+        let e = parse(&t).expect_err("syntax").to_string();
+        assert!(e.starts_with("r/assemble.toml:4:"), "{e}");
+    }
+
+    #[test]
+    fn from_must_name_a_unit() {
+        let t = format!("{OK}\n[units.g]\nfrom = \"ap:pkg\"\n");
+        let e = parse(&t).expect_err("bad from").to_string();
+        assert!(e.contains("did you mean `app`"), "{e}");
+    }
+
+    #[test]
+    fn two_sources_rejected() {
+        let t = OK.replace("path = \"src\"", "path = \"src\"\nvenv = \"x\"");
+        let e = parse(&t).expect_err("two sources").to_string();
+        assert!(e.contains("more than one source"), "{e}");
+    }
+}

@@ -1,0 +1,90 @@
+//! `cargo xtask`: parses flags, builds one context, dispatches to a command.
+//!
+//! Exit codes: 0 success, 1 the assembly failed (bad input, a patch that no
+//! longer matches, a conflict, an I/O error), 2 the command line or the
+//! recipe is malformed.
+
+mod assemble;
+mod context;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Assemble the authentik Python/Django backend tree"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build or update the deployment tree described by a recipe.
+    Assemble(AssembleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AssembleArgs {
+    /// The recipe (default: assemble.toml at the workspace root).
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// Where to write the tree (default: <cargo target dir>/<package name>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The path the tree will run from (`@out@`; default: the output's absolute path).
+    #[arg(long, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
+    /// The web UI's path (`@webui@`); without it the placeholder stays, as in the seed.
+    #[arg(long, value_name = "PATH")]
+    pub webui: Option<String>,
+    /// Where built venvs and fetched sources are cached
+    /// (default: $ASSEMBLE_CACHE_DIR, else <cargo target dir>/assemble-cache).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print a JSON report on stdout instead of the human one.
+    #[arg(long)]
+    pub json: bool,
+    /// Say why each path is written or removed.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Fail at once if another assemble holds the output's lock.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// A failure with its exit code.
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Assemble(args) => assemble::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.error);
+            for cause in f.error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
