@@ -1,1 +1,439 @@
+//! End-to-end tests of `cargo xtask assemble` on the demo: a real venv built
+//! by pip from the package index, opencontainers' real sdist, the real
+//! binary, and the output's own interpreter and scripts run.
 
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use support::{Scratch, assert_same_tree, listing, python_xy, run, which};
+
+const OUR_PACKAGES: [&str; 7] = [
+    "authentik",
+    "lifecycle",
+    "guardian",
+    "opencontainers",
+    "django_channels_postgres",
+    "django_dramatiq_postgres",
+    "django_postgres_cache",
+];
+
+/// The demo's tree with third-party site-packages left out and the
+/// machine's Python normalised: what the recipe itself decides.
+fn recipe_listing(out: &std::path::Path) -> String {
+    let xy = python_xy();
+    let site = format!("lib/python{xy}/site-packages/");
+    listing(out)
+        .into_iter()
+        .filter(|l| match l.strip_prefix(&site) {
+            Some(rest) => OUR_PACKAGES
+                .iter()
+                .any(|p| rest.split([' ', '/']).next() == Some(p)),
+            None => !l.starts_with("include/"),
+        })
+        .map(|l| {
+            let l = l.replace(&format!("python{xy}"), "pythonX.Y");
+            if l.starts_with("bin/pythonX.Y link") {
+                "bin/pythonX.Y link -> <interpreter>".to_string()
+            } else if l.starts_with("pyvenv.cfg file") {
+                "pyvenv.cfg file 644 <names the interpreter>".to_string()
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn demo_assembles_runs_and_matches_the_checked_listing() {
+    let s = Scratch::new();
+    let out = s.path("out");
+    let prefix = "/opt/authentik-demo";
+    let report = s
+        .assemble(&["--out", out.to_str().unwrap(), "--prefix", prefix, "--json"])
+        .json();
+    assert_eq!(report["output"], out.to_str().unwrap());
+    assert!(report["files_written"].as_u64().unwrap() > 500, "{report}");
+    for (name, u) in report["units"].as_object().unwrap() {
+        assert_eq!(u["status"], "built", "unit {name}");
+    }
+    insta::assert_snapshot!("demo-tree", recipe_listing(&out));
+
+    // A second run finds nothing to do.
+    let again = s
+        .assemble(&["--out", out.to_str().unwrap(), "--prefix", prefix, "--json"])
+        .json();
+    assert_eq!(again["files_written"], 0, "{again}");
+    assert_eq!(again["files_removed"], 0, "{again}");
+    for (name, u) in again["units"].as_object().unwrap() {
+        assert_eq!(u["status"], "fresh", "unit {name}");
+    }
+}
+
+#[test]
+fn demo_runs_in_place() {
+    let s = Scratch::new();
+    let out = s.path("out");
+    let run1 = s.assemble(&["--out", out.to_str().unwrap()]);
+    assert!(run1.output.status.success(), "{}", run1.stderr());
+    let last = run1.stderr().lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.contains(out.to_str().unwrap()),
+        "last line names the output: {last}"
+    );
+
+    let (ok, base) = run(
+        &out.join("bin/python"),
+        &[
+            "-c",
+            "import authentik.root.settings as s; print(s.BASE_DIR)",
+        ],
+    );
+    assert!(ok, "{base}");
+    assert_eq!(base.trim(), out.to_str().unwrap());
+
+    let (ok, v) = run(&out.join("bin/gunicorn"), &["--version"]);
+    assert!(ok && v.contains("gunicorn"), "{v}");
+    let (ok, v) = run(&out.join("bin/dumb-init"), &["--version"]);
+    assert!(ok && v.contains("dumb-init"), "{v}");
+    let (ok, v) = run(&out.join("bin/uvicorn"), &["--version"]);
+    assert!(ok && v.contains("uvicorn"), "{v}");
+    // psycopg's binary build: native libs found through its $ORIGIN runpath.
+    let (ok, v) = run(
+        &out.join("bin/python"),
+        &["-c", "import psycopg; print(psycopg.pq.__impl__)"],
+    );
+    assert!(ok && v.trim() == "binary", "{v}");
+
+    let ak = out.join("lifecycle/ak");
+    let mode = fs_err::metadata(&ak).unwrap().permissions().mode();
+    assert!(mode & 0o111 != 0, "lifecycle/ak is executable: {mode:o}");
+    let text = fs_err::read_to_string(&ak).unwrap();
+    let bash = which("bash");
+    assert!(
+        text.starts_with(&format!("#!{}\n", bash.display())),
+        "shebang is bash's path: {text}"
+    );
+    let (ok, v) = run(&ak, &["hello"]);
+    assert!(ok && v.trim() == "ak hello", "{v}");
+
+    // Every patch of the seed is applied; @webui@ stays without --webui.
+    let site = out.join(format!("lib/python{}/site-packages", python_xy()));
+    let yml = fs_err::read_to_string(site.join("authentik/lib/default.yml")).unwrap();
+    assert!(
+        yml.contains(&format!("blueprints_dir: {}/blueprints\n", out.display())),
+        "{yml}"
+    );
+    let utils = fs_err::read_to_string(site.join("authentik/stages/email/utils.py")).unwrap();
+    assert!(
+        utils.contains(r#"Path("@webui@/icons/icon_left_brand.png")"#),
+        "{utils}"
+    );
+    assert!(
+        utils.contains(r#"Path("@webui@/dist/assets/icons/icon_left_brand.png")"#),
+        "{utils}"
+    );
+    let mig = fs_err::read_to_string(
+        site.join("authentik/rbac/migrations/0010_remove_role_group_alter_role_name.py"),
+    )
+    .unwrap();
+    assert!(
+        mig.contains(r#"("authentik_core", "0056_user_roles"),"#),
+        "{mig}"
+    );
+
+    // Top-level links are relative, so the tree can move.
+    assert_eq!(
+        fs_err::read_link(out.join("lifecycle"))
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        format!("lib/python{}/site-packages/lifecycle", python_xy())
+    );
+}
+
+#[test]
+fn webui_is_substituted_when_given() {
+    let s = Scratch::new();
+    let out = s.path("out");
+    s.assemble(&[
+        "--out",
+        out.to_str().unwrap(),
+        "--webui",
+        "/srv/webui",
+        "--json",
+    ])
+    .json();
+    let site = out.join(format!("lib/python{}/site-packages", python_xy()));
+    let utils = fs_err::read_to_string(site.join("authentik/stages/email/utils.py")).unwrap();
+    assert!(
+        utils.contains(r#"Path("/srv/webui/icons/icon_left_brand.png")"#),
+        "{utils}"
+    );
+    assert!(!utils.contains("@webui@"), "{utils}");
+}
+
+/// A Nix fixed-output venv has no bin/ and `@python@` in pyvenv.cfg; it must
+/// give the same tree as the venv it was made from, dumb-init included
+/// (which the seed silently loses).
+#[test]
+fn nix_fod_venv_assembles_to_the_same_tree() {
+    let s = Scratch::new();
+    // Build the demo once so the pip-built venv is in the shared cache.
+    s.assemble(&["--out", s.path("warm").to_str().unwrap(), "--json"])
+        .json();
+    let venvs = support::shared_cache().join("venvs");
+    let venv = fs_err::read_dir(&venvs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("pyvenv.cfg").is_file() && p.join("bin/dumb-init").is_file())
+        .expect("the demo venv is cached");
+
+    let normal = s.path("venv-normal");
+    let fod = s.path("venv-fod");
+    support::copy_dir(&venv, &normal);
+    support::copy_dir(&venv, &fod);
+    fs_err::remove_dir_all(fod.join("bin")).unwrap();
+    let (ok, prefix) = run(
+        &which("python3"),
+        &["-c", "import sys; print(sys.base_prefix)"],
+    );
+    assert!(ok, "{prefix}");
+    let cfg = fs_err::read_to_string(fod.join("pyvenv.cfg")).unwrap();
+    let fod_cfg = cfg.replace(prefix.trim(), "@python@");
+    assert!(fod_cfg.contains("@python@"), "{fod_cfg}");
+    fs_err::write(fod.join("pyvenv.cfg"), fod_cfg).unwrap();
+
+    let mut trees = Vec::new();
+    for (venv, out) in [(&normal, "out-normal"), (&fod, "out-fod")] {
+        let text = fs_err::read_to_string(s.recipe()).unwrap();
+        let recipe = s.path(&format!("demo/{out}.toml"));
+        fs_err::write(
+            &recipe,
+            text.replace(
+                "requirements = \"requirements.txt\"",
+                &format!("venv = \"{}\"", venv.display()),
+            ),
+        )
+        .unwrap();
+        let out = s.path(out);
+        support::xtask(
+            s.dir.path(),
+            &[
+                "assemble",
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--prefix",
+                "/opt/authentik",
+                "--json",
+            ],
+        )
+        .json();
+        trees.push(listing(&out));
+    }
+    assert!(
+        trees[1]
+            .iter()
+            .any(|l| l.starts_with("bin/dumb-init file 755"))
+    );
+    assert_same_tree(&trees[0], &trees[1], "normal venv vs Nix-FOD venv");
+}
+
+#[test]
+fn prefix_build_moved_into_place_runs() {
+    let s = Scratch::new();
+    let stage = s.path("stage");
+    let fin = s.path("final/authentik");
+    s.assemble(&[
+        "--out",
+        stage.to_str().unwrap(),
+        "--prefix",
+        fin.to_str().unwrap(),
+        "--json",
+    ])
+    .json();
+    // Nothing in the staging tree points at the staging folder.
+    let staged = std::process::Command::new(stage.join("bin/gunicorn"))
+        .arg("--version")
+        .output();
+    assert!(
+        staged.is_err() || !staged.as_ref().unwrap().status.success(),
+        "the staged launcher must not run before the move"
+    );
+    fs_err::create_dir_all(fin.parent().unwrap()).unwrap();
+    fs_err::rename(&stage, &fin).unwrap();
+    let (ok, base) = run(
+        &fin.join("bin/python"),
+        &[
+            "-c",
+            "import authentik.root.settings as s; print(s.BASE_DIR)",
+        ],
+    );
+    assert!(ok, "{base}");
+    assert_eq!(base.trim(), fin.to_str().unwrap());
+    let (ok, v) = run(&fin.join("bin/gunicorn"), &["--version"]);
+    assert!(ok && v.contains("gunicorn"), "{v}");
+    let (ok, v) = run(&fin.join("lifecycle/ak"), &["x"]);
+    assert!(ok, "{v}");
+}
+
+/// Assembles the demo into `out`, then runs a broken variant against the same
+/// output and checks it fails with `code` and leaves the tree as it was.
+fn fails_and_keeps_output(s: &Scratch, code: i32, break_it: impl FnOnce(&Scratch)) -> String {
+    let out = s.path("out");
+    s.assemble(&["--out", out.to_str().unwrap(), "--json"])
+        .json();
+    let before = listing(&out);
+    let state_before = fs_err::read(out.join(".assemble/state.json")).unwrap();
+    break_it(s);
+    let err = s.assemble(&["--out", out.to_str().unwrap()]).fails(code);
+    assert_same_tree(&before, &listing(&out), "output after a failed run");
+    assert_eq!(
+        state_before,
+        fs_err::read(out.join(".assemble/state.json")).unwrap(),
+        "a failed run records nothing"
+    );
+    err
+}
+
+#[test]
+fn missing_path_names_unit_and_key() {
+    let s = Scratch::new();
+    let err = fails_and_keeps_output(&s, 1, |s| {
+        s.edit_recipe(|t| t.replace("path = \"authentik\"", "path = \"authentk\""))
+    });
+    assert!(err.contains("unit authentik"), "{err}");
+    assert!(err.contains("units.authentik.path"), "{err}");
+    assert!(err.contains("authentk"), "{err}");
+}
+
+#[test]
+fn toml_syntax_error_has_file_line_col() {
+    let s = Scratch::new();
+    let err = fails_and_keeps_output(&s, 2, |s| {
+        s.edit_recipe(|t| t.replace("version = \"2026.2.0\"", "version = \"2026.2.0"))
+    });
+    let recipe = s.recipe();
+    assert!(
+        err.contains(&format!("{}:7:", recipe.display())),
+        "names file:line:col: {err}"
+    );
+}
+
+#[test]
+fn unknown_key_is_named_with_a_suggestion() {
+    let s = Scratch::new();
+    let err = fails_and_keeps_output(&s, 2, |s| {
+        s.edit_recipe(|t| t.replacen("executable = [", "executabel = [", 1))
+    });
+    assert!(err.contains("unknown key `executabel`"), "{err}");
+    assert!(err.contains("did you mean `executable`"), "{err}");
+    assert!(err.contains("[units.authentik]"), "{err}");
+}
+
+#[test]
+fn interpreter_not_found_is_clear() {
+    let s = Scratch::new();
+    let err = fails_and_keeps_output(&s, 1, |s| {
+        s.edit_recipe(|t| t.replace("interpreter = \"python3\"", "interpreter = \"python3.99\""))
+    });
+    assert!(
+        err.contains("python interpreter `python3.99` not found"),
+        "{err}"
+    );
+    assert!(err.contains("assemble.toml"), "names the recipe: {err}");
+}
+
+#[test]
+fn pattern_not_found_shows_the_closest_line() {
+    let s = Scratch::new();
+    let err = fails_and_keeps_output(&s, 1, |s| {
+        let settings = s.path("demo/authentik/authentik/root/settings.py");
+        let text = fs_err::read_to_string(&settings).unwrap();
+        fs_err::write(
+            &settings,
+            text.replace(".absolute().parent", ".resolve().parent"),
+        )
+        .unwrap();
+    });
+    assert!(
+        err.contains("unit authentik: patch 1 did not match"),
+        "{err}"
+    );
+    assert!(err.contains("authentik/root/settings.py"), "{err}");
+    assert!(
+        err.contains("5 | BASE_DIR = Path(__file__).resolve().parent.parent.parent"),
+        "shows the closest line with its number: {err}"
+    );
+}
+
+#[test]
+fn two_units_writing_one_path_is_an_error_naming_both() {
+    let s = Scratch::new();
+    let err = fails_and_keeps_output(&s, 1, |s| {
+        s.edit_recipe(|t| {
+            t.replace(
+                "install = { \"guardian\" = \"@site@/guardian\" }",
+                "install = { \"guardian\" = \"@site@/opencontainers\" }",
+            )
+        })
+    });
+    assert!(err.contains("produced by two units"), "{err}");
+    assert!(
+        err.contains("opencontainers") && err.contains("ak-guardian"),
+        "{err}"
+    );
+}
+
+#[test]
+fn refuses_an_output_it_does_not_own() {
+    let s = Scratch::new();
+    let home = s.path("home");
+    fs_err::create_dir_all(&home).unwrap();
+    fs_err::write(home.join("notes.txt"), "mine").unwrap();
+    let err = s.assemble(&["--out", home.to_str().unwrap()]).fails(1);
+    assert!(err.contains("refusing to write into"), "{err}");
+    assert_eq!(
+        listing(&home),
+        vec![format!("notes.txt file 644 {}", sha("mine"))]
+    );
+}
+
+#[test]
+fn edits_are_picked_up_and_stale_files_removed() {
+    let s = Scratch::new();
+    let out = s.path("out");
+    s.assemble(&["--out", out.to_str().unwrap(), "--json"])
+        .json();
+    fs_err::write(s.path("demo/authentik/blueprints/new.yaml"), "version: 1\n").unwrap();
+    fs_err::remove_file(s.path("demo/authentik/blueprints/schema.json")).unwrap();
+    let r = s
+        .assemble(&["--out", out.to_str().unwrap(), "--json"])
+        .json();
+    assert_eq!(r["files_written"], 1, "{r}");
+    assert_eq!(r["files_removed"], 1, "{r}");
+    assert_eq!(r["units"]["authentik"]["status"], "built");
+    assert_eq!(r["units"]["python-deps"]["status"], "fresh");
+    assert!(out.join("blueprints/new.yaml").is_file());
+    assert!(!out.join("blueprints/schema.json").exists());
+
+    // The incremental result equals a clean build of the same inputs.
+    let clean = s.path("clean");
+    s.assemble(&[
+        "--out",
+        clean.to_str().unwrap(),
+        "--prefix",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+    .json();
+    assert_same_tree(&listing(&out), &listing(&clean), "incremental vs clean");
+}
+
+fn sha(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}

@@ -65,12 +65,12 @@ pub fn fetch_pypi(
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
     let dl = work.path().join("download");
     fs_err::create_dir(&dl)?;
-    let file =
-        assemble_python::pip_download(spec, python, &dl).map_err(|source| Error::Python {
-            unit: unit.to_string(),
-            spec: spec.to_string(),
-            source,
-        })?;
+    let file = assemble_python::pip_download(spec, assemble_python::Artifact::Sdist, python, &dl)
+        .map_err(|source| Error::Python {
+        unit: unit.to_string(),
+        spec: spec.to_string(),
+        source,
+    })?;
     let got = {
         let mut f = fs_err::File::open(&file)?;
         let mut h = sha2::Sha256::new();

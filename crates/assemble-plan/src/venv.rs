@@ -112,7 +112,7 @@ pub(crate) fn plan_venv(
                 "`scripts` entry {script:?} is not a script name"
             )));
         }
-        let entry = script_entry(&name, root, &dists, script, &python).map_err(err)?;
+        let entry = script_entry(&name, root, &dists, script, &python, ctx)?;
         b.insert(format!("bin/{script}"), entry)?;
     }
     Ok(())
@@ -125,58 +125,65 @@ fn script_entry(
     dists: &[Dist],
     script: &str,
     python: &str,
-) -> Result<Entry, String> {
+    ctx: &Context,
+) -> Result<Entry, Error> {
+    let err = |message: String| Error::Unit {
+        unit: unit.to_string(),
+        message,
+    };
     if let Some((d, ep)) = dists
         .iter()
         .find_map(|d| d.scripts.iter().find(|e| e.name == script).map(|e| (d, e)))
     {
         let text = launcher(python, ep).ok_or_else(|| {
-            format!(
+            err(format!(
                 "script `{script}` of {} {} names module {} without a callable",
                 d.name, d.version, ep.module
-            )
+            ))
         })?;
         return Ok(Entry::bytes(unit, "script", text.into_bytes(), true));
     }
-    let src = root.join("bin").join(script);
+    let mut src = root.join("bin").join(script);
     let owner = dists.iter().find(|d| d.data_scripts().any(|s| s == script));
-    match fs_err::read(&src) {
-        Ok(bytes) => {
-            if let Some(b) = rewrite_shebang(&bytes, python) {
-                return Ok(Entry::bytes(unit, "data-script", b, true));
-            }
-            let exec = std::fs::metadata(&src)
-                .map(|m| m.permissions().mode() & 0o100 != 0)
-                .unwrap_or(true);
-            Ok(Entry::copy(unit, "data-script", src, Sha256([0; 32]), exec))
-        }
-        Err(_) => Err(match owner {
-            Some(d) => format!(
-                "script `{script}` is a data file of {} {} (its RECORD lists bin/{script}), but {} does not have it (a Nix-FOD venv has no bin/): use a venv that still has bin/{script}, or drop it from `scripts`",
-                d.name,
-                d.version,
-                src.display()
-            ),
-            None => {
-                let mut known: Vec<&str> = dists
-                    .iter()
-                    .flat_map(|d| {
-                        d.scripts
-                            .iter()
-                            .map(|e| e.name.as_str())
-                            .chain(d.data_scripts())
-                    })
-                    .collect();
-                known.sort();
-                known.dedup();
-                let hint = assemble_recipe::suggest(script, &known)
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                format!(
-                    "script `{script}` is not provided by any distribution in the venv{hint} (it has: {})",
-                    known.join(", ")
-                )
-            }
-        }),
+    if !src.is_file()
+        && let Some(d) = owner
+    {
+        // A Nix-FOD venv has no bin/: fetch the script from the wheel RECORD pins.
+        src = assemble_python::recover_data_script(d, script, &ctx.python, &ctx.cache).map_err(
+            |e| {
+                err(format!(
+                    "script `{script}` is a data file of {} {} that {} lacks (a Nix-FOD venv has no bin/), and getting it from the wheel failed: {e}; use a venv that still has bin/{script}, or drop it from `scripts`",
+                    d.name,
+                    d.version,
+                    root.join("bin").display()
+                ))
+            },
+        )?;
     }
+    if owner.is_none() && !src.is_file() {
+        let mut known: Vec<&str> = dists
+            .iter()
+            .flat_map(|d| {
+                d.scripts
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .chain(d.data_scripts())
+            })
+            .collect();
+        known.sort();
+        known.dedup();
+        let hint = assemble_recipe::suggest(script, &known)
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(err(format!(
+            "`scripts` names `{script}`, which no distribution in the venv provides{hint} (it has: {})",
+            known.join(", ")
+        )));
+    }
+    let bytes = fs_err::read(&src)?;
+    if let Some(b) = rewrite_shebang(&bytes, python) {
+        return Ok(Entry::bytes(unit, "data-script", b, true));
+    }
+    let exec = fs_err::metadata(&src)?.permissions().mode() & 0o100 != 0;
+    Ok(Entry::copy(unit, "data-script", src, Sha256([0; 32]), exec))
 }

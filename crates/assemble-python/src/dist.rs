@@ -22,8 +22,17 @@ pub struct Dist {
     pub name: String,
     pub version: String,
     pub scripts: Vec<EntryPoint>,
-    /// Files RECORD places in the venv's `bin/` (console launchers included).
-    pub bin_files: Vec<String>,
+    /// Files RECORD places in the venv's `bin/` (console launchers included),
+    /// with the sha256 RECORD gives for each.
+    pub bin_files: Vec<BinFile>,
+}
+
+/// A file a distribution installed into `bin/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinFile {
+    pub name: String,
+    /// From RECORD's `sha256=<urlsafe base64>` column, when present.
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl Dist {
@@ -32,7 +41,7 @@ impl Dist {
     pub fn data_scripts(&self) -> impl Iterator<Item = &str> {
         self.bin_files
             .iter()
-            .map(String::as_str)
+            .map(|f| f.name.as_str())
             .filter(|f| !self.scripts.iter().any(|e| e.name == *f))
     }
 }
@@ -115,18 +124,32 @@ fn parse_entry_points(text: &str) -> Vec<EntryPoint> {
 
 /// Names of the files a RECORD installs into `bin/` (paths are relative to
 /// site-packages, so `../../../bin/NAME`).
-fn record_bin_files(text: &str) -> Vec<String> {
+fn record_bin_files(text: &str) -> Vec<BinFile> {
+    use base64::Engine;
     let mut out = Vec::new();
     for line in text.lines() {
-        let path = if let Some(rest) = line.strip_prefix('"') {
-            rest.split('"').next().unwrap_or_default()
+        let (path, rest) = if let Some(rest) = line.strip_prefix('"') {
+            rest.split_once("\",").unwrap_or((rest, ""))
         } else {
-            line.split(',').next().unwrap_or_default()
+            line.split_once(',').unwrap_or((line, ""))
         };
         if let Some(name) = path.strip_prefix("../../../bin/")
             && !name.contains('/')
         {
-            out.push(name.to_string());
+            let sha256 = rest
+                .split(',')
+                .next()
+                .and_then(|h| h.strip_prefix("sha256="))
+                .and_then(|b| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(b)
+                        .ok()
+                })
+                .and_then(|v| <[u8; 32]>::try_from(v).ok());
+            out.push(BinFile {
+                name: name.to_string(),
+                sha256,
+            });
         }
     }
     out
@@ -157,7 +180,14 @@ mod tests {
 
     #[test]
     fn record_finds_bin_entries() {
-        let r = "dumb_init-1.2.5.dist-info/RECORD,,\n../../../bin/dumb-init,sha256=abc,100\n\"../../../bin/we,ird\",sha256=x,1\nfoo.py,sha256=y,2\n";
-        assert_eq!(record_bin_files(r), ["dumb-init", "we,ird"]);
+        let r = "dumb_init-1.2.5.dist-info/RECORD,,\n../../../bin/dumb-init,sha256=X8zosa5G5TKM-kbJJA1GiZzzhUciq9Ljrxs_9PIkKY0,18608\n\"../../../bin/we,ird\",sha256=x,1\nfoo.py,sha256=y,2\n";
+        let got = record_bin_files(r);
+        let names: Vec<_> = got.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["dumb-init", "we,ird"]);
+        assert_eq!(
+            got[0].sha256.map(hex::encode).as_deref(),
+            Some("5fcce8b1ae46e5328cfa46c9240d46899cf3854722abd2e3af1b3ff4f224298d")
+        );
+        assert_eq!(got[1].sha256, None);
     }
 }

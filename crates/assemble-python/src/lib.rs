@@ -5,13 +5,15 @@
 
 mod dist;
 mod launcher;
+mod recover;
 mod run;
 
 use std::path::{Path, PathBuf};
 
-pub use dist::{Dist, EntryPoint, read_dists};
+pub use dist::{BinFile, Dist, EntryPoint, read_dists};
 pub use launcher::{launcher, rewrite_pyvenv_cfg, rewrite_shebang, shebang};
-pub use run::{build_venv, pip_download};
+pub use recover::recover_data_script;
+pub use run::{Artifact, build_venv, pip_download};
 
 /// An error of this crate; each names the file or command it failed on.
 #[derive(Debug, thiserror::Error)]

@@ -150,9 +150,26 @@ pub fn build_venv(
     Ok(dir)
 }
 
-/// Downloads the sdist of `spec` (`name==version`) into the empty folder
-/// `dest` with pip, and returns the file's path.
-pub fn pip_download(spec: &str, python: &Interpreter, dest: &Path) -> Result<PathBuf, Error> {
+/// Which artifact of a release to download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    Sdist,
+    /// A wheel that fits the interpreter's platform.
+    Wheel,
+}
+
+/// Downloads the sdist or wheel of `spec` (`name==version`) into the empty
+/// folder `dest` with pip, and returns the file's path.
+pub fn pip_download(
+    spec: &str,
+    artifact: Artifact,
+    python: &Interpreter,
+    dest: &Path,
+) -> Result<PathBuf, Error> {
+    let only = match artifact {
+        Artifact::Sdist => "--no-binary",
+        Artifact::Wheel => "--only-binary",
+    };
     output(
         &python.executable,
         &[
@@ -162,7 +179,7 @@ pub fn pip_download(spec: &str, python: &Interpreter, dest: &Path) -> Result<Pat
             OsStr::new("--no-input"),
             OsStr::new("--disable-pip-version-check"),
             OsStr::new("--no-deps"),
-            OsStr::new("--no-binary"),
+            OsStr::new(only),
             OsStr::new(":all:"),
             OsStr::new("--dest"),
             dest.as_os_str(),
@@ -177,7 +194,7 @@ pub fn pip_download(spec: &str, python: &Interpreter, dest: &Path) -> Result<Pat
         1 => Ok(files.remove(0)),
         n => Err(Error::Malformed {
             path: dest.to_path_buf(),
-            message: format!("pip download {spec} left {n} files, expected one sdist"),
+            message: format!("pip download {spec} left {n} files, expected one"),
         }),
     }
 }

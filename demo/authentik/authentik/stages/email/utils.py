@@ -1,4 +1,4 @@
-"""Email asset paths fixture: the two lines the seed points at @webui@."""
+"""Email asset paths fixture: the two lines the seed points at the web UI."""
 
 from pathlib import Path
 

@@ -1,0 +1,226 @@
+//! Helpers for the end-to-end tests: a temp dir per test, the demo copied
+//! into it, the xtask binary run for real, and trees compared as listings.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::Digest;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Venvs and sources shared by all tests (pip runs once per CI run).
+pub fn shared_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("assemble-cache")
+}
+
+/// One test's scratch folder, with the demo (recipe and fixtures) copied in.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("assemble-test-")
+            .tempdir()
+            .expect("tempdir");
+        copy_dir(&root().join("demo"), &dir.path().join("demo"));
+        Scratch { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn recipe(&self) -> PathBuf {
+        self.path("demo/assemble.toml")
+    }
+
+    /// Rewrites the scratch recipe with `f`.
+    pub fn edit_recipe(&self, f: impl FnOnce(String) -> String) {
+        let text = fs_err::read_to_string(self.recipe()).expect("read recipe");
+        let new = f(text.clone());
+        assert_ne!(text, new, "the edit changed nothing");
+        fs_err::write(self.recipe(), new).expect("write recipe");
+    }
+
+    /// Runs `cargo xtask assemble --recipe <scratch recipe> ARGS...`.
+    pub fn assemble(&self, args: &[&str]) -> Run {
+        let recipe = self.recipe();
+        let mut all = vec!["assemble", "--recipe", recipe.to_str().expect("utf-8")];
+        all.extend_from_slice(args);
+        xtask(self.dir.path(), &all)
+    }
+}
+
+/// The result of running the xtask binary.
+pub struct Run {
+    pub output: Output,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    /// Asserts success and returns the parsed `--json` report.
+    pub fn json(&self) -> serde_json::Value {
+        assert!(
+            self.output.status.success(),
+            "assemble failed ({:?}):\n{}",
+            self.code(),
+            self.stderr()
+        );
+        serde_json::from_slice(&self.output.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout()))
+    }
+
+    /// Asserts failure with `code` and returns stderr.
+    pub fn fails(&self, code: i32) -> String {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "expected exit {code}; stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self.stderr()
+    }
+}
+
+pub fn xtask(cwd: &Path, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(cwd)
+        .env("ASSEMBLE_CACHE_DIR", shared_cache())
+        .output()
+        .expect("run xtask");
+    Run { output }
+}
+
+/// Runs a program and returns (success, stdout + stderr).
+pub fn run(program: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .env_remove("PYTHONPATH")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A program's absolute path from PATH.
+pub fn which(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").expect("PATH");
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not on PATH"))
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from) {
+        let e = e.expect("walk");
+        let dest = to.join(e.path().strip_prefix(from).expect("prefix"));
+        let ft = e.file_type();
+        if ft.is_dir() {
+            fs_err::create_dir_all(&dest).expect("mkdir");
+        } else if ft.is_symlink() {
+            let t = fs_err::read_link(e.path()).expect("readlink");
+            fs_err::os::unix::fs::symlink(t, &dest).expect("symlink");
+        } else {
+            fs_err::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// One line per path under `dir` (the tool's `.assemble` state left out):
+/// `path kind mode content`, where content is the sha256 of a file or the
+/// target of a link.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == ".assemble"))
+    {
+        let e = e.expect("walk");
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .expect("prefix")
+            .to_string_lossy()
+            .into_owned();
+        let meta = fs_err::symlink_metadata(e.path()).expect("lstat");
+        let mode = meta.permissions().mode() & 0o7777;
+        let line = if meta.file_type().is_symlink() {
+            format!(
+                "{rel} link -> {}",
+                fs_err::read_link(e.path()).expect("readlink").display()
+            )
+        } else if meta.is_dir() {
+            format!("{rel} dir {mode:o}")
+        } else {
+            let bytes = fs_err::read(e.path()).expect("read");
+            format!(
+                "{rel} file {mode:o} {}",
+                hex::encode(sha2::Sha256::digest(&bytes))
+            )
+        };
+        lines.push(line);
+    }
+    lines
+}
+
+/// Asserts two listings are equal, printing only the lines that differ.
+pub fn assert_same_tree(a: &[String], b: &[String], what: &str) {
+    let sa: BTreeSet<&String> = a.iter().collect();
+    let sb: BTreeSet<&String> = b.iter().collect();
+    let only_a: Vec<_> = sa.difference(&sb).collect();
+    let only_b: Vec<_> = sb.difference(&sa).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "{what}: trees differ\n--- only in the first:\n{}\n+++ only in the second:\n{}",
+        only_a
+            .iter()
+            .map(|s| format!("- {s}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        only_b
+            .iter()
+            .map(|s| format!("+ {s}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+}
+
+/// The interpreter the demo recipe names, as `X.Y`.
+pub fn python_xy() -> String {
+    let (ok, out) = run(
+        &which("python3"),
+        &["-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+    );
+    assert!(ok, "{out}");
+    out.trim().to_string()
+}
