@@ -2,6 +2,8 @@
 //! by pip from the package index, opencontainers' real sdist, the real
 //! binary, and the output's own interpreter and scripts run.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
