@@ -439,3 +439,14 @@ fn sha(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
+
+/// Regression: the lock (and with it `.assemble/`) used to be taken before
+/// planning, so a first build that failed left a stray output folder.
+#[test]
+fn failed_first_build_leaves_no_output() {
+    let s = Scratch::new();
+    s.edit_recipe(|t| t.replace("path = \"authentik\"", "path = \"missing\""));
+    let out = s.path("out");
+    s.assemble(&["--out", out.to_str().unwrap()]).fails(1);
+    assert!(!out.exists(), "nothing written for a run that failed");
+}

@@ -85,6 +85,22 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
         .or_else(|| std::env::var_os("ASSEMBLE_CACHE_DIR").map(|c| cwd.join(c)))
         .unwrap_or_else(|| ws.target_dir.join("assemble-cache"));
 
+    let ctx = Context {
+        prefix: prefix.clone(),
+        python,
+        bash,
+        webui: args.webui.clone(),
+        cache,
+    };
+    let quiet = args.json;
+    let progress = move |m: &str| {
+        if !quiet {
+            eprintln!("{:>12} {m}", "Preparing");
+        }
+    };
+    // Plan first, without the lock: planning only reads inputs and fills the
+    // cache, and a run that fails here leaves no trace in the output.
+    let plan = plan(&recipe, &ctx, &progress)?;
     let lock = match Lock::try_acquire(&out)? {
         Some(l) => l,
         None if args.no_wait => {
@@ -100,20 +116,6 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
         }
     };
 
-    let ctx = Context {
-        prefix: prefix.clone(),
-        python,
-        bash,
-        webui: args.webui.clone(),
-        cache,
-    };
-    let quiet = args.json;
-    let progress = move |m: &str| {
-        if !quiet {
-            eprintln!("    Preparing {m}");
-        }
-    };
-    let plan = plan(&recipe, &ctx, &progress)?;
     let outcome = reconcile(&out, &plan.desired, &lock)
         .with_context(|| format!("writing the output {}", out.display()))?;
     drop(lock);

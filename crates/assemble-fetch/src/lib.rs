@@ -46,18 +46,21 @@ pub enum Error {
 
 /// Fetches the sdist `spec` (`name==version`) with pip, checks its sha256,
 /// and returns its unpacked tree (the archive's single top folder stripped).
+/// `announce` is called when a download actually starts (not on a cache hit).
 pub fn fetch_pypi(
     unit: &str,
     spec: &str,
     sha256: &str,
     python: &Interpreter,
     cache: &Path,
+    announce: &dyn Fn(),
 ) -> Result<PathBuf, Error> {
     let root = cache.join("sources");
     let dest = root.join(format!("sha256-{sha256}"));
     if dest.is_dir() {
         return Ok(dest);
     }
+    announce();
     fs_err::create_dir_all(&root)?;
     let work = tempfile::Builder::new()
         .prefix(".fetch-")

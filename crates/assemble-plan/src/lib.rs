@@ -232,24 +232,29 @@ fn resolve_source(
             if !path.is_file() {
                 return Err(missing("requirements", path, ""));
             }
-            progress(&format!(
-                "{}: virtualenv from {} (built once, then cached)",
-                unit.name,
-                path.display()
-            ));
-            assemble_python::build_venv(path, &ctx.python, &ctx.cache).map_err(py_err)
+            let announce = || {
+                progress(&format!(
+                    "{}: building a virtualenv from {} (once; then cached)",
+                    unit.name,
+                    path.display()
+                ))
+            };
+            assemble_python::build_venv(path, &ctx.python, &ctx.cache, &announce).map_err(py_err)
         }
         Source::Pypi { spec, sha256 } => {
-            progress(&format!(
-                "{}: sdist {spec} (fetched once, then cached)",
-                unit.name
-            ));
+            let announce = || {
+                progress(&format!(
+                    "{}: downloading the sdist of {spec} (once; then cached)",
+                    unit.name
+                ))
+            };
             Ok(assemble_fetch::fetch_pypi(
                 &unit.name,
                 spec,
                 sha256,
                 &ctx.python,
                 &ctx.cache,
+                &announce,
             )?)
         }
         Source::From {

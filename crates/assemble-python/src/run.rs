@@ -56,10 +56,12 @@ fn tail(s: &str, lines: usize) -> String {
 /// `cache/venvs/<key>`, where the key is the sha256 of the file's content,
 /// the interpreter's version and path. Uses `uv` when it is on PATH, else
 /// the interpreter's own pip. A build that fails leaves nothing in the cache.
+/// `announce` is called when a build actually starts (not on a cache hit).
 pub fn build_venv(
     requirements: &Path,
     python: &Interpreter,
     cache: &Path,
+    announce: &dyn Fn(),
 ) -> Result<PathBuf, Error> {
     let req = fs_err::read(requirements)?;
     let uv = find_program("uv");
@@ -82,6 +84,7 @@ pub fn build_venv(
     if dir.join("pyvenv.cfg").is_file() {
         return Ok(dir);
     }
+    announce();
     let tmp = root.join(format!("{}.partial", &key[..32]));
     if tmp.exists() {
         fs_err::remove_dir_all(&tmp)?;
