@@ -45,17 +45,8 @@ struct Report<'a> {
 
 pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
     let start = Instant::now();
-    let cwd = std::env::current_dir().context("cannot read the current folder")?;
     let ws = Workspace::locate()?;
-    let recipe_path = args
-        .recipe
-        .as_ref()
-        .map(|r| cwd.join(r))
-        .unwrap_or_else(|| ws.root.join("assemble.toml"));
-    let recipe = Recipe::load(&recipe_path).map_err(|e| Failure {
-        code: 2,
-        error: e.into(),
-    })?;
+    let recipe = ws.recipe(&args.common)?;
 
     let python = Interpreter::probe(&recipe.interpreter)
         .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
@@ -64,7 +55,7 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
     let out = args
         .out
         .as_ref()
-        .map(|o| cwd.join(o))
+        .map(|o| ws.cwd.join(o))
         .unwrap_or_else(|| ws.target_dir.join(&recipe.name));
     let out = normalize(&out);
     let prefix = match &args.prefix {
@@ -78,12 +69,7 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
         None => out.clone(),
     };
     let prefix = prefix.to_string_lossy().into_owned();
-    let cache = args
-        .cache_dir
-        .as_ref()
-        .map(|c| cwd.join(c))
-        .or_else(|| std::env::var_os("ASSEMBLE_CACHE_DIR").map(|c| cwd.join(c)))
-        .unwrap_or_else(|| ws.target_dir.join("assemble-cache"));
+    let cache = ws.cache(args.common.cache_dir.as_deref());
 
     let ctx = Context {
         prefix: prefix.clone(),
@@ -91,6 +77,7 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
         bash,
         webui: args.webui.clone(),
         cache,
+        offline: args.common.offline,
     };
     let quiet = args.json;
     let progress = move |m: &str| {

@@ -6,6 +6,9 @@
 
 mod assemble;
 mod context;
+mod hash;
+mod prefetch;
+mod vendor;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,13 +29,33 @@ struct Cli {
 enum Command {
     /// Build or update the deployment tree described by a recipe.
     Assemble(AssembleArgs),
+    /// Print a path's hash as `nix hash path` (or, with --flat, `nix hash file`) does.
+    Hash(hash::HashArgs),
+    /// Fetch a source and print the hash to pin it with: the way to bump a pin.
+    Prefetch(prefetch::PrefetchArgs),
+    /// Copy every remote unit's verified source into vendor/<unit>/ beside the recipe.
+    Vendor(vendor::VendorArgs),
+}
+
+/// Options every command that reads a recipe takes.
+#[derive(Debug, clap::Args)]
+pub struct RecipeArgs {
+    /// The recipe (default: assemble.toml at the workspace root).
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// Where built venvs and fetched sources are cached
+    /// (default: $ASSEMBLE_CACHE_DIR, else <cargo target dir>/assemble-cache).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Never fetch: fail at once when a source is neither cached nor vendored.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct AssembleArgs {
-    /// The recipe (default: assemble.toml at the workspace root).
-    #[arg(long, value_name = "FILE")]
-    pub recipe: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: RecipeArgs,
     /// Where to write the tree (default: <cargo target dir>/<package name>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -42,10 +65,6 @@ pub struct AssembleArgs {
     /// The web UI's path (`@webui@`); without it the placeholder stays, as in the seed.
     #[arg(long, value_name = "PATH")]
     pub webui: Option<String>,
-    /// Where built venvs and fetched sources are cached
-    /// (default: $ASSEMBLE_CACHE_DIR, else <cargo target dir>/assemble-cache).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
     /// Print a JSON report on stdout instead of the human one.
     #[arg(long)]
     pub json: bool,
@@ -76,6 +95,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Assemble(args) => assemble::run(&args),
+        Command::Hash(args) => hash::run(&args),
+        Command::Prefetch(args) => prefetch::run(&args),
+        Command::Vendor(args) => vendor::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,34 +1,57 @@
-//! Pinned remote sources.
+//! Pinned remote sources: fetched once, verified to the bit, then offline.
 //!
-//! A source is fetched once into `<cache>/sources/sha256-<hex>/`, named by
-//! the hash it was verified against, and read from there by every later
-//! build. Fetching goes to a temporary folder inside the cache and is renamed
-//! into place only after the hash matched and the archive unpacked safely,
-//! so a failed or interrupted fetch leaves nothing that counts as fetched.
+//! Kinds (see `assemble_recipe::Remote`): `github` and `url` archives,
+//! checked by the NAR hash of the unpacked tree (fetchFromGitHub, fetchzip);
+//! `url` single files, checked by their flat sha256 (fetchurl); `git`
+//! checkouts without `.git` (fetchgit); `pypi` sdists, checked by the
+//! archive's sha256.
+//!
+//! Where a source is looked for, in order:
+//!
+//! 1. `vendor/<unit>/` beside the recipe, used when its hash matches (a
+//!    warning says so when it does not);
+//! 2. the cache, content-addressed by the verified hash:
+//!
+//!    ```text
+//!    <cache>/sources/nar-sha256-<hex>/     a tree whose NAR hash is <hex>
+//!    <cache>/sources/git-<url key>-<rev>/  a git checkout pinned by commit only
+//!    <cache>/sources/sdist-sha256-<hex>/   an sdist's unpacked tree (<hex>: the archive)
+//!    <cache>/files/sha256-<hex>/<name>     a file whose sha256 is <hex>
+//!    ```
+//! 3. the network, unless offline.
+//!
+//! A fetch works in a temporary folder inside the cache and renames the
+//! result into place only once it is verified, so an interrupted or failed
+//! fetch (a partial download, a hash mismatch, an unsafe archive) never
+//! counts as fetched.
 
+mod git;
+mod http;
 mod unpack;
 
 use std::path::{Path, PathBuf};
 
+use assemble_nar::{Hash, file_hash, nar_hash};
 use assemble_python::Interpreter;
-use sha2::Digest;
+use assemble_recipe::Remote;
 
-pub use unpack::{UNPACK_LIMIT, unpack_tar_gz};
+pub use unpack::{Limits, unpack};
 
 /// An error of this crate; each names the unit, URL, archive or path.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("unit {unit}: fetching {spec}: {source}")]
+    #[error(transparent)]
+    Nar(#[from] assemble_nar::Error),
+    #[error("{what}: {source}")]
     Python {
-        unit: String,
-        spec: String,
+        what: String,
         #[source]
         source: assemble_python::Error,
     },
     #[error(
-        "unit {unit}: hash mismatch for {what}\n  expected: sha256 {expected}\n       got: sha256 {got}\nIf the new file is the one you want, put the `got` value in the recipe."
+        "{unit}hash mismatch for {what}\n  expected: {expected}\n       got: {got}\nIf the new content is what you want, put the `got` value in the recipe."
     )]
     Mismatch {
         unit: String,
@@ -36,68 +59,505 @@ pub enum Error {
         expected: String,
         got: String,
     },
-    #[error("{}: refusing to unpack entry {entry:?}: {why}", .archive.display())]
+    #[error("{}: refusing to unpack{}: {why}", .archive.display(), entry_name(.entry))]
     Unsafe {
         archive: PathBuf,
         entry: String,
         why: String,
     },
+    #[error("GET {url}: {why}")]
+    Http { url: String, why: String },
+    #[error("git {url} at {rev}: {why}")]
+    Git {
+        url: String,
+        rev: String,
+        why: String,
+    },
+    #[error(
+        "unit {unit}: {what} is not in the cache ({}) nor in {}, and --offline forbids fetching it; run once without --offline, or `cargo xtask vendor`",
+        .cache.display(), .vendor.display()
+    )]
+    Offline {
+        unit: String,
+        what: String,
+        cache: PathBuf,
+        vendor: PathBuf,
+    },
+    #[error("unit {unit}: {why}")]
+    Unit { unit: String, why: String },
 }
 
-/// Fetches the sdist `spec` (`name==version`) with pip, checks its sha256,
-/// and returns its unpacked tree (the archive's single top folder stripped).
-/// `announce` is called when a download actually starts (not on a cache hit).
-pub fn fetch_pypi(
-    unit: &str,
-    spec: &str,
-    sha256: &str,
-    python: &Interpreter,
-    cache: &Path,
-    announce: &dyn Fn(),
-) -> Result<PathBuf, Error> {
-    let root = cache.join("sources");
-    let dest = root.join(format!("sha256-{sha256}"));
-    if dest.is_dir() {
-        return Ok(dest);
+fn entry_name(e: &str) -> String {
+    if e.is_empty() {
+        String::new()
+    } else {
+        format!(" entry {e:?}")
     }
-    announce();
-    fs_err::create_dir_all(&root)?;
-    let work = tempfile::Builder::new()
-        .prefix(".fetch-")
-        .tempdir_in(&root)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
-    let dl = work.path().join("download");
-    fs_err::create_dir(&dl)?;
-    let file = assemble_python::pip_download(spec, assemble_python::Artifact::Sdist, python, &dl)
-        .map_err(|source| Error::Python {
-        unit: unit.to_string(),
-        spec: spec.to_string(),
-        source,
-    })?;
-    let got = {
-        let mut f = fs_err::File::open(&file)?;
-        let mut h = sha2::Sha256::new();
-        std::io::copy(&mut f, &mut h)?;
-        hex::encode(h.finalize())
-    };
-    if got != sha256 {
-        return Err(Error::Mismatch {
-            unit: unit.to_string(),
-            what: format!(
-                "{spec} ({})",
-                file.file_name().unwrap_or_default().to_string_lossy()
-            ),
-            expected: sha256.to_string(),
-            got,
-        });
+}
+
+/// Where a source was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Vendor,
+    Cache,
+    Network,
+}
+
+/// A source ready to read.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The unit's source folder.
+    pub root: PathBuf,
+    pub origin: Origin,
+    /// E.g. a vendored copy that did not match and was ignored.
+    pub warnings: Vec<String>,
+}
+
+/// What to fetch with `prefetch`, which has no hash to check yet.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Github {
+        owner: String,
+        repo: String,
+        rev: String,
+    },
+    Url {
+        url: String,
+        unpack: bool,
+    },
+}
+
+/// How sources are fetched.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    pub cache: PathBuf,
+    /// Replaces `https://github.com` (`ASSEMBLE_GITHUB_URL`).
+    pub github_base: String,
+    pub offline: bool,
+    pub limits: Limits,
+    /// For `pypi` sources.
+    pub python: Option<Interpreter>,
+}
+
+impl Fetcher {
+    pub fn new(cache: PathBuf) -> Fetcher {
+        Fetcher {
+            cache,
+            github_base: std::env::var("ASSEMBLE_GITHUB_URL")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "https://github.com".to_string()),
+            offline: false,
+            limits: Limits::default(),
+            python: None,
+        }
     }
-    let tree = work.path().join("tree");
-    unpack_tar_gz(&file, &tree)?;
-    match fs_err::rename(&tree, &dest) {
-        Ok(()) => {}
-        // Another run fetched the same pin meanwhile: theirs is as good.
-        Err(_) if dest.is_dir() => {}
-        Err(e) => return Err(e.into()),
+
+    /// The archive URL of a GitHub revision.
+    pub fn github_url(&self, owner: &str, repo: &str, rev: &str) -> String {
+        format!(
+            "{}/{owner}/{repo}/archive/{rev}.tar.gz",
+            self.github_base.trim_end_matches('/')
+        )
     }
-    Ok(dest)
+
+    /// What a remote is, for messages: its URL or spec.
+    pub fn describe(&self, remote: &Remote) -> String {
+        match remote {
+            Remote::Pypi { spec, .. } => format!("the sdist of {spec}"),
+            Remote::Github {
+                owner, repo, rev, ..
+            } => self.github_url(owner, repo, rev),
+            Remote::Url { url, .. } => url.clone(),
+            Remote::Git { url, rev, .. } => format!("{url} at {rev}"),
+        }
+    }
+
+    fn cache_path(&self, remote: &Remote) -> PathBuf {
+        let src = self.cache.join("sources");
+        match remote {
+            Remote::Pypi { sha256, .. } => src.join(format!("sdist-sha256-{}", sha256.to_hex())),
+            Remote::Url {
+                hash,
+                unpack: false,
+                ..
+            } => self
+                .cache
+                .join("files")
+                .join(format!("sha256-{}", hash.to_hex())),
+            Remote::Git {
+                url,
+                rev,
+                hash: None,
+            } => src.join(format!(
+                "git-{}-{rev}",
+                &Hash(sha2_of(url.as_bytes())).to_hex()[..16]
+            )),
+            Remote::Github { hash, .. }
+            | Remote::Url { hash, .. }
+            | Remote::Git {
+                hash: Some(hash), ..
+            } => src.join(format!("nar-sha256-{}", hash.to_hex())),
+        }
+    }
+
+    /// The unit's verified source folder: vendored, cached or fetched.
+    pub fn fetch(
+        &self,
+        unit: &str,
+        remote: &Remote,
+        vendor: &Path,
+        announce: &dyn Fn(&str),
+    ) -> Result<Fetched, Error> {
+        let mut warnings = Vec::new();
+        if vendor.exists() {
+            match self.check_vendor(remote, vendor)? {
+                Ok(root) => {
+                    return Ok(Fetched {
+                        root,
+                        origin: Origin::Vendor,
+                        warnings,
+                    });
+                }
+                Err(why) => {
+                    warnings.push(format!("unit {unit}: ignoring {}: {why}", vendor.display()))
+                }
+            }
+        }
+        let dest = self.cache_path(remote);
+        if dest.exists() {
+            return Ok(Fetched {
+                root: dest,
+                origin: Origin::Cache,
+                warnings,
+            });
+        }
+        if self.offline {
+            return Err(Error::Offline {
+                unit: unit.to_string(),
+                what: self.describe(remote),
+                cache: dest,
+                vendor: vendor.to_path_buf(),
+            });
+        }
+        announce(&format!("{unit}: fetching {}", self.describe(remote)));
+        let work = self.workdir()?;
+        let mismatch = |expected: Hash, got: Hash| Error::Mismatch {
+            unit: format!("unit {unit}: "),
+            what: self.describe(remote),
+            expected: expected.to_sri(),
+            got: got.to_sri(),
+        };
+        let built = match remote {
+            Remote::Pypi { spec, sha256 } => {
+                let file = self.pip_sdist(spec, work.path())?;
+                let got = file_hash(&file)?;
+                if got != *sha256 {
+                    return Err(mismatch(*sha256, got));
+                }
+                // Keep the archive too: `vendor` copies it.
+                let name = file.file_name().unwrap_or_default().to_os_string();
+                let files = self
+                    .cache
+                    .join("files")
+                    .join(format!("sha256-{}", got.to_hex()));
+                if !files.exists() {
+                    let keep = work.path().join("keep");
+                    fs_err::create_dir(&keep)?;
+                    fs_err::copy(&file, keep.join(&name))?;
+                    place(&keep, &files)?;
+                }
+                let tree = work.path().join("tree");
+                unpack(&file, &tree, self.limits)?;
+                tree
+            }
+            Remote::Github {
+                owner,
+                repo,
+                rev,
+                hash,
+            } => {
+                let tree = self.download_tree(&self.github_url(owner, repo, rev), work.path())?;
+                let got = nar_hash(&tree)?;
+                if got != *hash {
+                    return Err(mismatch(*hash, got));
+                }
+                tree
+            }
+            Remote::Url {
+                url,
+                hash,
+                unpack: true,
+            } => {
+                let tree = self.download_tree(url, work.path())?;
+                let got = nar_hash(&tree)?;
+                if got != *hash {
+                    return Err(mismatch(*hash, got));
+                }
+                tree
+            }
+            Remote::Url {
+                url,
+                hash,
+                unpack: false,
+            } => {
+                let dir = self.download_file(url, work.path())?;
+                let got = single_file_hash(&dir)?;
+                if got != *hash {
+                    return Err(mismatch(*hash, got));
+                }
+                dir
+            }
+            Remote::Git { url, rev, hash } => {
+                let tree = work.path().join("tree");
+                git::checkout(url, rev, &tree)?;
+                if let Some(hash) = hash {
+                    let got = nar_hash(&tree)?;
+                    if got != *hash {
+                        return Err(mismatch(*hash, got));
+                    }
+                }
+                tree
+            }
+        };
+        place(&built, &dest)?;
+        Ok(Fetched {
+            root: dest,
+            origin: Origin::Network,
+            warnings,
+        })
+    }
+
+    /// `Ok(Ok(root))` when the vendored copy matches the pin, `Ok(Err(why))`
+    /// when it does not.
+    fn check_vendor(
+        &self,
+        remote: &Remote,
+        vendor: &Path,
+    ) -> Result<Result<PathBuf, String>, Error> {
+        let Some(want) = remote.hash() else {
+            return Ok(Err(
+                "a git source without `hash` cannot be checked, so it is not vendored".into(),
+            ));
+        };
+        match remote {
+            Remote::Pypi { .. } => {
+                // The sdist archive itself is vendored; unpack it into the cache.
+                let got = single_file_hash(vendor)?;
+                if got != want {
+                    return Ok(Err(format!(
+                        "its sdist hashes to {got}, the recipe pins {want}"
+                    )));
+                }
+                let dest = self.cache_path(remote);
+                if !dest.exists() {
+                    let work = self.workdir()?;
+                    let tree = work.path().join("tree");
+                    unpack(&single_file(vendor)?, &tree, self.limits)?;
+                    place(&tree, &dest)?;
+                }
+                Ok(Ok(dest))
+            }
+            Remote::Url { unpack: false, .. } => {
+                let got = single_file_hash(vendor)?;
+                Ok(if got == want {
+                    Ok(vendor.to_path_buf())
+                } else {
+                    Err(format!("its file hashes to {got}, the recipe pins {want}"))
+                })
+            }
+            _ => {
+                let got = nar_hash(vendor)?;
+                Ok(if got == want {
+                    Ok(vendor.to_path_buf())
+                } else {
+                    Err(format!("it hashes to {got}, the recipe pins {want}"))
+                })
+            }
+        }
+    }
+
+    /// Fetches a target whose hash is not known yet, stores it in the cache
+    /// under the hash it has, and returns that hash (NAR for trees, flat for
+    /// single files) with the stored path.
+    pub fn prefetch(&self, target: &Target) -> Result<(Hash, PathBuf), Error> {
+        let work = self.workdir()?;
+        let (built, hash, dest) = match target {
+            Target::Github { owner, repo, rev } => {
+                let tree = self.download_tree(&self.github_url(owner, repo, rev), work.path())?;
+                let h = nar_hash(&tree)?;
+                (
+                    tree,
+                    h,
+                    self.cache
+                        .join("sources")
+                        .join(format!("nar-sha256-{}", h.to_hex())),
+                )
+            }
+            Target::Url { url, unpack: true } => {
+                let tree = self.download_tree(url, work.path())?;
+                let h = nar_hash(&tree)?;
+                (
+                    tree,
+                    h,
+                    self.cache
+                        .join("sources")
+                        .join(format!("nar-sha256-{}", h.to_hex())),
+                )
+            }
+            Target::Url { url, unpack: false } => {
+                let dir = self.download_file(url, work.path())?;
+                let h = single_file_hash(&dir)?;
+                (
+                    dir,
+                    h,
+                    self.cache
+                        .join("files")
+                        .join(format!("sha256-{}", h.to_hex())),
+                )
+            }
+        };
+        if !dest.exists() {
+            place(&built, &dest)?;
+        }
+        Ok((hash, dest))
+    }
+
+    /// Copies a unit's verified source into `vendor` (replacing it).
+    pub fn vendor(&self, unit: &str, remote: &Remote, vendor: &Path) -> Result<(), Error> {
+        if remote.hash().is_none() {
+            return Err(Error::Unit {
+                unit: unit.to_string(),
+                why: "a git source without `hash` cannot be vendored: add its NAR hash (`cargo xtask hash` of a checkout prints it)".into(),
+            });
+        }
+        let nowhere = self.cache.join(".no-vendor");
+        let fetched = self.fetch(unit, remote, &nowhere, &|_| {})?;
+        let source = match remote {
+            Remote::Pypi { sha256, .. } => self
+                .cache
+                .join("files")
+                .join(format!("sha256-{}", sha256.to_hex())),
+            _ => fetched.root,
+        };
+        let parent = vendor.parent().unwrap_or(Path::new("."));
+        fs_err::create_dir_all(parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".vendor-")
+            .tempdir_in(parent)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", parent.display())))?;
+        let copy = tmp.path().join("tree");
+        copy_tree(&source, &copy)?;
+        if vendor.exists() {
+            fs_err::remove_dir_all(vendor)?;
+        }
+        fs_err::rename(&copy, vendor)?;
+        Ok(())
+    }
+
+    fn workdir(&self) -> Result<tempfile::TempDir, Error> {
+        fs_err::create_dir_all(&self.cache)?;
+        tempfile::Builder::new()
+            .prefix(".fetch-")
+            .tempdir_in(&self.cache)
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{}: {e}", self.cache.display())).into()
+            })
+    }
+
+    fn download_tree(&self, url: &str, work: &Path) -> Result<PathBuf, Error> {
+        let archive = work.join("archive");
+        http::download(url, &archive, self.limits.max_bytes)?;
+        let tree = work.join("tree");
+        unpack(&archive, &tree, self.limits)?;
+        Ok(tree)
+    }
+
+    /// Downloads a single file into a fresh folder, named after the URL's
+    /// last path segment.
+    fn download_file(&self, url: &str, work: &Path) -> Result<PathBuf, Error> {
+        let name = url
+            .split(['?', '#'])
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .unwrap_or("download");
+        let dir = work.join("file");
+        fs_err::create_dir(&dir)?;
+        http::download(url, &dir.join(name), self.limits.max_bytes)?;
+        Ok(dir)
+    }
+
+    fn pip_sdist(&self, spec: &str, work: &Path) -> Result<PathBuf, Error> {
+        let python = self.python.as_ref().ok_or_else(|| Error::Unit {
+            unit: spec.to_string(),
+            why: "a pypi source needs the recipe's interpreter".into(),
+        })?;
+        let dl = work.join("download");
+        fs_err::create_dir(&dl)?;
+        assemble_python::pip_download(spec, assemble_python::Artifact::Sdist, python, &dl).map_err(
+            |source| Error::Python {
+                what: format!("pip download {spec}"),
+                source,
+            },
+        )
+    }
+}
+
+fn sha2_of(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// The one file in `dir`.
+fn single_file(dir: &Path) -> Result<PathBuf, Error> {
+    let mut files: Vec<PathBuf> = fs_err::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    if files.len() != 1 || !files[0].is_file() {
+        return Err(
+            std::io::Error::other(format!("{}: expected exactly one file", dir.display())).into(),
+        );
+    }
+    Ok(files.remove(0))
+}
+
+fn single_file_hash(dir: &Path) -> Result<Hash, Error> {
+    Ok(file_hash(&single_file(dir)?)?)
+}
+
+/// Renames a verified result into the cache; if another run placed the
+/// same content meanwhile, theirs is as good.
+fn place(from: &Path, to: &Path) -> Result<(), Error> {
+    if let Some(parent) = to.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    match fs_err::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(_) if to.exists() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies a tree, keeping symlinks and the executable bit.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    for e in walkdir::WalkDir::new(from).follow_links(false) {
+        let e = e.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let dest = to.join(e.path().strip_prefix(from).unwrap_or(e.path()));
+        let ft = e.file_type();
+        if ft.is_dir() {
+            fs_err::create_dir_all(&dest)?;
+        } else if ft.is_symlink() {
+            fs_err::os::unix::fs::symlink(fs_err::read_link(e.path())?, &dest)?;
+        } else {
+            fs_err::copy(e.path(), &dest)?;
+            let exec = fs_err::metadata(e.path())?.permissions().mode() & 0o100 != 0;
+            fs_err::set_permissions(
+                &dest,
+                std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -32,7 +32,9 @@ pub enum Error {
     Io(#[from] io::Error),
     #[error("{}: {what} cannot be put in a NAR (only files, folders and symlinks)", .path.display())]
     Unsupported { path: PathBuf, what: &'static str },
-    #[error("{text:?} is not a sha256 hash: {why} (expected sha256-<base64>, 64 hex digits, or 52 nix32 characters)")]
+    #[error(
+        "{text:?} is not a sha256 hash: {why} (expected sha256-<base64>, 64 hex digits, or 52 nix32 characters)"
+    )]
     BadHash { text: String, why: String },
 }
 
@@ -267,14 +269,20 @@ mod tests {
         assert_eq!(h.to_sri(), sri);
         assert_eq!(Hash::parse(&h.to_hex()).expect("hex"), h);
         assert_eq!(Hash::parse(&h.to_nix32()).expect("nix32"), h);
-        assert_eq!(Hash::parse(&format!("sha256:{}", h.to_nix32())).expect("prefixed"), h);
+        assert_eq!(
+            Hash::parse(&format!("sha256:{}", h.to_nix32())).expect("prefixed"),
+            h
+        );
     }
 
     #[test]
     fn known_nix32_value() {
         // `nix-hash --type sha256 --base32` and `nix hash path` of one tree.
         let h = Hash::parse("sha256-HPIRS0ladgkIw4Npccz9MGM8Kq00F+ZSGCfUg1q0UH8=").expect("sri");
-        assert_eq!(h.to_nix32(), "0zshnid87m17319fc5rlmlm3qqrhzp672sc3qc40jxjs955i3whw");
+        assert_eq!(
+            h.to_nix32(),
+            "0zshnid87m17319fc5rlmlm3qqrhzp672sc3qc40jxjs955i3whw"
+        );
         assert_eq!(
             h.to_hex(),
             "1cf2114b495a760908c3836971ccfd30633c2aad3417e6521827d4835ab4507f"

@@ -83,7 +83,11 @@ fn nix_hash(path: &Path) -> Hash {
         .arg(path)
         .output()
         .expect("nix-hash from Debian's nix-bin is installed (.ci/run installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Hash::parse(String::from_utf8_lossy(&out.stdout).trim()).expect("hex from nix-hash")
 }
 
@@ -108,16 +112,31 @@ fn nix_hash_path_agrees_in_sri() {
     write(
         &t,
         &Node::Dir(BTreeMap::from([
-            ("x".to_string(), Node::File { contents: b"hi\n".to_vec(), mode: 0o755 }),
+            (
+                "x".to_string(),
+                Node::File {
+                    contents: b"hi\n".to_vec(),
+                    mode: 0o755,
+                },
+            ),
             ("l".to_string(), Node::Link("x".into())),
         ])),
     );
     let out = Command::new("nix")
-        .args(["--extra-experimental-features", "nix-command", "hash", "path"])
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "hash",
+            "path",
+        ])
         .arg(&t)
         .output()
         .expect("nix from nix-bin");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         nar_hash(&t).expect("hash").to_sri()

@@ -117,6 +117,8 @@ pub struct Context {
     pub webui: Option<String>,
     /// Where built venvs and fetched sources are kept.
     pub cache: PathBuf,
+    /// Fail instead of fetching what the cache and vendor/ lack.
+    pub offline: bool,
 }
 
 /// What planning found for one unit.
@@ -155,9 +157,25 @@ pub fn plan(recipe: &Recipe, ctx: &Context, progress: Progress<'_>) -> Result<Pl
 
     // Resolve every unit's source folder first: fetching and venv building
     // are the slow parts, and a missing path should fail before any work.
+    // `from` units come second: they read another unit's source.
+    let mut fetcher = assemble_fetch::Fetcher::new(ctx.cache.clone());
+    fetcher.offline = ctx.offline;
+    fetcher.python = Some(ctx.python.clone());
     let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for unit in &recipe.units {
-        let root = resolve_source(recipe, unit, ctx, &roots, progress)?;
+    let (derived, direct): (Vec<&Unit>, Vec<&Unit>) = recipe
+        .units
+        .iter()
+        .partition(|u| matches!(u.source, Source::From { .. }));
+    for unit in direct.into_iter().chain(derived) {
+        let root = resolve_source(
+            recipe,
+            unit,
+            ctx,
+            &fetcher,
+            &roots,
+            &mut b.warnings,
+            progress,
+        )?;
         roots.insert(unit.name.clone(), root);
     }
 
@@ -198,7 +216,9 @@ fn resolve_source(
     recipe: &Recipe,
     unit: &Unit,
     ctx: &Context,
+    fetcher: &assemble_fetch::Fetcher,
     roots: &BTreeMap<String, PathBuf>,
+    warnings: &mut Vec<String>,
     progress: Progress<'_>,
 ) -> Result<PathBuf, Error> {
     let missing = |key: &str, path: &Path, hint: &str| Error::MissingPath {
@@ -241,37 +261,21 @@ fn resolve_source(
             };
             assemble_python::build_venv(path, &ctx.python, &ctx.cache, &announce).map_err(py_err)
         }
-        Source::Pypi { spec, sha256 } => {
-            let announce = || {
-                progress(&format!(
-                    "{}: downloading the sdist of {spec} (once; then cached)",
-                    unit.name
-                ))
-            };
-            Ok(assemble_fetch::fetch_pypi(
-                &unit.name,
-                spec,
-                sha256,
-                &ctx.python,
-                &ctx.cache,
-                &announce,
-            )?)
+        Source::Remote(remote) => {
+            let vendor = recipe.dir.join("vendor").join(&unit.name);
+            let fetched = fetcher.fetch(&unit.name, remote, &vendor, progress)?;
+            warnings.extend(fetched.warnings);
+            Ok(fetched.root)
         }
         Source::From {
             unit: other,
             subdir,
         } => {
-            // The recipe guarantees `other` exists; it may come later in the file.
-            let base = match roots.get(other) {
-                Some(r) => r.clone(),
-                None => {
-                    let o = recipe.unit(other).ok_or_else(|| Error::Unit {
-                        unit: unit.name.clone(),
-                        message: format!("from names unknown unit {other}"),
-                    })?;
-                    resolve_source(recipe, o, ctx, roots, progress)?
-                }
-            };
+            // The recipe guarantees `other` exists and is resolved first.
+            let base = roots.get(other).ok_or_else(|| Error::Unit {
+                unit: unit.name.clone(),
+                message: format!("from names unit {other}, whose source is not resolved"),
+            })?;
             let p = base.join(subdir);
             if !p.is_dir() {
                 return Err(missing(

@@ -44,6 +44,8 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+pub use assemble_nar::Hash;
+
 pub use vars::{Vars, VarsError};
 
 /// A recipe error, always naming the recipe file.
@@ -122,6 +124,13 @@ struct RawUnit {
     requirements: Option<String>,
     pypi: Option<String>,
     sha256: Option<String>,
+    github: Option<String>,
+    rev: Option<String>,
+    tag: Option<String>,
+    url: Option<String>,
+    unpack: Option<bool>,
+    git: Option<String>,
+    hash: Option<String>,
     from: Option<String>,
     path: Option<String>,
     scripts: Option<Vec<String>>,
@@ -180,8 +189,8 @@ pub enum Source {
     Venv { path: PathBuf },
     /// A virtualenv built from a requirements file into the cache.
     Requirements { path: PathBuf },
-    /// An sdist from the Python package index, checked against `sha256`.
-    Pypi { spec: String, sha256: String },
+    /// A pinned remote source, fetched once into the cache.
+    Remote(Remote),
     /// A sub-tree of another unit's source.
     From { unit: String, subdir: String },
     /// A local folder.
@@ -194,7 +203,7 @@ impl Source {
         match self {
             Source::Venv { .. } => "venv",
             Source::Requirements { .. } => "requirements",
-            Source::Pypi { .. } => "pypi",
+            Source::Remote(r) => r.key(),
             Source::From { .. } => "from",
             Source::Path { .. } => "path",
         }
@@ -204,6 +213,185 @@ impl Source {
     pub fn is_venv(&self) -> bool {
         matches!(self, Source::Venv { .. } | Source::Requirements { .. })
     }
+}
+
+/// A pinned remote source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// An sdist from the Python package index (`pip download`), checked
+    /// against the archive's sha256.
+    Pypi { spec: String, sha256: Hash },
+    /// `https://github.com/OWNER/REPO/archive/REV.tar.gz`, unpacked with its
+    /// top folder stripped, checked by NAR hash (fetchFromGitHub).
+    Github {
+        owner: String,
+        repo: String,
+        rev: String,
+        hash: Hash,
+    },
+    /// An archive (unpacked, NAR hash) or, with `unpack = false`, one file
+    /// (flat hash), as fetchzip and fetchurl.
+    Url {
+        url: String,
+        hash: Hash,
+        unpack: bool,
+    },
+    /// A git repository at a commit, through the git CLI (fetchgit, without
+    /// `.git`); the NAR hash is checked when given.
+    Git {
+        url: String,
+        rev: String,
+        hash: Option<Hash>,
+    },
+}
+
+impl Remote {
+    /// The recipe key that selects this kind.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Remote::Pypi { .. } => "pypi",
+            Remote::Github { .. } => "github",
+            Remote::Url { .. } => "url",
+            Remote::Git { .. } => "git",
+        }
+    }
+
+    /// The pinned hash, if the kind has one.
+    pub fn hash(&self) -> Option<Hash> {
+        match self {
+            Remote::Pypi { sha256, .. } => Some(*sha256),
+            Remote::Github { hash, .. } | Remote::Url { hash, .. } => Some(*hash),
+            Remote::Git { hash, .. } => *hash,
+        }
+    }
+
+    /// Whether the hash is of a NAR (a tree) rather than of one file.
+    pub fn is_tree_hash(&self) -> bool {
+        match self {
+            Remote::Pypi { .. } => false,
+            Remote::Url { unpack, .. } => *unpack,
+            Remote::Github { .. } | Remote::Git { .. } => true,
+        }
+    }
+}
+
+/// Reads the remote-source keys of a unit; `Ok(None)` when it has none.
+fn remote(u: &RawUnit) -> Result<Option<Remote>, String> {
+    let kinds = [
+        u.pypi.is_some(),
+        u.github.is_some(),
+        u.url.is_some(),
+        u.git.is_some(),
+    ];
+    let any = kinds.iter().any(|k| *k);
+    let parse_hash = |h: &str| Hash::parse(h).map_err(|e| e.to_string());
+    if !any {
+        for (key, set) in [
+            ("sha256", u.sha256.is_some()),
+            ("rev", u.rev.is_some()),
+            ("tag", u.tag.is_some()),
+            ("hash", u.hash.is_some()),
+            ("unpack", u.unpack.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "`{key}` only goes with `github`, `url`, `git` or `pypi`"
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    if kinds.iter().filter(|k| **k).count() > 1 {
+        return Err("give one of `github`, `url`, `git`, `pypi`, not several".into());
+    }
+    let not_here = |key: &str, set: bool, kind: &str| {
+        if set {
+            Err(format!("`{key}` does not go with `{kind}`"))
+        } else {
+            Ok(())
+        }
+    };
+    let need_hash = |kind: &str| {
+        u.hash.as_deref().ok_or_else(|| {
+            format!("`{kind}` needs `hash` (SRI, hex or nix32; `cargo xtask prefetch` prints it)")
+        })
+    };
+    if let Some(spec) = &u.pypi {
+        not_here("hash", u.hash.is_some(), "pypi (it takes `sha256`)")?;
+        for (k, set) in [
+            ("rev", u.rev.is_some()),
+            ("tag", u.tag.is_some()),
+            ("unpack", u.unpack.is_some()),
+        ] {
+            not_here(k, set, "pypi")?;
+        }
+        let sha = u.sha256.as_deref().ok_or_else(|| {
+            format!(
+                "`pypi = {spec:?}` needs `sha256` (the sdist's sha256, as `pip hash` prints it)"
+            )
+        })?;
+        if !spec.contains("==") {
+            return Err(format!(
+                "pypi = {spec:?} must pin one version, as `name==version`"
+            ));
+        }
+        return Ok(Some(Remote::Pypi {
+            spec: spec.clone(),
+            sha256: parse_hash(sha)?,
+        }));
+    }
+    not_here(
+        "sha256",
+        u.sha256.is_some(),
+        "github, url or git (they take `hash`)",
+    )?;
+    if let Some(gh) = &u.github {
+        not_here("unpack", u.unpack.is_some(), "github")?;
+        let Some((owner, repo)) = gh
+            .split_once('/')
+            .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
+        else {
+            return Err(format!("github = {gh:?} must read \"OWNER/REPO\""));
+        };
+        let rev = match (&u.rev, &u.tag) {
+            (Some(r), None) => r.clone(),
+            (None, Some(t)) => t.clone(),
+            (Some(_), Some(_)) => return Err("give `rev` or `tag`, not both".into()),
+            (None, None) => return Err(format!("github = {gh:?} needs `rev` (a commit) or `tag`")),
+        };
+        return Ok(Some(Remote::Github {
+            owner: owner.to_string(),
+            repo: repo.to_string(),
+            rev,
+            hash: parse_hash(need_hash("github")?)?,
+        }));
+    }
+    if let Some(url) = &u.url {
+        not_here("rev", u.rev.is_some(), "url")?;
+        not_here("tag", u.tag.is_some(), "url")?;
+        return Ok(Some(Remote::Url {
+            url: url.clone(),
+            hash: parse_hash(need_hash("url")?)?,
+            unpack: u.unpack.unwrap_or(true),
+        }));
+    }
+    let url = u.git.clone().unwrap_or_default();
+    not_here("unpack", u.unpack.is_some(), "git")?;
+    not_here("tag", u.tag.is_some(), "git (pin the commit with `rev`)")?;
+    let rev = u
+        .rev
+        .clone()
+        .ok_or_else(|| format!("git = {url:?} needs `rev`, a full commit id"))?;
+    if rev.len() != 40 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "git rev {rev:?} must be a full 40-digit commit id, so that the source cannot move"
+        ));
+    }
+    Ok(Some(Remote::Git {
+        url,
+        rev: rev.to_ascii_lowercase(),
+        hash: u.hash.as_deref().map(parse_hash).transpose()?,
+    }))
 }
 
 /// Which `bin/` entries a venv unit provides.
@@ -282,38 +470,10 @@ impl Recipe {
             if let Some(p) = &u.requirements {
                 kinds.push(Source::Requirements { path: dir.join(p) });
             }
-            if let Some(spec) = &u.pypi {
-                let Some(sha) = &u.sha256 else {
-                    return Err(invalid(
-                        span,
-                        format!(
-                            "unit {name}: `pypi = {spec:?}` needs `sha256` (the sdist's sha256, as `pip hash` prints it)"
-                        ),
-                    ));
-                };
-                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(invalid(
-                        span,
-                        format!("unit {name}: sha256 {sha:?} is not 64 hex digits"),
-                    ));
-                }
-                if !spec.contains("==") {
-                    return Err(invalid(
-                        span,
-                        format!(
-                            "unit {name}: pypi = {spec:?} must pin one version, as `name==version`"
-                        ),
-                    ));
-                }
-                kinds.push(Source::Pypi {
-                    spec: spec.clone(),
-                    sha256: sha.to_ascii_lowercase(),
-                });
-            } else if u.sha256.is_some() {
-                return Err(invalid(
-                    span,
-                    format!("unit {name}: `sha256` only goes with `pypi`"),
-                ));
+            match remote(u) {
+                Ok(Some(r)) => kinds.push(Source::Remote(r)),
+                Ok(None) => {}
+                Err(m) => return Err(invalid(span, format!("unit {name}: {m}"))),
             }
             if let Some(f) = &u.from {
                 let Some((unit, subdir)) = f.split_once(':') else {
@@ -336,7 +496,7 @@ impl Recipe {
                     return Err(invalid(
                         span,
                         format!(
-                            "unit {name} has no source: give one of `path`, `from`, `pypi`, `venv`, `requirements`"
+                            "unit {name} has no source: give one of `path`, `from`, `github`, `url`, `git`, `pypi`, `venv`, `requirements`"
                         ),
                     ));
                 }
@@ -443,11 +603,11 @@ impl Recipe {
                             ),
                         ));
                     }
-                    Some(o) if !matches!(o.source, Source::Path { .. } | Source::Pypi { .. }) => {
+                    Some(o) if !matches!(o.source, Source::Path { .. } | Source::Remote(_)) => {
                         return Err(invalid(
                             span,
                             format!(
-                                "unit {}: from = `{unit}:...` needs a `path` or `pypi` unit; {unit} is a `{}` unit",
+                                "unit {}: from = `{unit}:...` needs a `path` or remote unit; {unit} is a `{}` unit",
                                 u.name,
                                 o.source.key()
                             ),

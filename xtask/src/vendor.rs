@@ -1,0 +1,48 @@
+//! `cargo xtask vendor`: copy every remote unit's verified source into
+//! `vendor/<unit>/` beside the recipe, so builds need no network at all.
+
+use anyhow::Context as _;
+use assemble_fetch::Fetcher;
+use assemble_python::Interpreter;
+use assemble_recipe::{Remote, Source};
+
+use crate::context::Workspace;
+use crate::{Failure, RecipeArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct VendorArgs {
+    #[command(flatten)]
+    pub common: RecipeArgs,
+}
+
+pub fn run(args: &VendorArgs) -> Result<(), Failure> {
+    let ws = Workspace::locate()?;
+    let recipe = ws.recipe(&args.common)?;
+    let mut fetcher = Fetcher::new(ws.cache(args.common.cache_dir.as_deref()));
+    fetcher.offline = args.common.offline;
+    let remotes: Vec<(&str, &Remote)> = recipe
+        .units
+        .iter()
+        .filter_map(|u| match &u.source {
+            Source::Remote(r) => Some((u.name.as_str(), r)),
+            _ => None,
+        })
+        .collect();
+    if remotes
+        .iter()
+        .any(|(_, r)| matches!(r, Remote::Pypi { .. }))
+    {
+        fetcher.python = Some(
+            Interpreter::probe(&recipe.interpreter)
+                .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?,
+        );
+    }
+    for (unit, remote) in remotes {
+        let dest = recipe.dir.join("vendor").join(unit);
+        fetcher
+            .vendor(unit, remote, &dest)
+            .with_context(|| format!("vendoring unit {unit}"))?;
+        eprintln!("{:>12} {unit} into {}", "Vendored", dest.display());
+    }
+    Ok(())
+}
