@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,16 @@ impl Scratch {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// A cache of this test's own for sources, sharing only the built venvs.
+    pub fn private_cache(&self) -> PathBuf {
+        let cache = self.path("cache");
+        let shared = shared_cache().join("venvs");
+        fs_err::create_dir_all(&shared).expect("shared venvs");
+        fs_err::create_dir_all(&cache).expect("cache");
+        fs_err::os::unix::fs::symlink(&shared, cache.join("venvs")).expect("link venvs");
+        cache
     }
 
     pub fn recipe(&self) -> PathBuf {
@@ -93,6 +105,17 @@ impl Run {
             .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout()))
     }
 
+    /// Asserts success and returns stderr.
+    pub fn ok(&self) -> String {
+        assert!(
+            self.output.status.success(),
+            "failed ({:?}):\n{}",
+            self.code(),
+            self.stderr()
+        );
+        self.stderr()
+    }
+
     /// Asserts failure with `code` and returns stderr.
     pub fn fails(&self, code: i32) -> String {
         assert_eq!(
@@ -107,13 +130,43 @@ impl Run {
 }
 
 pub fn xtask(cwd: &Path, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
+    xtask_env(cwd, args, &[])
+}
+
+/// Runs the xtask binary with extra environment variables (which may
+/// override `ASSEMBLE_CACHE_DIR`, the shared cache by default).
+pub fn xtask_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args)
         .current_dir(cwd)
         .env("ASSEMBLE_CACHE_DIR", shared_cache())
+        .env_remove("ASSEMBLE_GITHUB_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Run {
+        output: cmd.output().expect("run xtask"),
+    }
+}
+
+/// What Nix's own `nix hash path` prints for `path` (SRI).
+pub fn nix_hash_path(path: &Path) -> String {
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "hash",
+            "path",
+        ])
+        .arg(path)
         .output()
-        .expect("run xtask");
-    Run { output }
+        .expect("nix from Debian's nix-bin (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Runs a program and returns (success, stdout + stderr).

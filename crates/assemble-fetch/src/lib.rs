@@ -51,10 +51,9 @@ pub enum Error {
         source: assemble_python::Error,
     },
     #[error(
-        "{unit}hash mismatch for {what}\n  expected: {expected}\n       got: {got}\nIf the new content is what you want, put the `got` value in the recipe."
+        "hash mismatch for {what}\n  expected: {expected}\n       got: {got}\nIf the new content is what you want, put the `got` value in the recipe."
     )]
     Mismatch {
-        unit: String,
         what: String,
         expected: String,
         got: String,
@@ -74,11 +73,10 @@ pub enum Error {
         why: String,
     },
     #[error(
-        "unit {unit}: {what} is not in the cache ({}) nor in {}, and --offline forbids fetching it; run once without --offline, or `cargo xtask vendor`",
+        "{what} is not in the cache ({}) nor in {}, and --offline forbids fetching it; run once without --offline, or `cargo xtask vendor`",
         .cache.display(), .vendor.display()
     )]
     Offline {
-        unit: String,
         what: String,
         cache: PathBuf,
         vendor: PathBuf,
@@ -234,7 +232,6 @@ impl Fetcher {
         }
         if self.offline {
             return Err(Error::Offline {
-                unit: unit.to_string(),
                 what: self.describe(remote),
                 cache: dest,
                 vendor: vendor.to_path_buf(),
@@ -243,7 +240,6 @@ impl Fetcher {
         announce(&format!("{unit}: fetching {}", self.describe(remote)));
         let work = self.workdir()?;
         let mismatch = |expected: Hash, got: Hash| Error::Mismatch {
-            unit: format!("unit {unit}: "),
             what: self.describe(remote),
             expected: expected.to_sri(),
             got: got.to_sri(),
@@ -489,9 +485,8 @@ impl Fetcher {
     }
 
     fn pip_sdist(&self, spec: &str, work: &Path) -> Result<PathBuf, Error> {
-        let python = self.python.as_ref().ok_or_else(|| Error::Unit {
-            unit: spec.to_string(),
-            why: "a pypi source needs the recipe's interpreter".into(),
+        let python = self.python.as_ref().ok_or_else(|| {
+            std::io::Error::other(format!("pip download {spec}: no interpreter was given"))
         })?;
         let dl = work.join("download");
         fs_err::create_dir(&dl)?;

@@ -58,8 +58,12 @@ pub enum Error {
         #[source]
         source: assemble_python::Error,
     },
-    #[error(transparent)]
-    Fetch(#[from] assemble_fetch::Error),
+    #[error("unit {unit}: {source}")]
+    Fetch {
+        unit: String,
+        #[source]
+        source: assemble_fetch::Error,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -259,11 +263,17 @@ fn resolve_source(
                     path.display()
                 ))
             };
-            assemble_python::build_venv(path, &ctx.python, &ctx.cache, &announce).map_err(py_err)
+            assemble_python::build_venv(path, &ctx.python, &ctx.cache, ctx.offline, &announce)
+                .map_err(py_err)
         }
         Source::Remote(remote) => {
             let vendor = recipe.dir.join("vendor").join(&unit.name);
-            let fetched = fetcher.fetch(&unit.name, remote, &vendor, progress)?;
+            let fetched = fetcher
+                .fetch(&unit.name, remote, &vendor, progress)
+                .map_err(|source| Error::Fetch {
+                    unit: unit.name.clone(),
+                    source,
+                })?;
             warnings.extend(fetched.warnings);
             Ok(fetched.root)
         }

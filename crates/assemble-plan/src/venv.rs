@@ -149,7 +149,7 @@ fn script_entry(
         && let Some(d) = owner
     {
         // A Nix-FOD venv has no bin/: fetch the script from the wheel RECORD pins.
-        src = assemble_python::recover_data_script(d, script, &ctx.python, &ctx.cache).map_err(
+        src = assemble_python::recover_data_script(d, script, &ctx.python, &ctx.cache, ctx.offline).map_err(
             |e| {
                 err(format!(
                     "script `{script}` is a data file of {} {} that {} lacks (a Nix-FOD venv has no bin/), and getting it from the wheel failed: {e}; use a venv that still has bin/{script}, or drop it from `scripts`",

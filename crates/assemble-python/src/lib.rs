@@ -32,6 +32,11 @@ pub enum Error {
     },
     #[error("{}: {message}", .path.display())]
     Malformed { path: PathBuf, message: String },
+    #[error(
+        "{what} is not in the cache ({}) and --offline forbids building or fetching it; run once without --offline",
+        .cached_at.display()
+    )]
+    Offline { what: String, cached_at: PathBuf },
 }
 
 /// A probed interpreter.

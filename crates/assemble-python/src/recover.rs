@@ -16,12 +16,14 @@ use sha2::Digest;
 use crate::run::{Artifact, pip_download};
 use crate::{Dist, Error, Interpreter};
 
-/// Returns a cached copy of `script`, verified against `dist`'s RECORD.
+/// Returns a cached copy of `script`, verified against `dist`'s RECORD;
+/// `offline` forbids downloading the wheel.
 pub fn recover_data_script(
     dist: &Dist,
     script: &str,
     python: &Interpreter,
     cache: &Path,
+    offline: bool,
 ) -> Result<PathBuf, Error> {
     let record = dist.dist_info.join("RECORD");
     let want = dist
@@ -37,6 +39,12 @@ pub fn recover_data_script(
     let dest = root.join(format!("sha256-{}", hex::encode(want)));
     if dest.is_file() {
         return Ok(dest);
+    }
+    if offline {
+        return Err(Error::Offline {
+            what: format!("bin/{script} of {} {}", dist.name, dist.version),
+            cached_at: dest,
+        });
     }
     fs_err::create_dir_all(&root)?;
     let work = tempfile::Builder::new()

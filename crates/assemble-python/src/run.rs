@@ -56,11 +56,13 @@ fn tail(s: &str, lines: usize) -> String {
 /// `cache/venvs/<key>`, where the key is the sha256 of the file's content,
 /// the interpreter's version and path. Uses `uv` when it is on PATH, else
 /// the interpreter's own pip. A build that fails leaves nothing in the cache.
-/// `announce` is called when a build actually starts (not on a cache hit).
+/// `announce` is called when a build actually starts (not on a cache hit);
+/// `offline` forbids building (pip would use the network).
 pub fn build_venv(
     requirements: &Path,
     python: &Interpreter,
     cache: &Path,
+    offline: bool,
     announce: &dyn Fn(),
 ) -> Result<PathBuf, Error> {
     let req = fs_err::read(requirements)?;
@@ -83,6 +85,12 @@ pub fn build_venv(
     lock.file().lock()?;
     if dir.join("pyvenv.cfg").is_file() {
         return Ok(dir);
+    }
+    if offline {
+        return Err(Error::Offline {
+            what: format!("the virtualenv of {}", requirements.display()),
+            cached_at: dir,
+        });
     }
     announce();
     let tmp = root.join(format!("{}.partial", &key[..32]));

@@ -1,0 +1,483 @@
+//! End-to-end tests of pinned remote sources: archives served over real HTTP
+//! from 127.0.0.1 (GitHub is not reachable here; `ASSEMBLE_GITHUB_URL`
+//! points the github kind at the test server), a git repository made with
+//! the git CLI, and Nix's own `nix hash path` as the oracle for every hash.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::http::{Reply, Server};
+use support::{Scratch, nix_hash_path, xtask_env};
+
+const REV: &str = "ceb4fcc090851717a3069d78e85ceb1e86c2740c";
+const PYPI_PIN: &str = "pypi = \"opencontainers==0.0.15\"\nsha256 = \"a3a40124cc68eda56c7b4c5ab924f18b55045b8458aca9611f5bfa83f7efaefe\"";
+
+/// An oci-python-shaped tree, as GitHub would archive it at `REV`: returns
+/// the `.tar.gz` and the tree's hash according to Nix.
+fn fake_upstream(s: &Scratch) -> (Vec<u8>, String) {
+    let top = format!("oci-python-{REV}");
+    let tree = s.path("upstream").join(&top);
+    let files: &[(&str, &[u8], u32)] = &[
+        (
+            "opencontainers/__init__.py",
+            b"__version__ = '0.0.15'\n",
+            0o644,
+        ),
+        ("opencontainers/digest/__init__.py", b"", 0o644),
+        (
+            "opencontainers/digest/digest.py",
+            b"def digest():\n    return 1\n",
+            0o644,
+        ),
+        ("scripts/release.sh", b"#!/bin/sh\necho release\n", 0o755),
+        (
+            "README.md",
+            "# oci-python \u{2014} r\u{e9}sum\u{e9}\n".as_bytes(),
+            0o644,
+        ),
+    ];
+    for (p, c, mode) in files {
+        let path = tree.join(p);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, c).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    fs_err::create_dir_all(tree.join("docs/empty")).unwrap();
+    fs_err::os::unix::fs::symlink("README.md", tree.join("README")).unwrap();
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    b.follow_symlinks(false);
+    b.append_dir_all(&top, &tree).unwrap();
+    let archive = b.into_inner().unwrap().finish().unwrap();
+    (archive, nix_hash_path(&tree))
+}
+
+fn use_github(s: &Scratch, hash: &str) {
+    s.edit_recipe(|t| {
+        t.replace(
+            PYPI_PIN,
+            &format!("github = \"vsoch/oci-python\"\nrev = \"{REV}\"\nhash = \"{hash}\""),
+        )
+    });
+}
+
+fn assemble(
+    s: &Scratch,
+    out: &Path,
+    cache: &Path,
+    github: Option<&str>,
+    extra: &[&str],
+) -> support::Run {
+    let recipe = s.recipe();
+    let mut args = vec![
+        "assemble",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut env = vec![("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
+    if let Some(g) = github {
+        env.push(("ASSEMBLE_GITHUB_URL", g));
+    }
+    xtask_env(s.dir.path(), &args, &env)
+}
+
+fn site(out: &Path) -> PathBuf {
+    out.join(format!("lib/python{}/site-packages", support::python_xy()))
+}
+
+fn cached_sources(cache: &Path) -> Vec<String> {
+    match fs_err::read_dir(cache.join("sources")) {
+        Ok(d) => d
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn github_kind_fetches_once_then_builds_from_cache_and_offline_fails_clearly() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    let server = Server::start();
+    server.route(
+        &format!("/vsoch/oci-python/archive/{REV}.tar.gz"),
+        Reply::Ok(archive),
+    );
+    use_github(&s, &hash);
+    let cache = s.private_cache();
+
+    let out = s.path("out1");
+    let r = assemble(&s, &out, &cache, Some(&server.base), &["--json"]).json();
+    assert_eq!(r["units"]["opencontainers"]["status"], "built");
+    let digest = site(&out).join("opencontainers/digest/digest.py");
+    assert_eq!(
+        fs_err::read_to_string(digest).unwrap(),
+        "def digest():\n    return 1\n"
+    );
+    assert_eq!(server.hits(), 1);
+    let hex = assemble_nar::Hash::parse(&hash).unwrap().to_hex();
+    assert_eq!(cached_sources(&cache), vec![format!("nar-sha256-{hex}")]);
+
+    // The server is gone: a second build reads the cache, offline too.
+    server.stop();
+    let out2 = s.path("out2");
+    assemble(&s, &out2, &cache, None, &["--offline", "--json"]).json();
+    assert!(site(&out2).join("opencontainers/__init__.py").is_file());
+
+    // An empty cache and --offline: a prompt, clear failure.
+    let empty = s.path("empty-cache");
+    fs_err::create_dir_all(&empty).unwrap();
+    fs_err::os::unix::fs::symlink(support::shared_cache().join("venvs"), empty.join("venvs"))
+        .unwrap();
+    let err = assemble(&s, &s.path("out3"), &empty, None, &["--offline"]).fails(1);
+    assert!(err.contains("unit opencontainers"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "https://github.com/vsoch/oci-python/archive/{REV}.tar.gz"
+        )),
+        "names the URL: {err}"
+    );
+    assert!(err.contains("--offline forbids fetching it"), "{err}");
+    assert!(!s.path("out3").exists());
+}
+
+#[test]
+fn hash_mismatch_names_unit_url_and_both_hashes_and_caches_nothing() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    let server = Server::start();
+    let path = format!("/vsoch/oci-python/archive/{REV}.tar.gz");
+    server.route(&path, Reply::Ok(archive));
+    let wrong = "sha256-Q6SJed0K6eIrqQ9mNAD4RGx+YCJvnI5E+0KGp5fBtTU=";
+    use_github(&s, wrong);
+    let cache = s.private_cache();
+    let err = assemble(&s, &s.path("out"), &cache, Some(&server.base), &[]).fails(1);
+    assert!(err.contains("unit opencontainers: hash mismatch"), "{err}");
+    assert!(err.contains(&server.url(&path)), "{err}");
+    assert!(err.contains(&format!("expected: {wrong}")), "{err}");
+    assert!(err.contains(&format!("got: {hash}")), "{err}");
+    assert!(
+        cached_sources(&cache).is_empty(),
+        "{:?}",
+        cached_sources(&cache)
+    );
+    assert!(!s.path("out").exists());
+}
+
+#[test]
+fn http_errors_name_url_and_status_and_partial_downloads_do_not_count() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    let server = Server::start();
+    use_github(&s, &hash);
+    let cache = s.private_cache();
+    let path = format!("/vsoch/oci-python/archive/{REV}.tar.gz");
+
+    let err = assemble(&s, &s.path("out"), &cache, Some(&server.base), &[]).fails(1);
+    assert!(
+        err.contains(&format!("GET {}: HTTP 404", server.url(&path))),
+        "{err}"
+    );
+
+    let sent = archive.len() / 2;
+    server.route(
+        &path,
+        Reply::Truncated {
+            body: archive,
+            sent,
+        },
+    );
+    let err = assemble(&s, &s.path("out"), &cache, Some(&server.base), &[]).fails(1);
+    assert!(err.contains(&format!("GET {}", server.url(&path))), "{err}");
+    assert!(
+        cached_sources(&cache).is_empty(),
+        "{:?}",
+        cached_sources(&cache)
+    );
+    let leftovers: Vec<_> = fs_err::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".fetch-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary fetch folders removed: {leftovers:?}"
+    );
+}
+
+#[test]
+fn url_kind_unpacks_archives_and_keeps_flat_files() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    let server = Server::start();
+    server.route("/dl/oci.tar.gz", Reply::Ok(archive));
+    server.route("/dl/notice.txt", Reply::Ok(b"flat file\n".to_vec()));
+    let flat = s.path("notice.txt");
+    fs_err::write(&flat, "flat file\n").unwrap();
+    let flat_hash = {
+        let out = Command::new("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "hash",
+                "file",
+            ])
+            .arg(&flat)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let archive_url = server.url("/dl/oci.tar.gz");
+    let notice_url = server.url("/dl/notice.txt");
+    s.edit_recipe(|t| {
+        let t = t.replace(PYPI_PIN, &format!("url = \"{archive_url}\"\nhash = \"{hash}\""));
+        format!(
+            "{t}\n[units.notice]\nurl = \"{notice_url}\"\nunpack = false\nhash = \"{flat_hash}\"\ninstall = {{ \"notice.txt\" = \"share/notice.txt\" }}\n"
+        )
+    });
+    let cache = s.private_cache();
+    let out = s.path("out");
+    assemble(&s, &out, &cache, None, &["--json"]).json();
+    assert!(site(&out).join("opencontainers/digest/digest.py").is_file());
+    assert_eq!(
+        fs_err::read_to_string(out.join("share/notice.txt")).unwrap(),
+        "flat file\n"
+    );
+}
+
+#[test]
+fn git_kind_checks_out_a_commit_without_dot_git() {
+    let s = Scratch::new();
+    let repo = s.path("oci-git");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.invalid",
+                "-C",
+            ])
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    fs_err::create_dir_all(repo.join("opencontainers")).unwrap();
+    Command::new("git")
+        .args(["init", "-q"])
+        .arg(&repo)
+        .status()
+        .unwrap();
+    fs_err::write(repo.join("opencontainers/__init__.py"), "v = 1\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "one"]);
+    let rev = git(&["rev-parse", "HEAD"]);
+    // A later commit must not leak into the pinned checkout.
+    fs_err::write(repo.join("opencontainers/__init__.py"), "v = 2\n").unwrap();
+    git(&["commit", "-q", "-am", "two"]);
+
+    let reference = s.path("reference");
+    fs_err::create_dir_all(reference.join("opencontainers")).unwrap();
+    fs_err::write(reference.join("opencontainers/__init__.py"), "v = 1\n").unwrap();
+    let hash = nix_hash_path(&reference);
+    let url = format!("file://{}", repo.display());
+    s.edit_recipe(|t| {
+        t.replace(
+            PYPI_PIN,
+            &format!("git = \"{url}\"\nrev = \"{rev}\"\nhash = \"{hash}\""),
+        )
+    });
+    let cache = s.private_cache();
+    let out = s.path("out");
+    assemble(&s, &out, &cache, None, &["--json"]).json();
+    assert_eq!(
+        fs_err::read_to_string(site(&out).join("opencontainers/__init__.py")).unwrap(),
+        "v = 1\n"
+    );
+}
+
+#[test]
+fn vendor_copies_verified_sources_and_builds_need_no_network() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    let server = Server::start();
+    server.route(
+        &format!("/vsoch/oci-python/archive/{REV}.tar.gz"),
+        Reply::Ok(archive),
+    );
+    use_github(&s, &hash);
+    let cache = s.private_cache();
+    let recipe = s.recipe();
+    xtask_env(
+        s.dir.path(),
+        &["vendor", "--recipe", recipe.to_str().unwrap()],
+        &[
+            ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+            ("ASSEMBLE_GITHUB_URL", &server.base),
+        ],
+    )
+    .ok();
+    let vendored = s.path("demo/vendor/opencontainers");
+    assert_eq!(nix_hash_path(&vendored), hash);
+    server.stop();
+
+    // No server, a cache without sources, --offline: vendor/ serves.
+    let empty = s.path("empty-cache");
+    fs_err::create_dir_all(&empty).unwrap();
+    fs_err::os::unix::fs::symlink(support::shared_cache().join("venvs"), empty.join("venvs"))
+        .unwrap();
+    let out = s.path("out");
+    assemble(&s, &out, &empty, None, &["--offline", "--json"]).json();
+    assert!(site(&out).join("opencontainers/digest/digest.py").is_file());
+
+    // A vendored copy that no longer matches is ignored, and said so.
+    fs_err::write(vendored.join("README.md"), "edited\n").unwrap();
+    let run = assemble(&s, &s.path("out2"), &empty, None, &["--offline"]);
+    let err = run.fails(1);
+    assert!(
+        err.contains("ignoring") || err.contains("--offline forbids"),
+        "{err}"
+    );
+    let run = assemble(&s, &s.path("out3"), &cache, None, &["--offline"]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    assert!(
+        run.stderr().contains(&format!(
+            "warning: unit opencontainers: ignoring {}",
+            vendored.display()
+        )),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn prefetch_prints_the_pin_and_checks_it() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    let server = Server::start();
+    server.route(
+        &format!("/vsoch/oci-python/archive/{REV}.tar.gz"),
+        Reply::Ok(archive),
+    );
+    let cache = s.private_cache();
+    let env = [
+        ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+        ("ASSEMBLE_GITHUB_URL", server.base.as_str()),
+    ];
+    let what = format!("github:vsoch/oci-python@{REV}");
+    let r = xtask_env(s.dir.path(), &["prefetch", &what], &env);
+    assert!(r.output.status.success(), "{}", r.stderr());
+    assert_eq!(r.stdout().trim(), hash);
+
+    let r = xtask_env(
+        s.dir.path(),
+        &["prefetch", &what, "--hash", &hash, "--format", "nix32"],
+        &env,
+    );
+    assert!(r.output.status.success(), "{}", r.stderr());
+    assert_eq!(
+        assemble_nar::Hash::parse(r.stdout().trim()).unwrap(),
+        assemble_nar::Hash::parse(&hash).unwrap()
+    );
+
+    let wrong = "sha256-Q6SJed0K6eIrqQ9mNAD4RGx+YCJvnI5E+0KGp5fBtTU=";
+    let err = xtask_env(s.dir.path(), &["prefetch", &what, "--hash", wrong], &env).fails(1);
+    assert!(
+        err.contains(&format!("expected: {wrong}")) && err.contains(&format!("got: {hash}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn hash_command_prints_what_nix_prints() {
+    let s = Scratch::new();
+    let tree = s.path("demo/authentik");
+    let run = |args: &[&str]| {
+        let r = xtask_env(s.dir.path(), args, &[]);
+        assert!(r.output.status.success(), "{}", r.stderr());
+        r.stdout().trim().to_string()
+    };
+    let nix = |args: &[&str]| {
+        let out = Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command", "hash"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let t = tree.to_str().unwrap();
+    assert_eq!(run(&["hash", t]), nix(&["path", t]));
+    assert_eq!(
+        run(&["hash", t, "--format", "nix32"]),
+        nix(&["path", "--base32", t])
+    );
+    assert_eq!(
+        run(&["hash", t, "--format", "hex"]),
+        nix(&["path", "--base16", t])
+    );
+    let f = s.path("demo/requirements.txt");
+    let f = f.to_str().unwrap();
+    assert_eq!(run(&["hash", "--flat", f]), nix(&["file", f]));
+}
+
+/// The real opencontainers 0.0.15 sdist from the package index, unpacked by
+/// us, hashes as Nix hashes the same sdist unpacked by GNU tar.
+#[test]
+fn real_upstream_sdist_unpacks_and_hashes_like_nix() {
+    let s = Scratch::new();
+    // The demo's pypi unit puts the sdist and its unpacked tree in the cache.
+    s.assemble(&["--out", s.path("out").to_str().unwrap(), "--json"])
+        .json();
+    let sha = "a3a40124cc68eda56c7b4c5ab924f18b55045b8458aca9611f5bfa83f7efaefe";
+    let ours = support::shared_cache().join(format!("sources/sdist-sha256-{sha}"));
+    let files = support::shared_cache().join(format!("files/sha256-{sha}"));
+    let sdist = fs_err::read_dir(&files)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+
+    let theirs = s.path("gnu-tar");
+    fs_err::create_dir_all(&theirs).unwrap();
+    let ok = Command::new("tar")
+        .args(["xzf"])
+        .arg(&sdist)
+        .arg("-C")
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let top = fs_err::read_dir(&theirs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let r = xtask_env(s.dir.path(), &["hash", ours.to_str().unwrap()], &[]);
+    assert!(r.output.status.success(), "{}", r.stderr());
+    assert_eq!(r.stdout().trim(), nix_hash_path(&top));
+}
