@@ -38,8 +38,12 @@ struct Report<'a> {
     dirs_created: usize,
     units: BTreeMap<&'a str, UnitReport>,
     warnings: &'a [String],
+    /// ELF files whose runpath or interpreter autoPatchelf set.
+    elf_patched: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     changes: Option<Vec<Change<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elf: Option<&'a [assemble_elf::Decision]>,
     seconds: f64,
 }
 
@@ -168,7 +172,9 @@ fn report(
             dirs_created: o.dirs_created,
             units,
             warnings: &plan.warnings,
+            elf_patched: plan.elf.iter().filter(|d| d.changes()).count(),
             changes,
+            elf: args.verbose.then_some(plan.elf.as_slice()),
             seconds,
         };
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -191,6 +197,15 @@ fn report(
     if args.verbose {
         for (p, r) in &o.changes {
             eprintln!("             {p}: {r}");
+        }
+        for d in plan.elf.iter().filter(|d| d.changes()) {
+            eprintln!(
+                "{:>12} {}: runpath {} -> {}",
+                "Patchelf",
+                d.path,
+                d.old_runpath.as_deref().unwrap_or("(none)"),
+                d.new_runpath.as_deref().unwrap_or("(none)")
+            );
         }
     }
     eprintln!(

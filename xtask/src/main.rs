@@ -5,6 +5,7 @@
 //! recipe is malformed.
 
 mod assemble;
+mod autopatchelf;
 mod context;
 mod hash;
 mod prefetch;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Build or update the deployment tree described by a recipe.
     Assemble(AssembleArgs),
+    /// Give every ELF file under PATHs a runpath that resolves its libraries.
+    Autopatchelf(autopatchelf::AutopatchelfArgs),
     /// Print a path's hash as `nix hash path` (or, with --flat, `nix hash file`) does.
     Hash(hash::HashArgs),
     /// Fetch a source and print the hash to pin it with: the way to bump a pin.
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Assemble(args) => assemble::run(&args),
+        Command::Autopatchelf(args) => autopatchelf::run(&args),
         Command::Hash(args) => hash::run(&args),
         Command::Prefetch(args) => prefetch::run(&args),
         Command::Vendor(args) => vendor::run(&args),

@@ -15,6 +15,7 @@
 //!
 //! Content hashes of copied files are computed last, in parallel.
 
+mod elf;
 mod patch;
 mod venv;
 
@@ -64,6 +65,8 @@ pub enum Error {
         #[source]
         source: assemble_fetch::Error,
     },
+    #[error(transparent)]
+    Elf(#[from] assemble_elf::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -139,6 +142,8 @@ pub struct Plan {
     pub desired: Desired,
     pub units: Vec<UnitPlan>,
     pub warnings: Vec<String>,
+    /// autoPatchelf's decision for every dynamic ELF file.
+    pub elf: Vec<assemble_elf::Decision>,
 }
 
 /// Something to tell the user while planning (a venv being built, a source
@@ -190,16 +195,32 @@ pub fn plan(recipe: &Recipe, ctx: &Context, progress: Progress<'_>) -> Result<Pl
         plan_unit(&mut b, unit, &roots[&unit.name], &vars)?;
     }
 
-    // Content hashes of everything copied, in parallel.
-    b.desired
+    // Content hashes of everything copied, in parallel; the same read tells
+    // which files are ELF.
+    let elf_paths: Vec<String> = b
+        .desired
         .par_iter_mut()
-        .try_for_each(|(_, e)| -> Result<(), Error> {
-            if let (Kind::File { sha256, .. }, Some(Content::Copy(src))) = (&mut e.kind, &e.content)
-            {
-                *sha256 = Sha256::of_file(src)?;
-            }
-            Ok(())
-        })?;
+        .map(|(path, e)| -> Result<Option<String>, Error> {
+            let is_elf = match (&mut e.kind, &e.content) {
+                (Kind::File { sha256, .. }, Some(Content::Copy(src))) => {
+                    let (h, is_elf) = hash_file(src)?;
+                    *sha256 = h;
+                    is_elf
+                }
+                (Kind::File { .. }, Some(Content::Bytes(bytes))) => assemble_elf::is_elf(bytes),
+                _ => false,
+            };
+            Ok(is_elf.then(|| path.clone()))
+        })
+        .collect::<Result<Vec<_>, Error>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+
+    let elf = match &recipe.autopatchelf {
+        Some(ap) => elf::autopatchelf(&mut b, ap, &ctx.cache, &elf_paths)?,
+        None => Vec::new(),
+    };
 
     let units = recipe
         .units
@@ -213,7 +234,31 @@ pub fn plan(recipe: &Recipe, ctx: &Context, progress: Progress<'_>) -> Result<Pl
         desired: b.desired,
         units,
         warnings: b.warnings,
+        elf,
     })
+}
+
+/// A file's sha256, and whether it starts like an ELF file, in one read.
+fn hash_file(path: &Path) -> Result<(Sha256, bool), Error> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = fs_err::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut first = true;
+    let mut is_elf = false;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if first {
+            is_elf = assemble_elf::is_elf(&buf[..n]);
+            first = false;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok((Sha256(h.finalize().into()), is_elf))
 }
 
 fn resolve_source(

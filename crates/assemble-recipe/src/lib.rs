@@ -102,6 +102,34 @@ struct RawRecipe {
     python: RawPython,
     #[serde(default)]
     units: IndexMap<String, toml::Spanned<RawUnit>>,
+    autopatchelf: Option<RawAutopatchelf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAutopatchelf {
+    #[serde(default)]
+    libs: Vec<String>,
+    #[serde(default)]
+    ignore_missing: Vec<String>,
+    #[serde(default)]
+    runtime_dependencies: Vec<String>,
+    dynamic_linker: Option<String>,
+}
+
+/// The `[autopatchelf]` section: Nix's autoPatchelfHook settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Autopatchelf {
+    /// Library folders (Nix's buildInputs), resolved against the recipe.
+    pub libs: Vec<PathBuf>,
+    /// Sonames (globs) that may stay unresolved, with a warning.
+    pub ignore_missing: Vec<String>,
+    /// Folders added to every executable's runpath.
+    pub runtime_dependencies: Vec<PathBuf>,
+    /// When set, the interpreter of every dynamic executable.
+    pub dynamic_linker: Option<String>,
+    /// The section, canonically serialised: part of every ELF's fingerprint.
+    pub canonical: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +208,8 @@ pub struct Recipe {
     pub version: String,
     pub interpreter: String,
     pub units: Vec<Unit>,
+    /// `None` without an `[autopatchelf]` section: ELF files are copied as they are.
+    pub autopatchelf: Option<Autopatchelf>,
 }
 
 /// Where a unit's files come from.
@@ -618,6 +648,13 @@ impl Recipe {
             }
         }
 
+        let autopatchelf = raw.autopatchelf.as_ref().map(|a| Autopatchelf {
+            libs: a.libs.iter().map(|l| dir.join(l)).collect(),
+            ignore_missing: a.ignore_missing.clone(),
+            runtime_dependencies: a.runtime_dependencies.iter().map(|l| dir.join(l)).collect(),
+            dynamic_linker: a.dynamic_linker.clone(),
+            canonical: toml::to_string(a).unwrap_or_default(),
+        });
         Ok(Recipe {
             file: file.to_path_buf(),
             dir,
@@ -625,6 +662,7 @@ impl Recipe {
             version: raw.package.version,
             interpreter: raw.python.interpreter,
             units,
+            autopatchelf,
         })
     }
 

@@ -1,0 +1,168 @@
+//! The autoPatchelf step: ELF files of the desired tree get runpaths that
+//! resolve, as desired content.
+//!
+//! Two caches keep this off the hot path, both keyed by content and so
+//! shared by every output:
+//!
+//! ```text
+//! <cache>/elf/scan/<sha256 of the input>.json     the ELF facts of a file (or null)
+//! <cache>/elf/patched/<key>                       the patched file
+//! <cache>/elf/patched/<key>.sha256                its sha256
+//! ```
+//!
+//! where `<key>` is the sha256 of (format version, input sha256, new runpath,
+//! new interpreter). An ELF file whose content is unchanged is therefore
+//! never scanned again, and one whose decision is unchanged never patched
+//! again; a change to `libs` re-runs the decision for every file, which
+//! only costs patching where the runpath really changes.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use assemble_elf::{Decision, ElfInfo, Options, Tree};
+use assemble_recipe::Autopatchelf;
+use assemble_reconcile::{Content, Entry, Kind, Sha256};
+use sha2::Digest;
+
+use crate::{Builder, Error};
+
+/// Bumped when the scan or patch cache format changes.
+const CACHE_VERSION: &str = "elf-v1";
+
+pub(crate) fn autopatchelf(
+    b: &mut Builder,
+    ap: &Autopatchelf,
+    cache: &Path,
+    elf_paths: &[String],
+) -> Result<Vec<Decision>, Error> {
+    let scan_dir = cache.join("elf").join("scan");
+    let mut tree = Tree::default();
+    for path in elf_paths {
+        let e = &b.desired[path];
+        let Kind::File { sha256, .. } = &e.kind else {
+            continue;
+        };
+        if let Some(info) = scan_cached(&scan_dir, sha256, e.content.as_ref(), path)? {
+            tree.files.push((path.clone(), info));
+        }
+    }
+    let elf_set: BTreeSet<&str> = tree.files.iter().map(|(p, _)| p.as_str()).collect();
+    for (path, e) in &b.desired {
+        if let Kind::Link { target } = &e.kind
+            && let Some(resolved) = assemble_elf::resolve_link(path, target)
+            && elf_set.contains(resolved.as_str())
+        {
+            tree.links.push((path.clone(), resolved));
+        }
+    }
+    let opts = Options {
+        libs: ap.libs.clone(),
+        ignore_missing: ap.ignore_missing.clone(),
+        runtime_dependencies: ap.runtime_dependencies.clone(),
+        dynamic_linker: ap.dynamic_linker.clone(),
+    };
+    let report = assemble_elf::resolve(&tree, &opts)?;
+    b.warnings.extend(report.warnings);
+    for d in report.decisions.iter().filter(|d| d.changes()) {
+        let e = &b.desired[&d.path];
+        let (Kind::File { sha256, executable }, Some(content)) = (&e.kind, &e.content) else {
+            continue;
+        };
+        let (patched, sha) = patched_file(cache, sha256, content, d)?;
+        let entry = Entry::copy(&e.unit, "autopatchelf", patched, sha, *executable);
+        b.desired.insert(d.path.clone(), entry);
+    }
+    Ok(report.decisions)
+}
+
+/// The ELF facts of a file, from the scan cache or by reading it.
+fn scan_cached(
+    dir: &Path,
+    sha256: &Sha256,
+    content: Option<&Content>,
+    out_path: &str,
+) -> Result<Option<ElfInfo>, Error> {
+    let file = dir.join(format!("{}.json", sha256.hex()));
+    if let Ok(bytes) = std::fs::read(&file)
+        && let Ok(info) = serde_json::from_slice::<Option<ElfInfo>>(&bytes)
+    {
+        return Ok(info);
+    }
+    let (bytes, origin) = match content {
+        Some(Content::Copy(src)) => (fs_err::read(src)?, src.clone()),
+        Some(Content::Bytes(b)) => (b.to_vec(), PathBuf::from(out_path)),
+        None => return Ok(None),
+    };
+    let info = assemble_elf::scan(&bytes).map_err(|why| assemble_elf::Error::Corrupt {
+        path: origin,
+        why: format!("{why}; it would be {out_path} in the output"),
+    })?;
+    fs_err::create_dir_all(dir)?;
+    write_atomic(
+        &file,
+        &serde_json::to_vec(&info).map_err(std::io::Error::other)?,
+    )?;
+    Ok(info)
+}
+
+/// The patched copy of a file for a decision, made once and cached.
+fn patched_file(
+    cache: &Path,
+    input: &Sha256,
+    content: &Content,
+    d: &Decision,
+) -> Result<(PathBuf, Sha256), Error> {
+    let mut h = sha2::Sha256::new();
+    for part in [
+        CACHE_VERSION,
+        &input.hex(),
+        d.new_runpath.as_deref().unwrap_or(""),
+        d.new_interp.as_deref().unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    let key = hex::encode(h.finalize());
+    let dir = cache.join("elf").join("patched");
+    let path = dir.join(&key);
+    let sum = dir.join(format!("{key}.sha256"));
+    if path.is_file()
+        && let Ok(text) = std::fs::read_to_string(&sum)
+        && let Ok(bytes) = hex::decode(text.trim())
+        && let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return Ok((path, Sha256(arr)));
+    }
+    fs_err::create_dir_all(&dir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".patch-")
+        .tempfile_in(&dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    match content {
+        Content::Copy(src) => {
+            fs_err::copy(src, tmp.path())?;
+        }
+        Content::Bytes(b) => fs_err::write(tmp.path(), b)?,
+    }
+    fs_err::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
+    assemble_elf::apply(tmp.path(), d)?;
+    let sha = Sha256::of_file(tmp.path())?;
+    tmp.persist(&path).map_err(|e| {
+        std::io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error))
+    })?;
+    write_atomic(&sum, sha.hex().as_bytes())?;
+    Ok((path, sha))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| {
+        std::io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error))
+    })?;
+    Ok(())
+}

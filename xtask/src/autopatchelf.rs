@@ -1,0 +1,168 @@
+//! `cargo xtask autopatchelf PATH...`: the assemble step's engine on any
+//! tree, in place, like nixpkgs' `autoPatchelf` function.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use assemble_elf::{Decision, Options, Tree};
+
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub struct AutopatchelfArgs {
+    /// Trees (or single files) to patch in place.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// A folder of libraries to resolve against (repeatable).
+    #[arg(long = "libs", value_name = "DIR")]
+    pub libs: Vec<PathBuf>,
+    /// A soname glob that may stay unresolved, with a warning (repeatable).
+    #[arg(long = "ignore-missing", value_name = "GLOB")]
+    pub ignore_missing: Vec<String>,
+    /// A folder added to every executable's runpath (repeatable).
+    #[arg(long = "runtime-dependency", value_name = "DIR")]
+    pub runtime_dependencies: Vec<PathBuf>,
+    /// Set this interpreter on every dynamic executable.
+    #[arg(long, value_name = "PATH")]
+    pub dynamic_linker: Option<String>,
+    /// List every ELF file with its old and new runpath.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Print the decisions as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &AutopatchelfArgs) -> Result<(), Failure> {
+    let opts = Options {
+        libs: args.libs.clone(),
+        ignore_missing: args.ignore_missing.clone(),
+        runtime_dependencies: args.runtime_dependencies.clone(),
+        dynamic_linker: args.dynamic_linker.clone(),
+    };
+    let mut all = Vec::new();
+    for root in &args.paths {
+        let (tree, base) = scan_tree(root)?;
+        let report = assemble_elf::resolve(&tree, &opts)?;
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        for d in &report.decisions {
+            if d.changes() {
+                rewrite(&base.join(&d.path), d)?;
+            }
+            if args.verbose && !args.json {
+                eprintln!(
+                    "{:>12} {}: {} -> {}{}",
+                    if d.changes() { "Patched" } else { "Kept" },
+                    base.join(&d.path).display(),
+                    d.old_runpath.as_deref().unwrap_or("(none)"),
+                    d.new_runpath.as_deref().unwrap_or("(none)"),
+                    if d.old_interp != d.new_interp {
+                        format!(
+                            " (interpreter {})",
+                            d.new_interp.as_deref().unwrap_or("(none)")
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        all.extend(report.decisions.into_iter().map(|mut d| {
+            d.path = base.join(&d.path).to_string_lossy().into_owned();
+            d
+        }));
+    }
+    let patched = all.iter().filter(|d| d.changes()).count();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "files": all, "patched": patched })
+        );
+    } else {
+        eprintln!(
+            "{:>12} {} ELF files, {patched} patched",
+            "Finished",
+            all.len()
+        );
+    }
+    Ok(())
+}
+
+/// The ELF files and links under `root` (a folder, or a single file whose
+/// folder is then the tree).
+fn scan_tree(root: &Path) -> anyhow::Result<(Tree, PathBuf)> {
+    let meta = fs_err::metadata(root)?;
+    let (base, only) = if meta.is_dir() {
+        (root.to_path_buf(), None)
+    } else {
+        let parent = root.parent().unwrap_or(Path::new(".")).to_path_buf();
+        (
+            parent,
+            root.file_name().map(|n| n.to_string_lossy().into_owned()),
+        )
+    };
+    let mut tree = Tree::default();
+    for e in walkdir::WalkDir::new(&base)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let e = e.with_context(|| format!("walking {}", base.display()))?;
+        let rel = e
+            .path()
+            .strip_prefix(&base)
+            .unwrap_or(e.path())
+            .to_string_lossy()
+            .into_owned();
+        if rel.is_empty() {
+            continue;
+        }
+        let ft = e.file_type();
+        if ft.is_symlink() {
+            let target = fs_err::read_link(e.path())?;
+            if let Some(r) = assemble_elf::resolve_link(&rel, &target.to_string_lossy()) {
+                tree.links.push((rel, r));
+            }
+            continue;
+        }
+        if !ft.is_file() {
+            continue;
+        }
+        let mut magic = [0u8; 4];
+        let mut f = fs_err::File::open(e.path())?;
+        if f.read(&mut magic).unwrap_or(0) < 4 || !assemble_elf::is_elf(&magic) {
+            continue;
+        }
+        let bytes = fs_err::read(e.path())?;
+        let info = assemble_elf::scan(&bytes).map_err(|why| assemble_elf::Error::Corrupt {
+            path: e.path().to_path_buf(),
+            why,
+        })?;
+        if let Some(info) = info
+            && only.as_deref().is_none_or(|o| o == rel)
+        {
+            tree.files.push((rel, info));
+        }
+    }
+    Ok((tree, base))
+}
+
+/// Patches a copy beside the file, then renames it over, keeping the mode.
+fn rewrite(file: &Path, d: &Decision) -> anyhow::Result<()> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".autopatchelf-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    fs_err::copy(file, tmp.path())?;
+    let mode = fs_err::metadata(file)?.permissions().mode();
+    fs_err::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode | 0o200))?;
+    assemble_elf::apply(tmp.path(), d)?;
+    fs_err::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
+    tmp.persist(file)
+        .with_context(|| format!("replacing {}", file.display()))?;
+    Ok(())
+}
