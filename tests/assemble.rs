@@ -289,13 +289,13 @@ fn fails_and_keeps_output(s: &Scratch, code: i32, break_it: impl FnOnce(&Scratch
     s.assemble(&["--out", out.to_str().unwrap(), "--json"])
         .json();
     let before = listing(&out);
-    let state_before = fs_err::read(out.join(".assemble/state.json")).unwrap();
+    let state_before = fs_err::read(out.join(".assemble/state.bin")).unwrap();
     break_it(s);
     let err = s.assemble(&["--out", out.to_str().unwrap()]).fails(code);
     assert_same_tree(&before, &listing(&out), "output after a failed run");
     assert_eq!(
         state_before,
-        fs_err::read(out.join(".assemble/state.json")).unwrap(),
+        fs_err::read(out.join(".assemble/state.bin")).unwrap(),
         "a failed run records nothing"
     );
     err

@@ -1,31 +1,32 @@
-//! `cargo xtask assemble`: recipe -> plan -> reconcile -> report.
+//! `cargo xtask assemble`: recipe -> plan -> diff -> apply -> report, and
+//! `cargo xtask plan`, the same without the apply.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, anyhow};
-use assemble_plan::{Context, plan};
-use assemble_python::{Interpreter, find_program};
-use assemble_recipe::Recipe;
-use assemble_reconcile::{Lock, Outcome, reconcile};
+use assemble_plan::Plan;
+use assemble_reconcile::{Change, Diff, Lock, Outcome, apply, diff};
 use serde::Serialize;
 
-use crate::context::Workspace;
+use crate::session::Session;
 use crate::{AssembleArgs, Failure};
 
 #[derive(Serialize)]
-struct UnitReport {
+struct UnitReport<'a> {
     status: &'static str,
     entries: usize,
     written: usize,
     removed: usize,
+    /// Why the unit is dirty, as plain sentences (empty when fresh).
+    reasons: &'a [String],
 }
 
 #[derive(Serialize)]
-struct Change<'a> {
-    path: &'a str,
-    reason: assemble_reconcile::Reason,
+struct ChangeReport<'a> {
+    #[serde(flatten)]
+    change: &'a Change,
     because: String,
 }
 
@@ -33,112 +34,119 @@ struct Change<'a> {
 struct Report<'a> {
     output: &'a Path,
     prefix: &'a str,
+    /// `true` for `cargo xtask plan`: nothing was changed.
+    dry_run: bool,
     files_written: usize,
     files_removed: usize,
     dirs_created: usize,
-    units: BTreeMap<&'a str, UnitReport>,
+    units: BTreeMap<&'a str, UnitReport<'a>>,
     warnings: &'a [String],
     /// ELF files whose runpath or interpreter autoPatchelf set.
     elf_patched: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    changes: Option<Vec<Change<'a>>>,
+    /// Every path written or removed, with why.
+    changes: Vec<ChangeReport<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     elf: Option<&'a [assemble_elf::Decision]>,
+    /// This process's reads: `rchar` (all bytes read) and `read_bytes`
+    /// (from storage), from /proc/self/io.
+    io: BTreeMap<String, u64>,
     seconds: f64,
 }
 
 pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
     let start = Instant::now();
-    let ws = Workspace::locate()?;
-    let recipe = ws.recipe(&args.common)?;
-
-    let python = Interpreter::probe(&recipe.interpreter)
-        .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
-    let bash = find_program("bash")
-        .ok_or_else(|| anyhow!("bash not found on PATH; @bash@ needs it (install bash)"))?;
-    let out = args
-        .out
-        .as_ref()
-        .map(|o| ws.cwd.join(o))
-        .unwrap_or_else(|| ws.target_dir.join(&recipe.name));
-    let out = normalize(&out);
-    let prefix = match &args.prefix {
-        Some(p) if p.is_absolute() => normalize(p),
-        Some(p) => {
-            return Err(Failure {
-                code: 2,
-                error: anyhow!("--prefix {} must be an absolute path", p.display()),
-            });
-        }
-        None => out.clone(),
-    };
-    let prefix = prefix.to_string_lossy().into_owned();
-    let cache = ws.cache(args.common.cache_dir.as_deref());
-
-    let ctx = Context {
-        prefix: prefix.clone(),
-        python,
-        bash,
-        webui: args.webui.clone(),
-        cache,
-        offline: args.common.offline,
-    };
-    let quiet = args.json;
-    let progress = move |m: &str| {
-        if !quiet {
-            eprintln!("{:>12} {m}", "Preparing");
-        }
-    };
+    let s = Session::new(args)?;
     // Plan first, without the lock: planning only reads inputs and fills the
     // cache, and a run that fails here leaves no trace in the output.
-    let plan = plan(&recipe, &ctx, &progress)?;
-    let lock = match Lock::try_acquire(&out)? {
+    let plan = s.plan(args.json)?;
+    let lock = match Lock::try_acquire(&s.out)? {
         Some(l) => l,
         None if args.no_wait => {
             return Err(anyhow!(
                 "another assemble is writing {} (--no-wait was given)",
-                out.display()
+                s.out.display()
             )
             .into());
         }
         None => {
-            eprintln!("    Blocking waiting for the lock on {}", out.display());
-            Lock::acquire(&out)?
+            eprintln!(
+                "{:>12} waiting for the lock on {}",
+                "Blocking",
+                s.out.display()
+            );
+            Lock::acquire(&s.out)?
         }
     };
-
-    let outcome = reconcile(&out, &plan.desired, &lock)
-        .with_context(|| format!("writing the output {}", out.display()))?;
+    // Diff under the lock: the state read is the one this run replaces.
+    let d = diff(&s.out, &plan.target)
+        .with_context(|| format!("reading the output {}", s.out.display()))?;
+    let statuses = d.units.clone();
+    let outcome = apply(&s.out, &plan.target, d, &lock)
+        .with_context(|| format!("writing the output {}", s.out.display()))?;
     drop(lock);
+    report(args, &s, &plan, &statuses, &outcome, false, start);
+    Ok(())
+}
 
-    report(
-        args,
-        &recipe,
-        &plan,
-        &outcome,
-        &out,
-        &prefix,
-        start.elapsed().as_secs_f64(),
-    );
+/// `cargo xtask plan`: what `assemble` would do, and why; changes nothing
+/// in the output.
+pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
+    let start = Instant::now();
+    let s = Session::new(args)?;
+    let plan = s.plan(args.json)?;
+    let d: Diff = diff(&s.out, &plan.target)
+        .with_context(|| format!("reading the output {}", s.out.display()))?;
+    let mut outcome = Outcome::default();
+    for e in plan.target.desired.values() {
+        outcome.units.entry(e.unit.to_string()).or_default().entries += 1;
+    }
+    for c in &d.writes {
+        let dir = plan
+            .target
+            .desired
+            .get(&c.path)
+            .is_some_and(|e| e.kind == assemble_reconcile::Kind::Dir);
+        if dir {
+            outcome.dirs_created += 1;
+        } else {
+            outcome.files_written += 1;
+        }
+        if let Some(u) = &c.unit {
+            outcome.units.entry(u.clone()).or_default().written += 1;
+        }
+    }
+    for c in &d.removes {
+        outcome.files_removed += 1;
+        if let Some(u) = &c.unit {
+            outcome.units.entry(u.clone()).or_default().removed += 1;
+        }
+    }
+    outcome.changes = d.writes.iter().chain(&d.removes).cloned().collect();
+    outcome.changes.sort();
+    report(args, &s, &plan, &d.units, &outcome, true, start);
     Ok(())
 }
 
 fn report(
     args: &AssembleArgs,
-    recipe: &Recipe,
-    plan: &assemble_plan::Plan,
+    s: &Session,
+    plan: &Plan,
+    statuses: &BTreeMap<String, assemble_reconcile::UnitStatus>,
     o: &Outcome,
-    out: &Path,
-    prefix: &str,
-    seconds: f64,
+    dry_run: bool,
+    start: Instant,
 ) {
-    let units: BTreeMap<&str, UnitReport> = recipe
+    let seconds = start.elapsed().as_secs_f64();
+    let empty = Vec::new();
+    let units: BTreeMap<&str, UnitReport> = s
+        .recipe
         .units
         .iter()
         .map(|u| {
             let c = o.units.get(&u.name).cloned().unwrap_or_default();
+            let reasons = statuses.get(&u.name).map_or(&empty, |st| &st.reasons);
             let status = if c.written + c.removed > 0 {
-                "built"
+                if dry_run { "dirty" } else { "built" }
             } else {
                 "fresh"
             };
@@ -149,32 +157,32 @@ fn report(
                     entries: c.entries,
                     written: c.written,
                     removed: c.removed,
+                    reasons,
                 },
             )
         })
         .collect();
     if args.json {
-        let changes = args.verbose.then(|| {
-            o.changes
-                .iter()
-                .map(|(p, r)| Change {
-                    path: p,
-                    reason: *r,
-                    because: r.to_string(),
-                })
-                .collect()
-        });
         let r = Report {
-            output: out,
-            prefix,
+            output: &s.out,
+            prefix: &s.ctx.prefix,
+            dry_run,
             files_written: o.files_written,
             files_removed: o.files_removed,
             dirs_created: o.dirs_created,
             units,
             warnings: &plan.warnings,
             elf_patched: plan.elf.iter().filter(|d| d.changes()).count(),
-            changes,
+            changes: o
+                .changes
+                .iter()
+                .map(|c| ChangeReport {
+                    change: c,
+                    because: c.to_string(),
+                })
+                .collect(),
             elf: args.verbose.then_some(plan.elf.as_slice()),
+            io: proc_io(),
             seconds,
         };
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -183,20 +191,34 @@ fn report(
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
-    for u in &recipe.units {
+    for u in &s.recipe.units {
         let r = &units[u.name.as_str()];
-        if r.status == "built" {
-            eprintln!(
-                "{:>12} {} ({} paths: {} written, {} removed)",
-                "Built", u.name, r.entries, r.written, r.removed
-            );
-        } else {
-            eprintln!("{:>12} {} ({} paths)", "Fresh", u.name, r.entries);
+        if args.verbose || dry_run {
+            for reason in r.reasons {
+                eprintln!("{:>12} {}: {reason}", "Dirty", u.name);
+            }
+        }
+        match r.status {
+            "fresh" => eprintln!("{:>12} {} ({} paths)", "Fresh", u.name, r.entries),
+            status => eprintln!(
+                "{:>12} {} ({} paths: {} {}, {} {})",
+                if status == "dirty" {
+                    "Would build"
+                } else {
+                    "Built"
+                },
+                u.name,
+                r.entries,
+                r.written,
+                if dry_run { "to write" } else { "written" },
+                r.removed,
+                if dry_run { "to remove" } else { "removed" },
+            ),
         }
     }
-    if args.verbose {
-        for (p, r) in &o.changes {
-            eprintln!("             {p}: {r}");
+    if args.verbose || dry_run {
+        for c in o.changes.iter().filter(|c| c.unit.is_none()) {
+            eprintln!("{:>12} {c}", "Dirty");
         }
         for d in plan.elf.iter().filter(|d| d.changes()) {
             eprintln!(
@@ -208,29 +230,35 @@ fn report(
             );
         }
     }
-    eprintln!(
-        "{:>12} {} {} in {} ({} files written, {} removed) in {seconds:.2}s",
-        "Finished",
-        recipe.name,
-        recipe.version,
-        out.display(),
-        o.files_written,
-        o.files_removed
-    );
+    if dry_run {
+        eprintln!(
+            "{:>12} {} would write {} files and remove {} in {}",
+            "Planned",
+            s.recipe.name,
+            o.files_written,
+            o.files_removed,
+            s.out.display()
+        );
+    } else {
+        eprintln!(
+            "{:>12} {} {} in {} ({} files written, {} removed) in {seconds:.2}s",
+            "Finished",
+            s.recipe.name,
+            s.recipe.version,
+            s.out.display(),
+            o.files_written,
+            o.files_removed
+        );
+    }
 }
 
-/// Removes `.` and `..` components lexically, so that the prefix written into
-/// files is the plain absolute path.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out
+/// `rchar` and `read_bytes` of this process, where the kernel reports them.
+fn proc_io() -> BTreeMap<String, u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(k, _)| matches!(*k, "rchar" | "read_bytes"))
+        .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+        .collect()
 }

@@ -9,7 +9,9 @@ mod autopatchelf;
 mod context;
 mod hash;
 mod prefetch;
+mod session;
 mod vendor;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,10 @@ struct Cli {
 enum Command {
     /// Build or update the deployment tree described by a recipe.
     Assemble(AssembleArgs),
+    /// Say what `assemble` would write and remove, and why, without doing it.
+    Plan(AssembleArgs),
+    /// Re-hash the output against its recorded manifest; exit 1 on any difference.
+    Verify(verify::VerifyArgs),
     /// Give every ELF file under PATHs a runpath that resolves its libraries.
     Autopatchelf(autopatchelf::AutopatchelfArgs),
     /// Print a path's hash as `nix hash path` (or, with --flat, `nix hash file`) does.
@@ -98,6 +104,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Assemble(args) => assemble::run(&args),
+        Command::Plan(args) => assemble::dry_run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Autopatchelf(args) => autopatchelf::run(&args),
         Command::Hash(args) => hash::run(&args),
         Command::Prefetch(args) => prefetch::run(&args),

@@ -71,7 +71,9 @@ pub(crate) fn autopatchelf(
             continue;
         };
         let (patched, sha) = patched_file(cache, sha256, content, d)?;
-        let entry = Entry::copy(&e.unit, "autopatchelf", patched, sha, *executable);
+        let mut entry = Entry::copy(&e.unit, "autopatchelf", patched, sha, *executable);
+        entry.source = e.source.clone();
+        entry.source_sha = e.source_sha;
         b.desired.insert(d.path.clone(), entry);
     }
     Ok(report.decisions)

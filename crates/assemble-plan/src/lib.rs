@@ -16,6 +16,7 @@
 //! Content hashes of copied files are computed last, in parallel.
 
 mod elf;
+mod fingerprint;
 mod patch;
 mod venv;
 
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 use assemble_python::Interpreter;
 use assemble_recipe::{OnMissing, Recipe, Source, Unit, Vars};
-use assemble_reconcile::{Content, Desired, Entry, Kind, Sha256};
+use assemble_reconcile::{Content, Desired, Entry, InputCache, InputRecord, Kind, Sha256, Target};
 use rayon::prelude::*;
 
 pub use patch::{closest_lines, substitute};
@@ -139,7 +140,8 @@ pub struct UnitPlan {
 /// The desired output and what led to it.
 #[derive(Debug)]
 pub struct Plan {
-    pub desired: Desired,
+    /// The desired manifest, the units' fingerprints and the input cache.
+    pub target: Target,
     pub units: Vec<UnitPlan>,
     pub warnings: Vec<String>,
     /// autoPatchelf's decision for every dynamic ELF file.
@@ -150,8 +152,14 @@ pub struct Plan {
 /// being fetched): planning can take seconds when the cache is cold.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
-/// Computes the desired output of `recipe`.
-pub fn plan(recipe: &Recipe, ctx: &Context, progress: Progress<'_>) -> Result<Plan, Error> {
+/// Computes the desired output of `recipe`. Input files are hashed only
+/// when `inputs` (the stat cache) does not vouch for them.
+pub fn plan(
+    recipe: &Recipe,
+    ctx: &Context,
+    inputs: &InputCache,
+    progress: Progress<'_>,
+) -> Result<Plan, Error> {
     let vars = Vars {
         out: ctx.prefix.clone(),
         site: ctx.python.site_packages(),
@@ -195,27 +203,33 @@ pub fn plan(recipe: &Recipe, ctx: &Context, progress: Progress<'_>) -> Result<Pl
         plan_unit(&mut b, unit, &roots[&unit.name], &vars)?;
     }
 
-    // Content hashes of everything copied, in parallel; the same read tells
-    // which files are ELF.
-    let elf_paths: Vec<String> = b
+    // Content hashes of everything copied, in parallel, from the stat cache
+    // where it vouches for a file; the same read tells which files are ELF.
+    type Looked = (Option<String>, Option<(PathBuf, InputRecord)>);
+    let looked_up: Vec<Looked> = b
         .desired
         .par_iter_mut()
-        .map(|(path, e)| -> Result<Option<String>, Error> {
-            let is_elf = match (&mut e.kind, &e.content) {
+        .map(|(path, e)| -> Result<_, Error> {
+            Ok(match (&mut e.kind, &e.content) {
                 (Kind::File { sha256, .. }, Some(Content::Copy(src))) => {
-                    let (h, is_elf) = hash_file(src)?;
-                    *sha256 = h;
-                    is_elf
+                    let r = inputs.record(src)?;
+                    *sha256 = r.sha256;
+                    e.source_sha = Some(r.sha256);
+                    (r.elf.then(|| path.clone()), Some((src.clone(), r)))
                 }
-                (Kind::File { .. }, Some(Content::Bytes(bytes))) => assemble_elf::is_elf(bytes),
-                _ => false,
-            };
-            Ok(is_elf.then(|| path.clone()))
+                (Kind::File { .. }, Some(Content::Bytes(bytes))) => {
+                    (assemble_elf::is_elf(bytes).then(|| path.clone()), None)
+                }
+                _ => (None, None),
+            })
         })
-        .collect::<Result<Vec<_>, Error>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+        .collect::<Result<Vec<_>, Error>>()?;
+    let mut elf_paths = Vec::new();
+    let mut records = Vec::new();
+    for (elf, record) in looked_up {
+        elf_paths.extend(elf);
+        records.extend(record);
+    }
 
     let elf = match &recipe.autopatchelf {
         Some(ap) => elf::autopatchelf(&mut b, ap, &ctx.cache, &elf_paths)?,
@@ -231,34 +245,15 @@ pub fn plan(recipe: &Recipe, ctx: &Context, progress: Progress<'_>) -> Result<Pl
         })
         .collect();
     Ok(Plan {
-        desired: b.desired,
+        target: Target {
+            desired: b.desired,
+            units: fingerprint::all(recipe, ctx),
+            inputs: inputs.with_records(records),
+        },
         units,
         warnings: b.warnings,
         elf,
     })
-}
-
-/// A file's sha256, and whether it starts like an ELF file, in one read.
-fn hash_file(path: &Path) -> Result<(Sha256, bool), Error> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = fs_err::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut first = true;
-    let mut is_elf = false;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        if first {
-            is_elf = assemble_elf::is_elf(&buf[..n]);
-            first = false;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok((Sha256(h.finalize().into()), is_elf))
 }
 
 fn resolve_source(
@@ -381,11 +376,13 @@ impl Builder {
     }
 
     /// Copies `src` (a file, link or folder tree) to `dest`.
+    /// `label` is `src`'s path relative to the unit's source, for provenance.
     pub(crate) fn copy_tree(
         &mut self,
         unit: &Arc<str>,
         step: &'static str,
         src: &Path,
+        label: &str,
         dest: &str,
         skip: &dyn Fn(&str) -> bool,
     ) -> Result<(), Error> {
@@ -453,7 +450,12 @@ impl Builder {
                     ),
                 });
             };
-            self.insert(out, entry)?;
+            let source = match (label.is_empty(), rel.is_empty()) {
+                (true, _) => rel.to_string(),
+                (false, true) => label.to_string(),
+                (false, false) => format!("{label}/{rel}"),
+            };
+            self.insert(out, entry.from_source(&source))?;
         }
         Ok(())
     }
@@ -486,7 +488,7 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
             });
         }
         let dest = vars.expand_path(to).map_err(var_err)?;
-        b.copy_tree(&name, "copy", &src, &dest, &|_| false)?;
+        b.copy_tree(&name, "copy", &src, from, &dest, &|_| false)?;
         produced.push(dest);
     }
     let owns = |p: &str| {
@@ -539,6 +541,16 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
             }
         };
         let bytes = b.content(&p)?;
+        // Provenance: the input before the first patch.
+        let (source, source_sha) = match &b.desired[&p] {
+            Entry {
+                source_sha: Some(sha),
+                source,
+                content: Some(Content::Bytes(_)),
+                ..
+            } => (source.clone(), *sha),
+            e => (e.source.clone(), Sha256::of(&bytes)),
+        };
         let text = String::from_utf8(bytes).map_err(|_| Error::Unit {
             unit: unit.name.clone(),
             message: format!("patch {} targets {p}, which is not UTF-8 text", i + 1),
@@ -569,10 +581,10 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
                 OnMissing::Quiet => text,
             },
         };
-        b.desired.insert(
-            p,
-            Entry::bytes(&name, "patch", result.into_bytes(), executable),
-        );
+        let mut patched = Entry::bytes(&name, "patch", result.into_bytes(), executable);
+        patched.source = source;
+        patched.source_sha = Some(source_sha);
+        b.desired.insert(p, patched);
     }
 
     for (link, target) in &unit.symlinks {

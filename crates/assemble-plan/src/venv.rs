@@ -49,7 +49,7 @@ pub(crate) fn plan_venv(
     let cfg = fs_err::read_to_string(&cfg_path)
         .map_err(|e| err(format!("{} is not a virtualenv: {e}", root.display())))?;
 
-    b.copy_tree(&name, "venv", root, "", &|rel| {
+    b.copy_tree(&name, "venv", root, "", "", &|rel| {
         rel == "bin" || rel == "pyvenv.cfg"
     })?;
     b.insert(
@@ -185,5 +185,6 @@ fn script_entry(
         return Ok(Entry::bytes(unit, "data-script", b, true));
     }
     let exec = fs_err::metadata(&src)?.permissions().mode() & 0o100 != 0;
-    Ok(Entry::copy(unit, "data-script", src, Sha256([0; 32]), exec))
+    Ok(Entry::copy(unit, "data-script", src, Sha256([0; 32]), exec)
+        .from_source(&format!("bin/{script}")))
 }

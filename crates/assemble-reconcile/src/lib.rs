@@ -1,57 +1,64 @@
-//! Reconciliation: make the output tree equal a desired manifest, and record it.
+//! Reconciliation: make the output tree equal a desired manifest, and record
+//! it. This crate owns all of the tool's incremental state.
 //!
-//! This crate is the only code that writes to the output. Everything else
-//! computes a [`Desired`] manifest in memory; [`reconcile`] diffs it against
-//! the [`State`] recorded by the previous run and applies only the difference.
-//! A clean build is the same code path against an empty state.
+//! It is the only code that writes to the output. Everything else computes
+//! a [`Desired`] manifest in memory; [`diff`] compares it with the [`State`]
+//! recorded by the previous run and with what is on disk, and [`apply`]
+//! carries out only the difference. A clean build is the same code path
+//! against an empty state, so an incremental result cannot take another
+//! route to the tree than a clean one.
 //!
-//! # What is in a manifest entry
+//! # What goes into each key
 //!
-//! | field        | meaning                                                        |
-//! |--------------|----------------------------------------------------------------|
-//! | path         | `/`-separated, relative to the output root (the map's key)     |
-//! | kind         | `dir`, `file` (sha256 of the content, executable bit) or `link` (target, verbatim) |
-//! | unit, step   | provenance: the recipe unit and the step (`copy`, `patch`, `script`, ...) that produced it |
+//! | key | made of | deliberately left out |
+//! |---|---|---|
+//! | input file (in `inputs.bin`) | (dev, inode, size, mtime ns, ctime ns, mode) -> sha256, "is ELF" | "newer than" comparisons: `mv` and restored mtimes defeat them; ctime, which no tool can set back, catches an edit that keeps size and mtime |
+//! | output entry (in `state.bin`) | kind; sha256 and executable bit, or link target; provenance (unit, step, source path relative to the unit, source sha256); the stat of the file as written | owners, times and permission bits other than "executable": files are 0644/0755, folders 0755, as a NAR restores them |
+//! | unit fingerprint | named components: each part of the unit's recipe section (source, install, executable, symlinks, scripts, each patch), and the environment (tool version, interpreter, prefix, bash, web UI, autoPatchelf settings) | the input files: they are keyed one by one, above |
 //!
-//! Two entries are *equal* when their kind, content hash, executable bit and
-//! link target are equal; provenance is recorded for reports but a change of
-//! provenance alone rewrites nothing. Deliberately left out: owners, times and
-//! the permission bits other than "executable" (files are written 0644/0755,
-//! folders 0755, as a NAR would restore them), so that two builds of the same
-//! inputs are identical wherever they run.
+//! Two output entries are *equal* when kind, content hash, executable bit and
+//! link target are; a change of provenance alone rewrites nothing.
+//!
+//! An input entry is *racily clean* when its mtime or ctime is within a second
+//! of the start of the run that hashed it: the file may have changed again in
+//! the same timestamp tick. Such entries are re-hashed by the next run (as
+//! git does with its index).
 //!
 //! # On-disk layout
 //!
 //! ```text
-//! <out>/.assemble/state.json   the recorded manifest (format version STATE_VERSION)
-//! <out>/.assemble/lock         held exclusively for the whole run
+//! <out>/.assemble/state.bin    the recorded manifest and unit fingerprints
+//! <out>/.assemble/inputs.bin   the input stat cache
+//! <out>/.assemble/lock         held exclusively while the output is changed
 //! ```
 //!
-//! The `.assemble` folder also marks the output as owned by the tool: a
-//! non-empty `--out` without it is refused, so that no run ever deletes files
-//! it did not create.
+//! Both files start with a magic and [`STATE_VERSION`], which is bumped when
+//! their format changes; a missing, corrupt or other-version state means a
+//! clean reconcile (never an error). The `.assemble` folder also marks the
+//! output as the tool's own: a non-empty `--out` without it is refused, so
+//! that no run ever deletes files it did not create.
 //!
 //! # When state is written
 //!
 //! Before the first change, the state is rewritten with every path about to
-//! change moved from `entries` to `pending`; a run killed at any instant
-//! thus leaves a state whose `entries` are all true, and whose `pending`
-//! paths the next run rewrites or removes (sweeping temporary files).
+//! change moved from `entries` to `pending`. Then stale and foreign paths are
+//! removed (deepest first), folders created, and files and links written,
+//! each to a temporary file in its target folder and renamed over the old
+//! one. Last, the final state replaces the journal. A run killed at any
+//! instant leaves a state whose `entries` are all true and whose `pending`
+//! paths the next run rewrites or removes, sweeping temporary files.
 //!
-//! The final state is written only after every file it describes is in place: first stale entries are
-//! removed (deepest first), then folders are created, then files and links are
-//! written, each to a temporary file in its target folder and renamed over
-//! the old one, and last `state.json` is replaced the same way. A run that
-//! fails part-way leaves the journal state described above.
+//! # Drift
 //!
-//! A state file that is missing (but the marker folder exists), unreadable,
-//! or of another format version means a *full* reconcile: every desired
-//! entry is written, and everything else under the output is removed.
+//! Every recorded output path is `lstat`ed each run. A path whose stat differs
+//! from the recorded one is re-hashed: other content means "modified outside
+//! the tool", restored; same content just refreshes the record. A folder
+//! whose stat changed is listed, and anything in it the recipe does not
+//! produce was added outside the tool and is removed.
 //!
-//! # Why a path is written
+//! # Why a path or unit is dirty
 //!
-//! [`Reason`] says it in a plain sentence: new, content changed, mode changed,
-//! missing from the output, or no usable state.
+//! [`Reason`] and [`UnitReason`] print plain sentences, cargo-style.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -62,10 +69,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 mod apply;
+mod diff;
+mod inputs;
 mod state;
+mod verify;
 
-pub use apply::{Outcome, UnitCounts, reconcile};
-pub use state::{Lock, STATE_DIR, STATE_VERSION, State};
+pub use apply::{Outcome, UnitCounts, apply};
+pub use diff::{Change, Diff, UnitReason, UnitStatus, diff};
+pub use inputs::{InputCache, InputRecord};
+pub use state::{Lock, STATE_DIR, STATE_VERSION, Stat, State};
+pub use verify::{Difference, verify};
 
 /// An error of this crate; each names the path it failed on.
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +92,12 @@ pub enum Error {
     NotOwned(PathBuf),
     #[error("{}: the output path {path:?} is reserved for the tool's own state", .out.display())]
     Reserved { out: PathBuf, path: String },
+    #[error("{}: no state recorded by `cargo xtask assemble`; nothing to verify", .0.display())]
+    NoState(PathBuf),
 }
 
 /// A sha256 digest, printed as 64 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Sha256(pub [u8; 32]);
 
 impl Sha256 {
@@ -117,24 +132,8 @@ impl fmt::Display for Sha256 {
     }
 }
 
-impl Serialize for Sha256 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.hex())
-    }
-}
-
-impl<'de> Deserialize<'de> for Sha256 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(Sha256(out))
-    }
-}
-
 /// What an output path is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Kind {
     Dir,
     File { sha256: Sha256, executable: bool },
@@ -158,6 +157,10 @@ pub struct Entry {
     pub step: &'static str,
     /// `Some` for files only.
     pub content: Option<Content>,
+    /// The input it comes from, relative to the unit's source, if any.
+    pub source: Option<Arc<str>>,
+    /// That input's sha256 (for a patched file, before patching).
+    pub source_sha: Option<Sha256>,
 }
 
 impl Entry {
@@ -167,6 +170,8 @@ impl Entry {
             unit: unit.clone(),
             step,
             content: None,
+            source: None,
+            source_sha: None,
         }
     }
 
@@ -175,9 +180,7 @@ impl Entry {
             kind: Kind::Link {
                 target: target.into(),
             },
-            unit: unit.clone(),
-            step,
-            content: None,
+            ..Entry::dir(unit, step)
         }
     }
 
@@ -193,9 +196,8 @@ impl Entry {
                 sha256: Sha256::of(&bytes),
                 executable,
             },
-            unit: unit.clone(),
-            step,
             content: Some(Content::Bytes(bytes)),
+            ..Entry::dir(unit, step)
         }
     }
 
@@ -208,15 +210,35 @@ impl Entry {
     ) -> Entry {
         Entry {
             kind: Kind::File { sha256, executable },
-            unit: unit.clone(),
-            step,
             content: Some(Content::Copy(source)),
+            ..Entry::dir(unit, step)
         }
+    }
+
+    /// Records which input (relative to its unit) this entry comes from.
+    pub fn from_source(mut self, source: &str) -> Entry {
+        self.source = Some(Arc::from(source));
+        self
     }
 }
 
 /// The desired output: path -> entry, sorted. The root itself is implicit.
 pub type Desired = BTreeMap<String, Entry>;
+
+/// A unit's fingerprint: named components and their values (or hashes).
+/// Component names read as sentences: `patch 2`, `install mappings`;
+/// names starting with `env:` are the environment (`env:interpreter`).
+pub type Fingerprint = BTreeMap<String, String>;
+
+/// Everything a run wants the output to be.
+#[derive(Debug, Default)]
+pub struct Target {
+    pub desired: Desired,
+    /// Unit name -> fingerprint.
+    pub units: BTreeMap<String, Fingerprint>,
+    /// The input stat cache after this run's lookups.
+    pub inputs: InputCache,
+}
 
 /// Why a path is written or removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -224,33 +246,49 @@ pub type Desired = BTreeMap<String, Entry>;
 pub enum Reason {
     /// The previous run did not produce this path.
     New,
-    /// Same kind, other content or link target.
-    ContentChanged,
+    /// Its input's content changed.
+    SourceChanged,
     /// Same content, executable bit flipped.
     ModeChanged,
+    /// Generated or patched content changed (the recipe or environment did).
+    Regenerated,
     /// A file became a folder or a link, or the other way round.
     KindChanged,
     /// Recorded, but not in the output any more.
     Missing,
-    /// There was no usable state: everything is written.
-    NoState,
+    /// Changed in the output by someone else.
+    Modified,
+    /// In the output, but no unit produces it and the tool did not record it.
+    Added,
     /// No unit produces this path any more.
     Stale,
+    /// There was no usable state: everything is written, foreign paths removed.
+    NoState,
     /// A previous run was stopped while changing this path.
     Interrupted,
 }
 
+impl Reason {
+    /// The reason as a phrase, for the path (or its source) it is about.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Reason::New => "added",
+            Reason::SourceChanged => "changed (content)",
+            Reason::ModeChanged => "changed (executable bit)",
+            Reason::Regenerated => "regenerated (recipe or environment changed)",
+            Reason::KindChanged => "changed kind",
+            Reason::Missing => "output file removed outside the tool: restored",
+            Reason::Modified => "output file modified outside the tool: restored",
+            Reason::Added => "added outside the tool: removed",
+            Reason::Stale => "no longer produced: removed",
+            Reason::NoState => "no usable state from a previous run",
+            Reason::Interrupted => "a previous run was interrupted while changing it",
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Reason::New => "new output",
-            Reason::ContentChanged => "content changed",
-            Reason::ModeChanged => "executable bit changed",
-            Reason::KindChanged => "kind changed",
-            Reason::Missing => "missing from the output: restored",
-            Reason::NoState => "no usable state from a previous run",
-            Reason::Stale => "no unit produces it any more: removed",
-            Reason::Interrupted => "a previous run was interrupted while writing it",
-        })
+        f.write_str(self.describe())
     }
 }

@@ -1,41 +1,83 @@
-//! The recorded state of an output and the lock that guards it.
+//! The recorded state of an output, its on-disk encoding, and its lock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Kind};
+use crate::{Error, Fingerprint, Kind, Sha256};
 
 /// The folder inside the output that holds the tool's state.
 pub const STATE_DIR: &str = ".assemble";
 
-/// Bumped whenever the format of `state.json` changes; another version is
-/// read as "no state" and leads to a full reconcile.
-pub const STATE_VERSION: u32 = 1;
+/// Bumped whenever the format of `state.bin` or `inputs.bin` changes; a file
+/// of another version is read as "no state" and leads to a clean reconcile.
+pub const STATE_VERSION: u32 = 2;
 
-const STATE_FILE: &str = "state.json";
+const STATE_FILE: &str = "state.bin";
 const LOCK_FILE: &str = "lock";
+const STATE_MAGIC: &[u8; 8] = b"ASMSTATE";
+
+/// What `lstat` says of a path, as far as change detection goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub mode: u32,
+}
+
+impl Stat {
+    pub fn of(m: &std::fs::Metadata) -> Stat {
+        Stat {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.mtime_nsec()),
+            ctime_ns: m
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.ctime_nsec()),
+            mode: m.mode(),
+        }
+    }
+
+    /// `lstat` of a path, `None` when it does not exist (or cannot be read).
+    pub fn lstat(path: &Path) -> Option<Stat> {
+        std::fs::symlink_metadata(path).ok().map(|m| Stat::of(&m))
+    }
+}
 
 /// One recorded output path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recorded {
-    #[serde(flatten)]
     pub kind: Kind,
     pub unit: String,
     pub step: String,
+    pub source: Option<String>,
+    pub source_sha: Option<Sha256>,
+    /// The stat of the path as the tool left it.
+    pub stat: Option<Stat>,
 }
 
-/// What the last successful run wrote.
+/// What the last run recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    pub version: u32,
     pub entries: BTreeMap<String, Recorded>,
     /// Paths a run was changing when it wrote this state: their content on
     /// disk is unknown until a run completes.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub pending: BTreeSet<String>,
+    pub units: BTreeMap<String, Fingerprint>,
+    /// The stat of the output folder itself.
+    pub root: Option<Stat>,
 }
 
 impl State {
@@ -46,23 +88,44 @@ impl State {
     /// The recorded state, or `None` when there is none that this version of
     /// the tool can trust (missing, unreadable, corrupt, other version).
     pub fn load(out: &Path) -> Option<State> {
-        let bytes = fs_err::read(State::path(out)).ok()?;
-        let state: State = serde_json::from_slice(&bytes).ok()?;
-        (state.version == STATE_VERSION).then_some(state)
+        read_versioned(&State::path(out), STATE_MAGIC)
     }
 
     /// Replaces the state file atomically.
     pub fn store(&self, out: &Path) -> Result<(), Error> {
-        let path = State::path(out);
-        let tmp = path.with_extension("json.tmp");
-        let mut f = io::BufWriter::new(fs_err::File::create(&tmp)?);
-        serde_json::to_writer(&mut f, self)
-            .map_err(|e| io::Error::other(format!("{}: {e}", tmp.display())))?;
-        f.flush()?;
-        drop(f);
-        fs_err::rename(&tmp, &path)?;
-        Ok(())
+        write_versioned(&State::path(out), STATE_MAGIC, self)
     }
+}
+
+/// Reads `magic`, the format version and a postcard body; `None` on any
+/// mismatch or error.
+pub(crate) fn read_versioned<T: DeserializeOwned>(path: &Path, magic: &[u8; 8]) -> Option<T> {
+    let bytes = std::fs::read(path).ok()?;
+    let body = bytes.strip_prefix(magic.as_slice())?;
+    let (version, body) = body.split_at_checked(4)?;
+    if u32::from_le_bytes(version.try_into().ok()?) != STATE_VERSION {
+        return None;
+    }
+    postcard::from_bytes(body).ok()
+}
+
+/// Writes `magic`, the format version and `value` to a temporary file, and
+/// renames it over `path`.
+pub(crate) fn write_versioned<T: Serialize>(
+    path: &Path,
+    magic: &[u8; 8],
+    value: &T,
+) -> Result<(), Error> {
+    let body = postcard::to_stdvec(value)
+        .map_err(|e| io::Error::other(format!("{}: cannot encode: {e}", path.display())))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs_err::File::create(&tmp)?;
+    f.write_all(magic)?;
+    f.write_all(&STATE_VERSION.to_le_bytes())?;
+    f.write_all(&body)?;
+    drop(f);
+    fs_err::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// An exclusive lock on an output's state, held until dropped.

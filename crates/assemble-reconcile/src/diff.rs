@@ -1,0 +1,349 @@
+//! What must change, and why: the desired manifest against the recorded
+//! state and against what is on disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::state::{STATE_DIR, State};
+use crate::{Entry, Error, Fingerprint, Kind, Reason, Sha256, Stat, Target};
+
+/// One path to write or remove, with why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Change {
+    pub path: String,
+    pub reason: Reason,
+    /// The unit that produces (or produced) the path.
+    pub unit: Option<String>,
+    /// The input it comes from, relative to the unit's source.
+    pub source: Option<String>,
+}
+
+impl Change {
+    /// The change as said within its unit: `authentik/root/settings.py
+    /// changed (content)`, or `path: output file modified outside the tool:
+    /// restored` for what is about the output itself.
+    pub fn in_unit(&self) -> String {
+        match self.reason {
+            Reason::Missing
+            | Reason::Modified
+            | Reason::Added
+            | Reason::NoState
+            | Reason::Interrupted
+            | Reason::Stale => format!("{}: {}", self.path, self.reason),
+            _ => format!(
+                "{} {}",
+                self.source.as_deref().unwrap_or(&self.path),
+                self.reason
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.unit {
+            Some(u) => write!(f, "{u}: {}", self.in_unit()),
+            None => f.write_str(&self.in_unit()),
+        }
+    }
+}
+
+/// A change in a unit's fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitReason {
+    pub unit: String,
+    /// The fingerprint component, e.g. `patch 2` or `env:interpreter`.
+    pub component: String,
+    /// `changed`, `added` or `removed`.
+    pub what: &'static str,
+}
+
+impl fmt::Display for UnitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.component.strip_prefix("env:") {
+            Some(env) => write!(f, "{env} changed"),
+            None if self.component == "unit" => write!(f, "unit {} is new", self.unit),
+            None => write!(f, "{} of {} {}", self.component, self.unit, self.what),
+        }
+    }
+}
+
+/// Why a unit is dirty (empty when it is fresh).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnitStatus {
+    pub dirty: bool,
+    /// Plain sentences: fingerprint changes first, then its paths.
+    pub reasons: Vec<String>,
+}
+
+/// Everything a run would change.
+#[derive(Debug, Default)]
+pub struct Diff {
+    /// No usable state: a clean reconcile.
+    pub full: bool,
+    pub writes: Vec<Change>,
+    pub removes: Vec<Change>,
+    pub units: BTreeMap<String, UnitStatus>,
+    /// Paths whose stat changed but whose content did not.
+    pub(crate) refresh: Vec<(String, Stat)>,
+    pub(crate) prev: State,
+}
+
+impl Diff {
+    /// Whether the output already equals the target.
+    pub fn is_clean(&self) -> bool {
+        self.writes.is_empty() && self.removes.is_empty() && self.prev.pending.is_empty()
+    }
+}
+
+enum Verdict {
+    Keep,
+    Refresh(Stat),
+    Write(Reason),
+}
+
+/// Compares `target` with the state recorded in `out` and with the files
+/// there. Reads only what changed: a path whose stat matches the record is
+/// not opened.
+pub fn diff(out: &Path, target: &Target) -> Result<Diff, Error> {
+    let desired = &target.desired;
+    if let Some(p) = desired
+        .keys()
+        .find(|p| p.as_str() == STATE_DIR || p.starts_with(&format!("{STATE_DIR}/")))
+    {
+        return Err(Error::Reserved {
+            out: out.to_path_buf(),
+            path: p.clone(),
+        });
+    }
+    let loaded = State::load(out);
+    let full = loaded.is_none();
+    let prev = loaded.unwrap_or_default();
+
+    let verdicts: Vec<(&String, &Entry, Verdict)> = desired
+        .par_iter()
+        .map(|(path, e)| (path, e, judge(out, path, e, &prev, full)))
+        .collect();
+    let mut d = Diff {
+        full,
+        ..Diff::default()
+    };
+    let mut scan: Vec<String> = Vec::new();
+    for (path, e, v) in verdicts {
+        match v {
+            Verdict::Keep => {}
+            Verdict::Refresh(stat) => {
+                if e.kind == Kind::Dir {
+                    scan.push(path.clone());
+                }
+                d.refresh.push((path.clone(), stat));
+            }
+            Verdict::Write(reason) => {
+                // A folder new to the record may already hold things.
+                if e.kind == Kind::Dir {
+                    scan.push(path.clone());
+                }
+                d.writes.push(Change {
+                    path: path.clone(),
+                    reason,
+                    unit: Some(e.unit.to_string()),
+                    source: e.source.as_deref().map(str::to_string),
+                })
+            }
+        }
+    }
+
+    // Removals: what the previous run made and no unit makes now, what a
+    // killed run left, and what someone else put in our folders.
+    let mut removes: BTreeMap<String, Change> = BTreeMap::new();
+    let mut remove = |path: &str, reason: Reason, unit: Option<&str>| {
+        removes.entry(path.to_string()).or_insert_with(|| Change {
+            path: path.to_string(),
+            reason,
+            unit: unit.map(str::to_string),
+            source: None,
+        });
+    };
+    if full {
+        foreign(out, "", desired, &prev, true, &mut |p| {
+            remove(p, Reason::NoState, None)
+        })?;
+    } else {
+        for (path, r) in &prev.entries {
+            if !desired.contains_key(path) {
+                remove(path, Reason::Stale, Some(&r.unit));
+            }
+        }
+        for path in &prev.pending {
+            if !desired.contains_key(path) && !prev.entries.contains_key(path) {
+                remove(path, Reason::Interrupted, None);
+            }
+        }
+        let root = Stat::lstat(out);
+        if root.is_some() && root != prev.root {
+            scan.push(String::new());
+        }
+        for dir in &scan {
+            foreign(out, dir, desired, &prev, false, &mut |p| {
+                remove(p, Reason::Added, None)
+            })?;
+        }
+    }
+    d.removes = removes.into_values().collect();
+
+    // Units: fingerprint changes, then their paths.
+    for (unit, fp) in &target.units {
+        let mut status = UnitStatus::default();
+        match prev.units.get(unit) {
+            None if full => {}
+            None => status.reasons.push(
+                UnitReason {
+                    unit: unit.clone(),
+                    component: "unit".into(),
+                    what: "added",
+                }
+                .to_string(),
+            ),
+            Some(old) => status.reasons.extend(
+                fingerprint_changes(unit, old, fp)
+                    .iter()
+                    .map(|r| r.to_string()),
+            ),
+        }
+        for c in d.writes.iter().chain(&d.removes) {
+            if c.unit.as_deref() == Some(unit.as_str()) {
+                status.reasons.push(c.in_unit());
+            }
+        }
+        status.dirty = !status.reasons.is_empty();
+        d.units.insert(unit.clone(), status);
+    }
+    d.prev = prev;
+    Ok(d)
+}
+
+/// The fingerprint components that differ between two runs of a unit.
+fn fingerprint_changes(unit: &str, old: &Fingerprint, new: &Fingerprint) -> Vec<UnitReason> {
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let what = match (old.get(k), new.get(k)) {
+                (Some(a), Some(b)) if a == b => return None,
+                (Some(_), Some(_)) => "changed",
+                (None, Some(_)) => "added",
+                (Some(_), None) => "removed",
+                (None, None) => return None,
+            };
+            Some(UnitReason {
+                unit: unit.to_string(),
+                component: k.clone(),
+                what,
+            })
+        })
+        .collect()
+}
+
+/// Whether `path` must be written, and why.
+fn judge(out: &Path, path: &str, e: &Entry, prev: &State, full: bool) -> Verdict {
+    if prev.pending.contains(path) {
+        return Verdict::Write(Reason::Interrupted);
+    }
+    let Some(r) = prev.entries.get(path) else {
+        return Verdict::Write(if full { Reason::NoState } else { Reason::New });
+    };
+    if r.kind != e.kind {
+        return Verdict::Write(classify(&r.kind, r.source_sha, e));
+    }
+    let p = out.join(path);
+    let Ok(meta) = std::fs::symlink_metadata(&p) else {
+        return Verdict::Write(Reason::Missing);
+    };
+    let stat = Stat::of(&meta);
+    if Some(stat) == r.stat {
+        return Verdict::Keep;
+    }
+    let same = match &e.kind {
+        Kind::Dir => meta.is_dir(),
+        Kind::Link { target } => {
+            meta.file_type().is_symlink()
+                && std::fs::read_link(&p).is_ok_and(|t| t.as_os_str() == target.as_str())
+        }
+        Kind::File { sha256, executable } => {
+            let mode = meta.permissions().mode() & 0o7777;
+            meta.is_file()
+                && mode == if *executable { 0o755 } else { 0o644 }
+                && Sha256::of_file(&p).is_ok_and(|h| h == *sha256)
+        }
+    };
+    if same {
+        Verdict::Refresh(stat)
+    } else {
+        Verdict::Write(Reason::Modified)
+    }
+}
+
+/// Why an entry recorded as `old` (from an input of `old_source`) is
+/// replaced by `new`.
+fn classify(old: &Kind, old_source: Option<Sha256>, new: &Entry) -> Reason {
+    match (old, &new.kind) {
+        (Kind::File { sha256: a, .. }, Kind::File { sha256: b, .. }) if a == b => {
+            Reason::ModeChanged
+        }
+        (Kind::File { .. }, Kind::File { .. }) | (Kind::Link { .. }, Kind::Link { .. }) => {
+            if new.source_sha.is_some() && new.source_sha != old_source {
+                Reason::SourceChanged
+            } else {
+                Reason::Regenerated
+            }
+        }
+        _ => Reason::KindChanged,
+    }
+}
+
+/// Reports every path in folder `dir` of the output that neither the target
+/// nor the record knows (`dir` "" is the root), descending into known
+/// folders when `recursive`.
+fn foreign(
+    out: &Path,
+    dir: &str,
+    desired: &crate::Desired,
+    prev: &State,
+    recursive: bool,
+    report: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let entries = match fs_err::read_dir(out.join(dir)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if dir.is_empty() && name == STATE_DIR {
+            continue;
+        }
+        let rel = if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        };
+        match desired.get(&rel) {
+            None if recursive || !prev.entries.contains_key(&rel) => report(&rel),
+            None => {}
+            Some(e)
+                if recursive
+                    && e.kind == Kind::Dir
+                    && entry.file_type().is_ok_and(|t| t.is_dir()) =>
+            {
+                foreign(out, &rel, desired, prev, true, report)?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

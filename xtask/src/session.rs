@@ -1,0 +1,91 @@
+//! What `assemble`, `plan` and `verify` share: the recipe, the output, the
+//! prefix, and the planning context built from the command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow};
+use assemble_plan::{Context, Plan};
+use assemble_python::{Interpreter, find_program};
+use assemble_recipe::Recipe;
+use assemble_reconcile::InputCache;
+
+use crate::context::Workspace;
+use crate::{AssembleArgs, Failure};
+
+pub struct Session {
+    pub recipe: Recipe,
+    pub out: PathBuf,
+    pub ctx: Context,
+}
+
+impl Session {
+    pub fn new(args: &AssembleArgs) -> Result<Session, Failure> {
+        let ws = Workspace::locate()?;
+        let recipe = ws.recipe(&args.common)?;
+        let out = output(&ws, &recipe, args.out.as_deref());
+        let prefix = match &args.prefix {
+            Some(p) if p.is_absolute() => normalize(p),
+            Some(p) => {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow!("--prefix {} must be an absolute path", p.display()),
+                });
+            }
+            None => out.clone(),
+        };
+        let python = Interpreter::probe(&recipe.interpreter)
+            .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
+        let bash = find_program("bash")
+            .ok_or_else(|| anyhow!("bash not found on PATH; @bash@ needs it (install bash)"))?;
+        let ctx = Context {
+            prefix: prefix.to_string_lossy().into_owned(),
+            python,
+            bash,
+            webui: args.webui.clone(),
+            cache: ws.cache(args.common.cache_dir.as_deref()),
+            offline: args.common.offline,
+        };
+        Ok(Session { recipe, out, ctx })
+    }
+
+    /// Plans the recipe, with the output's input stat cache. Reports
+    /// progress on stderr unless `quiet`.
+    pub fn plan(&self, quiet: bool) -> Result<Plan, Failure> {
+        let progress = move |m: &str| {
+            if !quiet {
+                eprintln!("{:>12} {m}", "Preparing");
+            }
+        };
+        let inputs = InputCache::load(&self.out);
+        Ok(assemble_plan::plan(
+            &self.recipe,
+            &self.ctx,
+            &inputs,
+            &progress,
+        )?)
+    }
+}
+
+/// `--out`, else `<cargo target dir>/<package name>`, made absolute.
+pub fn output(ws: &Workspace, recipe: &Recipe, arg: Option<&Path>) -> PathBuf {
+    normalize(
+        &arg.map(|o| ws.cwd.join(o))
+            .unwrap_or_else(|| ws.target_dir.join(&recipe.name)),
+    )
+}
+
+/// Removes `.` and `..` components lexically, so that the prefix written into
+/// files is the plain absolute path.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,64 @@
+//! `cargo xtask verify`: re-hash the whole output against the manifest the
+//! last assemble recorded; list every difference; exit 1 on any.
+
+use std::path::PathBuf;
+
+use crate::context::Workspace;
+use crate::session::output;
+
+use crate::{Failure, RecipeArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub common: RecipeArgs,
+    /// The output to check (default: <cargo target dir>/<package name>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the differences as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &VerifyArgs) -> Result<(), Failure> {
+    let ws = Workspace::locate()?;
+    let out = match &args.out {
+        Some(o) => ws.cwd.join(o),
+        None => output(&ws, &ws.recipe(&args.common)?, None),
+    };
+    let found = assemble_reconcile::verify(&out)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "output": out, "differences": found })
+        );
+    } else {
+        for d in &found {
+            eprintln!("{:>12} {}: {}", "Differs", d.path, d.what);
+        }
+        eprintln!(
+            "{:>12} {}: {} difference{}",
+            if found.is_empty() {
+                "Verified"
+            } else {
+                "Failed"
+            },
+            out.display(),
+            found.len(),
+            if found.len() == 1 { "" } else { "s" }
+        );
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!(
+                "{} does not match its recorded manifest ({} difference{}); run `cargo xtask assemble` to repair it",
+                out.display(),
+                found.len(),
+                if found.len() == 1 { "" } else { "s" }
+            ),
+        })
+    }
+}
