@@ -47,8 +47,10 @@ struct Report<'a> {
     changes: Vec<ChangeReport<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     elf: Option<&'a [assemble_elf::Decision]>,
-    /// This process's reads: `rchar` (all bytes read) and `read_bytes`
-    /// (from storage), from /proc/self/io.
+    /// Reads: the input files hashed (the stat cache vouched for the rest),
+    /// and from /proc/self/io `rchar` (every byte read, state files and
+    /// waited-for children such as the interpreter probe included) and
+    /// `read_bytes` (from storage).
     io: BTreeMap<String, u64>,
     seconds: f64,
 }
@@ -182,7 +184,12 @@ fn report(
                 })
                 .collect(),
             elf: args.verbose.then_some(plan.elf.as_slice()),
-            io: proc_io(),
+            io: {
+                let mut io = proc_io();
+                io.insert("inputs_hashed".into(), plan.hashed_files);
+                io.insert("inputs_hashed_bytes".into(), plan.hashed_bytes);
+                io
+            },
             seconds,
         };
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());

@@ -41,6 +41,7 @@ pub fn run(args: &AutopatchelfArgs) -> Result<(), Failure> {
         ignore_missing: args.ignore_missing.clone(),
         runtime_dependencies: args.runtime_dependencies.clone(),
         dynamic_linker: args.dynamic_linker.clone(),
+        lib_cache: None,
     };
     let mut all = Vec::new();
     for root in &args.paths {

@@ -56,7 +56,17 @@ impl Session {
                 eprintln!("{:>12} {m}", "Preparing");
             }
         };
-        let inputs = InputCache::load(&self.out);
+        // ASSEMBLE_RACY_WINDOW_MS: how close to a run's start a timestamp
+        // may be and still be trusted next time (default one second, for
+        // file systems that keep whole seconds).
+        let window = std::env::var("ASSEMBLE_RACY_WINDOW_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(
+                assemble_reconcile::RACY_WINDOW,
+                std::time::Duration::from_millis,
+            );
+        let inputs = InputCache::load_with_racy_window(&self.out, window);
         Ok(assemble_plan::plan(
             &self.recipe,
             &self.ctx,

@@ -87,6 +87,9 @@ pub struct Options {
     pub runtime_dependencies: Vec<PathBuf>,
     /// When set, dynamic executables get this interpreter.
     pub dynamic_linker: Option<String>,
+    /// Where the facts of library files outside the tree are cached, keyed
+    /// by path and stat, so that unchanged libraries are not read again.
+    pub lib_cache: Option<PathBuf>,
 }
 
 /// The tree being patched: its ELF files and the links that may name them.
@@ -126,7 +129,10 @@ pub struct Report {
 pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
     let ignore = globset(&opts.ignore_missing)?;
     let in_tree = TreeIndex::new(tree);
-    let mut libs = DirIndex::libs(&opts.libs)?;
+    let reader = LibReader {
+        cache: opts.lib_cache.clone(),
+    };
+    let mut libs = DirIndex::libs(&opts.libs, &reader)?;
     let mut loader = DirIndex::loader();
     let mut report = Report::default();
     let mut missing = Vec::new();
@@ -152,7 +158,12 @@ pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
             // 2. An existing runpath entry.
             if let Some(i) = old.iter().position(|e| match origin_relative(e, origin) {
                 Some(dir) => in_tree.find_in(&dir, needed, &info.arch),
-                None => e.starts_with('/') && DirIndex::probe(Path::new(e), needed, &info.arch),
+                None => {
+                    e.starts_with('/')
+                        && reader
+                            .read(&Path::new(e).join(needed))
+                            .is_some_and(|i| i.arch.satisfies(&info.arch))
+                }
             }) {
                 kept[i] = true;
                 continue;
@@ -163,12 +174,12 @@ pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
                 continue;
             }
             // 4. A libs folder.
-            if let Some(dir) = libs.find(needed, &info.arch) {
+            if let Some(dir) = libs.find(needed, &info.arch, &reader) {
                 push_unique(&mut added, dir.to_string_lossy().into_owned());
                 continue;
             }
             // 5. Where the loader looks anyway.
-            if loader.find(needed, &info.arch).is_some() {
+            if loader.find(needed, &info.arch, &reader).is_some() {
                 continue;
             }
             match ignore.as_ref().and_then(|g| {
@@ -395,7 +406,7 @@ struct DirIndex {
 impl DirIndex {
     /// The `libs` folders, each listed, plus the runpaths of the libraries
     /// found there, transitively (as Nix's hook does).
-    fn libs(dirs: &[PathBuf]) -> Result<DirIndex, Error> {
+    fn libs(dirs: &[PathBuf], reader: &LibReader) -> Result<DirIndex, Error> {
         let mut order = Vec::new();
         let mut listed = BTreeMap::new();
         let mut queue: Vec<PathBuf> = dirs.to_vec();
@@ -425,7 +436,7 @@ impl DirIndex {
                 if !name.contains(".so") {
                     continue;
                 }
-                let Some(info) = read_lib(&e.path()) else {
+                let Some(info) = reader.read(&e.path()) else {
                     continue;
                 };
                 for r in info.runpath.iter().flat_map(|r| r.split(':')) {
@@ -462,14 +473,14 @@ impl DirIndex {
         }
     }
 
-    fn find(&mut self, name: &str, arch: &Arch) -> Option<PathBuf> {
+    fn find(&mut self, name: &str, arch: &Arch, reader: &LibReader) -> Option<PathBuf> {
         for dir in &self.dirs {
             let found = match self.listed.get(dir) {
                 Some(libs) => libs.get(name).copied(),
                 None => *self
                     .seen
                     .entry((dir.clone(), name.to_string()))
-                    .or_insert_with(|| read_lib(&dir.join(name)).map(|i| i.arch)),
+                    .or_insert_with(|| reader.read(&dir.join(name)).map(|i| i.arch)),
             };
             if found.is_some_and(|a| a.satisfies(arch)) {
                 return Some(dir.clone());
@@ -477,18 +488,62 @@ impl DirIndex {
         }
         None
     }
-
-    /// Whether `dir/name` is a library of a matching arch.
-    fn probe(dir: &Path, name: &str, arch: &Arch) -> bool {
-        read_lib(&dir.join(name)).is_some_and(|i| i.arch.satisfies(arch))
-    }
 }
 
-/// The facts of a library file outside the tree; `None` if it is not one
-/// (missing, unreadable, not ELF, corrupt: the loader would not use it).
-fn read_lib(path: &Path) -> Option<ElfInfo> {
-    let bytes = std::fs::read(path).ok()?;
-    scan(&bytes).ok().flatten()
+/// Reads library files outside the tree, through a cache keyed by path and
+/// stat when one is configured.
+struct LibReader {
+    cache: Option<PathBuf>,
+}
+
+impl LibReader {
+    /// The facts of a library file outside the tree; `None` if it is not
+    /// one (missing, unreadable, not ELF, corrupt: the loader would not use
+    /// it either).
+    fn read(&self, path: &Path) -> Option<ElfInfo> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let key = self.cache.as_ref().map(|dir| {
+            use std::os::unix::fs::MetadataExt;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            use std::hash::{Hash, Hasher};
+            (
+                path,
+                meta.dev(),
+                meta.ino(),
+                meta.size(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ctime(),
+                meta.ctime_nsec(),
+            )
+                .hash(&mut h);
+            dir.join(format!("{:016x}.json", h.finish()))
+        });
+        if let Some(k) = &key
+            && let Ok(bytes) = std::fs::read(k)
+            && let Ok(cached) = serde_json::from_slice::<(PathBuf, Option<ElfInfo>)>(&bytes)
+            && cached.0 == path
+        {
+            return cached.1;
+        }
+        let bytes = std::fs::read(path).ok()?;
+        let info = scan(&bytes).ok().flatten();
+        if let Some(k) = key
+            && let Some(dir) = k.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+            && let Ok(json) = serde_json::to_vec(&(path, &info))
+        {
+            // A cache: a failed write only costs a read next time.
+            let tmp = k.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &k);
+            }
+        }
+        info
+    }
 }
 
 fn read_ld_so_conf(path: &Path, dirs: &mut Vec<PathBuf>, depth: u32) {

@@ -62,6 +62,7 @@ pub(crate) fn autopatchelf(
         ignore_missing: ap.ignore_missing.clone(),
         runtime_dependencies: ap.runtime_dependencies.clone(),
         dynamic_linker: ap.dynamic_linker.clone(),
+        lib_cache: Some(cache.join("elf").join("libs")),
     };
     let report = assemble_elf::resolve(&tree, &opts)?;
     b.warnings.extend(report.warnings);

@@ -146,6 +146,9 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// autoPatchelf's decision for every dynamic ELF file.
     pub elf: Vec<assemble_elf::Decision>,
+    /// Input files read to hash them (the stat cache vouched for the rest).
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
 }
 
 /// Something to tell the user while planning (a venv being built, a source
@@ -206,13 +209,19 @@ pub fn plan(
     // Content hashes of everything copied, in parallel, from the stat cache
     // where it vouches for a file; the same read tells which files are ELF.
     type Looked = (Option<String>, Option<(PathBuf, InputRecord)>);
+    let hashed = std::sync::atomic::AtomicU64::new(0);
+    let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
     let looked_up: Vec<Looked> = b
         .desired
         .par_iter_mut()
         .map(|(path, e)| -> Result<_, Error> {
             Ok(match (&mut e.kind, &e.content) {
                 (Kind::File { sha256, .. }, Some(Content::Copy(src))) => {
-                    let r = inputs.record(src)?;
+                    let (r, read) = inputs.record(src)?;
+                    if read {
+                        hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        hashed_bytes.fetch_add(r.stat.size, std::sync::atomic::Ordering::Relaxed);
+                    }
                     *sha256 = r.sha256;
                     e.source_sha = Some(r.sha256);
                     (r.elf.then(|| path.clone()), Some((src.clone(), r)))
@@ -253,6 +262,8 @@ pub fn plan(
         units,
         warnings: b.warnings,
         elf,
+        hashed_files: hashed.into_inner(),
+        hashed_bytes: hashed_bytes.into_inner(),
     })
 }
 

@@ -84,20 +84,20 @@ pub(crate) fn plan_venv(
     let wanted: Vec<String> = match &unit.scripts {
         Scripts::Named(v) => v.clone(),
         Scripts::All => {
-            let mut all: Vec<String> = dists
-                .iter()
-                .flat_map(|d| {
+            let mut all: Vec<String> = Vec::new();
+            for d in &dists {
+                all.extend(
                     d.scripts
                         .iter()
                         .filter(|e| !e.attr.is_empty())
-                        .map(|e| e.name.clone())
-                        .chain(
-                            d.data_scripts()
-                                .filter(|s| root.join("bin").join(s).is_file())
-                                .map(str::to_string),
-                        )
-                })
-                .collect();
+                        .map(|e| e.name.clone()),
+                );
+                all.extend(
+                    d.data_scripts()?
+                        .into_iter()
+                        .filter(|s| root.join("bin").join(s).is_file()),
+                );
+            }
             all.sort();
             all.dedup();
             all
@@ -144,45 +144,52 @@ fn script_entry(
         return Ok(Entry::bytes(unit, "script", text.into_bytes(), true));
     }
     let mut src = root.join("bin").join(script);
-    let owner = dists.iter().find(|d| d.data_scripts().any(|s| s == script));
-    if !src.is_file()
-        && let Some(d) = owner
-    {
+    if !src.is_file() {
+        // Not in the venv's bin/: whose data file is it? RECORDs are read
+        // only now, as most runs find every script above.
+        let mut owner = None;
+        for d in dists {
+            if d.data_scripts()?.iter().any(|s| s == script) {
+                owner = Some(d);
+                break;
+            }
+        }
+        let Some(d) = owner else {
+            let mut known: Vec<String> = Vec::new();
+            for d in dists {
+                known.extend(d.scripts.iter().map(|e| e.name.clone()));
+                known.extend(d.data_scripts()?);
+            }
+            known.sort();
+            known.dedup();
+            let names: Vec<&str> = known.iter().map(String::as_str).collect();
+            let hint = assemble_recipe::suggest(script, &names)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(err(format!(
+                "`scripts` names `{script}`, which no distribution in the venv provides{hint} (it has: {})",
+                known.join(", ")
+            )));
+        };
         // A Nix-FOD venv has no bin/: fetch the script from the wheel RECORD pins.
-        src = assemble_python::recover_data_script(d, script, &ctx.python, &ctx.cache, ctx.offline).map_err(
-            |e| {
+        src = assemble_python::recover_data_script(d, script, &ctx.python, &ctx.cache, ctx.offline)
+            .map_err(|e| {
                 err(format!(
                     "script `{script}` is a data file of {} {} that {} lacks (a Nix-FOD venv has no bin/), and getting it from the wheel failed: {e}; use a venv that still has bin/{script}, or drop it from `scripts`",
                     d.name,
                     d.version,
                     root.join("bin").display()
                 ))
-            },
-        )?;
+            })?;
     }
-    if owner.is_none() && !src.is_file() {
-        let mut known: Vec<&str> = dists
-            .iter()
-            .flat_map(|d| {
-                d.scripts
-                    .iter()
-                    .map(|e| e.name.as_str())
-                    .chain(d.data_scripts())
-            })
-            .collect();
-        known.sort();
-        known.dedup();
-        let hint = assemble_recipe::suggest(script, &known)
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
-        return Err(err(format!(
-            "`scripts` names `{script}`, which no distribution in the venv provides{hint} (it has: {})",
-            known.join(", ")
-        )));
-    }
-    let bytes = fs_err::read(&src)?;
-    if let Some(b) = rewrite_shebang(&bytes, python) {
-        return Ok(Entry::bytes(unit, "data-script", b, true));
+    // Only a script (`#!`) is read whole, for its shebang; binaries are copied.
+    let mut head = [0u8; 2];
+    let n = std::io::Read::read(&mut fs_err::File::open(&src)?, &mut head)?;
+    if n == 2
+        && &head == b"#!"
+        && let Some(b) = rewrite_shebang(&fs_err::read(&src)?, python)
+    {
+        return Ok(Entry::bytes(unit, "data-script", b, true).from_source(&format!("bin/{script}")));
     }
     let exec = fs_err::metadata(&src)?.permissions().mode() & 0o100 != 0;
     Ok(Entry::copy(unit, "data-script", src, Sha256([0; 32]), exec)

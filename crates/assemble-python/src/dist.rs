@@ -22,9 +22,6 @@ pub struct Dist {
     pub name: String,
     pub version: String,
     pub scripts: Vec<EntryPoint>,
-    /// Files RECORD places in the venv's `bin/` (console launchers included),
-    /// with the sha256 RECORD gives for each.
-    pub bin_files: Vec<BinFile>,
 }
 
 /// A file a distribution installed into `bin/`.
@@ -36,13 +33,26 @@ pub struct BinFile {
 }
 
 impl Dist {
+    /// Files RECORD places in the venv's `bin/` (console launchers included),
+    /// with the sha256 RECORD gives for each. Read on demand: RECORD files
+    /// are large, and most runs need none of them.
+    pub fn bin_files(&self) -> std::io::Result<Vec<BinFile>> {
+        match read_lossy(&self.dist_info.join("RECORD")) {
+            Ok(t) => Ok(record_bin_files(&t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Files in `bin/` that are data scripts shipped by the wheel (e.g. an ELF
     /// binary such as dumb-init), not launchers generated for an entry point.
-    pub fn data_scripts(&self) -> impl Iterator<Item = &str> {
-        self.bin_files
-            .iter()
-            .map(|f| f.name.as_str())
+    pub fn data_scripts(&self) -> std::io::Result<Vec<String>> {
+        Ok(self
+            .bin_files()?
+            .into_iter()
+            .map(|f| f.name)
             .filter(|f| !self.scripts.iter().any(|e| e.name == *f))
+            .collect())
     }
 }
 
@@ -60,8 +70,16 @@ pub fn read_dists(site: &Path) -> Result<Vec<Dist>, Error> {
             Some((n, v)) => (n.to_string(), v.to_string()),
             None => (stem.to_string(), String::new()),
         };
-        if let Ok(meta) = fs_err::read_to_string(dir.join("METADATA")) {
-            for line in meta.lines().take_while(|l| !l.is_empty()) {
+        if let Ok(f) = fs_err::File::open(dir.join("METADATA")) {
+            // Only the headers, which end at the first blank line.
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(f).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches('\r');
+                if line.is_empty() {
+                    break;
+                }
                 if let Some(v) = line.strip_prefix("Name: ") {
                     dname = v.trim().to_string();
                 } else if let Some(v) = line.strip_prefix("Version: ") {
@@ -69,13 +87,8 @@ pub fn read_dists(site: &Path) -> Result<Vec<Dist>, Error> {
                 }
             }
         }
-        let scripts = match fs_err::read_to_string(dir.join("entry_points.txt")) {
+        let scripts = match read_lossy(&dir.join("entry_points.txt")) {
             Ok(t) => parse_entry_points(&t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let bin_files = match fs_err::read_to_string(dir.join("RECORD")) {
-            Ok(t) => record_bin_files(&t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
         };
@@ -84,11 +97,16 @@ pub fn read_dists(site: &Path) -> Result<Vec<Dist>, Error> {
             name: dname,
             version,
             scripts,
-            bin_files,
         });
     }
     dists.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(dists)
+}
+
+/// A metadata file as text; bytes that are not UTF-8 (a broken or foreign
+/// file) become U+FFFD instead of failing the whole venv.
+fn read_lossy(path: &Path) -> std::io::Result<String> {
+    Ok(String::from_utf8_lossy(&fs_err::read(path)?).into_owned())
 }
 
 /// The `console_scripts` and `gui_scripts` of an `entry_points.txt`.

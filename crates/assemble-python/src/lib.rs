@@ -63,8 +63,10 @@ impl Interpreter {
                 " on PATH".to_string()
             },
         })?;
-        let code = "import os,sys,platform;print(os.path.realpath(sys.executable));print(sys.base_prefix);print(sys.version_info[0]);print(sys.version_info[1]);print(platform.python_version())";
-        let out = run::output(&path, &["-c", code], None)?;
+        // -E -S: no environment, no site: a fast start, and an answer
+        // about the interpreter itself.
+        let code = "import os,sys;print(os.path.realpath(sys.executable));print(sys.base_prefix);print(sys.version_info[0]);print(sys.version_info[1]);print(sys.version.split()[0])";
+        let out = run::output(&path, &["-E", "-S", "-c", code], None)?;
         let lines: Vec<&str> = out.lines().collect();
         let bad = || Error::Malformed {
             path: path.clone(),

@@ -27,7 +27,7 @@ pub fn recover_data_script(
 ) -> Result<PathBuf, Error> {
     let record = dist.dist_info.join("RECORD");
     let want = dist
-        .bin_files
+        .bin_files()?
         .iter()
         .find(|f| f.name == script)
         .and_then(|f| f.sha256)

@@ -12,8 +12,9 @@ use crate::{Error, Sha256, Stat};
 
 const INPUTS_FILE: &str = "inputs.bin";
 const INPUTS_MAGIC: &[u8; 8] = b"ASMINPUT";
-/// Timestamps closer than this to the run's start are not trusted.
-const RACY_NS: i64 = 1_000_000_000;
+/// Timestamps closer than this to the run's start are not trusted: enough
+/// for file systems that keep whole seconds.
+pub const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What is known of one input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,8 @@ pub struct InputCache {
     entries: HashMap<PathBuf, InputRecord>,
     #[serde(skip)]
     started_ns: i64,
+    #[serde(skip)]
+    racy_ns: i64,
     /// Whether this cache differs from the one loaded at the start.
     #[serde(skip)]
     changed: bool,
@@ -41,10 +44,18 @@ pub struct InputCache {
 impl InputCache {
     /// The cache recorded in `out`, or an empty one.
     pub fn load(out: &Path) -> InputCache {
+        InputCache::load_with_racy_window(out, RACY_WINDOW)
+    }
+
+    /// As [`InputCache::load`], trusting timestamps older than `window`
+    /// before the run's start (tests use a zero window, so that the cache
+    /// is trusted even for files changed a moment ago).
+    pub fn load_with_racy_window(out: &Path, window: std::time::Duration) -> InputCache {
         let mut c: InputCache =
             read_versioned(&out.join(STATE_DIR).join(INPUTS_FILE), INPUTS_MAGIC)
                 .unwrap_or_default();
         c.started_ns = now_ns();
+        c.racy_ns = window.as_nanos() as i64;
         c
     }
 
@@ -64,6 +75,7 @@ impl InputCache {
         InputCache {
             entries,
             started_ns: self.started_ns,
+            racy_ns: self.racy_ns,
             changed,
         }
     }
@@ -83,25 +95,28 @@ impl InputCache {
 
     /// The record of a file: from the cache when its stat is unchanged and
     /// the entry was not racy, else by reading it (one read for the hash
-    /// and the ELF magic).
-    pub fn record(&self, path: &Path) -> std::io::Result<InputRecord> {
+    /// and the ELF magic). The flag says whether the file was read.
+    pub fn record(&self, path: &Path) -> std::io::Result<(InputRecord, bool)> {
         let meta = fs_err::symlink_metadata(path)?;
         let stat = Stat::of(&meta);
         if let Some(r) = self.entries.get(path)
             && r.stat == stat
             && !r.racy
         {
-            return Ok(*r);
+            return Ok((*r, false));
         }
         let (sha256, elf) = hash_with_magic(path)?;
-        let racy = stat.mtime_ns >= self.started_ns - RACY_NS
-            || stat.ctime_ns >= self.started_ns - RACY_NS;
-        Ok(InputRecord {
-            stat,
-            sha256,
-            elf,
-            racy,
-        })
+        let racy = stat.mtime_ns >= self.started_ns - self.racy_ns
+            || stat.ctime_ns >= self.started_ns - self.racy_ns;
+        Ok((
+            InputRecord {
+                stat,
+                sha256,
+                elf,
+                racy,
+            },
+            true,
+        ))
     }
 }
 

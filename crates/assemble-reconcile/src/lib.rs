@@ -76,7 +76,7 @@ mod verify;
 
 pub use apply::{Outcome, UnitCounts, apply};
 pub use diff::{Change, Diff, UnitReason, UnitStatus, diff};
-pub use inputs::{InputCache, InputRecord};
+pub use inputs::{InputCache, InputRecord, RACY_WINDOW};
 pub use state::{Lock, STATE_DIR, STATE_VERSION, Stat, State};
 pub use verify::{Difference, verify};
 
