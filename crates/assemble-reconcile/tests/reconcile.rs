@@ -1,0 +1,108 @@
+//! The reconciler on its own: small desired trees, real files.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assemble_reconcile::{
+    Desired, Entry, InputCache, Lock, Reason, STATE_DIR, Target, apply, diff,
+};
+
+fn target(files: &[(&str, &str)]) -> Target {
+    let u: Arc<str> = Arc::from("u");
+    let mut d = Desired::new();
+    for (p, c) in files {
+        let mut parts: Vec<&str> = p.split('/').collect();
+        parts.pop();
+        for i in 1..=parts.len() {
+            d.insert(parts[..i].join("/"), Entry::dir(&u, "copy"));
+        }
+        d.insert(p.to_string(), Entry::bytes(&u, "copy", c.as_bytes(), false));
+    }
+    Target {
+        desired: d,
+        ..Target::default()
+    }
+}
+
+fn run(out: &Path, t: &Target) -> assemble_reconcile::Outcome {
+    let lock = Lock::acquire(out).unwrap();
+    let d = diff(out, t).unwrap();
+    apply(out, t, d, &lock).unwrap()
+}
+
+#[test]
+fn second_run_writes_nothing_and_stale_paths_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    assert_eq!(
+        run(&out, &target(&[("a/b.txt", "1"), ("c.txt", "2")])).files_written,
+        2
+    );
+    let o = run(&out, &target(&[("a/b.txt", "1"), ("c.txt", "2")]));
+    assert_eq!(
+        (o.files_written, o.files_removed, o.state_written),
+        (0, 0, false)
+    );
+    let o = run(&out, &target(&[("c.txt", "3")]));
+    assert_eq!((o.files_written, o.files_removed), (1, 2));
+    assert!(!out.join("a").exists());
+}
+
+#[test]
+fn corrupt_state_means_a_clean_reconcile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    run(&out, &target(&[("x", "1")]));
+    fs_err::write(out.join("extra"), "junk").unwrap();
+    fs_err::write(out.join(STATE_DIR).join("state.bin"), "ASMSTATE garbage").unwrap();
+    let t = target(&[("x", "1")]);
+    let d = diff(&out, &t).unwrap();
+    assert!(d.full);
+    assert!(
+        d.removes
+            .iter()
+            .any(|c| c.path == "extra" && c.reason == Reason::NoState)
+    );
+    run(&out, &t);
+    assert!(!out.join("extra").exists());
+}
+
+#[test]
+fn a_foreign_folder_is_refused_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs_err::write(tmp.path().join("precious"), "x").unwrap();
+    let e = Lock::acquire(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("refusing to write into"), "{e}");
+    assert!(!tmp.path().join(STATE_DIR).exists());
+}
+
+#[test]
+fn reserved_state_path_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = diff(tmp.path(), &target(&[(".assemble/x", "1")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reserved"), "{e}");
+}
+
+#[test]
+fn a_file_changed_just_before_the_run_is_racy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    fs_err::write(&f, "x").unwrap();
+    let (r, read) = InputCache::load(tmp.path()).record(&f).unwrap();
+    assert!(
+        read && r.racy,
+        "changed within the racy window: not to be trusted"
+    );
+    let zero = InputCache::load_with_racy_window(tmp.path(), Duration::ZERO);
+    let (r, _) = zero.record(&f).unwrap();
+    assert!(!r.racy);
+    // A trusted record is reused without reading the file.
+    let cache = zero.with_records([(f.clone(), r)]);
+    let (again, read) = cache.record(&f).unwrap();
+    assert_eq!((again, read), (r, false));
+}
