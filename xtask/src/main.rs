@@ -6,6 +6,7 @@
 
 mod assemble;
 mod autopatchelf;
+mod bench;
 mod context;
 mod hash;
 mod prefetch;
@@ -36,6 +37,8 @@ enum Command {
     Plan(AssembleArgs),
     /// Re-hash the output against its recorded manifest; exit 1 on any difference.
     Verify(verify::VerifyArgs),
+    /// Time cold, no-op and edit assembles of generated inputs against `cp -a`.
+    Bench(bench::BenchArgs),
     /// Give every ELF file under PATHs a runpath that resolves its libraries.
     Autopatchelf(autopatchelf::AutopatchelfArgs),
     /// Print a path's hash as `nix hash path` (or, with --flat, `nix hash file`) does.
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Assemble(args) => assemble::run(&args),
         Command::Plan(args) => assemble::dry_run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Autopatchelf(args) => autopatchelf::run(&args),
         Command::Hash(args) => hash::run(&args),
         Command::Prefetch(args) => prefetch::run(&args),
