@@ -247,8 +247,7 @@ fn generate(args: &BenchArgs, root: &Path, xy: &str) -> anyhow::Result<Inputs> {
     }
     fs_err::write(
         root.join("inputs/assemble.toml"),
-        format!(
-            r##"[package]
+        r##"[package]
 name = "bench"
 version = "0"
 [python]
@@ -258,21 +257,21 @@ venv = "venv"
 scripts = ["tool"]
 [units.ak-guardian]
 from = "authentik:packages/ak-guardian"
-install = {{ "guardian" = "@site@/guardian" }}
+install = { "guardian" = "@site@/guardian" }
 [units.django-channels-postgres]
 from = "authentik:packages/django-channels-postgres"
-install = {{ "django_channels_postgres" = "@site@/django_channels_postgres" }}
+install = { "django_channels_postgres" = "@site@/django_channels_postgres" }
 [units.django-dramatiq-postgres]
 from = "authentik:packages/django-dramatiq-postgres"
-install = {{ "django_dramatiq_postgres" = "@site@/django_dramatiq_postgres" }}
+install = { "django_dramatiq_postgres" = "@site@/django_dramatiq_postgres" }
 [units.django-postgres-cache]
 from = "authentik:packages/django-postgres-cache"
-install = {{ "django_postgres_cache" = "@site@/django_postgres_cache" }}
+install = { "django_postgres_cache" = "@site@/django_postgres_cache" }
 [units.authentik]
 path = "app"
-install = {{ "authentik" = "@site@/authentik", "lifecycle" = "@site@/lifecycle", "blueprints" = "blueprints", "manage.py" = "manage.py" }}
+install = { "authentik" = "@site@/authentik", "lifecycle" = "@site@/lifecycle", "blueprints" = "blueprints", "manage.py" = "manage.py" }
 executable = ["@site@/lifecycle/ak"]
-symlinks = {{ "lifecycle" = "@site@/lifecycle", "authentik" = "@site@/authentik" }}
+symlinks = { "lifecycle" = "@site@/lifecycle", "authentik" = "@site@/authentik" }
 [[units.authentik.patch]]
 file = "@site@/authentik/root/settings.py"
 replace = "BASE_DIR = Path(__file__).absolute().parent.parent.parent"
@@ -295,8 +294,7 @@ replace = "#!/usr/bin/env -S bash"
 with = "#!@bash@"
 [autopatchelf]
 libs = []
-"##
-        ),
+"##,
     )?;
     Ok(Inputs {
         venv_files: written + elf_files + packages * 3 + 2,
