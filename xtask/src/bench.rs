@@ -91,7 +91,7 @@ fn write_file(path: &Path, size: usize, rng: &mut Rng, buf: &mut Vec<u8>) -> any
     Ok(())
 }
 
-fn generate(args: &BenchArgs, root: &Path, xy: &str) -> anyhow::Result<Inputs> {
+fn generate(args: &BenchArgs, root: &Path, python: &Path, xy: &str) -> anyhow::Result<Inputs> {
     let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut buf = Vec::new();
     let (venv_files, venv_mib, app_files) = if args.smoke {
@@ -245,13 +245,14 @@ fn generate(args: &BenchArgs, root: &Path, xy: &str) -> anyhow::Result<Inputs> {
         fs_err::create_dir_all(path.parent().unwrap_or(&app))?;
         write_file(&path, 500 + rng.below(8_000) as usize, &mut rng, &mut buf)?;
     }
+    // The interpreter by its real path, as a packager's recipe names it
+    // (a name on PATH may be a shim that costs a shell on every run).
     fs_err::write(
         root.join("inputs/assemble.toml"),
-        r##"[package]
-name = "bench"
-version = "0"
-[python]
-interpreter = "python3"
+        format!(
+            "[package]\nname = \"bench\"\nversion = \"0\"\n[python]\ninterpreter = {:?}\n",
+            python.display().to_string()
+        ) + r##"
 [units.python-deps]
 venv = "venv"
 scripts = ["tool"]
@@ -401,7 +402,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let xy = format!("{}.{}", python.major, python.minor);
     let runs = args.runs.max(1);
     eprintln!("{:>12} inputs in {}", "Generating", root.display());
-    let inputs = generate(args, &root, &xy)?;
+    let inputs = generate(args, &root, &python.executable, &xy)?;
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let input_dir = root.join("inputs");
     let recipe = input_dir.join("assemble.toml");

@@ -15,9 +15,25 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Asks cargo (honouring CARGO_TARGET_DIR and config) for the target dir.
+    /// The workspace this binary was built from, and the target dir it was
+    /// built in (found by build.rs); when that is gone, cargo is asked
+    /// (honouring CARGO_TARGET_DIR and config).
     pub fn locate() -> anyhow::Result<Workspace> {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let cwd = std::env::current_dir().context("cannot read the current folder")?;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        if let Some(target) = option_env!("ASSEMBLE_TARGET_DIR")
+            && Path::new(target).is_dir()
+            && root.join("Cargo.toml").is_file()
+            && std::env::var_os("CARGO_TARGET_DIR")
+                .is_none_or(|t| Path::new(&t) == Path::new(target))
+        {
+            return Ok(Workspace {
+                root: root.canonicalize().unwrap_or(root),
+                target_dir: PathBuf::from(target),
+                cwd,
+            });
+        }
+        let manifest = root.join("Cargo.toml");
         let meta = cargo_metadata::MetadataCommand::new()
             .manifest_path(&manifest)
             .no_deps()
@@ -27,7 +43,7 @@ impl Workspace {
         Ok(Workspace {
             root: meta.workspace_root.into_std_path_buf(),
             target_dir: meta.target_directory.into_std_path_buf(),
-            cwd: std::env::current_dir().context("cannot read the current folder")?,
+            cwd,
         })
     }
 

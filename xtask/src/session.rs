@@ -33,7 +33,8 @@ impl Session {
             }
             None => out.clone(),
         };
-        let python = Interpreter::probe(&recipe.interpreter)
+        let cache = ws.cache(args.common.cache_dir.as_deref());
+        let python = Interpreter::probe_cached(&recipe.interpreter, &cache)
             .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
         let bash = find_program("bash")
             .ok_or_else(|| anyhow!("bash not found on PATH; @bash@ needs it (install bash)"))?;
@@ -42,7 +43,7 @@ impl Session {
             python,
             bash,
             webui: args.webui.clone(),
-            cache: ws.cache(args.common.cache_dir.as_deref()),
+            cache,
             offline: args.common.offline,
         };
         Ok(Session { recipe, out, ctx })

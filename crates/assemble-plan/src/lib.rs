@@ -216,8 +216,10 @@ pub fn plan(
         .par_iter_mut()
         .map(|(path, e)| -> Result<_, Error> {
             Ok(match (&mut e.kind, &e.content) {
-                (Kind::File { sha256, .. }, Some(Content::Copy(src))) => {
+                (Kind::File { sha256, executable }, Some(Content::Copy(src))) => {
                     let (r, read) = inputs.record(src)?;
+                    // Executable if the input is, or the recipe marks it.
+                    *executable |= r.stat.mode & 0o100 != 0;
                     if read {
                         hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         hashed_bytes.fetch_add(r.stat.size, std::sync::atomic::Ordering::Relaxed);
@@ -440,17 +442,14 @@ impl Builder {
                 })?;
                 Entry::link(unit, step, target)
             } else if ft.is_file() {
-                let mode = item
-                    .metadata()
-                    .map_err(|e| std::io::Error::other(format!("{}: {e}", item.path().display())))?
-                    .permissions()
-                    .mode();
+                // Hash and executable bit come later, from the one `lstat`
+                // the parallel hashing pass makes of every input.
                 Entry::copy(
                     unit,
                     step,
                     item.path().to_path_buf(),
                     Sha256([0; 32]),
-                    mode & 0o100 != 0,
+                    false,
                 )
             } else {
                 return Err(Error::Unit {
@@ -534,13 +533,14 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
                 kind: Kind::File { executable, .. },
                 content,
                 ..
-            }) if owns(&p) => (
-                match content {
-                    Some(Content::Copy(s)) => s.clone(),
-                    _ => PathBuf::from(&p),
-                },
-                *executable,
-            ),
+            }) if owns(&p) => match content {
+                // Not hashed yet: the input's own executable bit counts too.
+                Some(Content::Copy(s)) => (
+                    s.clone(),
+                    *executable || fs_err::metadata(s)?.permissions().mode() & 0o100 != 0,
+                ),
+                _ => (PathBuf::from(&p), *executable),
+            },
             _ => {
                 return Err(Error::Unit {
                     unit: unit.name.clone(),

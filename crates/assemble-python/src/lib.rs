@@ -40,7 +40,7 @@ pub enum Error {
 }
 
 /// A probed interpreter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Interpreter {
     /// The real executable, symlinks resolved (a pyenv shim is not a python).
     pub executable: PathBuf,
@@ -82,6 +82,66 @@ impl Interpreter {
             minor: lines[3].parse().map_err(|_| bad())?,
             full_version: lines[4].to_string(),
         })
+    }
+
+    /// As [`Interpreter::probe`], remembering the answer in `cache` when
+    /// `name` resolves to an interpreter binary: keyed by its real path and
+    /// stat, so a new build of it is probed again. A name that resolves to
+    /// a script (a pyenv or asdf shim picks its target at run time) is
+    /// probed every time.
+    pub fn probe_cached(name: &str, cache: &Path) -> Result<Interpreter, Error> {
+        let key = find_program(name).and_then(|p| {
+            use std::hash::{Hash, Hasher};
+            use std::io::Read;
+            use std::os::unix::fs::MetadataExt;
+            let real = std::fs::canonicalize(&p).ok()?;
+            let mut magic = [0u8; 4];
+            std::fs::File::open(&real)
+                .ok()?
+                .read_exact(&mut magic)
+                .ok()?;
+            if &magic != b"\x7fELF" {
+                return None;
+            }
+            let m = std::fs::metadata(&real).ok()?;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (
+                &p,
+                &real,
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+                .hash(&mut h);
+            Some(
+                cache
+                    .join("python")
+                    .join(format!("{:016x}.json", h.finish())),
+            )
+        });
+        if let Some(k) = &key
+            && let Ok(bytes) = std::fs::read(k)
+            && let Ok(found) = serde_json::from_slice::<Interpreter>(&bytes)
+        {
+            return Ok(found);
+        }
+        let found = Interpreter::probe(name)?;
+        if let Some(k) = key
+            && let Some(dir) = k.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+            && let Ok(json) = serde_json::to_vec(&found)
+        {
+            // A cache: a failed write only costs a probe next time.
+            let tmp = k.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &k);
+            }
+        }
+        Ok(found)
     }
 
     /// `pythonX.Y`.
