@@ -514,6 +514,35 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         assemble,
     )?);
 
+    // Launchers: ours (a direct import) against the seed's, which looks
+    // the entry point up through importlib.metadata, in the assembled tree
+    // with its hundreds of distributions (authentik's venv has ~200).
+    let seed = root.join("seed-tool");
+    fs_err::write(
+        &seed,
+        format!(
+            "#!{}/bin/python{xy}\nimport sys\nfrom importlib.metadata import entry_points\neps = entry_points(group='console_scripts', name='tool')\nif eps:\n    sys.exit(next(iter(eps)).load()())\n",
+            out.display()
+        ),
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::set_permissions(&seed, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let launches = runs.max(10);
+    ms.push(measure(
+        "launcher: seed's (importlib.metadata)",
+        launches,
+        |_| Ok(()),
+        || Command::new(&seed),
+    )?);
+    ms.push(measure(
+        "launcher: ours (direct import)",
+        launches,
+        |_| Ok(()),
+        || Command::new(out.join("bin/tool")),
+    )?);
+
     let get = |n: &str| {
         ms.iter()
             .find(|s| s.name == n)
@@ -521,6 +550,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     };
     let peak = ms
         .iter()
+        .filter(|s| !s.name.starts_with("launcher"))
         .filter(|s| s.name.contains("assemble") || s.name.contains("edit"))
         .filter_map(|s| s.peak_rss_mib)
         .fold(0.0, f64::max);
@@ -552,6 +582,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             1.5,
         ),
         ratio("peak RSS (MiB) / 200", peak / 200.0, 1.0),
+        ratio(
+            "launcher ours / seed's",
+            get("launcher: ours (direct import)") / get("launcher: seed's (importlib.metadata)"),
+            0.7,
+        ),
     ];
     let report = BenchReport {
         machine: machine(),

@@ -66,12 +66,9 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
     if touched {
         // Before touching anything, record that these paths are in flux, so
         // that a run killed half-way is repaired by the next one.
-        let mut journal = prev.clone();
-        for c in writes.iter().chain(&removes) {
-            journal.entries.remove(&c.path);
-            journal.pending.insert(c.path.clone());
-        }
-        journal.store(out)?;
+        let mut journal = prev.pending.clone();
+        journal.extend(writes.iter().chain(&removes).map(|c| c.path.clone()));
+        State::write_journal(out, &journal)?;
         sweep_temp_files(out, &prev.pending)?;
 
         // 1. Stale and foreign paths, deepest first.
@@ -164,6 +161,7 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
         root: Stat::lstat(out),
     };
     state.store(out)?;
+    State::clear_journal(out)?;
     target.inputs.store(out)?;
     outcome.state_written = true;
     outcome.changes.sort();

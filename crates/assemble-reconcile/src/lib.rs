@@ -29,6 +29,7 @@
 //! ```text
 //! <out>/.assemble/state.bin    the recorded manifest and unit fingerprints
 //! <out>/.assemble/inputs.bin   the input stat cache
+//! <out>/.assemble/journal.bin  paths a run is changing (only while it runs)
 //! <out>/.assemble/lock         held exclusively while the output is changed
 //! ```
 //!
@@ -40,11 +41,12 @@
 //!
 //! # When state is written
 //!
-//! Before the first change, the state is rewritten with every path about to
-//! change moved from `entries` to `pending`. Then stale and foreign paths are
+//! Before the first change, `journal.bin` records every path about to
+//! change; loading the state moves those paths from `entries` to `pending`.
+//! Then stale and foreign paths are
 //! removed (deepest first), folders created, and files and links written,
 //! each to a temporary file in its target folder and renamed over the old
-//! one. Last, the final state replaces the journal. A run killed at any
+//! one. Last, the final state is stored and the journal removed. A run killed at any
 //! instant leaves a state whose `entries` are all true and whose `pending`
 //! paths the next run rewrites or removes, sweeping temporary files.
 //!

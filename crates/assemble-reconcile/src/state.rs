@@ -18,6 +18,8 @@ pub const STATE_DIR: &str = ".assemble";
 pub const STATE_VERSION: u32 = 2;
 
 const STATE_FILE: &str = "state.bin";
+const JOURNAL_FILE: &str = "journal.bin";
+const JOURNAL_MAGIC: &[u8; 8] = b"ASMJOURN";
 const LOCK_FILE: &str = "lock";
 const STATE_MAGIC: &[u8; 8] = b"ASMSTATE";
 
@@ -86,9 +88,38 @@ impl State {
     }
 
     /// The recorded state, or `None` when there is none that this version of
-    /// the tool can trust (missing, unreadable, corrupt, other version).
+    /// the tool can trust (missing, unreadable, corrupt, other version). The
+    /// paths of a journal left by an interrupted run are moved from
+    /// `entries` to `pending`.
     pub fn load(out: &Path) -> Option<State> {
-        read_versioned(&State::path(out), STATE_MAGIC)
+        let mut state: State = read_versioned(&State::path(out), STATE_MAGIC)?;
+        let journal = out.join(STATE_DIR).join(JOURNAL_FILE);
+        if journal.exists() {
+            let paths: BTreeSet<String> = read_versioned(&journal, JOURNAL_MAGIC)?;
+            for p in paths {
+                state.entries.remove(&p);
+                state.pending.insert(p);
+            }
+        }
+        Some(state)
+    }
+
+    /// Records, before the first change, every path a run is about to
+    /// change: until the run completes, their content on disk is unknown.
+    pub fn write_journal(out: &Path, paths: &BTreeSet<String>) -> Result<(), Error> {
+        write_versioned(
+            &out.join(STATE_DIR).join(JOURNAL_FILE),
+            JOURNAL_MAGIC,
+            paths,
+        )
+    }
+
+    /// Removes the journal once the final state is stored.
+    pub fn clear_journal(out: &Path) -> Result<(), Error> {
+        match fs_err::remove_file(out.join(STATE_DIR).join(JOURNAL_FILE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Replaces the state file atomically.
