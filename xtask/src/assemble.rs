@@ -98,10 +98,10 @@ pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
     let plan = s.plan(args.json)?;
     let d: Diff = diff(&s.out, &plan.target)
         .with_context(|| format!("reading the output {}", s.out.display()))?;
-    let mut outcome = Outcome::default();
-    for e in plan.target.desired.values() {
-        outcome.units.entry(e.unit.to_string()).or_default().entries += 1;
-    }
+    let mut outcome = Outcome {
+        units: assemble_reconcile::unit_counts(&plan.target.desired),
+        ..Outcome::default()
+    };
     for c in &d.writes {
         let dir = plan
             .target

@@ -71,7 +71,7 @@ impl Session {
         Ok(assemble_plan::plan(
             &self.recipe,
             &self.ctx,
-            &inputs,
+            inputs,
             &progress,
         )?)
     }

@@ -160,7 +160,7 @@ pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 pub fn plan(
     recipe: &Recipe,
     ctx: &Context,
-    inputs: &InputCache,
+    inputs: InputCache,
     progress: Progress<'_>,
 ) -> Result<Plan, Error> {
     let vars = Vars {
@@ -209,6 +209,7 @@ pub fn plan(
     // Content hashes of everything copied, in parallel, from the stat cache
     // where it vouches for a file; the same read tells which files are ELF.
     type Looked = (Option<String>, Option<(PathBuf, InputRecord)>);
+    let inputs_ref = &inputs;
     let hashed = std::sync::atomic::AtomicU64::new(0);
     let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
     let looked_up: Vec<Looked> = b
@@ -217,7 +218,7 @@ pub fn plan(
         .map(|(path, e)| -> Result<_, Error> {
             Ok(match (&mut e.kind, &e.content) {
                 (Kind::File { sha256, executable }, Some(Content::Copy(src))) => {
-                    let (r, read) = inputs.record(src)?;
+                    let (r, read) = inputs_ref.record(src)?;
                     // Executable if the input is, or the recipe marks it.
                     *executable |= r.stat.mode & 0o100 != 0;
                     if read {

@@ -41,10 +41,10 @@ pub struct Outcome {
 /// The caller holds `lock` on `out`.
 pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Outcome, Error> {
     let desired = &target.desired;
-    let mut outcome = Outcome::default();
-    for e in desired.values() {
-        outcome.units.entry(e.unit.to_string()).or_default().entries += 1;
-    }
+    let mut outcome = Outcome {
+        units: unit_counts(desired),
+        ..Outcome::default()
+    };
     let Diff {
         writes,
         removes,
@@ -166,6 +166,25 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
     outcome.state_written = true;
     outcome.changes.sort();
     Ok(outcome)
+}
+
+/// How many paths each unit produces, as the `entries` of its counts.
+pub fn unit_counts(desired: &crate::Desired) -> BTreeMap<String, UnitCounts> {
+    let mut n: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for e in desired.values() {
+        *n.entry(&e.unit).or_default() += 1;
+    }
+    n.into_iter()
+        .map(|(u, entries)| {
+            (
+                u.to_string(),
+                UnitCounts {
+                    entries,
+                    ..UnitCounts::default()
+                },
+            )
+        })
+        .collect()
 }
 
 fn record(e: &Entry, stat: Option<Stat>) -> Recorded {

@@ -64,11 +64,18 @@ impl InputCache {
     }
 
     /// A cache holding only `records`, with this cache's start time: what a
-    /// run keeps (inputs no longer used fall out).
-    pub fn with_records(
-        &self,
-        records: impl IntoIterator<Item = (PathBuf, InputRecord)>,
-    ) -> InputCache {
+    /// run keeps (inputs no longer used fall out). Consumes the loaded cache,
+    /// which is kept as it is when nothing changed.
+    pub fn with_records(self, records: Vec<(PathBuf, InputRecord)>) -> InputCache {
+        // The common case, a no-op: every record as loaded. Keep the map.
+        if records.len() == self.entries.len()
+            && records.iter().all(|(p, r)| self.entries.get(p) == Some(r))
+        {
+            return InputCache {
+                changed: false,
+                ..self
+            };
+        }
         let entries: HashMap<PathBuf, InputRecord> = records.into_iter().collect();
         let changed = entries.len() != self.entries.len()
             || entries.iter().any(|(p, r)| self.entries.get(p) != Some(r));

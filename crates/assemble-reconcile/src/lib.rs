@@ -76,7 +76,7 @@ mod inputs;
 mod state;
 mod verify;
 
-pub use apply::{Outcome, UnitCounts, apply};
+pub use apply::{Outcome, UnitCounts, apply, unit_counts};
 pub use diff::{Change, Diff, UnitReason, UnitStatus, diff};
 pub use inputs::{InputCache, InputRecord, RACY_WINDOW};
 pub use state::{Lock, STATE_DIR, STATE_VERSION, Stat, State};

@@ -102,7 +102,7 @@ fn a_file_changed_just_before_the_run_is_racy() {
     let (r, _) = zero.record(&f).unwrap();
     assert!(!r.racy);
     // A trusted record is reused without reading the file.
-    let cache = zero.with_records([(f.clone(), r)]);
+    let cache = zero.with_records(vec![(f.clone(), r)]);
     let (again, read) = cache.record(&f).unwrap();
     assert_eq!((again, read), (r, false));
 }
