@@ -9,7 +9,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::{Scratch, assert_same_tree, listing, python_xy};
@@ -271,18 +271,8 @@ fn a_second_assemble_waits_for_the_lock() {
         .fails(1);
     assert!(err.contains("--no-wait"), "{err}");
 
-    let recipe = s.recipe();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "assemble",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--prefix",
-            "/opt/other",
-        ])
-        .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
+    let mut child = s
+        .assemble_command(&["--out", out.to_str().unwrap(), "--prefix", "/opt/other"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -312,19 +302,8 @@ fn concurrent_assembles_both_finish_and_the_output_verifies() {
     let out = s.path("out");
     s.assemble(&["--out", out.to_str().unwrap(), "--json"])
         .json();
-    let recipe = s.recipe();
     let spawn = |prefix: &str| {
-        Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args([
-                "assemble",
-                "--recipe",
-                recipe.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--prefix",
-                prefix,
-            ])
-            .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
+        s.assemble_command(&["--out", out.to_str().unwrap(), "--prefix", prefix])
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
@@ -431,17 +410,8 @@ fn killed_runs_are_repaired_to_the_clean_build() {
                 fs_err::write(&f, format!("n: {}\n", rng.next())).unwrap();
             }
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args([
-                "assemble",
-                "--recipe",
-                recipe.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--prefix",
-                prefix,
-            ])
-            .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
+        let mut child = s
+            .assemble_command(&["--out", out.to_str().unwrap(), "--prefix", prefix])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

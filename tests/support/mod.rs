@@ -66,6 +66,20 @@ impl Scratch {
         fs_err::write(self.recipe(), new).expect("write recipe");
     }
 
+    /// `xtask assemble --recipe <scratch recipe> ARGS...` with the shared
+    /// cache, to spawn (for tests that kill or race it).
+    pub fn assemble_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.arg("assemble")
+            .arg("--recipe")
+            .arg(self.recipe())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("ASSEMBLE_CACHE_DIR", shared_cache())
+            .env_remove("ASSEMBLE_GITHUB_URL");
+        cmd
+    }
+
     /// Runs `cargo xtask assemble --recipe <scratch recipe> ARGS...`.
     pub fn assemble(&self, args: &[&str]) -> Run {
         let recipe = self.recipe();

@@ -171,6 +171,20 @@ impl Fetcher {
         }
     }
 
+    /// Where a tree with NAR hash `h` is kept.
+    fn tree_path(&self, h: &Hash) -> PathBuf {
+        self.cache
+            .join("sources")
+            .join(format!("nar-sha256-{}", h.to_hex()))
+    }
+
+    /// Where the folder holding a file with sha256 `h` is kept.
+    fn file_path(&self, h: &Hash) -> PathBuf {
+        self.cache
+            .join("files")
+            .join(format!("sha256-{}", h.to_hex()))
+    }
+
     fn cache_path(&self, remote: &Remote) -> PathBuf {
         let src = self.cache.join("sources");
         match remote {
@@ -179,10 +193,7 @@ impl Fetcher {
                 hash,
                 unpack: false,
                 ..
-            } => self
-                .cache
-                .join("files")
-                .join(format!("sha256-{}", hash.to_hex())),
+            } => self.file_path(hash),
             Remote::Git {
                 url,
                 rev,
@@ -195,7 +206,7 @@ impl Fetcher {
             | Remote::Url { hash, .. }
             | Remote::Git {
                 hash: Some(hash), ..
-            } => src.join(format!("nar-sha256-{}", hash.to_hex())),
+            } => self.tree_path(hash),
         }
     }
 
@@ -253,10 +264,7 @@ impl Fetcher {
                 }
                 // Keep the archive too: `vendor` copies it.
                 let name = file.file_name().unwrap_or_default().to_os_string();
-                let files = self
-                    .cache
-                    .join("files")
-                    .join(format!("sha256-{}", got.to_hex()));
+                let files = self.file_path(&got);
                 if !files.exists() {
                     let keep = work.path().join("keep");
                     fs_err::create_dir(&keep)?;
@@ -379,38 +387,20 @@ impl Fetcher {
     pub fn prefetch(&self, target: &Target) -> Result<(Hash, PathBuf), Error> {
         let work = self.workdir()?;
         let (built, hash, dest) = match target {
+            Target::Url { url, unpack: false } => {
+                let dir = self.download_file(url, work.path())?;
+                let h = single_file_hash(&dir)?;
+                (dir, h, self.file_path(&h))
+            }
             Target::Github { owner, repo, rev } => {
                 let tree = self.download_tree(&self.github_url(owner, repo, rev), work.path())?;
                 let h = nar_hash(&tree)?;
-                (
-                    tree,
-                    h,
-                    self.cache
-                        .join("sources")
-                        .join(format!("nar-sha256-{}", h.to_hex())),
-                )
+                (tree, h, self.tree_path(&h))
             }
             Target::Url { url, unpack: true } => {
                 let tree = self.download_tree(url, work.path())?;
                 let h = nar_hash(&tree)?;
-                (
-                    tree,
-                    h,
-                    self.cache
-                        .join("sources")
-                        .join(format!("nar-sha256-{}", h.to_hex())),
-                )
-            }
-            Target::Url { url, unpack: false } => {
-                let dir = self.download_file(url, work.path())?;
-                let h = single_file_hash(&dir)?;
-                (
-                    dir,
-                    h,
-                    self.cache
-                        .join("files")
-                        .join(format!("sha256-{}", h.to_hex())),
-                )
+                (tree, h, self.tree_path(&h))
             }
         };
         if !dest.exists() {
@@ -430,10 +420,7 @@ impl Fetcher {
         let nowhere = self.cache.join(".no-vendor");
         let fetched = self.fetch(unit, remote, &nowhere, &|_| {})?;
         let source = match remote {
-            Remote::Pypi { sha256, .. } => self
-                .cache
-                .join("files")
-                .join(format!("sha256-{}", sha256.to_hex())),
+            Remote::Pypi { sha256, .. } => self.file_path(sha256),
             _ => fetched.root,
         };
         let parent = vendor.parent().unwrap_or(Path::new("."));
