@@ -251,8 +251,15 @@ fn write_entry(out: &Path, path: &str, e: &Entry) -> Result<(), Error> {
             match content {
                 Content::Bytes(b) => io::Write::write_all(&mut f, b)?,
                 Content::Copy(src) => {
+                    // std's File-to-File copy: copy_file_range, in the kernel
+                    // (a wrapper type would fall back to a userspace loop).
                     let mut s = fs_err::File::open(src)?;
-                    io::copy(&mut s, &mut f)?;
+                    io::copy(s.file_mut(), f.file_mut()).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("copying {} to {}: {e}", src.display(), tmp.display()),
+                        )
+                    })?;
                 }
             }
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
