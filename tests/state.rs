@@ -96,19 +96,9 @@ fn dirty_reasons_are_plain_sentences() {
             "with = \"blueprints_dir: @out@/bp\"",
         )
     });
-    let recipe = s.recipe();
-    let plan = support::xtask(
-        s.dir.path(),
-        &[
-            "plan",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-    )
-    .json();
+    let plan = s
+        .run("plan", &["--out", out.to_str().unwrap(), "--json"])
+        .json();
     assert_eq!(plan["dry_run"], true);
     let reasons: Vec<String> = plan["units"]["authentik"]["reasons"]
         .as_array()
@@ -126,18 +116,9 @@ fn dirty_reasons_are_plain_sentences() {
     );
     assert_eq!(plan["units"]["python-deps"]["status"], "fresh");
     // The plan changed nothing.
-    let again = support::xtask(
-        s.dir.path(),
-        &[
-            "plan",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-    )
-    .json();
+    let again = s
+        .run("plan", &["--out", out.to_str().unwrap(), "--json"])
+        .json();
     assert_eq!(again["files_written"], plan["files_written"]);
 
     // assemble -v says the same, cargo-style.
@@ -153,20 +134,18 @@ fn dirty_reasons_are_plain_sentences() {
     );
 
     // An environment change: the prefix.
-    let plan = support::xtask(
-        s.dir.path(),
-        &[
+    let plan = s
+        .run(
             "plan",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--prefix",
-            "/opt/elsewhere",
-            "--json",
-        ],
-    )
-    .json();
+            &[
+                "--out",
+                out.to_str().unwrap(),
+                "--prefix",
+                "/opt/elsewhere",
+                "--json",
+            ],
+        )
+        .json();
     let reasons = plan["units"]["authentik"]["reasons"].to_string();
     assert!(reasons.contains("prefix (@out@) changed"), "{reasons}");
 }
@@ -366,7 +345,6 @@ fn killed_runs_are_repaired_to_the_clean_build() {
     let mut rng = Rng(seed);
     let s = Scratch::new();
     let out = s.path("out");
-    let recipe = s.recipe();
     s.assemble(&["--out", out.to_str().unwrap(), "--json"])
         .json();
     let dirs = [
@@ -429,20 +407,12 @@ fn killed_runs_are_repaired_to_the_clean_build() {
             killed_mid_run += 1;
         }
         // Was it stopped while changing the output? The next plan says so.
-        let plan = support::xtask(
-            s.dir.path(),
-            &[
+        let plan = s
+            .run(
                 "plan",
-                "--recipe",
-                recipe.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--prefix",
-                prefix,
-                "--json",
-            ],
-        )
-        .json();
+                &["--out", out.to_str().unwrap(), "--prefix", prefix, "--json"],
+            )
+            .json();
         if plan["changes"].to_string().contains("\"interrupted\"") {
             interrupted += 1;
         }

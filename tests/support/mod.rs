@@ -82,8 +82,13 @@ impl Scratch {
 
     /// Runs `cargo xtask assemble --recipe <scratch recipe> ARGS...`.
     pub fn assemble(&self, args: &[&str]) -> Run {
+        self.run("assemble", args)
+    }
+
+    /// Runs `cargo xtask COMMAND --recipe <scratch recipe> ARGS...`.
+    pub fn run(&self, command: &str, args: &[&str]) -> Run {
         let recipe = self.recipe();
-        let mut all = vec!["assemble", "--recipe", recipe.to_str().expect("utf-8")];
+        let mut all = vec![command, "--recipe", recipe.to_str().expect("utf-8")];
         all.extend_from_slice(args);
         xtask(self.dir.path(), &all)
     }

@@ -280,26 +280,17 @@ impl Fetcher {
                 repo,
                 rev,
                 hash,
-            } => {
-                let tree = self.download_tree(&self.github_url(owner, repo, rev), work.path())?;
-                let got = nar_hash(&tree)?;
-                if got != *hash {
-                    return Err(mismatch(*hash, got));
-                }
-                tree
-            }
+            } => self.verified_tree(
+                &self.github_url(owner, repo, rev),
+                hash,
+                work.path(),
+                &mismatch,
+            )?,
             Remote::Url {
                 url,
                 hash,
                 unpack: true,
-            } => {
-                let tree = self.download_tree(url, work.path())?;
-                let got = nar_hash(&tree)?;
-                if got != *hash {
-                    return Err(mismatch(*hash, got));
-                }
-                tree
-            }
+            } => self.verified_tree(url, hash, work.path(), &mismatch)?,
             Remote::Url {
                 url,
                 hash,
@@ -446,6 +437,22 @@ impl Fetcher {
             .map_err(|e| {
                 std::io::Error::new(e.kind(), format!("{}: {e}", self.cache.display())).into()
             })
+    }
+
+    /// Downloads and unpacks `url`, and checks its NAR hash against `want`.
+    fn verified_tree(
+        &self,
+        url: &str,
+        want: &Hash,
+        work: &Path,
+        mismatch: &dyn Fn(Hash, Hash) -> Error,
+    ) -> Result<PathBuf, Error> {
+        let tree = self.download_tree(url, work)?;
+        let got = nar_hash(&tree)?;
+        if got != *want {
+            return Err(mismatch(*want, got));
+        }
+        Ok(tree)
     }
 
     fn download_tree(&self, url: &str, work: &Path) -> Result<PathBuf, Error> {
