@@ -24,16 +24,7 @@ PyMODINIT_FUNC PyInit_fooext(void) { return PyModule_Create(&mod); }
 "#;
 
 fn gcc(args: &[&str], cwd: &Path) {
-    let out = Command::new("gcc")
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gcc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::stdout_ok(Command::new("gcc").args(args).current_dir(cwd));
 }
 
 fn py(code: &str) -> String {
@@ -99,17 +90,7 @@ fn add_native_unit(s: &Scratch, ext: &str, extra_install: &str, autopatchelf: &s
 }
 
 fn runpath(file: &Path) -> String {
-    let out = Command::new("patchelf")
-        .arg("--print-rpath")
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    support::stdout_ok(Command::new("patchelf").arg("--print-rpath").arg(file))
 }
 
 fn site(out: &Path) -> PathBuf {

@@ -59,6 +59,20 @@ fn fake_upstream(s: &Scratch) -> (Vec<u8>, String) {
     (archive, nix_hash_path(&tree))
 }
 
+/// The path GitHub serves the archive of `REV` at.
+fn archive_path() -> String {
+    format!("/vsoch/oci-python/archive/{REV}.tar.gz")
+}
+
+/// A loopback server with the fake upstream archive at its GitHub path,
+/// and that archive's tree hash according to Nix.
+fn serve_upstream(s: &Scratch) -> (Server, String) {
+    let (archive, hash) = fake_upstream(s);
+    let server = Server::start();
+    server.route(&archive_path(), Reply::Ok(archive));
+    (server, hash)
+}
+
 fn use_github(s: &Scratch, hash: &str) {
     s.edit_recipe(|t| {
         t.replace(
@@ -108,12 +122,7 @@ fn cached_sources(cache: &Path) -> Vec<String> {
 #[test]
 fn github_kind_fetches_once_then_builds_from_cache_and_offline_fails_clearly() {
     let s = Scratch::new();
-    let (archive, hash) = fake_upstream(&s);
-    let server = Server::start();
-    server.route(
-        &format!("/vsoch/oci-python/archive/{REV}.tar.gz"),
-        Reply::Ok(archive),
-    );
+    let (server, hash) = serve_upstream(&s);
     use_github(&s, &hash);
     let cache = s.private_cache();
 
@@ -155,10 +164,8 @@ fn github_kind_fetches_once_then_builds_from_cache_and_offline_fails_clearly() {
 #[test]
 fn hash_mismatch_names_unit_url_and_both_hashes_and_caches_nothing() {
     let s = Scratch::new();
-    let (archive, hash) = fake_upstream(&s);
-    let server = Server::start();
-    let path = format!("/vsoch/oci-python/archive/{REV}.tar.gz");
-    server.route(&path, Reply::Ok(archive));
+    let (server, hash) = serve_upstream(&s);
+    let path = archive_path();
     let wrong = "sha256-Q6SJed0K6eIrqQ9mNAD4RGx+YCJvnI5E+0KGp5fBtTU=";
     use_github(&s, wrong);
     let cache = s.private_cache();
@@ -182,7 +189,7 @@ fn http_errors_name_url_and_status_and_partial_downloads_do_not_count() {
     let server = Server::start();
     use_github(&s, &hash);
     let cache = s.private_cache();
-    let path = format!("/vsoch/oci-python/archive/{REV}.tar.gz");
+    let path = archive_path();
 
     let err = assemble(&s, &s.path("out"), &cache, Some(&server.base), &[]).fails(1);
     assert!(
@@ -225,19 +232,7 @@ fn url_kind_unpacks_archives_and_keeps_flat_files() {
     server.route("/dl/notice.txt", Reply::Ok(b"flat file\n".to_vec()));
     let flat = s.path("notice.txt");
     fs_err::write(&flat, "flat file\n").unwrap();
-    let flat_hash = {
-        let out = Command::new("nix")
-            .args([
-                "--extra-experimental-features",
-                "nix-command",
-                "hash",
-                "file",
-            ])
-            .arg(&flat)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let flat_hash = support::nix_hash([std::ffi::OsStr::new("file"), flat.as_os_str()]);
     let archive_url = server.url("/dl/oci.tar.gz");
     let notice_url = server.url("/dl/notice.txt");
     s.edit_recipe(|t| {
@@ -261,24 +256,18 @@ fn git_kind_checks_out_a_commit_without_dot_git() {
     let s = Scratch::new();
     let repo = s.path("oci-git");
     let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.invalid",
-                "-C",
-            ])
-            .arg(&repo)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        support::stdout_ok(
+            Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@example.invalid",
+                    "-C",
+                ])
+                .arg(&repo)
+                .args(args),
+        )
     };
     fs_err::create_dir_all(repo.join("opencontainers")).unwrap();
     Command::new("git")
@@ -317,12 +306,7 @@ fn git_kind_checks_out_a_commit_without_dot_git() {
 #[test]
 fn vendor_copies_verified_sources_and_builds_need_no_network() {
     let s = Scratch::new();
-    let (archive, hash) = fake_upstream(&s);
-    let server = Server::start();
-    server.route(
-        &format!("/vsoch/oci-python/archive/{REV}.tar.gz"),
-        Reply::Ok(archive),
-    );
+    let (server, hash) = serve_upstream(&s);
     use_github(&s, &hash);
     let cache = s.private_cache();
     let recipe = s.recipe();
@@ -371,12 +355,7 @@ fn vendor_copies_verified_sources_and_builds_need_no_network() {
 #[test]
 fn prefetch_prints_the_pin_and_checks_it() {
     let s = Scratch::new();
-    let (archive, hash) = fake_upstream(&s);
-    let server = Server::start();
-    server.route(
-        &format!("/vsoch/oci-python/archive/{REV}.tar.gz"),
-        Reply::Ok(archive),
-    );
+    let (server, hash) = serve_upstream(&s);
     let cache = s.private_cache();
     let env = [
         ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
@@ -415,19 +394,7 @@ fn hash_command_prints_what_nix_prints() {
         assert!(r.output.status.success(), "{}", r.stderr());
         r.stdout().trim().to_string()
     };
-    let nix = |args: &[&str]| {
-        let out = Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "hash"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let nix = |args: &[&str]| support::nix_hash(args);
     let t = tree.to_str().unwrap();
     assert_eq!(run(&["hash", t]), nix(&["path", t]));
     assert_eq!(

@@ -168,24 +168,33 @@ pub fn xtask_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
-/// What Nix's own `nix hash path` prints for `path` (SRI).
-pub fn nix_hash_path(path: &Path) -> String {
-    let out = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command",
-            "hash",
-            "path",
-        ])
-        .arg(path)
+/// Runs a command that must succeed and returns its trimmed stdout; a
+/// failure shows the command and its stderr.
+pub fn stdout_ok(cmd: &mut Command) -> String {
+    let out = cmd
         .output()
-        .expect("nix from Debian's nix-bin (.ci/run installs it)");
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What Nix's own `nix hash ARGS...` prints (Debian's nix-bin; .ci/run
+/// installs it).
+pub fn nix_hash<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> String {
+    stdout_ok(
+        Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command", "hash"])
+            .args(args),
+    )
+}
+
+/// What `nix hash path` prints for `path` (SRI).
+pub fn nix_hash_path(path: &Path) -> String {
+    nix_hash([std::ffi::OsStr::new("path"), path.as_os_str()])
 }
 
 /// Runs a program and returns (success, stdout + stderr).
