@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context as _, anyhow};
-use assemble_plan::Plan;
+use assemble_plan::{Phases, Plan};
 use assemble_reconcile::{Change, Diff, Lock, Outcome, apply, diff};
 use serde::Serialize;
 
@@ -52,15 +51,25 @@ struct Report<'a> {
     /// waited-for children such as the interpreter probe included) and
     /// `read_bytes` (from storage).
     io: BTreeMap<String, u64>,
+    /// Wall-clock milliseconds of each phase of the run, in order.
+    phases: Vec<Phase>,
     seconds: f64,
 }
 
+#[derive(Serialize)]
+struct Phase {
+    phase: &'static str,
+    ms: f64,
+}
+
 pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
-    let start = Instant::now();
+    let mut phases = Phases::start();
     let s = Session::new(args)?;
+    phases.lap("session");
     // Plan first, without the lock: planning only reads inputs and fills the
     // cache, and a run that fails here leaves no trace in the output.
     let plan = s.plan(args.json)?;
+    phases.extend(&plan.phases);
     let lock = match Lock::try_acquire(&s.out)? {
         Some(l) => l,
         None if args.no_wait => {
@@ -79,25 +88,31 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
             Lock::acquire(&s.out)?
         }
     };
+    phases.lap("lock");
     // Diff under the lock: the state read is the one this run replaces.
     let d = diff(&s.out, &plan.target)
         .with_context(|| format!("reading the output {}", s.out.display()))?;
+    phases.lap("diff");
     let statuses = d.units.clone();
     let outcome = apply(&s.out, &plan.target, d, &lock)
         .with_context(|| format!("writing the output {}", s.out.display()))?;
     drop(lock);
-    report(args, &s, &plan, &statuses, &outcome, false, start);
+    phases.lap("apply");
+    report(args, &s, &plan, &statuses, &outcome, false, phases);
     Ok(())
 }
 
 /// `cargo xtask plan`: what `assemble` would do, and why; changes nothing
 /// in the output.
 pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
-    let start = Instant::now();
+    let mut phases = Phases::start();
     let s = Session::new(args)?;
+    phases.lap("session");
     let plan = s.plan(args.json)?;
+    phases.extend(&plan.phases);
     let d: Diff = diff(&s.out, &plan.target)
         .with_context(|| format!("reading the output {}", s.out.display()))?;
+    phases.lap("diff");
     let mut outcome = Outcome {
         units: assemble_reconcile::unit_counts(&plan.target.desired),
         ..Outcome::default()
@@ -125,7 +140,7 @@ pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
     }
     outcome.changes = d.writes.iter().chain(&d.removes).cloned().collect();
     outcome.changes.sort();
-    report(args, &s, &plan, &d.units, &outcome, true, start);
+    report(args, &s, &plan, &d.units, &outcome, true, phases);
     Ok(())
 }
 
@@ -136,9 +151,9 @@ fn report(
     statuses: &BTreeMap<String, assemble_reconcile::UnitStatus>,
     o: &Outcome,
     dry_run: bool,
-    start: Instant,
+    phases: Phases,
 ) {
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = phases.elapsed().as_secs_f64();
     let empty = Vec::new();
     let units: BTreeMap<&str, UnitReport> = s
         .recipe
@@ -190,6 +205,14 @@ fn report(
                 io.insert("inputs_hashed_bytes".into(), plan.hashed_bytes);
                 io
             },
+            phases: phases
+                .done()
+                .into_iter()
+                .map(|(phase, d)| Phase {
+                    phase,
+                    ms: d.as_secs_f64() * 1e3,
+                })
+                .collect(),
             seconds,
         };
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());

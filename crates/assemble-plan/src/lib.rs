@@ -149,6 +149,8 @@ pub struct Plan {
     /// Input files read to hash them (the stat cache vouched for the rest).
     pub hashed_files: u64,
     pub hashed_bytes: u64,
+    /// How long each planning phase took, in order.
+    pub phases: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Something to tell the user while planning (a venv being built, a source
@@ -163,6 +165,7 @@ pub fn plan(
     inputs: InputCache,
     progress: Progress<'_>,
 ) -> Result<Plan, Error> {
+    let mut phases = Phases::start();
     let vars = Vars {
         out: ctx.prefix.clone(),
         site: ctx.python.site_packages(),
@@ -198,6 +201,7 @@ pub fn plan(
         )?;
         roots.insert(unit.name.clone(), root);
     }
+    phases.lap("sources");
 
     for unit in recipe.units.iter().filter(|u| u.source.is_venv()) {
         venv::plan_venv(&mut b, unit, &roots[&unit.name], ctx, &vars)?;
@@ -205,6 +209,7 @@ pub fn plan(
     for unit in recipe.units.iter().filter(|u| !u.source.is_venv()) {
         plan_unit(&mut b, unit, &roots[&unit.name], &vars)?;
     }
+    phases.lap("manifest");
 
     // Content hashes of everything copied, in parallel, from the stat cache
     // where it vouches for a file; the same read tells which files are ELF.
@@ -242,11 +247,13 @@ pub fn plan(
         elf_paths.extend(elf);
         records.extend(record);
     }
+    phases.lap("input hashes");
 
     let elf = match &recipe.autopatchelf {
         Some(ap) => elf::autopatchelf(&mut b, ap, &ctx.cache, &elf_paths)?,
         None => Vec::new(),
     };
+    phases.lap("autopatchelf");
 
     let units = recipe
         .units
@@ -256,18 +263,62 @@ pub fn plan(
             root: roots[&u.name].clone(),
         })
         .collect();
+    let fingerprints = fingerprint::all(recipe, ctx);
+    let inputs = inputs.with_records(records);
+    phases.lap("fingerprints");
     Ok(Plan {
         target: Target {
             desired: b.desired,
-            units: fingerprint::all(recipe, ctx),
-            inputs: inputs.with_records(records),
+            units: fingerprints,
+            inputs,
         },
         units,
         warnings: b.warnings,
         elf,
         hashed_files: hashed.into_inner(),
         hashed_bytes: hashed_bytes.into_inner(),
+        phases: phases.done(),
     })
+}
+
+/// Wall-clock time per phase.
+pub struct Phases {
+    first: std::time::Instant,
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Phases {
+    pub fn start() -> Phases {
+        let now = std::time::Instant::now();
+        Phases {
+            first: now,
+            last: now,
+            laps: Vec::new(),
+        }
+    }
+
+    /// Appends phases timed elsewhere, which ran up to now.
+    pub fn extend(&mut self, laps: &[(&'static str, std::time::Duration)]) {
+        self.laps.extend_from_slice(laps);
+        self.last = std::time::Instant::now();
+    }
+
+    /// Time since the start.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.first.elapsed()
+    }
+
+    /// Ends the phase `name` now; the next one starts.
+    pub fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((name, now - self.last));
+        self.last = now;
+    }
+
+    pub fn done(self) -> Vec<(&'static str, std::time::Duration)> {
+        self.laps
+    }
 }
 
 fn resolve_source(
