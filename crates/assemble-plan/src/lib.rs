@@ -27,7 +27,10 @@ use std::sync::Arc;
 
 use assemble_python::Interpreter;
 use assemble_recipe::{OnMissing, Recipe, Source, Unit, Vars};
-use assemble_reconcile::{Content, Desired, Entry, InputCache, InputRecord, Kind, Sha256, Target};
+use assemble_reconcile::walk;
+use assemble_reconcile::{
+    Content, Desired, Entry, InputCache, InputRecord, Kind, Sha256, Stat, Target,
+};
 use rayon::prelude::*;
 
 pub use patch::{closest_lines, substitute};
@@ -213,7 +216,7 @@ pub fn plan(
 
     // Content hashes of everything copied, in parallel, from the stat cache
     // where it vouches for a file; the same read tells which files are ELF.
-    type Looked = (Option<String>, Option<(PathBuf, InputRecord)>);
+    type Looked = (Option<String>, Option<InputRecord>);
     let inputs_ref = &inputs;
     let hashed = std::sync::atomic::AtomicU64::new(0);
     let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
@@ -223,7 +226,7 @@ pub fn plan(
         .map(|(path, e)| -> Result<_, Error> {
             Ok(match (&mut e.kind, &e.content) {
                 (Kind::File { sha256, executable }, Some(Content::Copy(src))) => {
-                    let (r, read) = inputs_ref.record(src)?;
+                    let (r, read) = inputs_ref.record(src, e.input_stat)?;
                     // Executable if the input is, or the recipe marks it.
                     *executable |= r.stat.mode & 0o100 != 0;
                     if read {
@@ -232,7 +235,7 @@ pub fn plan(
                     }
                     *sha256 = r.sha256;
                     e.source_sha = Some(r.sha256);
-                    (r.elf.then(|| path.clone()), Some((src.clone(), r)))
+                    (r.elf.then(|| path.clone()), Some(r))
                 }
                 (Kind::File { .. }, Some(Content::Bytes(bytes))) => {
                     (assemble_elf::is_elf(bytes).then(|| path.clone()), None)
@@ -442,6 +445,8 @@ impl Builder {
 
     /// Copies `src` (a file, link or folder tree) to `dest`.
     /// `label` is `src`'s path relative to the unit's source, for provenance.
+    /// Folders are walked in parallel, each entry stat'ed once; that stat
+    /// goes with the entry to the hashing pass.
     pub(crate) fn copy_tree(
         &mut self,
         unit: &Arc<str>,
@@ -449,68 +454,72 @@ impl Builder {
         src: &Path,
         label: &str,
         dest: &str,
-        skip: &dyn Fn(&str) -> bool,
+        skip: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<(), Error> {
         self.parents(dest, unit)?;
-        let walk = walkdir::WalkDir::new(src).follow_links(false).into_iter();
-        for item in walk.filter_entry(|e| {
-            e.depth() == 0
-                || !skip(
-                    &e.path()
-                        .strip_prefix(src)
-                        .unwrap_or(e.path())
-                        .to_string_lossy(),
-                )
-        }) {
-            let item = item.map_err(|e| {
-                let path = e
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| src.to_path_buf());
-                std::io::Error::other(format!("{}: {e}", path.display()))
-            })?;
-            let rel = item.path().strip_prefix(src).unwrap_or(item.path());
-            let rel = rel.to_str().ok_or_else(|| Error::Unit {
+        let unit_err = |e: walk::WalkError| match e {
+            walk::WalkError::NotUtf8(_) => Error::Unit {
                 unit: unit.to_string(),
-                message: format!(
-                    "{} has a name that is not UTF-8; rename it",
-                    item.path().display()
-                ),
-            })?;
+                message: e.to_string(),
+            },
+            e => Error::Io(e.into()),
+        };
+        // The root is followed when it is a link (a venv is often a link
+        // into a store); links below it are copied as links.
+        let top = fs_err::metadata(src)?;
+        let mut found = vec![walk::Walked {
+            rel: String::new(),
+            kind: walk::FileKind::of(top.file_type()),
+            stat: Stat::of(&top),
+        }];
+        if top.is_dir() {
+            let visit = |rel: &str, _| {
+                if skip(rel) {
+                    walk::Visit::Skip
+                } else {
+                    walk::Visit::Descend
+                }
+            };
+            found.extend(walk::walk(src, &visit).map_err(unit_err)?);
+        }
+        for item in found {
+            let rel = item.rel.as_str();
             let out = match (dest.is_empty(), rel.is_empty()) {
                 (true, true) => continue,
                 (true, false) => rel.to_string(),
                 (false, true) => dest.to_string(),
                 (false, false) => format!("{dest}/{rel}"),
             };
-            let ft = item.file_type();
-            let entry = if ft.is_dir() {
-                Entry::dir(unit, step)
-            } else if ft.is_symlink() {
-                let target = fs_err::read_link(item.path())?;
-                let target = target.to_str().ok_or_else(|| Error::Unit {
-                    unit: unit.to_string(),
-                    message: format!("{}: link target is not UTF-8", item.path().display()),
-                })?;
-                Entry::link(unit, step, target)
-            } else if ft.is_file() {
-                // Hash and executable bit come later, from the one `lstat`
-                // the parallel hashing pass makes of every input.
-                Entry::copy(
-                    unit,
-                    step,
-                    item.path().to_path_buf(),
-                    Sha256([0; 32]),
-                    false,
-                )
+            let path = if rel.is_empty() {
+                src.to_path_buf()
             } else {
-                return Err(Error::Unit {
-                    unit: unit.to_string(),
-                    message: format!(
-                        "{} is not a file, folder or link (a fifo, socket or device); remove it from the source",
-                        item.path().display()
-                    ),
-                });
+                src.join(rel)
+            };
+            let entry = match item.kind {
+                walk::FileKind::Dir => Entry::dir(unit, step),
+                walk::FileKind::Link => {
+                    let target = fs_err::read_link(&path)?;
+                    let target = target.to_str().ok_or_else(|| Error::Unit {
+                        unit: unit.to_string(),
+                        message: format!("{}: link target is not UTF-8", path.display()),
+                    })?;
+                    Entry::link(unit, step, target)
+                }
+                // Hash and executable bit come later, in the parallel
+                // hashing pass, from this stat.
+                walk::FileKind::File => Entry {
+                    input_stat: Some(item.stat),
+                    ..Entry::copy(unit, step, path, Sha256([0; 32]), false)
+                },
+                walk::FileKind::Other => {
+                    return Err(Error::Unit {
+                        unit: unit.to_string(),
+                        message: format!(
+                            "{} is not a file, folder or link (a fifo, socket or device); remove it from the source",
+                            path.display()
+                        ),
+                    });
+                }
             };
             let source = match (label.is_empty(), rel.is_empty()) {
                 (true, _) => rel.to_string(),

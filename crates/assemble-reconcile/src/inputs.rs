@@ -1,8 +1,9 @@
 //! The input stat cache: re-hash a file only when its stat changed.
 
-use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -28,16 +29,25 @@ pub struct InputRecord {
     pub racy: bool,
 }
 
-/// Absolute input path -> record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+impl InputRecord {
+    fn key(&self) -> (u64, u64) {
+        (self.stat.dev, self.stat.ino)
+    }
+}
+
+/// The input stat cache: (device, inode) -> record.
+///
+/// Keyed by the file's identity rather than its path: no path strings to
+/// store, load or hash, and a record can only be reused for the very same
+/// file, whose size, times and mode must then also match. A new file that
+/// gets a freed inode number back has a new ctime, which nothing can set
+/// back, so it never matches the old record; hard links share content.
+#[derive(Debug, Clone, Default)]
 pub struct InputCache {
-    entries: HashMap<PathBuf, InputRecord>,
-    #[serde(skip)]
+    entries: FxHashMap<(u64, u64), InputRecord>,
     started_ns: i64,
-    #[serde(skip)]
     racy_ns: i64,
     /// Whether this cache differs from the one loaded at the start.
-    #[serde(skip)]
     changed: bool,
 }
 
@@ -51,39 +61,39 @@ impl InputCache {
     /// before the run's start (tests use a zero window, so that the cache
     /// is trusted even for files changed a moment ago).
     pub fn load_with_racy_window(out: &Path, window: std::time::Duration) -> InputCache {
-        let mut c: InputCache =
+        let records: Vec<InputRecord> =
             read_versioned(&out.join(STATE_DIR).join(INPUTS_FILE), INPUTS_MAGIC)
                 .unwrap_or_default();
-        c.started_ns = now_ns();
-        c.racy_ns = window.as_nanos() as i64;
-        c
+        InputCache {
+            entries: records.into_iter().map(|r| (r.key(), r)).collect(),
+            started_ns: now_ns(),
+            racy_ns: window.as_nanos() as i64,
+            changed: false,
+        }
     }
 
     pub fn store(&self, out: &Path) -> Result<(), Error> {
-        write_versioned(&out.join(STATE_DIR).join(INPUTS_FILE), INPUTS_MAGIC, self)
+        let mut records: Vec<&InputRecord> = self.entries.values().collect();
+        records.sort_by_key(|r| r.key());
+        write_versioned(
+            &out.join(STATE_DIR).join(INPUTS_FILE),
+            INPUTS_MAGIC,
+            &records,
+        )
     }
 
     /// A cache holding only `records`, with this cache's start time: what a
     /// run keeps (inputs no longer used fall out). Consumes the loaded cache,
     /// which is kept as it is when nothing changed.
-    pub fn with_records(self, records: Vec<(PathBuf, InputRecord)>) -> InputCache {
-        // The common case, a no-op: every record as loaded. Keep the map.
-        if records.len() == self.entries.len()
-            && records.iter().all(|(p, r)| self.entries.get(p) == Some(r))
-        {
-            return InputCache {
-                changed: false,
-                ..self
-            };
-        }
-        let entries: HashMap<PathBuf, InputRecord> = records.into_iter().collect();
+    pub fn with_records(self, records: Vec<InputRecord>) -> InputCache {
+        let entries: FxHashMap<(u64, u64), InputRecord> =
+            records.into_iter().map(|r| (r.key(), r)).collect();
         let changed = entries.len() != self.entries.len()
-            || entries.iter().any(|(p, r)| self.entries.get(p) != Some(r));
+            || entries.iter().any(|(k, r)| self.entries.get(k) != Some(r));
         InputCache {
             entries,
-            started_ns: self.started_ns,
-            racy_ns: self.racy_ns,
             changed,
+            ..self
         }
     }
 
@@ -103,10 +113,13 @@ impl InputCache {
     /// The record of a file: from the cache when its stat is unchanged and
     /// the entry was not racy, else by reading it (one read for the hash
     /// and the ELF magic). The flag says whether the file was read.
-    pub fn record(&self, path: &Path) -> std::io::Result<(InputRecord, bool)> {
-        let meta = fs_err::symlink_metadata(path)?;
-        let stat = Stat::of(&meta);
-        if let Some(r) = self.entries.get(path)
+    /// `known` is the file's stat when the caller has just taken it.
+    pub fn record(&self, path: &Path, known: Option<Stat>) -> std::io::Result<(InputRecord, bool)> {
+        let stat = match known {
+            Some(s) => s,
+            None => Stat::of(&fs_err::symlink_metadata(path)?),
+        };
+        if let Some(r) = self.entries.get(&(stat.dev, stat.ino))
             && r.stat == stat
             && !r.racy
         {

@@ -12,7 +12,7 @@
 //!
 //! | key | made of | deliberately left out |
 //! |---|---|---|
-//! | input file (in `inputs.bin`) | (dev, inode, size, mtime ns, ctime ns, mode) -> sha256, "is ELF" | "newer than" comparisons: `mv` and restored mtimes defeat them; ctime, which no tool can set back, catches an edit that keeps size and mtime |
+//! | input file (in `inputs.bin`) | keyed by (dev, inode); (size, mtime ns, ctime ns, mode) must match too -> sha256, "is ELF" | the path: the same inode with the same ctime is the same file wherever it is, and paths cost more to store, load and hash than the rest of the record; "newer than" comparisons: `mv` and restored mtimes defeat them; ctime, which no tool can set back, catches an edit that keeps size and mtime |
 //! | output entry (in `state.bin`) | kind; sha256 and executable bit, or link target; provenance (unit, step, source path relative to the unit, source sha256); the stat of the file as written | owners, times and permission bits other than "executable": files are 0644/0755, folders 0755, as a NAR restores them |
 //! | unit fingerprint | named components: each part of the unit's recipe section (source, install, executable, symlinks, scripts, each patch), and the environment (tool version, interpreter, prefix, bash, web UI, autoPatchelf settings) | the input files: they are keyed one by one, above |
 //!
@@ -75,6 +75,7 @@ mod diff;
 mod inputs;
 mod state;
 mod verify;
+pub mod walk;
 
 pub use apply::{Outcome, UnitCounts, apply, unit_counts};
 pub use diff::{Change, Diff, UnitReason, UnitStatus, diff};
@@ -163,6 +164,9 @@ pub struct Entry {
     pub source: Option<Arc<str>>,
     /// That input's sha256 (for a patched file, before patching).
     pub source_sha: Option<Sha256>,
+    /// For a copy, the input's stat as the plan's walk found it (`None`:
+    /// not known yet, `lstat` it).
+    pub input_stat: Option<Stat>,
 }
 
 impl Entry {
@@ -174,6 +178,7 @@ impl Entry {
             content: None,
             source: None,
             source_sha: None,
+            input_stat: None,
         }
     }
 
