@@ -9,7 +9,7 @@ use fs_err::os::unix::fs::OpenOptionsExt;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::diff::{Change, Diff};
+use crate::diff::{Change, Diff, zip_paths};
 use crate::state::{Lock, Recorded, State};
 use crate::{Content, Entry, Error, Kind, Stat, Target};
 
@@ -146,14 +146,10 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
 
     // 4. The state, last.
     let state = State {
-        entries: desired
-            .iter()
-            .map(|(p, e)| {
-                let stat = stats
-                    .get(p)
-                    .copied()
-                    .or_else(|| prev.entries.get(p).and_then(|r| r.stat));
-                (p.clone(), record(e, stat))
+        entries: zip_paths(desired, &prev.entries)
+            .filter_map(|(p, e, r)| {
+                let stat = stats.get(p).copied().or_else(|| r.and_then(|r| r.stat));
+                Some((p.clone(), record(e?, stat)))
             })
             .collect(),
         pending: BTreeSet::new(),
@@ -190,9 +186,7 @@ pub fn unit_counts(desired: &crate::Desired) -> BTreeMap<String, UnitCounts> {
 fn record(e: &Entry, stat: Option<Stat>) -> Recorded {
     Recorded {
         kind: e.kind.clone(),
-        unit: e.unit.to_string(),
-        step: e.step.to_string(),
-        source: e.source.as_deref().map(str::to_string),
+        unit: e.unit.clone(),
         source_sha: e.source_sha,
         stat,
     }

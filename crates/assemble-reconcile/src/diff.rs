@@ -9,7 +9,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::state::{STATE_DIR, State};
+use crate::state::{Recorded, STATE_DIR, State};
 use crate::{Entry, Error, Fingerprint, Kind, Reason, Sha256, Stat, Target};
 
 /// One path to write or remove, with why.
@@ -125,9 +125,22 @@ pub fn diff(out: &Path, target: &Target) -> Result<Diff, Error> {
     let full = loaded.is_none();
     let prev = loaded.unwrap_or_default();
 
-    let verdicts: Vec<(&String, &Entry, Verdict)> = desired
-        .par_iter()
-        .map(|(path, e)| (path, e, judge(out, path, e, &prev, full)))
+    // One pass over both sorted maps: no search per path.
+    let mut pairs: Vec<(&String, &Entry, Option<&Recorded>)> = Vec::with_capacity(desired.len());
+    let mut stale: Vec<(&String, &Recorded)> = Vec::new();
+    for (path, want, had) in zip_paths(desired, &prev.entries) {
+        match (want, had) {
+            (Some(e), r) => pairs.push((path, e, r)),
+            (None, Some(r)) => stale.push((path, r)),
+            (None, None) => {}
+        }
+    }
+    let verdicts: Vec<(&String, &Entry, Verdict)> = pairs
+        .into_par_iter()
+        .map(|(path, e, r)| {
+            let pending = !prev.pending.is_empty() && prev.pending.contains(path.as_str());
+            (path, e, judge(out, path, e, r, pending, full))
+        })
         .collect();
     let mut d = Diff {
         full,
@@ -174,10 +187,8 @@ pub fn diff(out: &Path, target: &Target) -> Result<Diff, Error> {
             remove(p, Reason::NoState, None)
         })?;
     } else {
-        for (path, r) in &prev.entries {
-            if !desired.contains_key(path) {
-                remove(path, Reason::Stale, Some(&r.unit));
-            }
+        for (path, r) in stale {
+            remove(path, Reason::Stale, Some(&r.unit));
         }
         for path in &prev.pending {
             if !desired.contains_key(path) && !prev.entries.contains_key(path) {
@@ -249,11 +260,18 @@ fn fingerprint_changes(unit: &str, old: &Fingerprint, new: &Fingerprint) -> Vec<
 }
 
 /// Whether `path` must be written, and why.
-fn judge(out: &Path, path: &str, e: &Entry, prev: &State, full: bool) -> Verdict {
-    if prev.pending.contains(path) {
+fn judge(
+    out: &Path,
+    path: &str,
+    e: &Entry,
+    r: Option<&Recorded>,
+    pending: bool,
+    full: bool,
+) -> Verdict {
+    if pending {
         return Verdict::Write(Reason::Interrupted);
     }
-    let Some(r) = prev.entries.get(path) else {
+    let Some(r) = r else {
         return Verdict::Write(if full { Reason::NoState } else { Reason::New });
     };
     if r.kind != e.kind {
@@ -346,4 +364,31 @@ fn foreign(
         }
     }
     Ok(())
+}
+
+/// Two maps sorted by path, walked in step: every path once, with its
+/// value in either or both.
+pub(crate) fn zip_paths<'a, A, B>(
+    a: &'a BTreeMap<String, A>,
+    b: &'a BTreeMap<String, B>,
+) -> impl Iterator<Item = (&'a String, Option<&'a A>, Option<&'a B>)> {
+    let mut a = a.iter().peekable();
+    let mut b = b.iter().peekable();
+    std::iter::from_fn(move || {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((x, _)), Some((y, _))) => x.cmp(y),
+        };
+        Some(match order {
+            std::cmp::Ordering::Less => a.next().map(|(p, v)| (p, Some(v), None))?,
+            std::cmp::Ordering::Greater => b.next().map(|(p, w)| (p, None, Some(w)))?,
+            std::cmp::Ordering::Equal => {
+                let (p, v) = a.next()?;
+                let (_, w) = b.next()?;
+                (p, Some(v), Some(w))
+            }
+        })
+    })
 }

@@ -13,7 +13,7 @@
 //! | key | made of | deliberately left out |
 //! |---|---|---|
 //! | input file (in `inputs.bin`) | keyed by (dev, inode); (size, mtime ns, ctime ns, mode) must match too -> sha256, "is ELF" | the path: the same inode with the same ctime is the same file wherever it is, and paths cost more to store, load and hash than the rest of the record; "newer than" comparisons: `mv` and restored mtimes defeat them; ctime, which no tool can set back, catches an edit that keeps size and mtime |
-//! | output entry (in `state.bin`) | kind; sha256 and executable bit, or link target; provenance (unit, step, source path relative to the unit, source sha256); the stat of the file as written | owners, times and permission bits other than "executable": files are 0644/0755, folders 0755, as a NAR restores them |
+//! | output entry (in `state.bin`) | kind; sha256 and executable bit, or link target; the unit and the sha256 of the input it was made from (what a reason needs); the stat of the file as written | owners, times and permission bits other than "executable": files are 0644/0755, folders 0755, as a NAR restores them; the step and source path, which the plan knows each run |
 //! | unit fingerprint | named components: each part of the unit's recipe section (source, install, executable, symlinks, scripts, each patch), and the environment (tool version, interpreter, prefix, bash, web UI, autoPatchelf settings) | the input files: they are keyed one by one, above |
 //!
 //! Two output entries are *equal* when kind, content hash, executable bit and
