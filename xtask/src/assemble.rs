@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 use assemble_plan::{Phases, Plan};
-use assemble_reconcile::{Change, Diff, Lock, Outcome, apply, diff};
+use assemble_reconcile::{Change, Diff, Lock, Outcome, Snapshot, apply, diff_snapshot};
 use serde::Serialize;
 
 use crate::session::Session;
@@ -67,8 +67,9 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
     let s = Session::new(args)?;
     phases.lap("session");
     // Plan first, without the lock: planning only reads inputs and fills the
-    // cache, and a run that fails here leaves no trace in the output.
-    let plan = s.plan(args.json)?;
+    // cache, and a run that fails here leaves no trace in the output. Beside
+    // it, the output's state is read and its paths stat'ed.
+    let (plan, snapshot) = plan_and_snapshot(&s, args.json)?;
     phases.extend(&plan.phases);
     let lock = match Lock::try_acquire(&s.out)? {
         Some(l) => l,
@@ -89,8 +90,14 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
         }
     };
     phases.lap("lock");
-    // Diff under the lock: the state read is the one this run replaces.
-    let d = diff(&s.out, &plan.target)
+    // Diff under the lock, against the state this run replaces: the
+    // snapshot is taken again if another run stored a state meanwhile.
+    let snapshot = if snapshot.is_current(&s.out) {
+        snapshot
+    } else {
+        Snapshot::take(&s.out)
+    };
+    let d = diff_snapshot(&s.out, &plan.target, snapshot)
         .with_context(|| format!("reading the output {}", s.out.display()))?;
     phases.lap("diff");
     let statuses = d.units.clone();
@@ -108,9 +115,9 @@ pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
     let mut phases = Phases::start();
     let s = Session::new(args)?;
     phases.lap("session");
-    let plan = s.plan(args.json)?;
+    let (plan, snapshot) = plan_and_snapshot(&s, args.json)?;
     phases.extend(&plan.phases);
-    let d: Diff = diff(&s.out, &plan.target)
+    let d: Diff = diff_snapshot(&s.out, &plan.target, snapshot)
         .with_context(|| format!("reading the output {}", s.out.display()))?;
     phases.lap("diff");
     let mut outcome = Outcome {
@@ -142,6 +149,18 @@ pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
     outcome.changes.sort();
     report(args, &s, &plan, &d.units, &outcome, true, phases);
     Ok(())
+}
+
+/// The plan, and meanwhile on another thread a snapshot of the output.
+fn plan_and_snapshot(s: &Session, quiet: bool) -> Result<(Plan, Snapshot), Failure> {
+    std::thread::scope(|scope| {
+        let snapshot = scope.spawn(|| Snapshot::take(&s.out));
+        let plan = s.plan(quiet);
+        let snapshot = snapshot
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok((plan?, snapshot))
+    })
 }
 
 fn report(

@@ -9,7 +9,7 @@ use fs_err::os::unix::fs::OpenOptionsExt;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::diff::{Change, Diff, zip_paths};
+use crate::diff::{Change, Diff, zip_sorted};
 use crate::state::{Lock, Recorded, State};
 use crate::{Content, Entry, Error, Kind, Stat, Target};
 
@@ -146,7 +146,7 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
 
     // 4. The state, last.
     let state = State {
-        entries: zip_paths(desired, &prev.entries)
+        entries: zip_sorted(desired.iter(), prev.entries.iter())
             .filter_map(|(p, e, r)| {
                 let stat = stats.get(p).copied().or_else(|| r.and_then(|r| r.stat));
                 Some((p.clone(), record(e?, stat)))

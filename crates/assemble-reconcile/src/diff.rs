@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -107,10 +106,58 @@ enum Verdict {
     Write(Reason),
 }
 
+/// What was recorded for an output, and an `lstat` of every recorded path
+/// as it is now, taken in parallel.
+///
+/// It does not depend on the plan, so a run takes it while planning, before
+/// it holds the lock; under the lock, [`Snapshot::is_current`] tells whether
+/// another run has changed the state since (then it is taken again).
+#[derive(Debug)]
+pub struct Snapshot {
+    state: Option<State>,
+    /// The stat of each recorded path, in `state.entries` order.
+    now: Vec<Option<Stat>>,
+    root: Option<Stat>,
+    /// The stats of `state.bin` and `journal.bin` before they were read.
+    ident: [Option<Stat>; 2],
+}
+
+impl Snapshot {
+    pub fn take(out: &Path) -> Snapshot {
+        let ident = State::ident(out);
+        let state = State::load(out);
+        let now = match &state {
+            Some(s) => s
+                .entries
+                .par_iter()
+                .map(|(p, _)| Stat::lstat(&out.join(p)))
+                .collect(),
+            None => Vec::new(),
+        };
+        Snapshot {
+            state,
+            now,
+            root: Stat::lstat(out),
+            ident,
+        }
+    }
+
+    /// Whether the recorded state is still the one this snapshot read (no
+    /// run has stored a state or left a journal since).
+    pub fn is_current(&self, out: &Path) -> bool {
+        State::ident(out) == self.ident
+    }
+}
+
 /// Compares `target` with the state recorded in `out` and with the files
 /// there. Reads only what changed: a path whose stat matches the record is
 /// not opened.
 pub fn diff(out: &Path, target: &Target) -> Result<Diff, Error> {
+    diff_snapshot(out, target, Snapshot::take(out))
+}
+
+/// As [`diff`], from a snapshot of `out` taken earlier.
+pub fn diff_snapshot(out: &Path, target: &Target, snapshot: Snapshot) -> Result<Diff, Error> {
     let desired = &target.desired;
     if let Some(p) = desired
         .keys()
@@ -121,17 +168,25 @@ pub fn diff(out: &Path, target: &Target) -> Result<Diff, Error> {
             path: p.clone(),
         });
     }
-    let loaded = State::load(out);
-    let full = loaded.is_none();
-    let prev = loaded.unwrap_or_default();
+    let Snapshot {
+        state, now, root, ..
+    } = snapshot;
+    let full = state.is_none();
+    let prev = state.unwrap_or_default();
 
     // One pass over both sorted maps: no search per path.
-    let mut pairs: Vec<(&String, &Entry, Option<&Recorded>)> = Vec::with_capacity(desired.len());
+    let mut pairs: Vec<(&String, &Entry, Option<(&Recorded, Option<Stat>)>)> =
+        Vec::with_capacity(desired.len());
     let mut stale: Vec<(&String, &Recorded)> = Vec::new();
-    for (path, want, had) in zip_paths(desired, &prev.entries) {
+    let recorded = prev
+        .entries
+        .iter()
+        .zip(&now)
+        .map(|((p, r), s)| (p, (r, *s)));
+    for (path, want, had) in zip_sorted(desired.iter(), recorded) {
         match (want, had) {
             (Some(e), r) => pairs.push((path, e, r)),
-            (None, Some(r)) => stale.push((path, r)),
+            (None, Some((r, _))) => stale.push((path, r)),
             (None, None) => {}
         }
     }
@@ -195,7 +250,6 @@ pub fn diff(out: &Path, target: &Target) -> Result<Diff, Error> {
                 remove(path, Reason::Interrupted, None);
             }
         }
-        let root = Stat::lstat(out);
         if root.is_some() && root != prev.root {
             scan.push(String::new());
         }
@@ -264,37 +318,35 @@ fn judge(
     out: &Path,
     path: &str,
     e: &Entry,
-    r: Option<&Recorded>,
+    r: Option<(&Recorded, Option<Stat>)>,
     pending: bool,
     full: bool,
 ) -> Verdict {
     if pending {
         return Verdict::Write(Reason::Interrupted);
     }
-    let Some(r) = r else {
+    let Some((r, now)) = r else {
         return Verdict::Write(if full { Reason::NoState } else { Reason::New });
     };
     if r.kind != e.kind {
         return Verdict::Write(classify(&r.kind, r.source_sha, e));
     }
-    let p = out.join(path);
-    let Ok(meta) = std::fs::symlink_metadata(&p) else {
+    let Some(stat) = now else {
         return Verdict::Write(Reason::Missing);
     };
-    let stat = Stat::of(&meta);
     if Some(stat) == r.stat {
         return Verdict::Keep;
     }
+    let p = out.join(path);
     let same = match &e.kind {
-        Kind::Dir => meta.is_dir(),
+        Kind::Dir => stat.is_dir(),
         Kind::Link { target } => {
-            meta.file_type().is_symlink()
+            stat.is_symlink()
                 && std::fs::read_link(&p).is_ok_and(|t| t.as_os_str() == target.as_str())
         }
         Kind::File { sha256, executable } => {
-            let mode = meta.permissions().mode() & 0o7777;
-            meta.is_file()
-                && mode == if *executable { 0o755 } else { 0o644 }
+            stat.is_file()
+                && stat.mode & 0o7777 == if *executable { 0o755 } else { 0o644 }
                 && Sha256::of_file(&p).is_ok_and(|h| h == *sha256)
         }
     };
@@ -366,14 +418,14 @@ fn foreign(
     Ok(())
 }
 
-/// Two maps sorted by path, walked in step: every path once, with its
-/// value in either or both.
-pub(crate) fn zip_paths<'a, A, B>(
-    a: &'a BTreeMap<String, A>,
-    b: &'a BTreeMap<String, B>,
-) -> impl Iterator<Item = (&'a String, Option<&'a A>, Option<&'a B>)> {
-    let mut a = a.iter().peekable();
-    let mut b = b.iter().peekable();
+/// Two sequences sorted by path, walked in step: every path once, with
+/// its value in either or both.
+pub(crate) fn zip_sorted<'a, A, B>(
+    a: impl Iterator<Item = (&'a String, A)>,
+    b: impl Iterator<Item = (&'a String, B)>,
+) -> impl Iterator<Item = (&'a String, Option<A>, Option<B>)> {
+    let mut a = a.peekable();
+    let mut b = b.peekable();
     std::iter::from_fn(move || {
         let order = match (a.peek(), b.peek()) {
             (None, None) => return None,

@@ -52,7 +52,10 @@
 //!
 //! # Drift
 //!
-//! Every recorded output path is `lstat`ed each run. A path whose stat differs
+//! Every recorded output path is `lstat`ed each run, in a [`Snapshot`]
+//! taken while the plan is computed, before the lock; under the lock it is
+//! taken again if `state.bin` or `journal.bin` is no longer the file it read
+//! (another run finished or was killed in between). A path whose stat differs
 //! from the recorded one is re-hashed: other content means "modified outside
 //! the tool", restored; same content just refreshes the record. A folder
 //! whose stat changed is listed, and anything in it the recipe does not
@@ -78,7 +81,7 @@ mod verify;
 pub mod walk;
 
 pub use apply::{Outcome, UnitCounts, apply, unit_counts};
-pub use diff::{Change, Diff, UnitReason, UnitStatus, diff};
+pub use diff::{Change, Diff, Snapshot, UnitReason, UnitStatus, diff, diff_snapshot};
 pub use inputs::{InputCache, InputRecord, RACY_WINDOW};
 pub use state::{Lock, STATE_DIR, STATE_VERSION, Stat, State};
 pub use verify::{Difference, verify};

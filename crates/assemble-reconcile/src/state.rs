@@ -53,6 +53,18 @@ impl Stat {
         }
     }
 
+    pub fn is_dir(&self) -> bool {
+        self.mode & 0o170000 == 0o040000
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.mode & 0o170000 == 0o100000
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.mode & 0o170000 == 0o120000
+    }
+
     /// `lstat` of a path, `None` when it does not exist (or cannot be read).
     pub fn lstat(path: &Path) -> Option<Stat> {
         std::fs::symlink_metadata(path).ok().map(|m| Stat::of(&m))
@@ -223,6 +235,16 @@ impl State {
             }
         }
         Some(state)
+    }
+
+    /// The stats of `state.bin` and `journal.bin`: a run that stores a
+    /// state or leaves a journal changes them (a new file each time).
+    pub(crate) fn ident(out: &Path) -> [Option<Stat>; 2] {
+        let dir = out.join(STATE_DIR);
+        [
+            Stat::lstat(&dir.join(STATE_FILE)),
+            Stat::lstat(&dir.join(JOURNAL_FILE)),
+        ]
     }
 
     /// Records, before the first change, every path a run is about to

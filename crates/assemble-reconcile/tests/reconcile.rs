@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use assemble_reconcile::{
-    Desired, Entry, InputCache, Lock, Reason, STATE_DIR, Target, apply, diff,
+    Desired, Entry, InputCache, Lock, Reason, STATE_DIR, Snapshot, Target, apply, diff,
+    diff_snapshot,
 };
 
 fn target(files: &[(&str, &str)]) -> Target {
@@ -105,4 +106,29 @@ fn a_file_changed_just_before_the_run_is_racy() {
     let cache = zero.with_records(vec![r]);
     let (again, read) = cache.record(&f, None).unwrap();
     assert_eq!((again, read), (r, false));
+}
+
+/// Guards the snapshot taken before the lock: once another run has stored
+/// a state, the snapshot no longer counts as current, and a diff from a
+/// stale one would undo that run's work.
+#[test]
+fn a_snapshot_is_stale_once_another_run_stores_a_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    run(&out, &target(&[("a.txt", "1")]));
+    let early = Snapshot::take(&out);
+    assert!(early.is_current(&out));
+    // Another run, between this run's snapshot and its lock.
+    run(&out, &target(&[("a.txt", "1"), ("b.txt", "2")]));
+    assert!(!early.is_current(&out));
+    // Taken again, the snapshot knows b.txt: going back removes it as stale.
+    let t = target(&[("a.txt", "1")]);
+    let d = diff_snapshot(&out, &t, Snapshot::take(&out)).unwrap();
+    assert!(
+        d.removes
+            .iter()
+            .any(|c| c.path == "b.txt" && c.reason == Reason::Stale),
+        "{:?}",
+        d.removes
+    );
 }
