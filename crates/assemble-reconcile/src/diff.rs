@@ -100,6 +100,9 @@ impl Diff {
     }
 }
 
+/// A recorded entry and the stat of its path now (`None`: missing).
+type Seen<'a> = (&'a Recorded, Option<Stat>);
+
 enum Verdict {
     Keep,
     Refresh(Stat),
@@ -175,8 +178,7 @@ pub fn diff_snapshot(out: &Path, target: &Target, snapshot: Snapshot) -> Result<
     let prev = state.unwrap_or_default();
 
     // One pass over both sorted maps: no search per path.
-    let mut pairs: Vec<(&String, &Entry, Option<(&Recorded, Option<Stat>)>)> =
-        Vec::with_capacity(desired.len());
+    let mut pairs: Vec<(&String, &Entry, Option<Seen>)> = Vec::with_capacity(desired.len());
     let mut stale: Vec<(&String, &Recorded)> = Vec::new();
     let recorded = prev
         .entries
@@ -314,14 +316,7 @@ fn fingerprint_changes(unit: &str, old: &Fingerprint, new: &Fingerprint) -> Vec<
 }
 
 /// Whether `path` must be written, and why.
-fn judge(
-    out: &Path,
-    path: &str,
-    e: &Entry,
-    r: Option<(&Recorded, Option<Stat>)>,
-    pending: bool,
-    full: bool,
-) -> Verdict {
+fn judge(out: &Path, path: &str, e: &Entry, r: Option<Seen>, pending: bool, full: bool) -> Verdict {
     if pending {
         return Verdict::Write(Reason::Interrupted);
     }
