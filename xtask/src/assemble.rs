@@ -154,12 +154,18 @@ pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
 /// The plan, and meanwhile on another thread a snapshot of the output.
 fn plan_and_snapshot(s: &Session, quiet: bool) -> Result<(Plan, Snapshot), Failure> {
     std::thread::scope(|scope| {
-        let snapshot = scope.spawn(|| Snapshot::take(&s.out));
+        let snapshot = scope.spawn(|| {
+            let start = std::time::Instant::now();
+            (Snapshot::take(&s.out), start.elapsed())
+        });
         let plan = s.plan(quiet);
-        let snapshot = snapshot
+        let (snapshot, took) = snapshot
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        Ok((plan?, snapshot))
+        let mut plan = plan?;
+        plan.phases
+            .push(("output snapshot (beside the plan)", took));
+        Ok((plan, snapshot))
     })
 }
 

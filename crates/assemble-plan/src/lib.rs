@@ -482,6 +482,7 @@ impl Builder {
             };
             found.extend(walk::walk(src, &visit).map_err(unit_err)?);
         }
+        let mut batch = Vec::with_capacity(found.len());
         for item in found {
             let rel = item.rel.as_str();
             let out = match (dest.is_empty(), rel.is_empty()) {
@@ -526,8 +527,37 @@ impl Builder {
                 (false, true) => label.to_string(),
                 (false, false) => format!("{label}/{rel}"),
             };
-            self.insert(out, entry.from_source(&source))?;
+            batch.push((out, entry.from_source(&source)));
         }
+        self.insert_sorted(batch)
+    }
+
+    /// Adds entries sorted by path, as [`Builder::insert`] would one by one,
+    /// but a large batch goes into the manifest in one merge, not a search
+    /// per path.
+    fn insert_sorted(&mut self, batch: Vec<(String, Entry)>) -> Result<(), Error> {
+        if batch.len() * 8 < self.desired.len() {
+            for (path, e) in batch {
+                self.insert(path, e)?;
+            }
+            return Ok(());
+        }
+        let mut fresh = Vec::with_capacity(batch.len());
+        for (path, e) in batch {
+            match self.desired.get(&path) {
+                None => fresh.push((path, e)),
+                Some(old) if old.kind == Kind::Dir && e.kind == Kind::Dir => {}
+                Some(old) => {
+                    return Err(Error::Conflict {
+                        first: old.unit.to_string(),
+                        second: e.unit.to_string(),
+                        path,
+                    });
+                }
+            }
+        }
+        let mut fresh: Desired = fresh.into_iter().collect();
+        self.desired.append(&mut fresh);
         Ok(())
     }
 

@@ -86,6 +86,22 @@ impl InputCache {
     /// run keeps (inputs no longer used fall out). Consumes the loaded cache,
     /// which is kept as it is when nothing changed.
     pub fn with_records(self, records: Vec<InputRecord>) -> InputCache {
+        // The common case, a no-op: every record as loaded, and every
+        // loaded one used. Keep the map.
+        if records
+            .iter()
+            .all(|r| self.entries.get(&r.key()) == Some(r))
+        {
+            let mut keys: Vec<(u64, u64)> = records.iter().map(InputRecord::key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            if keys.len() == self.entries.len() {
+                return InputCache {
+                    changed: false,
+                    ..self
+                };
+            }
+        }
         let entries: FxHashMap<(u64, u64), InputRecord> =
             records.into_iter().map(|r| (r.key(), r)).collect();
         let changed = entries.len() != self.entries.len()

@@ -16,7 +16,7 @@ pub const STATE_DIR: &str = ".assemble";
 
 /// Bumped whenever the format of `state.bin` or `inputs.bin` changes; a file
 /// of another version is read as "no state" and leads to a clean reconcile.
-pub const STATE_VERSION: u32 = 4;
+pub const STATE_VERSION: u32 = 5;
 
 const STATE_FILE: &str = "state.bin";
 const JOURNAL_FILE: &str = "journal.bin";

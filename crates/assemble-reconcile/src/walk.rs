@@ -84,7 +84,12 @@ pub fn walk(
     root: &Path,
     visit: &(dyn Fn(&str, FileKind) -> Visit + Sync),
 ) -> Result<Vec<Walked>, WalkError> {
-    let mut all = list(root, "", visit)?;
+    let mut chunks = Vec::new();
+    list(root, "", visit, &mut chunks)?;
+    let mut all = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    for c in chunks {
+        all.extend(c);
+    }
     all.par_sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
     Ok(all)
 }
@@ -93,7 +98,8 @@ fn list(
     dir: &Path,
     rel: &str,
     visit: &(dyn Fn(&str, FileKind) -> Visit + Sync),
-) -> Result<Vec<Walked>, WalkError> {
+    chunks: &mut Vec<Vec<Walked>>,
+) -> Result<(), WalkError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| WalkError::Io { path, source }
@@ -106,11 +112,12 @@ fn list(
         let name = name
             .to_str()
             .ok_or_else(|| WalkError::NotUtf8(entry.path()))?;
-        let child = if rel.is_empty() {
-            name.to_string()
-        } else {
-            format!("{rel}/{name}")
-        };
+        let mut child = String::with_capacity(rel.len() + 1 + name.len());
+        if !rel.is_empty() {
+            child.push_str(rel);
+            child.push('/');
+        }
+        child.push_str(name);
         // statx relative to the folder's descriptor, not following links.
         let meta = match entry.metadata() {
             Ok(m) => m,
@@ -130,20 +137,23 @@ fn list(
             stat: Stat::of(&meta),
         });
     }
-    let below: Vec<Vec<Walked>> = folders
+    chunks.push(found);
+    // Each folder's entries stay in their own chunk: moved once, at the end.
+    let below: Vec<Vec<Vec<Walked>>> = folders
         .par_iter()
-        .map(|(path, rel)| match list(path, rel, visit) {
-            // Listed a moment ago, gone now: as if it had never been there.
-            Err(WalkError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                Ok(Vec::new())
+        .map(|(path, rel)| {
+            let mut mine = Vec::new();
+            match list(path, rel, visit, &mut mine) {
+                // Listed a moment ago, gone now: as if it had never been there.
+                Err(WalkError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    Ok(Vec::new())
+                }
+                other => other.map(|()| mine),
             }
-            other => other,
         })
         .collect::<Result<_, _>>()?;
-    for b in below {
-        found.extend(b);
-    }
-    Ok(found)
+    chunks.extend(below.into_iter().flatten());
+    Ok(())
 }
 
 #[cfg(test)]
