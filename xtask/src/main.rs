@@ -19,6 +19,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// A run allocates and frees tens of megabytes of small records (manifest,
+/// state, input cache); mimalloc keeps freed pages for reuse where glibc's
+/// allocator hands them back and faults them in again.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
