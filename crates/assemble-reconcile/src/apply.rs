@@ -144,21 +144,41 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
         stats.extend(fresh);
     }
 
-    // 4. The state, last.
-    let state = State {
-        entries: zip_sorted(desired.iter(), prev.entries.iter())
-            .filter_map(|(p, e, r)| {
+    // 4. The state, last: what differs from the record (written, removed,
+    // re-stat'ed, or with another provenance), and no pending path.
+    let mut changes: Vec<(String, Option<Recorded>)> = Vec::new();
+    for (p, e, r) in zip_sorted(desired.iter(), prev.entries.iter()) {
+        match (e, r) {
+            (Some(e), r) => {
                 let stat = stats.get(p).copied().or_else(|| r.and_then(|r| r.stat));
-                Some((p.clone(), record(e?, stat)))
-            })
-            .collect(),
-        pending: BTreeSet::new(),
-        units: target.units.clone(),
-        root: Stat::lstat(out),
-    };
-    state.store(out)?;
+                let same = r.is_some_and(|r| {
+                    r.stat == stat
+                        && r.kind == e.kind
+                        && r.unit == e.unit
+                        && r.source_sha == e.source_sha
+                });
+                if !same {
+                    changes.push((p.clone(), Some(record(e, stat))));
+                }
+            }
+            (None, Some(_)) => changes.push((p.clone(), None)),
+            (None, None) => {}
+        }
+    }
+    // Pending paths are out of `entries` but may still be in the file.
+    for p in &prev.pending {
+        if !desired.contains_key(p) {
+            changes.push((p.clone(), None));
+        }
+    }
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    changes.dedup_by(|a, b| a.0 == b.0);
+    let units = target.units.clone();
+    prev.commit(out, changes, &units, Stat::lstat(out))?;
     State::clear_journal(out)?;
-    target.inputs.store(out)?;
+    if target.inputs.changed() {
+        target.inputs.store(out)?;
+    }
     outcome.state_written = true;
     outcome.changes.sort();
     Ok(outcome)

@@ -121,8 +121,9 @@ pub struct Snapshot {
     /// The stat of each recorded path, in `state.entries` order.
     now: Vec<Option<Stat>>,
     root: Option<Stat>,
-    /// The stats of `state.bin` and `journal.bin` before they were read.
-    ident: [Option<Stat>; 2],
+    /// The stats of `state.bin`, `state.log` and `journal.bin` before they
+    /// were read.
+    ident: [Option<Stat>; 3],
 }
 
 impl Snapshot {

@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{STATE_DIR, read_versioned, write_versioned};
-use crate::{Error, Sha256, Stat};
+use crate::state::{STATE_DIR, encode};
+use crate::{Error, Sha256, Stat, log};
 
 const INPUTS_FILE: &str = "inputs.bin";
 const INPUTS_MAGIC: &[u8; 8] = b"ASMINPUT";
@@ -44,11 +44,23 @@ impl InputRecord {
 /// back, so it never matches the old record; hard links share content.
 #[derive(Debug, Clone, Default)]
 pub struct InputCache {
-    entries: FxHashMap<(u64, u64), InputRecord>,
+    entries: Records,
     started_ns: i64,
     racy_ns: i64,
-    /// Whether this cache differs from the one loaded at the start.
-    changed: bool,
+    /// Where `inputs.bin` and `inputs.log` stood when loaded.
+    at: Option<log::Position>,
+    /// What differs from the loaded cache.
+    delta: Delta,
+}
+
+/// (device, inode) -> record.
+type Records = FxHashMap<(u64, u64), InputRecord>;
+
+/// A frame of `inputs.log`: records added or changed, and keys dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Delta {
+    upsert: Vec<InputRecord>,
+    remove: Vec<(u64, u64)>,
 }
 
 impl InputCache {
@@ -61,25 +73,43 @@ impl InputCache {
     /// before the run's start (tests use a zero window, so that the cache
     /// is trusted even for files changed a moment ago).
     pub fn load_with_racy_window(out: &Path, window: std::time::Duration) -> InputCache {
-        let records: Vec<InputRecord> =
-            read_versioned(&out.join(STATE_DIR).join(INPUTS_FILE), INPUTS_MAGIC)
-                .unwrap_or_default();
+        let (entries, at) = InputCache::read(&out.join(STATE_DIR).join(INPUTS_FILE))
+            .map_or_else(Default::default, |(e, at)| (e, Some(at)));
         InputCache {
-            entries: records.into_iter().map(|r| (r.key(), r)).collect(),
+            entries,
             started_ns: now_ns(),
             racy_ns: window.as_nanos() as i64,
-            changed: false,
+            at,
+            delta: Delta::default(),
         }
     }
 
+    fn read(path: &Path) -> Option<(Records, log::Position)> {
+        let loaded = log::load(path, INPUTS_MAGIC)?;
+        let base: Vec<InputRecord> = postcard::from_bytes(loaded.body()).ok()?;
+        let mut entries: Records = base.into_iter().map(|r| (r.key(), r)).collect();
+        for frame in loaded.frames() {
+            let d: Delta = postcard::from_bytes(frame).ok()?;
+            for k in d.remove {
+                entries.remove(&k);
+            }
+            entries.extend(d.upsert.into_iter().map(|r| (r.key(), r)));
+        }
+        Some((entries, loaded.at))
+    }
+
+    /// Records what changed since the cache was loaded: appended to
+    /// `inputs.log` when that is small, else the whole cache is rewritten.
     pub fn store(&self, out: &Path) -> Result<(), Error> {
+        let path = out.join(STATE_DIR).join(INPUTS_FILE);
+        if let Some(at) = self.at
+            && log::append(&path, INPUTS_MAGIC, at, &encode(&path, &self.delta)?)?
+        {
+            return Ok(());
+        }
         let mut records: Vec<&InputRecord> = self.entries.values().collect();
         records.sort_by_key(|r| r.key());
-        write_versioned(
-            &out.join(STATE_DIR).join(INPUTS_FILE),
-            INPUTS_MAGIC,
-            &records,
-        )
+        log::store(&path, INPUTS_MAGIC, &encode(&path, &records)?)
     }
 
     /// A cache holding only `records`, with this cache's start time: what a
@@ -96,26 +126,35 @@ impl InputCache {
             keys.sort_unstable();
             keys.dedup();
             if keys.len() == self.entries.len() {
-                return InputCache {
-                    changed: false,
-                    ..self
-                };
+                return self;
             }
         }
-        let entries: FxHashMap<(u64, u64), InputRecord> =
-            records.into_iter().map(|r| (r.key(), r)).collect();
-        let changed = entries.len() != self.entries.len()
-            || entries.iter().any(|(k, r)| self.entries.get(k) != Some(r));
+        let entries: Records = records.into_iter().map(|r| (r.key(), r)).collect();
+        let mut delta = Delta {
+            upsert: entries
+                .values()
+                .filter(|r| self.entries.get(&r.key()) != Some(r))
+                .copied()
+                .collect(),
+            remove: self
+                .entries
+                .keys()
+                .filter(|k| !entries.contains_key(k))
+                .copied()
+                .collect(),
+        };
+        delta.upsert.sort_by_key(InputRecord::key);
+        delta.remove.sort_unstable();
         InputCache {
             entries,
-            changed,
+            delta,
             ..self
         }
     }
 
     /// Whether this cache must be stored: it differs from the loaded one.
     pub fn changed(&self) -> bool {
-        self.changed
+        !self.delta.upsert.is_empty() || !self.delta.remove.is_empty()
     }
 
     pub fn len(&self) -> usize {

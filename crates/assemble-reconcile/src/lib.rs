@@ -28,16 +28,20 @@
 //!
 //! ```text
 //! <out>/.assemble/state.bin    the recorded manifest and unit fingerprints
+//! <out>/.assemble/state.log    changes to state.bin since it was written
 //! <out>/.assemble/inputs.bin   the input stat cache
+//! <out>/.assemble/inputs.log   changes to inputs.bin since it was written
 //! <out>/.assemble/journal.bin  paths a run is changing (only while it runs)
 //! <out>/.assemble/lock         held exclusively while the output is changed
 //! ```
 //!
-//! Both files start with a magic and [`STATE_VERSION`], which is bumped when
-//! their format changes; a missing, corrupt or other-version state means a
-//! clean reconcile (never an error). The `.assemble` folder also marks the
-//! output as the tool's own: a non-empty `--out` without it is refused, so
-//! that no run ever deletes files it did not create.
+//! The `.bin` files start with a magic, [`STATE_VERSION`], which is bumped
+//! when their format changes, and a generation; a missing, corrupt or
+//! other-version state means a clean reconcile (never an error). A `.log`
+//! holds checksummed frames of that generation, applied in order; a torn or
+//! foreign frame ends it (see the `log` module). The `.assemble` folder also
+//! marks the output as the tool's own: a non-empty `--out` without it is
+//! refused, so that no run ever deletes files it did not create.
 //!
 //! # When state is written
 //!
@@ -46,7 +50,10 @@
 //! Then stale and foreign paths are
 //! removed (deepest first), folders created, and files and links written,
 //! each to a temporary file in its target folder and renamed over the old
-//! one. Last, the final state is stored and the journal removed. A run killed at any
+//! one. Last, what changed in the record is appended to `state.log` (or,
+//! once the log is half the size of `state.bin`, the whole state is
+//! rewritten and the log dropped), the input cache likewise, and the journal
+//! removed. A run killed at any
 //! instant leaves a state whose `entries` are all true and whose `pending`
 //! paths the next run rewrites or removes, sweeping temporary files.
 //!
@@ -54,7 +61,7 @@
 //!
 //! Every recorded output path is `lstat`ed each run, in a [`Snapshot`]
 //! taken while the plan is computed, before the lock; under the lock it is
-//! taken again if `state.bin` or `journal.bin` is no longer the file it read
+//! taken again if `state.bin`, `state.log` or `journal.bin` is not as it read them
 //! (another run finished or was killed in between). A path whose stat differs
 //! from the recorded one is re-hashed: other content means "modified outside
 //! the tool", restored; same content just refreshes the record. A folder
@@ -76,6 +83,7 @@ use serde::{Deserialize, Serialize};
 mod apply;
 mod diff;
 mod inputs;
+mod log;
 mod state;
 mod verify;
 pub mod walk;

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Fingerprint, Kind, Sha256};
+use crate::{Error, Fingerprint, Kind, Sha256, log};
 
 /// The folder inside the output that holds the tool's state.
 pub const STATE_DIR: &str = ".assemble";
 
 /// Bumped whenever the format of `state.bin` or `inputs.bin` changes; a file
 /// of another version is read as "no state" and leads to a clean reconcile.
-pub const STATE_VERSION: u32 = 5;
+pub const STATE_VERSION: u32 = 6;
 
 const STATE_FILE: &str = "state.bin";
 const JOURNAL_FILE: &str = "journal.bin";
@@ -94,13 +94,17 @@ pub struct State {
     pub units: BTreeMap<String, Fingerprint>,
     /// The stat of the output folder itself.
     pub root: Option<Stat>,
+    /// Where `state.bin` and `state.log` stood when this state was loaded.
+    at: Option<log::Position>,
 }
 
-/// `state.bin`'s body. Paths are sorted and front-coded (bytes shared with
-/// the previous path, then the rest), unit names interned, and a source
-/// hash equal to the content hash (any unpatched copy) is a flag: the
-/// state of a 36,000-file venv is a third of its naive size, and loading it
-/// allocates one string per path.
+/// The body of `state.bin` and of each frame of `state.log`: a whole state,
+/// or what one run changed in it (a path without a record was removed).
+/// Paths are sorted and front-coded (bytes shared with the previous path,
+/// then the rest), unit names interned, and a source hash equal to the
+/// content hash (any unpatched copy) is a flag: the state of a 36,000-file
+/// venv is a third of its naive size, and loading it allocates one string
+/// per path.
 #[derive(Serialize, Deserialize)]
 struct Disk<'a> {
     #[serde(borrow)]
@@ -108,7 +112,8 @@ struct Disk<'a> {
     #[serde(borrow)]
     entries: Vec<DiskEntry<'a>>,
     pending: BTreeSet<String>,
-    fingerprints: BTreeMap<String, Fingerprint>,
+    /// `None` in a frame: unchanged.
+    fingerprints: Option<BTreeMap<String, Fingerprint>>,
     root: Option<Stat>,
 }
 
@@ -116,6 +121,11 @@ struct Disk<'a> {
 struct DiskEntry<'a> {
     shared: u32,
     tail: &'a str,
+    record: Option<DiskRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskRecord {
     kind: Kind,
     unit: u32,
     source_sha: SourceSha,
@@ -130,14 +140,18 @@ enum SourceSha {
     Other(Sha256),
 }
 
-impl State {
-    fn to_disk(&self) -> Disk<'_> {
+impl<'a> Disk<'a> {
+    /// `entries` must be sorted by path.
+    fn encode(
+        entries: impl Iterator<Item = (&'a str, Option<&'a Recorded>)>,
+        pending: &BTreeSet<String>,
+        fingerprints: Option<&BTreeMap<String, Fingerprint>>,
+        root: Option<Stat>,
+    ) -> Disk<'a> {
         let mut units: Vec<&str> = Vec::new();
         let mut index: HashMap<&str, u32> = HashMap::new();
         let mut last = "";
-        let entries = self
-            .entries
-            .iter()
+        let entries = entries
             .map(|(path, r)| {
                 let mut shared = last
                     .bytes()
@@ -148,70 +162,80 @@ impl State {
                     shared -= 1;
                 }
                 last = path;
-                let unit = *index.entry(&r.unit).or_insert_with(|| {
-                    units.push(&r.unit);
-                    units.len() as u32 - 1
+                let record = r.map(|r| DiskRecord {
+                    kind: r.kind.clone(),
+                    unit: *index.entry(&r.unit).or_insert_with(|| {
+                        units.push(&r.unit);
+                        units.len() as u32 - 1
+                    }),
+                    source_sha: match (r.source_sha, &r.kind) {
+                        (None, _) => SourceSha::None,
+                        (Some(s), Kind::File { sha256, .. }) if s == *sha256 => SourceSha::Content,
+                        (Some(s), _) => SourceSha::Other(s),
+                    },
+                    stat: r.stat,
                 });
-                let source_sha = match (r.source_sha, &r.kind) {
-                    (None, _) => SourceSha::None,
-                    (Some(s), Kind::File { sha256, .. }) if s == *sha256 => SourceSha::Content,
-                    (Some(s), _) => SourceSha::Other(s),
-                };
                 DiskEntry {
                     shared: shared as u32,
                     tail: &path[shared..],
-                    kind: r.kind.clone(),
-                    unit,
-                    source_sha,
-                    stat: r.stat,
+                    record,
                 }
             })
             .collect();
         Disk {
             units,
             entries,
-            pending: self.pending.clone(),
-            fingerprints: self.units.clone(),
-            root: self.root,
+            pending: pending.clone(),
+            fingerprints: fingerprints.cloned(),
+            root,
         }
     }
 
-    /// `None` when the body is inconsistent (a unit index out of range,
-    /// paths out of order).
-    fn from_disk(d: Disk<'_>) -> Option<State> {
-        let units: Vec<Arc<str>> = d.units.into_iter().map(Arc::from).collect();
-        let mut entries: Vec<(String, Recorded)> = Vec::with_capacity(d.entries.len());
-        for e in d.entries {
-            let last = entries.last().map_or("", |(p, _)| p.as_str());
+    /// Hands each path, with its record or `None` (removed), to `each`, in
+    /// order. `None` when the body is inconsistent (a unit index out of
+    /// range, paths out of order).
+    fn decode(self, mut each: impl FnMut(String, Option<Recorded>)) -> Option<Tail> {
+        let units: Vec<Arc<str>> = self.units.into_iter().map(Arc::from).collect();
+        let mut last = String::new();
+        for (i, e) in self.entries.into_iter().enumerate() {
             let prefix = last.get(..e.shared as usize)?;
             let mut path = String::with_capacity(prefix.len() + e.tail.len());
             path.push_str(prefix);
             path.push_str(e.tail);
-            if path.as_str() <= last && !entries.is_empty() {
+            if i > 0 && path <= last {
                 return None;
             }
-            let source_sha = match (e.source_sha, &e.kind) {
-                (SourceSha::None, _) => None,
-                (SourceSha::Content, Kind::File { sha256, .. }) => Some(*sha256),
-                (SourceSha::Content, _) => return None,
-                (SourceSha::Other(s), _) => Some(s),
+            let record = match e.record {
+                None => None,
+                Some(r) => Some(Recorded {
+                    source_sha: match (r.source_sha, &r.kind) {
+                        (SourceSha::None, _) => None,
+                        (SourceSha::Content, Kind::File { sha256, .. }) => Some(*sha256),
+                        (SourceSha::Content, _) => return None,
+                        (SourceSha::Other(s), _) => Some(s),
+                    },
+                    kind: r.kind,
+                    unit: units.get(r.unit as usize)?.clone(),
+                    stat: r.stat,
+                }),
             };
-            let record = Recorded {
-                kind: e.kind,
-                unit: units.get(e.unit as usize)?.clone(),
-                source_sha,
-                stat: e.stat,
-            };
-            entries.push((path, record));
+            last.clear();
+            last.push_str(&path);
+            each(path, record);
         }
-        Some(State {
-            // Sorted already: built in bulk, without a search per path.
-            entries: entries.into_iter().collect(),
-            pending: d.pending,
-            units: d.fingerprints,
-            root: d.root,
+        Some(Tail {
+            pending: self.pending,
+            fingerprints: self.fingerprints,
+            root: self.root,
         })
     }
+}
+
+/// What a body holds besides its entries.
+struct Tail {
+    pending: BTreeSet<String>,
+    fingerprints: Option<BTreeMap<String, Fingerprint>>,
+    root: Option<Stat>,
 }
 
 impl State {
@@ -224,8 +248,41 @@ impl State {
     /// paths of a journal left by an interrupted run are moved from
     /// `entries` to `pending`.
     pub fn load(out: &Path) -> Option<State> {
-        let bytes = read_body(&State::path(out), STATE_MAGIC)?;
-        let mut state = State::from_disk(postcard::from_bytes(&bytes[BODY..]).ok()?)?;
+        let loaded = log::load(&State::path(out), STATE_MAGIC)?;
+        let base: Disk = postcard::from_bytes(loaded.body()).ok()?;
+        let mut entries: Vec<(String, Recorded)> = Vec::with_capacity(base.entries.len());
+        let mut complete = true;
+        let tail = base.decode(|p, r| match r {
+            Some(r) => entries.push((p, r)),
+            None => complete = false,
+        })?;
+        if !complete || tail.fingerprints.is_none() {
+            return None;
+        }
+        let mut state = State {
+            // Sorted already: built in bulk, without a search per path.
+            entries: entries.into_iter().collect(),
+            pending: tail.pending,
+            units: tail.fingerprints.unwrap_or_default(),
+            root: tail.root,
+            at: Some(loaded.at),
+        };
+        for frame in loaded.frames() {
+            let delta: Disk = postcard::from_bytes(frame).ok()?;
+            let tail = delta.decode(|p, r| match r {
+                Some(r) => {
+                    state.entries.insert(p, r);
+                }
+                None => {
+                    state.entries.remove(&p);
+                }
+            })?;
+            state.pending = tail.pending;
+            if let Some(f) = tail.fingerprints {
+                state.units = f;
+            }
+            state.root = tail.root;
+        }
         let journal = out.join(STATE_DIR).join(JOURNAL_FILE);
         if journal.exists() {
             let paths: BTreeSet<String> = read_versioned(&journal, JOURNAL_MAGIC)?;
@@ -237,13 +294,14 @@ impl State {
         Some(state)
     }
 
-    /// The stats of `state.bin` and `journal.bin`: a run that stores a
-    /// state or leaves a journal changes them (a new file each time).
-    pub(crate) fn ident(out: &Path) -> [Option<Stat>; 2] {
-        let dir = out.join(STATE_DIR);
+    /// The stats of `state.bin`, `state.log` and `journal.bin`: a run that
+    /// stores a state or leaves a journal changes them.
+    pub(crate) fn ident(out: &Path) -> [Option<Stat>; 3] {
+        let path = State::path(out);
         [
-            Stat::lstat(&dir.join(STATE_FILE)),
-            Stat::lstat(&dir.join(JOURNAL_FILE)),
+            Stat::lstat(&path),
+            Stat::lstat(&log::log_path(&path)),
+            Stat::lstat(&out.join(STATE_DIR).join(JOURNAL_FILE)),
         ]
     }
 
@@ -265,10 +323,61 @@ impl State {
         }
     }
 
-    /// Replaces the state file atomically.
+    /// Replaces the state (`state.bin`, and no log) atomically.
     pub fn store(&self, out: &Path) -> Result<(), Error> {
-        write_versioned(&State::path(out), STATE_MAGIC, &self.to_disk())
+        let disk = Disk::encode(
+            self.entries.iter().map(|(p, r)| (p.as_str(), Some(r))),
+            &self.pending,
+            Some(&self.units),
+            self.root,
+        );
+        log::store(
+            &State::path(out),
+            STATE_MAGIC,
+            &encode(&State::path(out), &disk)?,
+        )
     }
+
+    /// Records what a run that started from this state (as loaded) changed:
+    /// `changes`, sorted by path, are new records or (`None`) removals; no
+    /// path stays pending. Appended to `state.log` when that is small, else
+    /// the whole state is rewritten.
+    pub(crate) fn commit(
+        mut self,
+        out: &Path,
+        changes: Vec<(String, Option<Recorded>)>,
+        units: &BTreeMap<String, Fingerprint>,
+        root: Option<Stat>,
+    ) -> Result<(), Error> {
+        let path = State::path(out);
+        if let Some(at) = self.at {
+            let delta = Disk::encode(
+                changes.iter().map(|(p, r)| (p.as_str(), r.as_ref())),
+                &BTreeSet::new(),
+                (*units != self.units).then_some(units),
+                root,
+            );
+            if log::append(&path, STATE_MAGIC, at, &encode(&path, &delta)?)? {
+                return Ok(());
+            }
+        }
+        for (p, r) in changes {
+            match r {
+                Some(r) => self.entries.insert(p, r),
+                None => self.entries.remove(&p),
+            };
+        }
+        self.pending.clear();
+        self.units = units.clone();
+        self.root = root;
+        self.store(out)
+    }
+}
+
+/// A postcard body; the error names the file it was for.
+pub(crate) fn encode<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, Error> {
+    Ok(postcard::to_stdvec(value)
+        .map_err(|e| io::Error::other(format!("{}: cannot encode: {e}", path.display())))?)
 }
 
 /// Where the postcard body starts: after the magic and the version.
@@ -410,6 +519,47 @@ mod tests {
             .insert("venv".into(), [("k".into(), "v".into())].into());
         state.root = stat;
         state.store(tmp.path()).unwrap();
-        assert_eq!(State::load(tmp.path()), Some(state));
+        let loaded = State::load(tmp.path()).unwrap();
+        assert_eq!(State { at: None, ..loaded }, state);
+    }
+
+    /// Guards the log: a state loaded from a base and appended changes
+    /// equals the one stored whole.
+    #[test]
+    fn committed_changes_load_like_a_whole_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path();
+        fs_err::create_dir_all(out.join(STATE_DIR)).unwrap();
+        let unit: Arc<str> = Arc::from("u");
+        let rec = |b: u8| Recorded {
+            kind: Kind::File {
+                sha256: Sha256([b; 32]),
+                executable: false,
+            },
+            unit: unit.clone(),
+            source_sha: None,
+            stat: None,
+        };
+        let mut state = State::default();
+        for i in 0..100u8 {
+            state.entries.insert(format!("f{i:03}"), rec(i));
+        }
+        state.store(out).unwrap();
+        let fp: BTreeMap<String, Fingerprint> = [("u".into(), Fingerprint::new())].into();
+        let changes = vec![("f001".into(), Some(rec(200))), ("f002".into(), None)];
+        State::load(out)
+            .unwrap()
+            .commit(out, changes, &fp, None)
+            .unwrap();
+        assert!(
+            log::log_path(&State::path(out)).exists(),
+            "appended, not rewritten"
+        );
+        let mut whole = state.clone();
+        whole.entries.insert("f001".into(), rec(200));
+        whole.entries.remove("f002");
+        whole.units = fp;
+        let loaded = State::load(out).unwrap();
+        assert_eq!(State { at: None, ..loaded }, whole);
     }
 }

@@ -1,0 +1,230 @@
+//! A file rewritten rarely and appended to often: a *base* (magic, format
+//! version, generation, postcard body) and beside it a *log* of frames, the
+//! changes of later runs, applied to the base in order when it is read.
+//!
+//! A run that changes a few paths of a 36,000-entry state appends a frame of
+//! a few hundred bytes instead of rewriting megabytes; when the log has
+//! grown to half the base, the next run rewrites the base and drops the log.
+//!
+//! A frame is `generation (u64) | length (u32) | body | check`, the check
+//! being the first 8 bytes of the sha256 of what precedes it. Reading stops
+//! at the first frame that is torn, corrupt or of another generation: a run
+//! killed while appending leaves at worst a tail that is ignored, and a log
+//! left beside a newer base (a run killed between renaming a new base into
+//! place and removing the log) is never applied to it.
+
+use std::hash::BuildHasher;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use crate::Error;
+use crate::state::STATE_VERSION;
+
+/// Magic, version and generation.
+const HEADER: usize = 20;
+/// Generation and length before a frame's body; the check after it.
+const FRAME_HEAD: usize = 12;
+const CHECK: usize = 8;
+
+/// Where a loaded base and log stand; appending needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    generation: u64,
+    base_len: u64,
+    /// The length of the log's intact frames.
+    log_len: u64,
+}
+
+/// A base and the bodies of its log's intact frames.
+pub(crate) struct Loaded {
+    pub(crate) base: Vec<u8>,
+    log: Vec<u8>,
+    frames: Vec<std::ops::Range<usize>>,
+    pub(crate) at: Position,
+}
+
+impl Loaded {
+    /// The base's postcard body.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.base[HEADER..]
+    }
+
+    /// The bodies of the log's frames, oldest first.
+    pub(crate) fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.frames.iter().map(|r| &self.log[r.clone()])
+    }
+}
+
+pub(crate) fn log_path(base: &Path) -> PathBuf {
+    base.with_extension("log")
+}
+
+/// The base at `path` with its log, `None` when the base is missing, of
+/// another magic or format version.
+pub(crate) fn load(path: &Path, magic: &[u8; 8]) -> Option<Loaded> {
+    let base = std::fs::read(path).ok()?;
+    let generation = header(&base, magic)?;
+    let log = std::fs::read(log_path(path)).unwrap_or_default();
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Some(body) = frame_at(&log, at, generation) {
+        frames.push(body.clone());
+        at = body.end + CHECK;
+    }
+    Some(Loaded {
+        at: Position {
+            generation,
+            base_len: base.len() as u64,
+            log_len: at as u64,
+        },
+        base,
+        log,
+        frames,
+    })
+}
+
+/// The generation of a base file's header.
+fn header(bytes: &[u8], magic: &[u8; 8]) -> Option<u64> {
+    let rest = bytes.strip_prefix(magic.as_slice())?;
+    let version = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+    let generation = u64::from_le_bytes(rest.get(4..12)?.try_into().ok()?);
+    (version == STATE_VERSION).then_some(generation)
+}
+
+/// The body range of the intact frame of `generation` at `at`, if any.
+fn frame_at(log: &[u8], at: usize, generation: u64) -> Option<std::ops::Range<usize>> {
+    let head = log.get(at..at + FRAME_HEAD)?;
+    if u64::from_le_bytes(head[..8].try_into().ok()?) != generation {
+        return None;
+    }
+    let len = u32::from_le_bytes(head[8..].try_into().ok()?) as usize;
+    let body = at + FRAME_HEAD..at + FRAME_HEAD + len;
+    let check = log.get(body.end..body.end + CHECK)?;
+    (check == &sha2::Sha256::digest(log.get(at..body.end)?)[..CHECK]).then_some(body)
+}
+
+/// Replaces the base with `body` under a new generation (through a
+/// temporary file renamed into place), then removes the log.
+pub(crate) fn store(path: &Path, magic: &[u8; 8], body: &[u8]) -> Result<(), Error> {
+    let generation = std::hash::RandomState::new().hash_one(std::process::id());
+    let tmp = path.with_extension("tmp");
+    let mut f = fs_err::File::create(&tmp)?;
+    let mut head = Vec::with_capacity(HEADER);
+    head.extend_from_slice(magic);
+    head.extend_from_slice(&STATE_VERSION.to_le_bytes());
+    head.extend_from_slice(&generation.to_le_bytes());
+    f.write_all(&head)?;
+    f.write_all(body)?;
+    drop(f);
+    fs_err::rename(&tmp, path)?;
+    match fs_err::remove_file(log_path(path)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Appends `body` as one frame to the log of the base `at` was loaded
+/// from. `Ok(false)`, and nothing written, when appending would not do:
+/// the log has grown to half the base, or the base or log is no longer the
+/// one loaded (another run stored or appended since); the caller then
+/// stores a whole new base.
+pub(crate) fn append(
+    path: &Path,
+    magic: &[u8; 8],
+    at: Position,
+    body: &[u8],
+) -> Result<bool, Error> {
+    let frame_len = (FRAME_HEAD + body.len() + CHECK) as u64;
+    if at.log_len + frame_len > at.base_len / 2 {
+        return Ok(false);
+    }
+    // Still the base that was loaded?
+    let mut head = [0u8; HEADER];
+    match fs_err::File::open(path).and_then(|mut f| f.read_exact(&mut head)) {
+        Ok(()) if header(&head, magic) == Some(at.generation) => {}
+        _ => return Ok(false),
+    }
+    let log = log_path(path);
+    let mut f = fs_err::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log)?;
+    // Still its log, with nothing after the frames that were read?
+    if f.metadata()?.len() != at.log_len {
+        return Ok(false);
+    }
+    let mut frame = Vec::with_capacity(frame_len as usize);
+    frame.extend_from_slice(&at.generation.to_le_bytes());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(body);
+    let check = sha2::Sha256::digest(&frame);
+    frame.extend_from_slice(&check[..CHECK]);
+    // One write: a run killed during it leaves a torn frame, which
+    // readers ignore.
+    f.write_all(&frame)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAGIC: &[u8; 8] = b"TESTLOG!";
+
+    fn bodies(path: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let l = load(path, MAGIC).unwrap();
+        (l.body().to_vec(), l.frames().map(<[u8]>::to_vec).collect())
+    }
+
+    #[test]
+    fn frames_append_and_a_new_base_drops_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.bin");
+        store(&path, MAGIC, &[7; 100]).unwrap();
+        let at = load(&path, MAGIC).unwrap().at;
+        assert!(append(&path, MAGIC, at, b"one").unwrap());
+        let at = load(&path, MAGIC).unwrap().at;
+        assert!(append(&path, MAGIC, at, b"two").unwrap());
+        assert_eq!(
+            bodies(&path),
+            (vec![7; 100], vec![b"one".to_vec(), b"two".to_vec()])
+        );
+        // A stale position (another run appended since) does not append.
+        assert!(!append(&path, MAGIC, at, b"late").unwrap());
+        // Half the base reached: the caller must store a new base.
+        let at = load(&path, MAGIC).unwrap().at;
+        assert!(!append(&path, MAGIC, at, &[0; 40]).unwrap());
+        store(&path, MAGIC, &[8; 10]).unwrap();
+        assert_eq!(bodies(&path), (vec![8; 10], vec![]));
+        assert!(!log_path(&path).exists());
+    }
+
+    /// Guards crash safety: a torn or corrupt last frame and the log of an
+    /// older base are ignored.
+    #[test]
+    fn torn_corrupt_and_foreign_frames_are_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.bin");
+        store(&path, MAGIC, &[1; 100]).unwrap();
+        let at = load(&path, MAGIC).unwrap().at;
+        assert!(append(&path, MAGIC, at, b"kept").unwrap());
+        let log = log_path(&path);
+        let whole = fs_err::read(&log).unwrap();
+        // A second frame cut short.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[..whole.len() - 3]);
+        fs_err::write(&log, &torn).unwrap();
+        assert_eq!(bodies(&path).1, vec![b"kept".to_vec()]);
+        // One bit flipped in the first frame's body.
+        let mut flipped = whole.clone();
+        flipped[FRAME_HEAD] ^= 1;
+        fs_err::write(&log, &flipped).unwrap();
+        assert!(bodies(&path).1.is_empty());
+        // The old log beside a new base (a run killed before removing it).
+        store(&path, MAGIC, &[2; 100]).unwrap();
+        fs_err::write(&log, &whole).unwrap();
+        assert!(bodies(&path).1.is_empty());
+    }
+}
