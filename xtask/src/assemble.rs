@@ -2,6 +2,7 @@
 //! `cargo xtask plan`, the same without the apply.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
@@ -26,7 +27,13 @@ struct UnitReport<'a> {
 struct ChangeReport<'a> {
     #[serde(flatten)]
     change: &'a Change,
-    because: String,
+    /// The change as a sentence, written straight into the output.
+    #[serde(serialize_with = "sentence")]
+    because: &'a Change,
+}
+
+fn sentence<S: serde::Serializer>(c: &&Change, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(c)
 }
 
 #[derive(Serialize)]
@@ -220,7 +227,7 @@ fn report(
                 .iter()
                 .map(|c| ChangeReport {
                     change: c,
-                    because: c.to_string(),
+                    because: c,
                 })
                 .collect(),
             elf: args.verbose.then_some(plan.elf.as_slice()),
@@ -240,7 +247,11 @@ fn report(
                 .collect(),
             seconds,
         };
-        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        // Streamed: a clean build reports tens of thousands of changes.
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        if serde_json::to_writer_pretty(&mut stdout, &r).is_ok() {
+            let _ = writeln!(stdout);
+        }
         return;
     }
     for w in &plan.warnings {

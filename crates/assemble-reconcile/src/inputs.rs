@@ -115,41 +115,41 @@ impl InputCache {
     /// A cache holding only `records`, with this cache's start time: what a
     /// run keeps (inputs no longer used fall out). Consumes the loaded cache,
     /// which is kept as it is when nothing changed.
-    pub fn with_records(self, records: Vec<InputRecord>) -> InputCache {
-        // The common case, a no-op: every record as loaded, and every
-        // loaded one used. Keep the map.
-        if records
+    pub fn with_records(mut self, records: Vec<InputRecord>) -> InputCache {
+        let mut keys: Vec<(u64, u64)> = records.iter().map(InputRecord::key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut upsert: Vec<InputRecord> = records
+            .into_iter()
+            .filter(|r| self.entries.get(&r.key()) != Some(r))
+            .collect();
+        upsert.sort_by_key(InputRecord::key);
+        upsert.dedup_by_key(|r| r.key());
+        // Every used key is either cached or new; if the cached ones are as
+        // many as the cache holds, none is left unused.
+        let new = upsert
             .iter()
-            .all(|r| self.entries.get(&r.key()) == Some(r))
-        {
-            let mut keys: Vec<(u64, u64)> = records.iter().map(InputRecord::key).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            if keys.len() == self.entries.len() {
-                return self;
-            }
-        }
-        let entries: Records = records.into_iter().map(|r| (r.key(), r)).collect();
-        let mut delta = Delta {
-            upsert: entries
-                .values()
-                .filter(|r| self.entries.get(&r.key()) != Some(r))
-                .copied()
-                .collect(),
-            remove: self
+            .filter(|r| !self.entries.contains_key(&r.key()))
+            .count();
+        let remove: Vec<(u64, u64)> = if keys.len() - new == self.entries.len() {
+            Vec::new()
+        } else {
+            let mut r: Vec<(u64, u64)> = self
                 .entries
                 .keys()
-                .filter(|k| !entries.contains_key(k))
+                .filter(|k| keys.binary_search(k).is_err())
                 .copied()
-                .collect(),
+                .collect();
+            r.sort_unstable();
+            r
         };
-        delta.upsert.sort_by_key(InputRecord::key);
-        delta.remove.sort_unstable();
-        InputCache {
-            entries,
-            delta,
-            ..self
+        // The common case, a no-op or an edit: the loaded map, amended.
+        for k in &remove {
+            self.entries.remove(k);
         }
+        self.entries.extend(upsert.iter().map(|r| (r.key(), *r)));
+        self.delta = Delta { upsert, remove };
+        self
     }
 
     /// Whether this cache must be stored: it differs from the loaded one.

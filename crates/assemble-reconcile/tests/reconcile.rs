@@ -132,3 +132,39 @@ fn a_snapshot_is_stale_once_another_run_stores_a_state() {
         d.removes
     );
 }
+
+/// Guards the input cache's log: an edit is stored as a change to the
+/// loaded cache, and the next load trusts the edited file's new record.
+#[test]
+fn input_cache_changes_survive_a_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    fs_err::create_dir_all(out.join(STATE_DIR)).unwrap();
+    let files: Vec<_> = (0..20)
+        .map(|i| {
+            let f = tmp.path().join(format!("in{i}"));
+            fs_err::write(&f, format!("{i}")).unwrap();
+            f
+        })
+        .collect();
+    let load = || InputCache::load_with_racy_window(&out, Duration::ZERO);
+    let all =
+        |c: &InputCache| -> Vec<_> { files.iter().map(|f| c.record(f, None).unwrap()).collect() };
+    let first = load();
+    let records = all(&first).into_iter().map(|(r, _)| r).collect();
+    first.with_records(records).store(&out).unwrap();
+    // One file edited; the next run uses all of them but the last.
+    fs_err::write(&files[3], "edited").unwrap();
+    let second = load();
+    let looked = all(&second);
+    let read: Vec<bool> = looked.iter().map(|(_, read)| *read).collect();
+    assert_eq!(read.iter().filter(|r| **r).count(), 1, "{read:?}");
+    let kept = looked[..19].iter().map(|(r, _)| *r).collect();
+    let second = second.with_records(kept);
+    assert!(second.changed());
+    second.store(&out).unwrap();
+    let third = load();
+    assert!(all(&third)[..19].iter().all(|(_, read)| !read));
+    let (_, read) = third.record(&files[19], None).unwrap();
+    assert!(read, "dropped from the cache, so read again");
+}
