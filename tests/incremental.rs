@@ -267,7 +267,7 @@ with = "blueprints_dir: @webui@/blueprints"
         // A zero racy window: the stat cache is trusted even for files
         // changed a moment ago, so that this test exercises it.
         let inputs = InputCache::load_with_racy_window(out, std::time::Duration::ZERO);
-        let plan = assemble_plan::plan(&recipe, &ctx, inputs, &|_| {}).unwrap();
+        let plan = assemble_plan::plan(&recipe, &ctx, || inputs, &|_| {}).unwrap();
         let lock = Lock::acquire(out).unwrap();
         let d = diff(out, &plan.target).unwrap();
         apply(out, &plan.target, d, &lock).unwrap();

@@ -67,12 +67,13 @@ impl Session {
                 assemble_reconcile::RACY_WINDOW,
                 std::time::Duration::from_millis,
             );
-        let start = std::time::Instant::now();
-        let inputs = InputCache::load_with_racy_window(&self.out, window);
-        let loaded = start.elapsed();
-        let mut plan = assemble_plan::plan(&self.recipe, &self.ctx, inputs, &progress)?;
-        plan.phases.insert(0, ("input cache", loaded));
-        Ok(plan)
+        let inputs = || InputCache::load_with_racy_window(&self.out, window);
+        Ok(assemble_plan::plan(
+            &self.recipe,
+            &self.ctx,
+            inputs,
+            &progress,
+        )?)
     }
 }
 

@@ -161,11 +161,32 @@ pub struct Plan {
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
 /// Computes the desired output of `recipe`. Input files are hashed only
-/// when `inputs` (the stat cache) does not vouch for them.
+/// when the stat cache `inputs` returns does not vouch for them; it is
+/// loaded on another thread while the sources are walked.
 pub fn plan(
     recipe: &Recipe,
     ctx: &Context,
-    inputs: InputCache,
+    inputs: impl FnOnce() -> InputCache + Send,
+    progress: Progress<'_>,
+) -> Result<Plan, Error> {
+    std::thread::scope(|scope| {
+        let loading = scope.spawn(|| {
+            let start = std::time::Instant::now();
+            (inputs(), start.elapsed())
+        });
+        let loaded = || {
+            loading
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        plan_with(recipe, ctx, loaded, progress)
+    })
+}
+
+fn plan_with(
+    recipe: &Recipe,
+    ctx: &Context,
+    inputs: impl FnOnce() -> (InputCache, std::time::Duration),
     progress: Progress<'_>,
 ) -> Result<Plan, Error> {
     let mut phases = Phases::start();
@@ -213,6 +234,12 @@ pub fn plan(
         plan_unit(&mut b, unit, &roots[&unit.name], &vars)?;
     }
     phases.lap("manifest");
+
+    let (inputs, loading) = inputs();
+    phases
+        .laps
+        .push(("input cache (beside the manifest)", loading));
+    phases.lap("waiting for the input cache");
 
     // Content hashes of everything copied, in parallel, from the stat cache
     // where it vouches for a file; the same read tells which files are ELF.
