@@ -1,6 +1,6 @@
 //! Carry out a [`Diff`]: the only code that writes to the output.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -83,6 +83,7 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
         }
 
         // 2. Folders, parents first.
+        let mut created: HashSet<&str> = HashSet::new();
         for c in writes.iter().filter(|c| desired[&c.path].kind == Kind::Dir) {
             let p = out.join(&c.path);
             match std::fs::symlink_metadata(&p) {
@@ -94,6 +95,7 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
                 }
                 Err(_) => {
                     fs_err::create_dir(&p)?;
+                    created.insert(&c.path);
                     outcome.dirs_created += 1;
                 }
             }
@@ -109,9 +111,16 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
             .iter()
             .filter(|c| desired[&c.path].kind != Kind::Dir)
             .collect();
-        files
-            .par_iter()
-            .try_for_each(|c| write_entry(out, &c.path, &desired[&c.path]))?;
+        files.par_iter().try_for_each(|c| {
+            // In a folder this run created, nothing is there to replace:
+            // the file is written in place (the journal covers a run
+            // killed half-way), without a temporary name and a rename.
+            let fresh = c
+                .path
+                .rsplit_once('/')
+                .is_some_and(|(dir, _)| created.contains(dir));
+            write_entry(out, &c.path, &desired[&c.path], fresh)
+        })?;
         for c in files {
             outcome.files_written += 1;
             outcome.changes.push(c.clone());
@@ -245,14 +254,21 @@ fn sweep_temp_files(out: &Path, pending: &BTreeSet<String>) -> Result<(), Error>
     Ok(())
 }
 
-fn write_entry(out: &Path, path: &str, e: &Entry) -> Result<(), Error> {
+/// Writes one file or link: to a temporary name renamed over `path`, or,
+/// when `fresh` (its folder was just created), straight to `path`.
+fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<(), Error> {
     let target = out.join(path);
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = target.with_file_name(temp_name(&name));
-    remove_path(&tmp)?;
+    let tmp = if fresh {
+        target.clone()
+    } else {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = target.with_file_name(temp_name(&name));
+        remove_path(&tmp)?;
+        tmp
+    };
     match (&e.kind, &e.content) {
         (Kind::Link { target: to }, _) => fs_err::os::unix::fs::symlink(to, &tmp)?,
         (Kind::File { executable, .. }, Some(content)) => {
@@ -281,6 +297,9 @@ fn write_entry(out: &Path, path: &str, e: &Entry) -> Result<(), Error> {
         (Kind::File { .. }, None) | (Kind::Dir, _) => {
             return Err(io::Error::other(format!("{path}: a file entry without content")).into());
         }
+    }
+    if fresh {
+        return Ok(());
     }
     if let Ok(m) = std::fs::symlink_metadata(&target)
         && m.is_dir()

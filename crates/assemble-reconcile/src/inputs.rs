@@ -204,20 +204,26 @@ fn now_ns() -> i64 {
 
 fn hash_with_magic(path: &Path) -> std::io::Result<(Sha256, bool)> {
     use sha2::Digest;
+    // One buffer per thread: zeroing a fresh one for each of thousands of
+    // small files cost more than hashing them.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);
+    }
     let mut f = fs_err::File::open(path)?;
     let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut head = Vec::with_capacity(4);
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
+    BUF.with_borrow_mut(|buf| -> std::io::Result<()> {
+        loop {
+            let n = f.read(buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if head.len() < 4 {
+                let take = (4 - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
+            h.update(&buf[..n]);
         }
-        if head.len() < 4 {
-            let take = (4 - head.len()).min(n);
-            head.extend_from_slice(&buf[..take]);
-        }
-        h.update(&buf[..n]);
-    }
+    })?;
     Ok((Sha256(h.finalize().into()), head == b"\x7fELF"))
 }
