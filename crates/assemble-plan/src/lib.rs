@@ -512,18 +512,15 @@ impl Builder {
         let mut batch = Vec::with_capacity(found.len());
         for item in found {
             let rel = item.rel.as_str();
-            let out = match (dest.is_empty(), rel.is_empty()) {
-                (true, true) => continue,
-                (true, false) => rel.to_string(),
-                (false, true) => dest.to_string(),
-                (false, false) => format!("{dest}/{rel}"),
-            };
+            if dest.is_empty() && rel.is_empty() {
+                continue;
+            }
             let path = if rel.is_empty() {
                 src.to_path_buf()
             } else {
                 src.join(rel)
             };
-            let entry = match item.kind {
+            let mut entry = match item.kind {
                 walk::FileKind::Dir => Entry::dir(unit, step),
                 walk::FileKind::Link => {
                     let target = fs_err::read_link(&path)?;
@@ -549,12 +546,18 @@ impl Builder {
                     });
                 }
             };
-            let source = match (label.is_empty(), rel.is_empty()) {
-                (true, _) => rel.to_string(),
-                (false, true) => label.to_string(),
-                (false, false) => format!("{label}/{rel}"),
+            entry.source = Some(match (label.is_empty(), rel.is_empty()) {
+                (true, _) => Arc::from(rel),
+                (false, true) => Arc::from(label),
+                (false, false) => Arc::from(format!("{label}/{rel}")),
+            });
+            let out = match (dest.is_empty(), rel.is_empty()) {
+                // The walk's string becomes the key: most of a venv.
+                (true, _) => item.rel,
+                (false, true) => dest.to_string(),
+                (false, false) => format!("{dest}/{rel}"),
             };
-            batch.push((out, entry.from_source(&source)));
+            batch.push((out, entry));
         }
         self.insert_sorted(batch)
     }
