@@ -58,7 +58,16 @@ fn a_no_op_run_writes_nothing_and_reads_no_input() {
         )
         .json()
     };
-    run();
+    let first = run();
+    // The clean build read each input once: non-ELF files were hashed
+    // while they were copied, not in the plan beforehand; ELF files (the
+    // autoPatchelf step reads them) are the only ones hashed ahead.
+    let written = first["files_written"].as_u64().unwrap();
+    let while_copied = first["io"]["inputs_hashed_while_copied"].as_u64().unwrap();
+    let ahead = first["io"]["inputs_hashed"].as_u64().unwrap();
+    assert!(while_copied > 100, "{first}");
+    assert!(ahead < 20, "only ELF files are hashed ahead: {first}");
+    assert!(while_copied + ahead <= written, "{first}");
     let before = times(&out);
     let r = run();
     assert_eq!(r["files_written"], 0, "{r}");

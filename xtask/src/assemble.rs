@@ -76,7 +76,7 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
     // Plan first, without the lock: planning only reads inputs and fills the
     // cache, and a run that fails here leaves no trace in the output. Beside
     // it, the output's state is read and its paths stat'ed.
-    let (plan, snapshot) = plan_and_snapshot(&s, args.json)?;
+    let (mut plan, snapshot) = plan_and_snapshot(&s, args.json)?;
     phases.extend(&plan.phases);
     let lock = match Lock::try_acquire(&s.out)? {
         Some(l) => l,
@@ -104,6 +104,9 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
     } else {
         Snapshot::take(&s.out)
     };
+    if !snapshot.is_full() {
+        plan.target.hash_deferred()?;
+    }
     let d = diff_snapshot(&s.out, &plan.target, snapshot)
         .with_context(|| format!("reading the output {}", s.out.display()))?;
     phases.lap("diff");
@@ -125,8 +128,11 @@ pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
     let mut phases = Phases::start();
     let s = Session::new(args)?;
     phases.lap("session");
-    let (plan, snapshot) = plan_and_snapshot(&s, args.json)?;
+    let (mut plan, snapshot) = plan_and_snapshot(&s, args.json)?;
     phases.extend(&plan.phases);
+    if !snapshot.is_full() {
+        plan.target.hash_deferred()?;
+    }
     let d: Diff = diff_snapshot(&s.out, &plan.target, snapshot)
         .with_context(|| format!("reading the output {}", s.out.display()))?;
     phases.lap("diff");
@@ -238,6 +244,7 @@ fn report(
                 let mut io = proc_io();
                 io.insert("inputs_hashed".into(), plan.hashed_files);
                 io.insert("inputs_hashed_bytes".into(), plan.hashed_bytes);
+                io.insert("inputs_hashed_while_copied".into(), o.hashed_on_copy as u64);
                 io
             },
             phases: phases

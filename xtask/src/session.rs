@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow};
 use assemble_plan::{Context, Plan};
 use assemble_python::{Interpreter, find_program};
 use assemble_recipe::Recipe;
-use assemble_reconcile::InputCache;
+use assemble_reconcile::{InputCache, State};
 
 use crate::context::Workspace;
 use crate::{AssembleArgs, Failure};
@@ -45,6 +45,9 @@ impl Session {
             webui: args.webui.clone(),
             cache,
             offline: args.common.offline,
+            // A clean build hashes inputs as it copies them (read once);
+            // if a state turns up after all, they are hashed before the diff.
+            defer_hashes: !State::recorded(&out),
         };
         Ok(Session { recipe, out, ctx })
     }

@@ -13,7 +13,9 @@
 //! 3. `executable` marks, then `patch`es in recipe order;
 //! 4. the top-level `symlinks`, made relative.
 //!
-//! Content hashes of copied files are computed last, in parallel.
+//! Content hashes of copied files are computed last, in parallel; in a
+//! clean build (`Context::defer_hashes`) only ELF files are, and the others
+//! are hashed by the apply as it copies them, so each input is read once.
 
 mod elf;
 mod fingerprint;
@@ -29,7 +31,7 @@ use assemble_python::Interpreter;
 use assemble_recipe::{OnMissing, Recipe, Source, Unit, Vars};
 use assemble_reconcile::walk;
 use assemble_reconcile::{
-    Content, Desired, Entry, InputCache, InputRecord, Kind, Sha256, Stat, Target,
+    Content, Desired, Entry, InputCache, InputRecord, Kind, Lookup, Sha256, Stat, Target,
 };
 use rayon::prelude::*;
 
@@ -130,6 +132,10 @@ pub struct Context {
     pub cache: PathBuf,
     /// Fail instead of fetching what the cache and vendor/ lack.
     pub offline: bool,
+    /// Leave the hashes of inputs the stat cache does not know (ELF files
+    /// aside) to the copy that writes them: for a clean build, which writes
+    /// every file anyway and has no record to compare hashes with.
+    pub defer_hashes: bool,
 }
 
 /// What planning found for one unit.
@@ -253,7 +259,21 @@ fn plan_with(
         .map(|(path, e)| -> Result<_, Error> {
             Ok(match (&mut e.kind, &e.content) {
                 (Kind::File { sha256, executable }, Some(Content::Copy(src))) => {
-                    let (r, read) = inputs_ref.record(src, e.input_stat)?;
+                    let found = if ctx.defer_hashes {
+                        inputs_ref.lookup_or_defer(src, e.input_stat)?
+                    } else {
+                        let (r, read) = inputs_ref.record(src, e.input_stat)?;
+                        Lookup::Known(r, read)
+                    };
+                    let (r, read) = match found {
+                        Lookup::Known(r, read) => (r, read),
+                        Lookup::Deferred(stat) => {
+                            *executable |= stat.mode & 0o100 != 0;
+                            e.input_stat = Some(stat);
+                            e.deferred = true;
+                            return Ok((None, None));
+                        }
+                    };
                     // Executable if the input is, or the recipe marks it.
                     *executable |= r.stat.mode & 0o100 != 0;
                     if read {

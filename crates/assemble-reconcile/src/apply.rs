@@ -1,6 +1,6 @@
 //! Carry out a [`Diff`]: the only code that writes to the output.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::diff::{Change, Diff, zip_sorted};
 use crate::state::{Lock, Recorded, State};
-use crate::{Content, Entry, Error, Kind, Stat, Target};
+use crate::{Content, Entry, Error, InputRecord, Kind, Sha256, Stat, Target};
 
 /// What one unit's entries did in a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -35,6 +35,8 @@ pub struct Outcome {
     pub changes: Vec<Change>,
     /// Whether the state files were rewritten.
     pub state_written: bool,
+    /// Input files hashed while they were copied (a clean build's).
+    pub hashed_on_copy: usize,
 }
 
 /// Applies `diff` (computed by [`crate::diff`] for `target`) to `out`.
@@ -63,6 +65,8 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
     }
 
     let mut stats: BTreeMap<String, Stat> = refresh.into_iter().collect();
+    // Content hashes the plan left to the copy, by output path.
+    let mut hashed_on_copy: HashMap<&str, Sha256> = HashMap::new();
     if touched {
         // Before touching anything, record that these paths are in flux, so
         // that a run killed half-way is repaired by the next one.
@@ -111,16 +115,21 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
             .iter()
             .filter(|c| desired[&c.path].kind != Kind::Dir)
             .collect();
-        files.par_iter().try_for_each(|c| {
-            // In a folder this run created, nothing is there to replace:
-            // the file is written in place (the journal covers a run
-            // killed half-way), without a temporary name and a rename.
-            let fresh = c
-                .path
-                .rsplit_once('/')
-                .is_some_and(|(dir, _)| created.contains(dir));
-            write_entry(out, &c.path, &desired[&c.path], fresh)
-        })?;
+        let copied: Vec<Option<(&str, Sha256)>> = files
+            .par_iter()
+            .map(|c| {
+                // In a folder this run created, nothing is there to replace:
+                // the file is written in place (the journal covers a run
+                // killed half-way), without a temporary name and a rename.
+                let fresh = c
+                    .path
+                    .rsplit_once('/')
+                    .is_some_and(|(dir, _)| created.contains(dir));
+                let sha = write_entry(out, &c.path, &desired[&c.path], fresh)?;
+                Ok(sha.map(|s| (c.path.as_str(), s)))
+            })
+            .collect::<Result<_, Error>>()?;
+        hashed_on_copy.extend(copied.into_iter().flatten());
         for c in files {
             outcome.files_written += 1;
             outcome.changes.push(c.clone());
@@ -167,7 +176,14 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
                         && r.source_sha == e.source_sha
                 });
                 if !same {
-                    changes.push((p.clone(), Some(record(e, stat))));
+                    let mut r = record(e, stat);
+                    if let Some(sha) = hashed_on_copy.get(p.as_str()) {
+                        if let Kind::File { sha256, .. } = &mut r.kind {
+                            *sha256 = *sha;
+                        }
+                        r.source_sha = Some(*sha);
+                    }
+                    changes.push((p.clone(), Some(r)));
                 }
             }
             (None, Some(_)) => changes.push((p.clone(), None)),
@@ -185,8 +201,24 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
     let units = target.units.clone();
     prev.commit(out, changes, &units, Stat::lstat(out))?;
     State::clear_journal(out)?;
-    if target.inputs.changed() {
-        target.inputs.store(out)?;
+    // Inputs hashed while copied join the input cache.
+    let extra: Vec<InputRecord> = hashed_on_copy
+        .iter()
+        .filter_map(|(p, sha)| {
+            let e = &desired[*p];
+            let stat = e.input_stat?;
+            Some(target.inputs.record_of(stat, *sha, false))
+        })
+        .collect();
+    outcome.hashed_on_copy = hashed_on_copy.len();
+    if extra.is_empty() {
+        if target.inputs.changed() {
+            target.inputs.store(out)?;
+        }
+    } else {
+        let mut inputs = target.inputs.clone();
+        inputs.add(extra);
+        inputs.store(out)?;
     }
     outcome.state_written = true;
     outcome.changes.sort();
@@ -195,7 +227,7 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
 
 /// How many paths each unit produces, as the `entries` of its counts.
 pub fn unit_counts(desired: &crate::Desired) -> BTreeMap<String, UnitCounts> {
-    let mut n: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut n: HashMap<&str, usize> = HashMap::new();
     for e in desired.values() {
         *n.entry(&e.unit).or_default() += 1;
     }
@@ -255,8 +287,10 @@ fn sweep_temp_files(out: &Path, pending: &BTreeSet<String>) -> Result<(), Error>
 }
 
 /// Writes one file or link: to a temporary name renamed over `path`, or,
-/// when `fresh` (its folder was just created), straight to `path`.
-fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<(), Error> {
+/// when `fresh` (its folder was just created), straight to `path`. The
+/// sha256 of a copy whose hash the plan deferred is computed on the way
+/// and returned.
+fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<Option<Sha256>, Error> {
     let target = out.join(path);
     let tmp = if fresh {
         target.clone()
@@ -269,6 +303,7 @@ fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<(), Err
         remove_path(&tmp)?;
         tmp
     };
+    let mut hashed = None;
     match (&e.kind, &e.content) {
         (Kind::Link { target: to }, _) => fs_err::os::unix::fs::symlink(to, &tmp)?,
         (Kind::File { executable, .. }, Some(content)) => {
@@ -280,6 +315,16 @@ fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<(), Err
                 .open(&tmp)?;
             match content {
                 Content::Bytes(b) => io::Write::write_all(&mut f, b)?,
+                Content::Copy(src) if e.deferred => {
+                    let mut s = fs_err::File::open(src)?;
+                    let sha = copy_hashing(s.file_mut(), f.file_mut()).map_err(|err| {
+                        io::Error::new(
+                            err.kind(),
+                            format!("copying {} to {}: {err}", src.display(), tmp.display()),
+                        )
+                    })?;
+                    hashed = Some(sha);
+                }
                 Content::Copy(src) => {
                     // std's File-to-File copy: copy_file_range, in the kernel
                     // (a wrapper type would fall back to a userspace loop).
@@ -299,7 +344,7 @@ fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<(), Err
         }
     }
     if fresh {
-        return Ok(());
+        return Ok(hashed);
     }
     if let Ok(m) = std::fs::symlink_metadata(&target)
         && m.is_dir()
@@ -307,5 +352,27 @@ fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<(), Err
         fs_err::remove_dir_all(&target)?;
     }
     fs_err::rename(&tmp, &target)?;
-    Ok(())
+    Ok(hashed)
+}
+
+/// Copies `src` to `dst` through one buffer per thread, hashing the bytes
+/// on the way: the input is read once.
+fn copy_hashing(src: &mut std::fs::File, dst: &mut std::fs::File) -> io::Result<Sha256> {
+    use io::{Read, Write};
+    use sha2::Digest;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);
+    }
+    let mut h = sha2::Sha256::new();
+    BUF.with_borrow_mut(|buf| -> io::Result<()> {
+        loop {
+            let n = src.read(buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            h.update(&buf[..n]);
+            dst.write_all(&buf[..n])?;
+        }
+    })?;
+    Ok(Sha256(h.finalize().into()))
 }

@@ -146,6 +146,11 @@ impl Snapshot {
         }
     }
 
+    /// Whether no usable state was recorded: every path will be written.
+    pub fn is_full(&self) -> bool {
+        self.state.is_none()
+    }
+
     /// Whether the recorded state is still the one this snapshot read (no
     /// run has stored a state or left a journal since).
     pub fn is_current(&self, out: &Path) -> bool {
@@ -177,6 +182,13 @@ pub fn diff_snapshot(out: &Path, target: &Target, snapshot: Snapshot) -> Result<
     } = snapshot;
     let full = state.is_none();
     let prev = state.unwrap_or_default();
+    if !full && target.has_deferred() {
+        return Err(std::io::Error::other(format!(
+            "{}: has a recorded state, but the plan left hashes to the copy; hash them first (Target::hash_deferred)",
+            out.display()
+        ))
+        .into());
+    }
 
     // One pass over both sorted maps: no search per path.
     let mut pairs: Vec<(&String, &Entry, Option<Seen>)> = Vec::with_capacity(desired.len());

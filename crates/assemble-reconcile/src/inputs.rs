@@ -170,29 +170,87 @@ impl InputCache {
     /// and the ELF magic). The flag says whether the file was read.
     /// `known` is the file's stat when the caller has just taken it.
     pub fn record(&self, path: &Path, known: Option<Stat>) -> std::io::Result<(InputRecord, bool)> {
-        let stat = match known {
-            Some(s) => s,
-            None => Stat::of(&fs_err::symlink_metadata(path)?),
-        };
-        if let Some(r) = self.entries.get(&(stat.dev, stat.ino))
-            && r.stat == stat
-            && !r.racy
-        {
-            return Ok((*r, false));
+        let stat = self.stat(path, known)?;
+        if let Some(r) = self.vouched(&stat) {
+            return Ok((r, false));
         }
-        let (sha256, elf) = hash_with_magic(path)?;
+        let (sha256, elf) = hash_with_magic(fs_err::File::open(path)?, &[])?;
+        Ok((self.record_of(stat, sha256, elf), true))
+    }
+
+    /// As [`InputCache::record`], but a file the cache does not vouch for
+    /// is only sniffed: unless it is ELF (whose hash the autoPatchelf step
+    /// needs now), its hash is left to the copy that writes it, which
+    /// reads it anyway.
+    pub fn lookup_or_defer(&self, path: &Path, known: Option<Stat>) -> std::io::Result<Lookup> {
+        let stat = self.stat(path, known)?;
+        if let Some(r) = self.vouched(&stat) {
+            return Ok(Lookup::Known(r, false));
+        }
+        let mut f = fs_err::File::open(path)?;
+        let mut magic = [0u8; 4];
+        let mut n = 0;
+        while n < magic.len() {
+            match f.read(&mut magic[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        if magic[..n] != *ELF_MAGIC {
+            return Ok(Lookup::Deferred(stat));
+        }
+        let (sha256, elf) = hash_with_magic(f, &magic)?;
+        Ok(Lookup::Known(self.record_of(stat, sha256, elf), true))
+    }
+
+    fn stat(&self, path: &Path, known: Option<Stat>) -> std::io::Result<Stat> {
+        match known {
+            Some(s) => Ok(s),
+            None => Ok(Stat::of(&fs_err::symlink_metadata(path)?)),
+        }
+    }
+
+    /// The cached record, if the stat matches it and it was not racy.
+    fn vouched(&self, stat: &Stat) -> Option<InputRecord> {
+        self.entries
+            .get(&(stat.dev, stat.ino))
+            .filter(|r| r.stat == *stat && !r.racy)
+            .copied()
+    }
+
+    /// The record of an input of `stat` whose content hashed to `sha256`.
+    pub fn record_of(&self, stat: Stat, sha256: Sha256, elf: bool) -> InputRecord {
         let racy = stat.mtime_ns >= self.started_ns - self.racy_ns
             || stat.ctime_ns >= self.started_ns - self.racy_ns;
-        Ok((
-            InputRecord {
-                stat,
-                sha256,
-                elf,
-                racy,
-            },
-            true,
-        ))
+        InputRecord {
+            stat,
+            sha256,
+            elf,
+            racy,
+        }
     }
+
+    /// Adds records found after [`InputCache::with_records`] (inputs hashed
+    /// while they were copied).
+    pub fn add(&mut self, records: Vec<InputRecord>) {
+        for r in records {
+            self.delta.remove.retain(|k| *k != r.key());
+            if self.entries.insert(r.key(), r) != Some(r) {
+                self.delta.upsert.push(r);
+            }
+        }
+        self.delta.upsert.sort_by_key(InputRecord::key);
+        self.delta.upsert.dedup_by_key(|r| r.key());
+    }
+}
+
+/// What [`InputCache::lookup_or_defer`] found.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup {
+    /// From the cache, or read now (`true`).
+    Known(InputRecord, bool),
+    /// Not known and not ELF: to be hashed while copied.
+    Deferred(Stat),
 }
 
 fn now_ns() -> i64 {
@@ -202,16 +260,20 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn hash_with_magic(path: &Path) -> std::io::Result<(Sha256, bool)> {
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// The sha256 of `prefix` followed by the rest of `f`, and whether that
+/// starts like an ELF file.
+fn hash_with_magic(mut f: fs_err::File, prefix: &[u8]) -> std::io::Result<(Sha256, bool)> {
     use sha2::Digest;
     // One buffer per thread: zeroing a fresh one for each of thousands of
     // small files cost more than hashing them.
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);
     }
-    let mut f = fs_err::File::open(path)?;
     let mut h = sha2::Sha256::new();
-    let mut head = Vec::with_capacity(4);
+    h.update(prefix);
+    let mut head = prefix.to_vec();
     BUF.with_borrow_mut(|buf| -> std::io::Result<()> {
         loop {
             let n = f.read(buf)?;
@@ -225,5 +287,5 @@ fn hash_with_magic(path: &Path) -> std::io::Result<(Sha256, bool)> {
             h.update(&buf[..n]);
         }
     })?;
-    Ok((Sha256(h.finalize().into()), head == b"\x7fELF"))
+    Ok((Sha256(h.finalize().into()), head.starts_with(ELF_MAGIC)))
 }

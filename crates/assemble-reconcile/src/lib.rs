@@ -19,6 +19,12 @@
 //! Two output entries are *equal* when kind, content hash, executable bit and
 //! link target are; a change of provenance alone rewrites nothing.
 //!
+//! A clean build may leave a copy's content hash *deferred* (see
+//! [`Entry::deferred`]): the apply hashes the bytes as it copies them and
+//! records that hash, for the output and in the input cache. A diff against
+//! a recorded state refuses deferred entries; [`Target::hash_deferred`]
+//! computes them first.
+//!
 //! An input entry is *racily clean* when its mtime or ctime is within a second
 //! of the start of the run that hashed it: the file may have changed again in
 //! the same timestamp tick. Such entries are re-hashed by the next run (as
@@ -90,7 +96,7 @@ pub mod walk;
 
 pub use apply::{Outcome, UnitCounts, apply, unit_counts};
 pub use diff::{Change, Diff, Snapshot, UnitReason, UnitStatus, diff, diff_snapshot};
-pub use inputs::{InputCache, InputRecord, RACY_WINDOW};
+pub use inputs::{InputCache, InputRecord, Lookup, RACY_WINDOW};
 pub use state::{Lock, STATE_DIR, STATE_VERSION, Stat, State};
 pub use verify::{Difference, verify};
 
@@ -204,6 +210,10 @@ pub struct Entry {
     /// For a copy, the input's stat as the plan's walk found it (`None`:
     /// not known yet, `lstat` it).
     pub input_stat: Option<Stat>,
+    /// For a copy in a clean build: the content hash is not known yet (it
+    /// is zero); the apply hashes the bytes as it copies them. Only a diff
+    /// against no state accepts such entries (see [`Target::hash_deferred`]).
+    pub deferred: bool,
 }
 
 impl Entry {
@@ -216,6 +226,7 @@ impl Entry {
             source: None,
             source_sha: None,
             input_stat: None,
+            deferred: false,
         }
     }
 
@@ -282,6 +293,40 @@ pub struct Target {
     pub units: BTreeMap<String, Fingerprint>,
     /// The input stat cache after this run's lookups.
     pub inputs: InputCache,
+}
+
+impl Target {
+    /// Whether some copy's hash was left to the apply.
+    pub fn has_deferred(&self) -> bool {
+        self.desired.values().any(|e| e.deferred)
+    }
+
+    /// Hashes now the inputs whose hash was left to the apply: what a diff
+    /// against a recorded state needs (the plan defers only when the output
+    /// had no state, and another run may have recorded one since).
+    pub fn hash_deferred(&mut self) -> Result<(), Error> {
+        use rayon::prelude::*;
+        let inputs = &self.inputs;
+        let records = self
+            .desired
+            .par_iter_mut()
+            .filter(|(_, e)| e.deferred)
+            .map(|(_, e)| -> Result<InputRecord, Error> {
+                let Some(Content::Copy(src)) = &e.content else {
+                    return Err(io::Error::other("a deferred entry is not a copy").into());
+                };
+                let (r, _) = inputs.record(src, e.input_stat)?;
+                if let Kind::File { sha256, .. } = &mut e.kind {
+                    *sha256 = r.sha256;
+                }
+                e.source_sha = Some(r.sha256);
+                e.deferred = false;
+                Ok(r)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.inputs.add(records);
+        Ok(())
+    }
 }
 
 /// Why a path is written or removed.

@@ -294,6 +294,11 @@ impl State {
         Some(state)
     }
 
+    /// Whether `out` holds a state file (a hint: it may still be unusable).
+    pub fn recorded(out: &Path) -> bool {
+        State::path(out).is_file()
+    }
+
     /// The stats of `state.bin`, `state.log` and `journal.bin`: a run that
     /// stores a state or leaves a journal changes them.
     pub(crate) fn ident(out: &Path) -> [Option<Stat>; 3] {

@@ -168,3 +168,46 @@ fn input_cache_changes_survive_a_reload() {
     let (_, read) = third.record(&files[19], None).unwrap();
     assert!(read, "dropped from the cache, so read again");
 }
+
+/// Guards the read-once clean build: a copy whose hash the plan left to
+/// the apply is hashed on the way and recorded right; against a recorded
+/// state such an entry is refused until `hash_deferred` computes it.
+#[test]
+fn deferred_hashes_are_computed_by_the_copy_or_before_a_diff() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("input.txt");
+    fs_err::write(&src, "content").unwrap();
+    let u: Arc<str> = Arc::from("u");
+    let deferred = || {
+        let mut e = Entry::copy(
+            &u,
+            "copy",
+            src.clone(),
+            assemble_reconcile::Sha256([0; 32]),
+            false,
+        );
+        e.deferred = true;
+        let mut d = Desired::new();
+        d.insert("f".into(), e);
+        Target {
+            desired: d,
+            ..Target::default()
+        }
+    };
+    let out = tmp.path().join("out");
+    let o = run(&out, &deferred());
+    assert_eq!((o.files_written, o.hashed_on_copy), (1, 1));
+    assert!(
+        assemble_reconcile::verify(&out).unwrap().is_empty(),
+        "recorded hash is the content's"
+    );
+    // Now there is a state: the diff refuses a zero hash...
+    let mut t = deferred();
+    let e = diff(&out, &t).unwrap_err().to_string();
+    assert!(e.contains("hash_deferred"), "{e}");
+    // ...and once hashed, nothing is to be written.
+    t.hash_deferred().unwrap();
+    assert!(!t.has_deferred());
+    let d = diff(&out, &t).unwrap();
+    assert!(d.is_clean(), "{:?}", d.writes);
+}
