@@ -4,7 +4,7 @@
 //!   `nix hash path` prints and what a fixed-output derivation with
 //!   `outputHashMode = "recursive"` (fetchzip, fetchFromGitHub) pins.
 //! * [`file_hash`]: the sha256 of a file's bytes (`nix hash file`, flat mode).
-//! * [`Hash`]: a sha256 digest read from and written to the three forms Nix
+//! * [`Hash`](struct@Hash): a sha256 digest read from and written to the three forms Nix
 //!   accepts: SRI (`sha256-<base64>`), 64 hex digits, and 52 nix32 characters.
 //!
 //! The NAR format: every string is its length as a little-endian u64, its
