@@ -36,7 +36,7 @@ pub struct BenchArgs {
     /// A reduced size for CI: a few thousand files.
     #[arg(long)]
     pub smoke: bool,
-    /// Where inputs and outputs go (default: <target dir>/bench).
+    /// Where inputs and outputs go (default: `<target dir>/bench`).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Print the figures as JSON on stdout.
