@@ -64,7 +64,12 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
         return Ok(outcome);
     }
 
-    let mut stats: BTreeMap<String, Stat> = refresh.into_iter().collect();
+    // Keys borrowed from `desired`: a clean build has tens of thousands.
+    let key = |p: &str| desired.get_key_value(p).map(|(k, _)| k.as_str());
+    let mut stats: HashMap<&str, Stat> = refresh
+        .iter()
+        .filter_map(|(p, s)| Some((key(p)?, *s)))
+        .collect();
     // Content hashes the plan left to the copy, by output path.
     let mut hashed_on_copy: HashMap<&str, Sha256> = HashMap::new();
     if touched {
@@ -83,7 +88,6 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
                     outcome.units.entry(u.clone()).or_default().removed += 1;
                 }
             }
-            outcome.changes.push(c.clone());
         }
 
         // 2. Folders, parents first.
@@ -104,7 +108,6 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
                 }
             }
             fs_err::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-            outcome.changes.push(c.clone());
             if let Some(u) = &c.unit {
                 outcome.units.entry(u.clone()).or_default().written += 1;
             }
@@ -126,13 +129,12 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
                     .rsplit_once('/')
                     .is_some_and(|(dir, _)| created.contains(dir));
                 let sha = write_entry(out, &c.path, &desired[&c.path], fresh)?;
-                Ok(sha.map(|s| (c.path.as_str(), s)))
+                Ok(sha.and_then(|s| Some((key(&c.path)?, s))))
             })
             .collect::<Result<_, Error>>()?;
         hashed_on_copy.extend(copied.into_iter().flatten());
         for c in files {
             outcome.files_written += 1;
-            outcome.changes.push(c.clone());
             if let Some(u) = &c.unit {
                 outcome.units.entry(u.clone()).or_default().written += 1;
             }
@@ -143,24 +145,23 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
         // again for the record.
         let mut again: BTreeSet<&str> = BTreeSet::new();
         for c in writes.iter().chain(&removes) {
-            if desired.contains_key(&c.path) {
-                again.insert(&c.path);
-            }
+            again.extend(key(&c.path));
             let mut p = c.path.as_str();
             while let Some((parent, _)) = p.rsplit_once('/') {
-                if !desired.contains_key(parent) {
-                    break;
-                }
+                let Some(parent) = key(parent) else { break };
                 again.insert(parent);
                 p = parent;
             }
         }
-        let fresh: Vec<(String, Stat)> = again
+        let fresh: Vec<(&str, Stat)> = again
             .par_iter()
-            .filter_map(|p| Stat::lstat(&out.join(p)).map(|s| (p.to_string(), s)))
+            .filter_map(|p| Stat::lstat(&out.join(p)).map(|s| (*p, s)))
             .collect();
         stats.extend(fresh);
     }
+    // Every change, moved (not copied) into the outcome.
+    outcome.changes.extend(removes);
+    outcome.changes.extend(writes);
 
     // 4. The state, last: what differs from the record (written, removed,
     // re-stat'ed, or with another provenance), and no pending path.
@@ -168,7 +169,10 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
     for (p, e, r) in zip_sorted(desired.iter(), prev.entries.iter()) {
         match (e, r) {
             (Some(e), r) => {
-                let stat = stats.get(p).copied().or_else(|| r.and_then(|r| r.stat));
+                let stat = stats
+                    .get(p.as_str())
+                    .copied()
+                    .or_else(|| r.and_then(|r| r.stat));
                 let same = r.is_some_and(|r| {
                     r.stat == stat
                         && r.kind == e.kind
