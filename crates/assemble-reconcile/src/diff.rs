@@ -1,7 +1,7 @@
 //! What must change, and why: the desired manifest against the recorded
 //! state and against what is on disk.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 
@@ -131,11 +131,7 @@ impl Snapshot {
         let ident = State::ident(out);
         let state = State::load(out);
         let now = match &state {
-            Some(s) => s
-                .entries
-                .par_iter()
-                .map(|(p, _)| Stat::lstat(&out.join(p)))
-                .collect(),
+            Some(s) => stat_recorded(out, &s.entries),
             None => Vec::new(),
         };
         Snapshot {
@@ -156,6 +152,50 @@ impl Snapshot {
     pub fn is_current(&self, out: &Path) -> bool {
         State::ident(out) == self.ident
     }
+}
+
+/// The stat of each recorded path now (`None`: missing), in order. Paths
+/// are grouped by folder; each folder is opened once (`O_PATH`, nothing
+/// is listed) and its entries `statx`ed relative to it, so the kernel
+/// resolves one name per path instead of the whole path from the root.
+fn stat_recorded(out: &Path, entries: &BTreeMap<String, Recorded>) -> Vec<Option<Stat>> {
+    use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+    let mut folders: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
+    for (i, path) in entries.keys().enumerate() {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        folders.entry(dir).or_default().push((i, name));
+    }
+    let found: Vec<Vec<(usize, Option<Stat>)>> = folders
+        .par_iter()
+        .map(|(dir, names)| {
+            let fd = rustix::fs::open(
+                out.join(dir),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            );
+            names
+                .iter()
+                .map(|(i, name)| {
+                    let stat = fd.as_ref().ok().and_then(|fd| {
+                        rustix::fs::statx(
+                            fd,
+                            *name,
+                            AtFlags::SYMLINK_NOFOLLOW,
+                            StatxFlags::BASIC_STATS,
+                        )
+                        .ok()
+                        .map(|x| Stat::of_statx(&x))
+                    });
+                    (*i, stat)
+                })
+                .collect()
+        })
+        .collect();
+    let mut now = vec![None; entries.len()];
+    for (i, stat) in found.into_iter().flatten() {
+        now[i] = stat;
+    }
+    now
 }
 
 /// Compares `target` with the state recorded in `out` and with the files

@@ -53,6 +53,23 @@ impl Stat {
         }
     }
 
+    /// From `statx`, as `std` builds its metadata from it.
+    pub fn of_statx(x: &rustix::fs::Statx) -> Stat {
+        let ns = |t: &rustix::fs::StatxTimestamp| {
+            t.tv_sec
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(t.tv_nsec))
+        };
+        Stat {
+            dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+            ino: x.stx_ino,
+            size: x.stx_size,
+            mtime_ns: ns(&x.stx_mtime),
+            ctime_ns: ns(&x.stx_ctime),
+            mode: u32::from(x.stx_mode),
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         self.mode & 0o170000 == 0o040000
     }
@@ -479,6 +496,34 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Guards the snapshot's stats: `statx` relative to a folder gives
+    /// exactly what `lstat` through `std` gives, or every path would look
+    /// changed on every run.
+    #[test]
+    fn statx_and_lstat_agree() {
+        use rustix::fs::{AtFlags, StatxFlags};
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        fs_err::write(d.join("f"), "x").unwrap();
+        fs_err::create_dir(d.join("d")).unwrap();
+        std::os::unix::fs::symlink("f", d.join("l")).unwrap();
+        let dir = fs_err::File::open(d).unwrap();
+        for name in ["f", "d", "l"] {
+            let x = rustix::fs::statx(
+                &dir,
+                name,
+                AtFlags::SYMLINK_NOFOLLOW,
+                StatxFlags::BASIC_STATS,
+            )
+            .unwrap();
+            assert_eq!(
+                Some(Stat::of_statx(&x)),
+                Stat::lstat(&d.join(name)),
+                "{name}"
+            );
+        }
+    }
 
     /// Guards the front coding: paths that share part of a multi-byte
     /// character, links, patched files and pending paths survive a store.
