@@ -329,6 +329,9 @@ fn measure(
     let rss_file = std::env::temp_dir().join(format!("assemble-bench-rss-{}", std::process::id()));
     for i in 0..runs {
         setup(i)?;
+        // Untimed: let the previous run's writes reach the disk, so that
+        // one run's writeback does not land in the next one's time.
+        let _ = Command::new("sync").status();
         let inner = cmd();
         let mut c = if gnu_time {
             let mut c = Command::new("/usr/bin/time");
