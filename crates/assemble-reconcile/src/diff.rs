@@ -8,7 +8,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::state::{Recorded, STATE_DIR, State};
+use crate::state::{Entries, Recorded, STATE_DIR, State};
 use crate::{Entry, Error, Fingerprint, Kind, Reason, Sha256, Stat, Target};
 
 /// One path to write or remove, with why.
@@ -158,7 +158,7 @@ impl Snapshot {
 /// are grouped by folder; each folder is opened once (`O_PATH`, nothing
 /// is listed) and its entries `statx`ed relative to it, so the kernel
 /// resolves one name per path instead of the whole path from the root.
-fn stat_recorded(out: &Path, entries: &BTreeMap<String, Recorded>) -> Vec<Option<Stat>> {
+fn stat_recorded(out: &Path, entries: &Entries) -> Vec<Option<Stat>> {
     use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
     let mut folders: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
     for (i, path) in entries.keys().enumerate() {

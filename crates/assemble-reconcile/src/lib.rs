@@ -97,7 +97,7 @@ pub mod walk;
 pub use apply::{Outcome, UnitCounts, apply, unit_counts};
 pub use diff::{Change, Diff, Snapshot, UnitReason, UnitStatus, diff, diff_snapshot};
 pub use inputs::{InputCache, InputRecord, Lookup, RACY_WINDOW};
-pub use state::{Lock, STATE_DIR, STATE_VERSION, Stat, State};
+pub use state::{Entries, Lock, STATE_DIR, STATE_VERSION, Stat, State};
 pub use verify::{Difference, verify};
 
 /// An error of this crate; each names the path it failed on.

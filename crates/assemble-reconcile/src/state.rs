@@ -101,10 +101,74 @@ pub struct Recorded {
     pub stat: Option<Stat>,
 }
 
+/// Recorded paths and their records, sorted by path: loaded in bulk (no
+/// tree to build), searched by bisection, changed by merging.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entries(Vec<(String, Recorded)>);
+
+impl Entries {
+    /// From pairs sorted by path, each path once (as `Disk::decode`
+    /// checks).
+    fn from_sorted(v: Vec<(String, Recorded)>) -> Entries {
+        Entries(v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Recorded> {
+        self.0
+            .binary_search_by(|(p, _)| p.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
+    /// In path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Recorded)> {
+        self.0.iter().map(|(p, r)| (p, r))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(p, _)| p)
+    }
+
+    pub fn as_slice(&self) -> &[(String, Recorded)] {
+        &self.0
+    }
+
+    /// Sets (`Some`) or removes (`None`) the records of `changes`, sorted
+    /// by path, in one merge.
+    pub fn merge(&mut self, changes: impl IntoIterator<Item = (String, Option<Recorded>)>) {
+        let old = std::mem::take(&mut self.0);
+        let mut changes = changes.into_iter().peekable();
+        let mut merged = Vec::with_capacity(old.len());
+        for (p, r) in old {
+            while let Some((c, new)) = changes.next_if(|(c, _)| *c < p) {
+                merged.extend(new.map(|new| (c, new)));
+            }
+            match changes.next_if(|(c, _)| *c == p) {
+                Some((c, new)) => merged.extend(new.map(|new| (c, new))),
+                None => merged.push((p, r)),
+            }
+        }
+        merged.extend(changes.filter_map(|(c, r)| Some((c, r?))));
+        self.0 = merged;
+    }
+}
+
 /// What the last run recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
-    pub entries: BTreeMap<String, Recorded>,
+    pub entries: Entries,
     /// Paths a run was changing when it wrote this state: their content on
     /// disk is unknown until a run completes.
     pub pending: BTreeSet<String>,
@@ -277,22 +341,19 @@ impl State {
             return None;
         }
         let mut state = State {
-            // Sorted already: built in bulk, without a search per path.
-            entries: entries.into_iter().collect(),
+            entries: Entries::from_sorted(entries),
             pending: tail.pending,
             units: tail.fingerprints.unwrap_or_default(),
             root: tail.root,
             at: Some(loaded.at),
         };
+        // The frames' changes, the last one for a path winning, applied in
+        // one merge.
+        let mut changes: BTreeMap<String, Option<Recorded>> = BTreeMap::new();
         for frame in loaded.frames() {
             let delta: Disk = postcard::from_bytes(frame).ok()?;
-            let tail = delta.decode(|p, r| match r {
-                Some(r) => {
-                    state.entries.insert(p, r);
-                }
-                None => {
-                    state.entries.remove(&p);
-                }
+            let tail = delta.decode(|p, r| {
+                changes.insert(p, r);
             })?;
             state.pending = tail.pending;
             if let Some(f) = tail.fingerprints {
@@ -304,9 +365,12 @@ impl State {
         if journal.exists() {
             let paths: BTreeSet<String> = read_versioned(&journal, JOURNAL_MAGIC)?;
             for p in paths {
-                state.entries.remove(&p);
+                changes.insert(p.clone(), None);
                 state.pending.insert(p);
             }
+        }
+        if !changes.is_empty() {
+            state.entries.merge(changes);
         }
         Some(state)
     }
@@ -383,12 +447,7 @@ impl State {
                 return Ok(());
             }
         }
-        for (p, r) in changes {
-            match r {
-                Some(r) => self.entries.insert(p, r),
-                None => self.entries.remove(&p),
-            };
-        }
+        self.entries.merge(changes);
         self.pending.clear();
         self.units = units.clone();
         self.root = root;
@@ -553,15 +612,15 @@ mod tests {
             ),
             ("b", file(3), &unit, None),
         ] {
-            state.entries.insert(
+            state.entries.merge([(
                 path.into(),
-                Recorded {
+                Some(Recorded {
                     kind,
                     unit: unit.clone(),
                     source_sha,
                     stat,
-                },
-            );
+                }),
+            )]);
         }
         state.pending.insert("c".into());
         state
@@ -591,9 +650,9 @@ mod tests {
             stat: None,
         };
         let mut state = State::default();
-        for i in 0..100u8 {
-            state.entries.insert(format!("f{i:03}"), rec(i));
-        }
+        state
+            .entries
+            .merge((0..100u8).map(|i| (format!("f{i:03}"), Some(rec(i)))));
         state.store(out).unwrap();
         let fp: BTreeMap<String, Fingerprint> = [("u".into(), Fingerprint::new())].into();
         let changes = vec![("f001".into(), Some(rec(200))), ("f002".into(), None)];
@@ -606,10 +665,49 @@ mod tests {
             "appended, not rewritten"
         );
         let mut whole = state.clone();
-        whole.entries.insert("f001".into(), rec(200));
-        whole.entries.remove("f002");
+        whole
+            .entries
+            .merge([("f001".into(), Some(rec(200))), ("f002".into(), None)]);
+        assert_eq!(whole.entries.len(), 99);
+        assert_eq!(whole.entries.get("f001"), Some(&rec(200)));
         whole.units = fp;
         let loaded = State::load(out).unwrap();
         assert_eq!(State { at: None, ..loaded }, whole);
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rec(b: u8) -> Recorded {
+        Recorded {
+            kind: Kind::Dir,
+            unit: Arc::from(format!("u{b}")),
+            source_sha: None,
+            stat: None,
+        }
+    }
+
+    proptest! {
+        /// Guards the merge: it does what a map's inserts and removes do.
+        #[test]
+        fn merge_is_a_map_update(
+            old in proptest::collection::btree_map("[a-d/.]{1,4}", any::<u8>(), 0..20),
+            changes in proptest::collection::btree_map("[a-d/.]{1,4}", proptest::option::of(any::<u8>()), 0..20),
+        ) {
+            let mut e = Entries::from_sorted(old.iter().map(|(p, b)| (p.clone(), rec(*b))).collect());
+            e.merge(changes.iter().map(|(p, b)| (p.clone(), b.map(rec))));
+            let mut want = old.clone();
+            for (p, b) in &changes {
+                match b {
+                    Some(b) => { want.insert(p.clone(), *b); }
+                    None => { want.remove(p); }
+                }
+            }
+            let want: Vec<(String, Recorded)> = want.into_iter().map(|(p, b)| (p, rec(b))).collect();
+            prop_assert_eq!(e.as_slice(), want.as_slice());
+        }
     }
 }

@@ -23,6 +23,7 @@ pub fn verify(out: &Path) -> Result<Vec<Difference>, Error> {
     let state = State::load(out).ok_or_else(|| Error::NoState(out.to_path_buf()))?;
     let mut found: Vec<Difference> = state
         .entries
+        .as_slice()
         .par_iter()
         .filter_map(|(path, r)| {
             let p = out.join(path);
