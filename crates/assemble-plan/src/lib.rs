@@ -586,6 +586,12 @@ impl Builder {
     /// but a large batch goes into the manifest in one merge, not a search
     /// per path.
     fn insert_sorted(&mut self, batch: Vec<(String, Entry)>) -> Result<(), Error> {
+        if self.desired.is_empty() {
+            // Nothing to collide with (a walk yields each path once): the
+            // batch becomes the manifest, built in bulk.
+            self.desired = batch.into_iter().collect();
+            return Ok(());
+        }
         if batch.len() * 8 < self.desired.len() {
             for (path, e) in batch {
                 self.insert(path, e)?;

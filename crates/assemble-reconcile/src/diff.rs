@@ -208,8 +208,15 @@ pub fn diff(out: &Path, target: &Target) -> Result<Diff, Error> {
 /// As [`diff`], from a snapshot of `out` taken earlier.
 pub fn diff_snapshot(out: &Path, target: &Target, snapshot: Snapshot) -> Result<Diff, Error> {
     let desired = &target.desired;
+    // `.assemble` and everything under it sort between `.assemble` and
+    // `.assemble0` ('/' comes just before '0'): one range, no scan.
+    let reserved = (
+        std::ops::Bound::Included(STATE_DIR.to_string()),
+        std::ops::Bound::Excluded(format!("{STATE_DIR}0")),
+    );
     if let Some(p) = desired
-        .keys()
+        .range::<String, _>(reserved)
+        .map(|(p, _)| p)
         .find(|p| p.as_str() == STATE_DIR || p.starts_with(&format!("{STATE_DIR}/")))
     {
         return Err(Error::Reserved {
