@@ -1,12 +1,13 @@
 //! Carry out a [`Diff`]: the only code that writes to the output.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use fs_err::os::unix::fs::OpenOptionsExt;
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::diff::{Change, Diff, zip_sorted};
@@ -66,12 +67,12 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
 
     // Keys borrowed from `desired`: a clean build has tens of thousands.
     let key = |p: &str| desired.get_key_value(p).map(|(k, _)| k.as_str());
-    let mut stats: HashMap<&str, Stat> = refresh
+    let mut stats: FxHashMap<&str, Stat> = refresh
         .iter()
         .filter_map(|(p, s)| Some((key(p)?, *s)))
         .collect();
     // Content hashes the plan left to the copy, by output path.
-    let mut hashed_on_copy: HashMap<&str, Sha256> = HashMap::new();
+    let mut hashed_on_copy: FxHashMap<&str, Sha256> = FxHashMap::default();
     if touched {
         // Before touching anything, record that these paths are in flux, so
         // that a run killed half-way is repaired by the next one.
@@ -231,7 +232,7 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
 
 /// How many paths each unit produces, as the `entries` of its counts.
 pub fn unit_counts(desired: &crate::Desired) -> BTreeMap<String, UnitCounts> {
-    let mut n: HashMap<&str, usize> = HashMap::new();
+    let mut n: FxHashMap<&str, usize> = FxHashMap::default();
     for e in desired.values() {
         *n.entry(&e.unit).or_default() += 1;
     }

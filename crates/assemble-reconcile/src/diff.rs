@@ -1,11 +1,12 @@
 //! What must change, and why: the desired manifest against the recorded
 //! state and against what is on disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::state::{Entries, Recorded, STATE_DIR, State};
@@ -160,7 +161,7 @@ impl Snapshot {
 /// resolves one name per path instead of the whole path from the root.
 fn stat_recorded(out: &Path, entries: &Entries) -> Vec<Option<Stat>> {
     use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
-    let mut folders: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
+    let mut folders: FxHashMap<&str, Vec<(usize, &str)>> = FxHashMap::default();
     for (i, path) in entries.keys().enumerate() {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
         folders.entry(dir).or_default().push((i, name));

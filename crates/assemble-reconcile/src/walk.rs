@@ -4,7 +4,8 @@
 //! folder's descriptor (what `std`'s `DirEntry::metadata` does on Linux), so
 //! the kernel never resolves a long path from the root again: that is what
 //! makes `find` fast, and the walk does the same work. Sub-folders are
-//! walked in parallel on rayon's pool.
+//! walked in parallel on rayon's pool, and the result comes sorted by path
+//! from small per-folder sorts.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -90,10 +91,14 @@ pub fn walk(
     for c in chunks {
         all.extend(c);
     }
-    all.par_sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
     Ok(all)
 }
 
+/// Appends the entries under `dir` to `chunks`, in order. The order comes
+/// without a global sort: in each folder, an entry sorts by its name and the
+/// entries below a sub-folder `x` as one block keyed `x/`, which is where
+/// all of `x/...` falls among the folder's paths (`x` < `x.txt` < `x/...`
+/// < `x0`).
 fn list(
     dir: &Path,
     rel: &str,
@@ -137,22 +142,36 @@ fn list(
             stat: Stat::of(&meta),
         });
     }
-    chunks.push(found);
-    // Each folder's entries stay in their own chunk: moved once, at the end.
-    let below: Vec<Vec<Vec<Walked>>> = folders
-        .par_iter()
+    found.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    let below: Vec<(String, Vec<Vec<Walked>>)> = folders
+        .into_par_iter()
         .map(|(path, rel)| {
             let mut mine = Vec::new();
-            match list(path, rel, visit, &mut mine) {
+            match list(&path, &rel, visit, &mut mine) {
                 // Listed a moment ago, gone now: as if it had never been there.
                 Err(WalkError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                    Ok(Vec::new())
+                    Ok((rel + "/", Vec::new()))
                 }
-                other => other.map(|()| mine),
+                other => other.map(|()| (rel + "/", mine)),
             }
         })
         .collect::<Result<_, _>>()?;
-    chunks.extend(below.into_iter().flatten());
+    // Merge this folder's entries with the blocks below its sub-folders.
+    let mut blocks = below.into_iter().collect::<Vec<_>>();
+    blocks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut blocks = blocks.into_iter().peekable();
+    let mut run = Vec::new();
+    for w in found {
+        while let Some((_, block)) = blocks.next_if(|(key, _)| *key < w.rel) {
+            chunks.push(std::mem::take(&mut run));
+            chunks.extend(block);
+        }
+        run.push(w);
+    }
+    chunks.push(run);
+    for (_, block) in blocks {
+        chunks.extend(block);
+    }
     Ok(())
 }
 
@@ -191,6 +210,32 @@ mod tests {
         let f = got.iter().find(|w| w.rel == "a/b/f").unwrap();
         assert_eq!(Some(f.stat), Stat::lstat(&r.join("a/b/f")));
         assert_eq!(f.stat.size, 5);
+    }
+
+    /// Guards the per-folder ordering: names that sort around `/` (`x`,
+    /// `x.txt`, `x-y`, `x0`, `x/...`) come out exactly as a full sort would
+    /// put them.
+    #[test]
+    fn order_is_the_full_sort() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        for d in ["x/a", "x/a/b", "x-y", "x.d/z", "y/x/x"] {
+            fs_err::create_dir_all(r.join(d)).unwrap();
+        }
+        for f in [
+            "x.txt", "x0", "x/a.py", "x/a/b/c", "x/a0", "x.d/z/q", "y/x/x/.h", "y/x0", "A",
+        ] {
+            fs_err::write(r.join(f), "").unwrap();
+        }
+        let got: Vec<String> = walk(r, &|_, _| Visit::Descend)
+            .unwrap()
+            .into_iter()
+            .map(|w| w.rel)
+            .collect();
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(got, sorted);
+        assert_eq!(got.len(), 18);
     }
 
     #[test]
