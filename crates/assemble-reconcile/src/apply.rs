@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::diff::{Change, Diff, zip_sorted};
 use crate::state::{Lock, Recorded, State};
-use crate::{Content, Entry, Error, InputRecord, Kind, Sha256, Stat, Target};
+use crate::{Content, Entry, Error, InputRecord, Kind, Sha256, Stat, Target, hash_stream};
 
 /// What one unit's entries did in a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -321,8 +321,12 @@ fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<Option<
             match content {
                 Content::Bytes(b) => io::Write::write_all(&mut f, b)?,
                 Content::Copy(src) if e.deferred => {
+                    // Read once: hashed on the way to the copy.
                     let mut s = fs_err::File::open(src)?;
-                    let sha = copy_hashing(s.file_mut(), f.file_mut()).map_err(|err| {
+                    let dst = f.file_mut();
+                    let copied =
+                        hash_stream(s.file_mut(), &[], |chunk| io::Write::write_all(dst, chunk));
+                    let (sha, _) = copied.map_err(|err| {
                         io::Error::new(
                             err.kind(),
                             format!("copying {} to {}: {err}", src.display(), tmp.display()),
@@ -358,26 +362,4 @@ fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<Option<
     }
     fs_err::rename(&tmp, &target)?;
     Ok(hashed)
-}
-
-/// Copies `src` to `dst` through one buffer per thread, hashing the bytes
-/// on the way: the input is read once.
-fn copy_hashing(src: &mut std::fs::File, dst: &mut std::fs::File) -> io::Result<Sha256> {
-    use io::{Read, Write};
-    use sha2::Digest;
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);
-    }
-    let mut h = sha2::Sha256::new();
-    BUF.with_borrow_mut(|buf| -> io::Result<()> {
-        loop {
-            let n = src.read(buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            h.update(&buf[..n]);
-            dst.write_all(&buf[..n])?;
-        }
-    })?;
-    Ok(Sha256(h.finalize().into()))
 }

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{STATE_DIR, encode};
-use crate::{Error, Sha256, Stat, log};
+use crate::{ELF_MAGIC, Error, Sha256, Stat, hash_stream, log};
 
 const INPUTS_FILE: &str = "inputs.bin";
 const INPUTS_MAGIC: &[u8; 8] = b"ASMINPUT";
@@ -174,7 +174,7 @@ impl InputCache {
         if let Some(r) = self.vouched(&stat) {
             return Ok((r, false));
         }
-        let (sha256, elf) = hash_with_magic(fs_err::File::open(path)?, &[])?;
+        let (sha256, elf) = hash_stream(&mut fs_err::File::open(path)?, &[], |_| Ok(()))?;
         Ok((self.record_of(stat, sha256, elf), true))
     }
 
@@ -199,7 +199,7 @@ impl InputCache {
         if magic[..n] != *ELF_MAGIC {
             return Ok(Lookup::Deferred(stat));
         }
-        let (sha256, elf) = hash_with_magic(f, &magic)?;
+        let (sha256, elf) = hash_stream(&mut f, &magic, |_| Ok(()))?;
         Ok(Lookup::Known(self.record_of(stat, sha256, elf), true))
     }
 
@@ -258,34 +258,4 @@ fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
-}
-
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
-
-/// The sha256 of `prefix` followed by the rest of `f`, and whether that
-/// starts like an ELF file.
-fn hash_with_magic(mut f: fs_err::File, prefix: &[u8]) -> std::io::Result<(Sha256, bool)> {
-    use sha2::Digest;
-    // One buffer per thread: zeroing a fresh one for each of thousands of
-    // small files cost more than hashing them.
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);
-    }
-    let mut h = sha2::Sha256::new();
-    h.update(prefix);
-    let mut head = prefix.to_vec();
-    BUF.with_borrow_mut(|buf| -> std::io::Result<()> {
-        loop {
-            let n = f.read(buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            if head.len() < 4 {
-                let take = (4 - head.len()).min(n);
-                head.extend_from_slice(&buf[..take]);
-            }
-            h.update(&buf[..n]);
-        }
-    })?;
-    Ok((Sha256(h.finalize().into()), head.starts_with(ELF_MAGIC)))
 }

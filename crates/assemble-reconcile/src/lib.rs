@@ -154,11 +154,8 @@ impl Sha256 {
 
     /// Hashes a file's content, streaming.
     pub fn of_file(path: &Path) -> io::Result<Sha256> {
-        use sha2::Digest;
-        let mut f = fs_err::File::open(path)?;
-        let mut h = sha2::Sha256::new();
-        io::copy(&mut f, &mut h)?;
-        Ok(Sha256(h.finalize().into()))
+        let (sha, _) = hash_stream(&mut fs_err::File::open(path)?, &[], |_| Ok(()))?;
+        Ok(sha)
     }
 
     pub fn hex(&self) -> String {
@@ -176,6 +173,43 @@ impl fmt::Display for Sha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.hex())
     }
+}
+
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// Reads `src` to its end through one buffer per thread, hashing `prefix`
+/// and then the bytes read, and handing each chunk read to `sink` (a
+/// copy's destination, or nothing). Returns the sha256 and whether the
+/// whole starts like an ELF file.
+pub(crate) fn hash_stream(
+    src: &mut impl io::Read,
+    prefix: &[u8],
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(Sha256, bool)> {
+    use sha2::Digest;
+    // One buffer per thread: zeroing a fresh one for each of thousands of
+    // small files cost more than hashing them.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);
+    }
+    let mut h = sha2::Sha256::new();
+    h.update(prefix);
+    let mut head = prefix.to_vec();
+    BUF.with_borrow_mut(|buf| -> io::Result<()> {
+        loop {
+            let n = src.read(buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if head.len() < ELF_MAGIC.len() {
+                let take = (ELF_MAGIC.len() - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
+            h.update(&buf[..n]);
+            sink(&buf[..n])?;
+        }
+    })?;
+    Ok((Sha256(h.finalize().into()), head.starts_with(ELF_MAGIC)))
 }
 
 /// What an output path is.
