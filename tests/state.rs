@@ -303,6 +303,30 @@ fn concurrent_assembles_both_finish_and_the_output_verifies() {
     support::xtask(s.dir.path(), &["verify", "--out", out.to_str().unwrap()]).ok();
 }
 
+/// Guards the read-once clean build against a race: two clean builds of a
+/// fresh output both plan with hashes left to the copy; whichever takes the
+/// lock second finds a state and must hash them before its diff.
+#[test]
+fn concurrent_clean_builds_both_finish_and_the_output_verifies() {
+    let s = Scratch::new();
+    let out = s.path("fresh");
+    let spawn = || {
+        s.assemble_command(&["--out", out.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn();
+    let mut b = spawn();
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    support::xtask(s.dir.path(), &["verify", "--out", out.to_str().unwrap()]).ok();
+    let r = s
+        .assemble(&["--out", out.to_str().unwrap(), "--json"])
+        .json();
+    assert_eq!(r["files_written"], 0, "{r}");
+}
+
 #[test]
 fn two_clean_builds_with_one_prefix_are_identical() {
     let s = Scratch::new();

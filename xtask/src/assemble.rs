@@ -104,11 +104,7 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
     } else {
         Snapshot::take(&s.out)
     };
-    if !snapshot.is_full() {
-        plan.target.hash_deferred()?;
-    }
-    let d = diff_snapshot(&s.out, &plan.target, snapshot)
-        .with_context(|| format!("reading the output {}", s.out.display()))?;
+    let d = diff_output(&s, &mut plan, snapshot)?;
     phases.lap("diff");
     let statuses = d.units.clone();
     let outcome = apply(&s.out, &plan.target, d, &lock)
@@ -130,11 +126,7 @@ pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
     phases.lap("session");
     let (mut plan, snapshot) = plan_and_snapshot(&s, args.json)?;
     phases.extend(&plan.phases);
-    if !snapshot.is_full() {
-        plan.target.hash_deferred()?;
-    }
-    let d: Diff = diff_snapshot(&s.out, &plan.target, snapshot)
-        .with_context(|| format!("reading the output {}", s.out.display()))?;
+    let d = diff_output(&s, &mut plan, snapshot)?;
     phases.lap("diff");
     let mut outcome = Outcome {
         units: assemble_reconcile::unit_counts(&plan.target.desired),
@@ -165,6 +157,18 @@ pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
     outcome.changes.sort();
     report(args, &s, &plan, &d.units, &outcome, true, phases);
     Ok(())
+}
+
+/// The plan against the output's snapshot. Hashes the plan left to the
+/// copy (it saw no state) are computed first if the output has one now.
+fn diff_output(s: &Session, plan: &mut Plan, snapshot: Snapshot) -> Result<Diff, Failure> {
+    if !snapshot.is_full() {
+        plan.target
+            .hash_deferred()
+            .with_context(|| format!("hashing the inputs of {}", s.recipe.file.display()))?;
+    }
+    Ok(diff_snapshot(&s.out, &plan.target, snapshot)
+        .with_context(|| format!("reading the output {}", s.out.display()))?)
 }
 
 /// The plan, and meanwhile on another thread a snapshot of the output.

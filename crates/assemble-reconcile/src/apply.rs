@@ -203,8 +203,7 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
     }
     changes.sort_by(|a, b| a.0.cmp(&b.0));
     changes.dedup_by(|a, b| a.0 == b.0);
-    let units = target.units.clone();
-    prev.commit(out, changes, &units, Stat::lstat(out))?;
+    prev.commit(out, changes, &target.units, Stat::lstat(out))?;
     State::clear_journal(out)?;
     // Inputs hashed while copied join the input cache.
     let extra: Vec<InputRecord> = hashed_on_copy
