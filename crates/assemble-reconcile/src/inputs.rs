@@ -233,8 +233,10 @@ impl InputCache {
     /// Adds records found after [`InputCache::with_records`] (inputs hashed
     /// while they were copied).
     pub fn add(&mut self, records: Vec<InputRecord>) {
+        let added: rustc_hash::FxHashSet<(u64, u64)> =
+            records.iter().map(InputRecord::key).collect();
+        self.delta.remove.retain(|k| !added.contains(k));
         for r in records {
-            self.delta.remove.retain(|k| *k != r.key());
             if self.entries.insert(r.key(), r) != Some(r) {
                 self.delta.upsert.push(r);
             }
