@@ -316,65 +316,98 @@ struct Stats {
     peak_rss_mib: Option<f64>,
 }
 
+/// One measured command: `setup` (untimed) before each run of `cmd`.
+struct Series<'a> {
+    name: &'static str,
+    setup: Box<dyn FnMut(usize) -> anyhow::Result<()> + 'a>,
+    cmd: Box<dyn Fn() -> Command + 'a>,
+}
+
 /// Runs `cmd` `runs` times (after `setup`, untimed) and reports the times.
 fn measure(
     name: &'static str,
     runs: usize,
-    mut setup: impl FnMut(usize) -> anyhow::Result<()>,
+    setup: impl FnMut(usize) -> anyhow::Result<()>,
     cmd: impl Fn() -> Command,
 ) -> anyhow::Result<Stats> {
+    let series = vec![Series {
+        name,
+        setup: Box::new(setup),
+        cmd: Box::new(cmd),
+    }];
+    let mut stats = measure_interleaved(runs, series)?;
+    stats.pop().context("one series measured")
+}
+
+/// Runs each series `runs` times, taking turns (a run of each, then the
+/// next round), so that all of them meet the machine, and the file
+/// system, in the same states: what a ratio between them needs.
+fn measure_interleaved(runs: usize, mut series: Vec<Series<'_>>) -> anyhow::Result<Vec<Stats>> {
     let gnu_time = Path::new("/usr/bin/time").is_file();
-    let mut times = Vec::new();
-    let mut rss: Option<f64> = None;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); series.len()];
+    let mut rss: Vec<Option<f64>> = vec![None; series.len()];
     let rss_file = std::env::temp_dir().join(format!("assemble-bench-rss-{}", std::process::id()));
     for i in 0..runs {
-        setup(i)?;
-        // Untimed: let the previous run's writes reach the disk, so that
-        // one run's writeback does not land in the next one's time.
-        let _ = Command::new("sync").status();
-        let inner = cmd();
-        let mut c = if gnu_time {
-            let mut c = Command::new("/usr/bin/time");
-            c.arg("-f")
-                .arg("%M")
-                .arg("-o")
-                .arg(&rss_file)
-                .arg(inner.get_program());
-            c.args(inner.get_args());
-            if let Some(d) = inner.get_current_dir() {
-                c.current_dir(d);
+        for (k, s) in series.iter_mut().enumerate() {
+            (s.setup)(i)?;
+            // Untimed: let the previous run's writes reach the disk, so that
+            // one run's writeback does not land in the next one's time.
+            let _ = Command::new("sync").status();
+            let inner = (s.cmd)();
+            let mut c = if gnu_time {
+                let mut c = Command::new("/usr/bin/time");
+                c.arg("-f")
+                    .arg("%M")
+                    .arg("-o")
+                    .arg(&rss_file)
+                    .arg(inner.get_program());
+                c.args(inner.get_args());
+                if let Some(d) = inner.get_current_dir() {
+                    c.current_dir(d);
+                }
+                c
+            } else {
+                inner
+            };
+            c.stdout(Stdio::null()).stderr(Stdio::piped());
+            let start = Instant::now();
+            let out = c.output().with_context(|| format!("running {}", s.name))?;
+            let t = start.elapsed().as_secs_f64();
+            if !out.status.success() {
+                bail!(
+                    "{} failed: {}",
+                    s.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
-            c
-        } else {
-            inner
-        };
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
-        let start = Instant::now();
-        let out = c.output().with_context(|| format!("running {name}"))?;
-        let t = start.elapsed().as_secs_f64();
-        if !out.status.success() {
-            bail!("{name} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        times.push(t);
-        if gnu_time
-            && let Ok(text) = fs_err::read_to_string(&rss_file)
-            && let Some(kib) = text
-                .lines()
-                .last()
-                .and_then(|l| l.trim().parse::<f64>().ok())
-        {
-            rss = Some(rss.unwrap_or(0.0).max(kib / 1024.0));
+            times[k].push(t);
+            if gnu_time
+                && let Ok(text) = fs_err::read_to_string(&rss_file)
+                && let Some(kib) = text
+                    .lines()
+                    .last()
+                    .and_then(|l| l.trim().parse::<f64>().ok())
+            {
+                rss[k] = Some(rss[k].unwrap_or(0.0).max(kib / 1024.0));
+            }
         }
     }
     let _ = fs_err::remove_file(&rss_file);
-    times.sort_by(f64::total_cmp);
-    Ok(Stats {
-        name,
-        median_s: times[times.len() / 2],
-        min_s: times[0],
-        max_s: times[times.len() - 1],
-        peak_rss_mib: rss,
-    })
+    Ok(series
+        .iter()
+        .zip(times)
+        .zip(rss)
+        .map(|((s, mut times), rss)| {
+            times.sort_by(f64::total_cmp);
+            Stats {
+                name: s.name,
+                median_s: times[times.len() / 2],
+                min_s: times[0],
+                max_s: times[times.len() - 1],
+                peak_rss_mib: rss,
+            }
+        })
+        .collect())
 }
 
 #[derive(Debug, Serialize)]
@@ -432,26 +465,43 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     );
     let mut ms = Vec::new();
     let copy = root.join("copy");
-    ms.push(measure(
-        "cp -a of the inputs",
+    // cp -a and the cold assemble take turns: each creates as many files
+    // as the other just deleted, and the file system's state matters.
+    let fresh = |dir: &Path| -> anyhow::Result<()> {
+        if dir.exists() {
+            fs_err::remove_dir_all(dir)?;
+        }
+        Ok(())
+    };
+    let both = measure_interleaved(
         runs,
-        |_| {
-            if copy.exists() {
-                fs_err::remove_dir_all(&copy)?;
-            }
-            fs_err::create_dir_all(&copy)?;
-            Ok(())
-        },
-        || {
-            let mut c = Command::new("cp");
-            c.arg("-a")
-                .arg(input_dir.join("venv"))
-                .arg(input_dir.join("app"))
-                .arg(&copy);
-            c
-        },
-    )?);
+        vec![
+            Series {
+                name: "cp -a of the inputs",
+                setup: Box::new(|_| {
+                    fresh(&copy)?;
+                    fs_err::create_dir_all(&copy)?;
+                    Ok(())
+                }),
+                cmd: Box::new(|| {
+                    let mut c = Command::new("cp");
+                    c.arg("-a")
+                        .arg(input_dir.join("venv"))
+                        .arg(input_dir.join("app"))
+                        .arg(&copy);
+                    c
+                }),
+            },
+            Series {
+                name: "cold assemble",
+                setup: Box::new(|_| fresh(&out)),
+                cmd: Box::new(assemble),
+            },
+        ],
+    )?;
     fs_err::remove_dir_all(&copy)?;
+    let mut both = both.into_iter();
+    ms.extend(both.next());
     ms.push(measure(
         "stat walk of the inputs",
         runs,
@@ -464,17 +514,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             c
         },
     )?);
-    ms.push(measure(
-        "cold assemble",
-        runs,
-        |_| {
-            if out.exists() {
-                fs_err::remove_dir_all(&out)?;
-            }
-            Ok(())
-        },
-        assemble,
-    )?);
+    ms.extend(both);
     ms.push(measure("no-op assemble", runs, |_| Ok(()), assemble)?);
     let app_py: Vec<PathBuf> = walkdir::WalkDir::new(input_dir.join("app/authentik"))
         .sort_by_file_name()
