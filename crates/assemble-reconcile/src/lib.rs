@@ -340,6 +340,10 @@ impl Target {
     /// had no state, and another run may have recorded one since).
     pub fn hash_deferred(&mut self) -> Result<(), Error> {
         use rayon::prelude::*;
+        // Every run with a state calls this: a no-op must not pay for it.
+        if !self.has_deferred() {
+            return Ok(());
+        }
         let inputs = &self.inputs;
         let records = self
             .desired
