@@ -289,13 +289,13 @@ fn fails_and_keeps_output(s: &Scratch, code: i32, break_it: impl FnOnce(&Scratch
     s.assemble(&["--out", out.to_str().unwrap(), "--json"])
         .json();
     let before = listing(&out);
-    let state_before = fs_err::read(out.join(".assemble/state.bin")).unwrap();
+    let state_before = fs_err::read(s.state_of(&out).join("state.bin")).unwrap();
     break_it(s);
     let err = s.assemble(&["--out", out.to_str().unwrap()]).fails(code);
     assert_same_tree(&before, &listing(&out), "output after a failed run");
     assert_eq!(
         state_before,
-        fs_err::read(out.join(".assemble/state.bin")).unwrap(),
+        fs_err::read(s.state_of(&out).join("state.bin")).unwrap(),
         "a failed run records nothing"
     );
     err
@@ -449,4 +449,56 @@ fn failed_first_build_leaves_no_output() {
     let out = s.path("out");
     s.assemble(&["--out", out.to_str().unwrap()]).fails(1);
     assert!(!out.exists(), "nothing written for a run that failed");
+}
+
+/// Guards item 8 of the confinement issue: a file in one unit and a path
+/// beneath it in another were found only while applying, with half the
+/// changes made. Now the plan refuses it and the output stays as it was.
+#[test]
+fn a_path_beneath_another_units_file_fails_before_writing() {
+    let s = Scratch::new();
+    let err = fails_and_keeps_output(&s, 1, |s| {
+        s.edit_recipe(|t| {
+            t.replace(
+                "install = { \"guardian\" = \"@site@/guardian\" }",
+                "install = { \"guardian\" = \"manage.py/guardian\" }",
+            )
+        })
+    });
+    // Whichever unit is planned first, both are named.
+    assert!(err.contains("manage.py"), "{err}");
+    assert!(
+        err.contains("ak-guardian") && err.contains("authentik"),
+        "{err}"
+    );
+}
+
+/// Guards item 9: an input whose name is not UTF-8 is refused, naming the
+/// unit and the path.
+#[test]
+fn an_input_name_that_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new();
+    let err = fails_and_keeps_output(&s, 1, |s| {
+        let odd = s
+            .path("demo/authentik/authentik")
+            .join(std::ffi::OsStr::from_bytes(b"bad\xffname.py"));
+        fs_err::write(odd, "x = 1\n").unwrap();
+    });
+    assert!(err.contains("unit authentik"), "{err}");
+    assert!(err.contains("not UTF-8"), "{err}");
+}
+
+/// Guards item 6: a prefix that launchers and patched Python cannot carry
+/// is refused with exit 2, before anything is written.
+#[test]
+fn a_prefix_with_a_quote_is_refused() {
+    let s = Scratch::new();
+    for prefix in ["/opt/a\"b", "/opt/a'b", "/opt/a\\b"] {
+        let err = s
+            .assemble(&["--out", s.path("out").to_str().unwrap(), "--prefix", prefix])
+            .fails(2);
+        assert!(err.contains("cannot carry"), "{err}");
+        assert!(!s.path("out").exists());
+    }
 }

@@ -253,6 +253,7 @@ with = "blueprints_dir: @webui@/blueprints"
     /// Assembles into `out` (incrementally, with its state) and returns
     /// the tree's listing.
     fn assemble(&self, out: &Path) -> Vec<String> {
+        let layout = assemble_reconcile::Layout::new(out, &self.root.join("state"));
         let file = self.root.join("assemble.toml");
         fs_err::write(&file, self.recipe()).unwrap();
         let recipe = assemble_recipe::Recipe::load(&file).unwrap();
@@ -265,15 +266,15 @@ with = "blueprints_dir: @webui@/blueprints"
             offline: true,
             // As `cargo xtask assemble` does: a clean build hashes inputs
             // while copying them.
-            defer_hashes: !assemble_reconcile::State::recorded(out),
+            defer_hashes: !layout.recorded(),
         };
         // A zero racy window: the stat cache is trusted even for files
         // changed a moment ago, so that this test exercises it.
-        let inputs = InputCache::load_with_racy_window(out, std::time::Duration::ZERO);
+        let inputs = InputCache::load_with_racy_window(&layout.state, std::time::Duration::ZERO);
         let plan = assemble_plan::plan(&recipe, &ctx, || inputs, &|_| {}).unwrap();
-        let lock = Lock::acquire(out).unwrap();
-        let d = diff(out, &plan.target).unwrap();
-        apply(out, &plan.target, d, &lock).unwrap();
+        let lock = Lock::acquire(&layout).unwrap();
+        let d = diff(&layout, &plan.target).unwrap();
+        apply(&plan.target, d, &lock).unwrap();
         support::listing(out)
     }
 }

@@ -23,7 +23,6 @@ fn times(dir: &Path) -> Vec<(String, i64, u64)> {
     walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| e.file_name() != ".assemble")
         .map(|e| {
             let e = e.unwrap();
             let m = e.path().symlink_metadata().unwrap();
@@ -250,7 +249,7 @@ fn a_second_assemble_waits_for_the_lock() {
     // Hold the output's lock as another run would.
     let lock = fs_err::File::options()
         .write(true)
-        .open(out.join(".assemble/lock"))
+        .open(s.state_of(&out).join("lock"))
         .unwrap();
     lock.file().lock().unwrap();
 

@@ -76,8 +76,14 @@ impl Scratch {
             .args(args)
             .current_dir(self.dir.path())
             .env("ASSEMBLE_CACHE_DIR", shared_cache())
+            .env("ASSEMBLE_STATE_DIR", self.path("state"))
             .env_remove("ASSEMBLE_GITHUB_URL");
         cmd
+    }
+
+    /// The state folder the tool keeps for the output `out` (outside it).
+    pub fn state_of(&self, out: &Path) -> PathBuf {
+        assemble_reconcile::Layout::new(out, &self.path("state")).state
     }
 
     /// Runs `cargo xtask assemble --recipe <scratch recipe> ARGS...`.
@@ -153,12 +159,14 @@ pub fn xtask(cwd: &Path, args: &[&str]) -> Run {
 }
 
 /// Runs the xtask binary with extra environment variables (which may
-/// override `ASSEMBLE_CACHE_DIR`, the shared cache by default).
+/// override `ASSEMBLE_CACHE_DIR`, the shared cache by default, and
+/// `ASSEMBLE_STATE_DIR`, `state` in `cwd` by default).
 pub fn xtask_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(args)
         .current_dir(cwd)
         .env("ASSEMBLE_CACHE_DIR", shared_cache())
+        .env("ASSEMBLE_STATE_DIR", cwd.join("state"))
         .env_remove("ASSEMBLE_GITHUB_URL");
     for (k, v) in env {
         cmd.env(k, v);
@@ -235,8 +243,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// One line per path under `dir` (the tool's `.assemble` state left out):
-/// `path kind mode content`, where content is the sha256 of a file or the
+/// One line per path under `dir`: `path kind mode content`, where content is the sha256 of a file or the
 /// target of a link.
 pub fn listing(dir: &Path) -> Vec<String> {
     let mut lines = Vec::new();
@@ -244,7 +251,6 @@ pub fn listing(dir: &Path) -> Vec<String> {
         .min_depth(1)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == ".assemble"))
     {
         let e = e.expect("walk");
         let rel = e
@@ -298,8 +304,13 @@ pub fn assert_same_tree(a: &[String], b: &[String], what: &str) {
 
 /// The interpreter the demo recipe names, as `X.Y`.
 pub fn python_xy() -> String {
+    python_xy_of(which("python3"))
+}
+
+/// The version of the interpreter `python`, as `X.Y`.
+pub fn python_xy_of(python: impl AsRef<Path>) -> String {
     let (ok, out) = run(
-        &which("python3"),
+        python.as_ref(),
         &["-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
     );
     assert!(ok, "{out}");

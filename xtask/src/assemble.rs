@@ -78,7 +78,7 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
     // it, the output's state is read and its paths stat'ed.
     let (mut plan, snapshot) = plan_and_snapshot(&s, args.json)?;
     phases.extend(&plan.phases);
-    let lock = match Lock::try_acquire(&s.out)? {
+    let lock = match Lock::try_acquire(&s.layout)? {
         Some(l) => l,
         None if args.no_wait => {
             return Err(anyhow!(
@@ -93,21 +93,21 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
                 "Blocking",
                 s.out.display()
             );
-            Lock::acquire(&s.out)?
+            Lock::acquire(&s.layout)?
         }
     };
     phases.lap("lock");
     // Diff under the lock, against the state this run replaces: the
     // snapshot is taken again if another run stored a state meanwhile.
-    let snapshot = if snapshot.is_current(&s.out) {
+    let snapshot = if snapshot.is_current(&s.layout) {
         snapshot
     } else {
-        Snapshot::take(&s.out)
+        Snapshot::take(&s.layout)
     };
     let d = diff_output(&s, &mut plan, snapshot)?;
     phases.lap("diff");
     let statuses = d.units.clone();
-    let outcome = apply(&s.out, &plan.target, d, &lock)
+    let outcome = apply(&plan.target, d, &lock)
         .with_context(|| format!("writing the output {}", s.out.display()))?;
     drop(lock);
     phases.lap("apply");
@@ -167,7 +167,7 @@ fn diff_output(s: &Session, plan: &mut Plan, snapshot: Snapshot) -> Result<Diff,
             .hash_deferred()
             .with_context(|| format!("hashing the inputs of {}", s.recipe.file.display()))?;
     }
-    Ok(diff_snapshot(&s.out, &plan.target, snapshot)
+    Ok(diff_snapshot(&plan.target, snapshot)
         .with_context(|| format!("reading the output {}", s.out.display()))?)
 }
 
@@ -176,7 +176,7 @@ fn plan_and_snapshot(s: &Session, quiet: bool) -> Result<(Plan, Snapshot), Failu
     std::thread::scope(|scope| {
         let snapshot = scope.spawn(|| {
             let start = std::time::Instant::now();
-            (Snapshot::take(&s.out), start.elapsed())
+            (Snapshot::take(&s.layout), start.elapsed())
         });
         let plan = s.plan(quiet);
         let (snapshot, took) = snapshot

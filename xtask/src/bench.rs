@@ -443,6 +443,9 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let input_dir = root.join("inputs");
     let recipe = input_dir.join("assemble.toml");
     let out = root.join("out");
+    // The output's state (and input cache) lives outside it: a cold run
+    // starts without either.
+    let state = root.join("state");
     let assemble = || {
         let mut c = Command::new(&exe);
         c.arg("assemble")
@@ -452,6 +455,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             .arg(&out)
             .arg("--cache-dir")
             .arg(root.join("cache"))
+            .arg("--state-dir")
+            .arg(&state)
             .arg("--json");
         c
     };
@@ -494,7 +499,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             },
             Series {
                 name: "cold assemble",
-                setup: Box::new(|_| fresh(&out)),
+                setup: Box::new(|_| {
+                    fresh(&out)?;
+                    fresh(&state)
+                }),
                 cmd: Box::new(assemble),
             },
         ],

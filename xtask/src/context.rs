@@ -61,6 +61,13 @@ impl Workspace {
         })
     }
 
+    /// `--state-dir`, else `$ASSEMBLE_STATE_DIR`, else `<target>/assemble-state`.
+    pub fn state_base(&self, arg: Option<&Path>) -> PathBuf {
+        arg.map(|c| self.cwd.join(c))
+            .or_else(|| std::env::var_os("ASSEMBLE_STATE_DIR").map(|c| self.cwd.join(c)))
+            .unwrap_or_else(|| self.target_dir.join("assemble-state"))
+    }
+
     /// `--cache-dir`, else `$ASSEMBLE_CACHE_DIR`, else `<target>/assemble-cache`.
     pub fn cache(&self, arg: Option<&Path>) -> PathBuf {
         arg.map(|c| self.cwd.join(c))

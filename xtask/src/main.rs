@@ -65,6 +65,10 @@ pub struct RecipeArgs {
     /// (default: $ASSEMBLE_CACHE_DIR, else <cargo target dir>/assemble-cache).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where the tool keeps each output's state, outside the output
+    /// (default: $ASSEMBLE_STATE_DIR, else <cargo target dir>/assemble-state).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Never fetch: fail at once when a source is neither cached nor vendored.
     #[arg(long)]
     pub offline: bool,

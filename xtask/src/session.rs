@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use assemble_plan::{Context, Plan};
-use assemble_python::{Interpreter, find_program};
+use assemble_python::{Interpreter, carriable, find_program};
 use assemble_recipe::Recipe;
-use assemble_reconcile::{InputCache, State};
+use assemble_reconcile::{InputCache, Layout};
 
 use crate::context::Workspace;
 use crate::{AssembleArgs, Failure};
@@ -15,6 +15,8 @@ use crate::{AssembleArgs, Failure};
 pub struct Session {
     pub recipe: Recipe,
     pub out: PathBuf,
+    /// Where the output's state lives (outside it).
+    pub layout: Layout,
     pub ctx: Context,
 }
 
@@ -22,7 +24,8 @@ impl Session {
     pub fn new(args: &AssembleArgs) -> Result<Session, Failure> {
         let ws = Workspace::locate()?;
         let recipe = ws.recipe(&args.common)?;
-        let out = output(&ws, &recipe, args.out.as_deref());
+        let out = output(&ws, Some(&recipe), args.out.as_deref());
+        let layout = Layout::new(&out, &ws.state_base(args.common.state_dir.as_deref()));
         let prefix = match &args.prefix {
             Some(p) if p.is_absolute() => normalize(p),
             Some(p) => {
@@ -33,9 +36,18 @@ impl Session {
             }
             None => out.clone(),
         };
+        if let Some(why) = carriable(&prefix.to_string_lossy()) {
+            return Err(Failure {
+                code: 2,
+                error: anyhow!("the prefix (--prefix, else --out) {why}"),
+            });
+        }
         let cache = ws.cache(args.common.cache_dir.as_deref());
         let python = Interpreter::probe_cached(&recipe.interpreter, &cache)
             .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
+        if let Some(why) = carriable(&python.executable.to_string_lossy()) {
+            return Err(anyhow!("the interpreter's path {why}").into());
+        }
         let bash = find_program("bash")
             .ok_or_else(|| anyhow!("bash not found on PATH; @bash@ needs it (install bash)"))?;
         let ctx = Context {
@@ -47,9 +59,14 @@ impl Session {
             offline: args.common.offline,
             // A clean build hashes inputs as it copies them (read once);
             // if a state turns up after all, they are hashed before the diff.
-            defer_hashes: !State::recorded(&out),
+            defer_hashes: !layout.recorded(),
         };
-        Ok(Session { recipe, out, ctx })
+        Ok(Session {
+            recipe,
+            out,
+            layout,
+            ctx,
+        })
     }
 
     /// Plans the recipe, with the output's input stat cache. Reports
@@ -70,7 +87,7 @@ impl Session {
                 assemble_reconcile::RACY_WINDOW,
                 std::time::Duration::from_millis,
             );
-        let inputs = || InputCache::load_with_racy_window(&self.out, window);
+        let inputs = || InputCache::load_with_racy_window(&self.layout.state, window);
         Ok(assemble_plan::plan(
             &self.recipe,
             &self.ctx,
@@ -81,11 +98,12 @@ impl Session {
 }
 
 /// `--out`, else `<cargo target dir>/<package name>`, made absolute.
-pub fn output(ws: &Workspace, recipe: &Recipe, arg: Option<&Path>) -> PathBuf {
-    normalize(
-        &arg.map(|o| ws.cwd.join(o))
-            .unwrap_or_else(|| ws.target_dir.join(&recipe.name)),
-    )
+pub fn output(ws: &Workspace, recipe: Option<&Recipe>, arg: Option<&Path>) -> PathBuf {
+    normalize(&match (arg, recipe) {
+        (Some(o), _) => ws.cwd.join(o),
+        (None, Some(r)) => ws.target_dir.join(&r.name),
+        (None, None) => ws.target_dir.clone(),
+    })
 }
 
 /// Removes `.` and `..` components lexically, so that the prefix written into

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use assemble_reconcile::Layout;
+
 use crate::context::Workspace;
 use crate::session::output;
 
@@ -23,10 +25,11 @@ pub struct VerifyArgs {
 pub fn run(args: &VerifyArgs) -> Result<(), Failure> {
     let ws = Workspace::locate()?;
     let out = match &args.out {
-        Some(o) => ws.cwd.join(o),
-        None => output(&ws, &ws.recipe(&args.common)?, None),
+        Some(o) => output(&ws, None, Some(o)),
+        None => output(&ws, Some(&ws.recipe(&args.common)?), None),
     };
-    let found = assemble_reconcile::verify(&out)?;
+    let layout = Layout::new(&out, &ws.state_base(args.common.state_dir.as_deref()));
+    let found = assemble_reconcile::verify(&layout)?;
     if args.json {
         println!(
             "{}",

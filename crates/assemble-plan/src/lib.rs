@@ -73,6 +73,10 @@ pub enum Error {
     },
     #[error(transparent)]
     Elf(#[from] assemble_elf::Error),
+    /// The manifest breaks a rule of the output (a path beneath a file or a
+    /// link, a name too long): found before anything is written.
+    #[error(transparent)]
+    Manifest(#[from] assemble_reconcile::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -239,6 +243,7 @@ fn plan_with(
     for unit in recipe.units.iter().filter(|u| !u.source.is_venv()) {
         plan_unit(&mut b, unit, &roots[&unit.name], &vars)?;
     }
+    assemble_reconcile::check_manifest(&b.desired)?;
     phases.lap("manifest");
 
     let (inputs, loading) = inputs();
@@ -629,9 +634,19 @@ impl Builder {
 
 fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(), Error> {
     let name: Arc<str> = Arc::from(unit.name.as_str());
-    let var_err = |e: assemble_recipe::VarsError| Error::Unit {
-        unit: unit.name.clone(),
-        message: e.to_string(),
+    // Every output path is checked after its variables are expanded: a
+    // `--prefix` or `--webui` value can make `@out@/x` absolute or `@webui@/x`
+    // climb out with `..`.
+    let expand_path = |p: &str| -> Result<String, Error> {
+        let expanded = vars.expand_path(p).map_err(|e| Error::Unit {
+            unit: unit.name.clone(),
+            message: e.to_string(),
+        })?;
+        assemble_reconcile::path::check(&expanded).map_err(|e| Error::Unit {
+            unit: unit.name.clone(),
+            message: format!("{e} (written {p:?} in the recipe)"),
+        })?;
+        Ok(expanded)
     };
     let mut produced: Vec<String> = Vec::new();
     for (from, to) in &unit.install {
@@ -644,7 +659,7 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
                 hint: format!(" (inside the unit's source {})", root.display()),
             });
         }
-        let dest = vars.expand_path(to).map_err(var_err)?;
+        let dest = expand_path(to)?;
         b.copy_tree(&name, "copy", &src, from, &dest, &|_| false)?;
         produced.push(dest);
     }
@@ -655,7 +670,7 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
     };
 
     for x in &unit.executable {
-        let p = vars.expand_path(x).map_err(var_err)?;
+        let p = expand_path(x)?;
         match b.desired.get_mut(&p) {
             Some(Entry {
                 kind: Kind::File { executable, .. },
@@ -674,7 +689,7 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
     }
 
     for (i, patch) in unit.patches.iter().enumerate() {
-        let p = vars.expand_path(&patch.file).map_err(var_err)?;
+        let p = expand_path(&patch.file)?;
         let (source_file, executable) = match b.desired.get(&p) {
             Some(Entry {
                 kind: Kind::File { executable, .. },
@@ -746,8 +761,8 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
     }
 
     for (link, target) in &unit.symlinks {
-        let link = vars.expand_path(link).map_err(var_err)?;
-        let target = vars.expand_path(target).map_err(var_err)?;
+        let link = expand_path(link)?;
+        let target = expand_path(target)?;
         if !b.desired.contains_key(&target) {
             return Err(Error::Unit {
                 unit: unit.name.clone(),

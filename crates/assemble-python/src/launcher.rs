@@ -6,14 +6,35 @@ use crate::{EntryPoint, Interpreter};
 
 /// The first line(s) of a script run by `python`, the way pip writes them:
 /// `#!PATH`, or the `/bin/sh` exec form when that line would pass the
-/// kernel's 127-byte limit or `PATH` holds a space.
+/// kernel's 127-byte limit or `PATH` holds a space. In the exec form the
+/// path is one single-quoted word for `/bin/sh` (a `'` written `'\''`), so
+/// nothing in it (`$(...)`, backticks, `"`) is ever run or split; paths that
+/// cannot be carried at all are refused before planning ([`carriable`]).
 pub fn shebang(python: &str) -> String {
     let simple = format!("#!{python}\n");
-    if simple.len() <= 128 && !python.contains(' ') {
+    if simple.len() <= 128 && !python.contains([' ', '\t']) {
         simple
     } else {
-        format!("#!/bin/sh\n'''exec' \"{python}\" \"$0\" \"$@\"\n' '''\n")
+        let quoted = python.replace('\'', r"'\''");
+        format!("#!/bin/sh\n'''exec' '{quoted}' \"$0\" \"$@\"\n' '''\n")
     }
+}
+
+/// Why `path` cannot be written into launchers and Python source (the
+/// prefix goes into `Path("@out@")`, the interpreter into shebangs): it
+/// holds a quote, a backslash or a control character. `None` when it can.
+pub fn carriable(path: &str) -> Option<String> {
+    let bad: Vec<String> = path
+        .chars()
+        .filter(|c| matches!(c, '"' | '\'' | '\\') || c.is_control())
+        .map(|c| format!("{c:?}"))
+        .collect();
+    (!bad.is_empty()).then(|| {
+        format!(
+            "{path:?} holds {}, which launchers and patched Python source cannot carry safely; choose a path without quotes, backslashes or control characters",
+            bad.join(", ")
+        )
+    })
 }
 
 /// A console-script launcher that imports its entry point directly (pip's
@@ -88,7 +109,7 @@ mod tests {
             shebang("/opt/ak/bin/python3.11"),
             "#!/opt/ak/bin/python3.11\n"
         );
-        assert!(shebang("/opt/a k/bin/python3.11").starts_with("#!/bin/sh\n'''exec' \"/opt/a k/"));
+        assert!(shebang("/opt/a k/bin/python3.11").starts_with("#!/bin/sh\n'''exec' '/opt/a k/"));
         let long = format!("/{}/bin/python3.11", "x".repeat(120));
         assert!(shebang(&long).starts_with("#!/bin/sh\n"));
     }

@@ -11,7 +11,7 @@ mod run;
 use std::path::{Path, PathBuf};
 
 pub use dist::{BinFile, Dist, EntryPoint, read_dists};
-pub use launcher::{launcher, rewrite_pyvenv_cfg, rewrite_shebang, shebang};
+pub use launcher::{carriable, launcher, rewrite_pyvenv_cfg, rewrite_shebang, shebang};
 pub use recover::recover_data_script;
 pub use run::{Artifact, build_venv, pip_download};
 

@@ -512,9 +512,18 @@ impl Recipe {
                         format!("unit {name}: from = {f:?} must read \"UNIT:SUBDIR\""),
                     ));
                 };
+                let subdir = subdir.trim_matches('/');
+                if !subdir.is_empty() && !plain_relative(subdir) {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "unit {name}: from = {f:?}: the sub-folder must be a plain relative path inside unit {unit} (no `.`, `..` or empty components)"
+                        ),
+                    ));
+                }
                 kinds.push(Source::From {
                     unit: unit.to_string(),
-                    subdir: subdir.trim_matches('/').to_string(),
+                    subdir: subdir.to_string(),
                 });
             }
             if let Some(p) = &u.path {
@@ -562,7 +571,7 @@ impl Recipe {
                 ));
             }
             for (from, to) in &u.install {
-                if from.is_empty() || from.starts_with('/') || from.split('/').any(|c| c == "..") {
+                if !plain_relative(from.trim_end_matches('/')) {
                     return Err(invalid(
                         span,
                         format!(
@@ -682,7 +691,14 @@ impl Recipe {
     }
 }
 
-/// An output path in a recipe: relative to the output root after expansion.
+/// Whether `p` is relative, with no empty, `.` or `..` component.
+fn plain_relative(p: &str) -> bool {
+    !p.is_empty() && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// An output path in a recipe, as written (it is checked again after
+/// expansion, when the variables' values are known): relative to the
+/// output root.
 fn check_out_path(p: &str) -> Result<(), String> {
     if p.is_empty() {
         return Err("an output path is empty".into());
@@ -694,6 +710,11 @@ fn check_out_path(p: &str) -> Result<(), String> {
     }
     if p.split('/').any(|c| c == "..") {
         return Err(format!("output path {p:?} leaves the output root"));
+    }
+    if !plain_relative(p.trim_end_matches('/')) {
+        return Err(format!(
+            "output path {p:?} has an empty or `.` component; write it as a plain relative path (`a/b`, not `./a` or `a//b`)"
+        ));
     }
     Ok(())
 }

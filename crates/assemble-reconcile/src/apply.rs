@@ -1,16 +1,18 @@
 //! Carry out a [`Diff`]: the only code that writes to the output.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ffi::OsStr;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use fs_err::os::unix::fs::OpenOptionsExt;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::diff::{Change, Diff, zip_sorted};
+use crate::path::temp_name;
+use crate::root::{Root, create_at, remove_at, rename_at, stat_at, symlink_at};
 use crate::state::{Lock, Recorded, State};
 use crate::{Content, Entry, Error, InputRecord, Kind, Sha256, Stat, Target, hash_stream};
 
@@ -40,9 +42,12 @@ pub struct Outcome {
     pub hashed_on_copy: usize,
 }
 
-/// Applies `diff` (computed by [`crate::diff`] for `target`) to `out`.
-/// The caller holds `lock` on `out`.
-pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Outcome, Error> {
+/// Applies `diff` (computed by [`crate::diff`] for `target`) to the output
+/// that `lock` holds. Every change goes through the lock's handle on the
+/// output root: beneath it, never through a link.
+pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error> {
+    let root = &lock.root;
+    let state_dir = lock.state.as_path();
     let desired = &target.desired;
     let mut outcome = Outcome {
         units: unit_counts(desired),
@@ -59,7 +64,7 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
     let record_changed = touched || !refresh.is_empty() || prev.units != target.units;
     if !record_changed {
         if target.inputs.changed() {
-            target.inputs.store(out)?;
+            target.inputs.store(state_dir)?;
             outcome.state_written = true;
         }
         return Ok(outcome);
@@ -78,12 +83,19 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
         // that a run killed half-way is repaired by the next one.
         let mut journal = prev.pending.clone();
         journal.extend(writes.iter().chain(&removes).map(|c| c.path.clone()));
-        State::write_journal(out, &journal)?;
-        sweep_temp_files(out, &prev.pending)?;
+        State::write_journal(state_dir, &journal)?;
+        sweep_temp_files(root, &prev.pending)?;
 
         // 1. Stale and foreign paths, deepest first.
         for c in removes.iter().rev() {
-            if remove_path(&out.join(&c.path))? {
+            let removed = match &c.raw_name {
+                Some(name) => {
+                    let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
+                    root.remove_name(dir, name)?
+                }
+                None => root.remove_all(&c.path)?,
+            };
+            if removed {
                 outcome.files_removed += 1;
                 if let Some(u) = &c.unit {
                     outcome.units.entry(u.clone()).or_default().removed += 1;
@@ -91,56 +103,72 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
             }
         }
 
-        // 2. Folders, parents first.
+        // 2. Folders, parents first. What stands where a folder belongs (a
+        // file, or a link to anywhere) is removed, never followed.
         let mut created: HashSet<&str> = HashSet::new();
         for c in writes.iter().filter(|c| desired[&c.path].kind == Kind::Dir) {
-            let p = out.join(&c.path);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    fs_err::remove_file(&p)?;
-                    fs_err::create_dir(&p)?;
+            match root.stat(&c.path) {
+                Some(s) if s.is_dir() => {}
+                Some(_) => {
+                    root.remove_all(&c.path)?;
+                    root.mkdir(&c.path, 0o755)?;
+                    created.insert(&c.path);
                     outcome.dirs_created += 1;
                 }
-                Err(_) => {
-                    fs_err::create_dir(&p)?;
+                None => {
+                    root.mkdir(&c.path, 0o755)?;
                     created.insert(&c.path);
                     outcome.dirs_created += 1;
                 }
             }
-            fs_err::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+            root.chmod_dir(&c.path, 0o755)?;
             if let Some(u) = &c.unit {
                 outcome.units.entry(u.clone()).or_default().written += 1;
             }
         }
 
-        // 3. Files and links, in parallel.
-        let files: Vec<&Change> = writes
-            .iter()
-            .filter(|c| desired[&c.path].kind != Kind::Dir)
-            .collect();
-        let copied: Vec<Option<(&str, Sha256)>> = files
+        // 3. Files and links, in parallel, folder by folder: each folder is
+        // opened once beneath the root.
+        let mut by_folder: FxHashMap<&str, Vec<&Change>> = FxHashMap::default();
+        for c in writes.iter().filter(|c| desired[&c.path].kind != Kind::Dir) {
+            let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
+            by_folder.entry(dir).or_default().push(c);
+        }
+        let copied: Vec<Vec<(&str, Sha256)>> = by_folder
             .par_iter()
-            .map(|c| {
+            .map(|(dir, files)| {
+                let folder = root.locate(dir)?;
                 // In a folder this run created, nothing is there to replace:
-                // the file is written in place (the journal covers a run
-                // killed half-way), without a temporary name and a rename.
-                let fresh = c
-                    .path
-                    .rsplit_once('/')
-                    .is_some_and(|(dir, _)| created.contains(dir));
-                let sha = write_entry(out, &c.path, &desired[&c.path], fresh)?;
-                Ok(sha.and_then(|s| Some((key(&c.path)?, s))))
+                // files are written in place (the journal covers a run killed
+                // half-way), without a temporary name and a rename.
+                let fresh = created.contains(dir);
+                let mut hashed = Vec::new();
+                for c in files {
+                    let name = c.path.rsplit_once('/').map_or(c.path.as_str(), |(_, n)| n);
+                    let sha =
+                        write_entry(&folder, name, &desired[&c.path], fresh).map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("{}: {e}", root.display(&c.path).display()),
+                            )
+                        })?;
+                    if let (Some(sha), Some(k)) = (sha, key(&c.path)) {
+                        hashed.push((k, sha));
+                    }
+                }
+                Ok(hashed)
             })
             .collect::<Result<_, Error>>()?;
         hashed_on_copy.extend(copied.into_iter().flatten());
-        for c in files {
-            outcome.files_written += 1;
-            if let Some(u) = &c.unit {
-                outcome.units.entry(u.clone()).or_default().written += 1;
+        for files in by_folder.values() {
+            for c in files {
+                outcome.files_written += 1;
+                if let Some(u) = &c.unit {
+                    outcome.units.entry(u.clone()).or_default().written += 1;
+                }
             }
         }
-        fs_err::set_permissions(out, std::fs::Permissions::from_mode(0o755))?;
+        root.chmod_dir("", 0o755)?;
 
         // What was written, and the folders whose listing changed, are stat'ed
         // again for the record.
@@ -156,7 +184,7 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
         }
         let fresh: Vec<(&str, Stat)> = again
             .par_iter()
-            .filter_map(|p| Stat::lstat(&out.join(p)).map(|s| (*p, s)))
+            .filter_map(|p| root.stat(p).map(|s| (*p, s)))
             .collect();
         stats.extend(fresh);
     }
@@ -203,8 +231,8 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
     }
     changes.sort_by(|a, b| a.0.cmp(&b.0));
     changes.dedup_by(|a, b| a.0 == b.0);
-    prev.commit(out, changes, &target.units, Stat::lstat(out))?;
-    State::clear_journal(out)?;
+    prev.commit(state_dir, changes, &target.units, root.stat_self().ok())?;
+    State::clear_journal(state_dir)?;
     // Inputs hashed while copied join the input cache.
     let extra: Vec<InputRecord> = hashed_on_copy
         .iter()
@@ -217,12 +245,12 @@ pub fn apply(out: &Path, target: &Target, diff: Diff, _lock: &Lock) -> Result<Ou
     outcome.hashed_on_copy = hashed_on_copy.len();
     if extra.is_empty() {
         if target.inputs.changed() {
-            target.inputs.store(out)?;
+            target.inputs.store(state_dir)?;
         }
     } else {
         let mut inputs = target.inputs.clone();
         inputs.add(extra);
-        inputs.store(out)?;
+        inputs.store(state_dir)?;
     }
     outcome.state_written = true;
     outcome.changes.sort();
@@ -257,108 +285,68 @@ fn record(e: &Entry, stat: Option<Stat>) -> Recorded {
     }
 }
 
-/// Removes a file, link or folder (with what is in it); `Ok(false)` if it
-/// was not there.
-fn remove_path(p: &Path) -> Result<bool, Error> {
-    match std::fs::symlink_metadata(p) {
-        Err(_) => Ok(false),
-        Ok(m) if m.is_dir() => {
-            fs_err::remove_dir_all(p)?;
-            Ok(true)
-        }
-        Ok(_) => {
-            fs_err::remove_file(p)?;
-            Ok(true)
-        }
-    }
-}
-
-/// The temporary name a path is written under before it is renamed in place.
-fn temp_name(name: &str) -> String {
-    format!(".{name}.assemble-tmp")
-}
-
 /// Removes temporary files that an interrupted run left beside the paths it
 /// was writing.
-fn sweep_temp_files(out: &Path, pending: &BTreeSet<String>) -> Result<(), Error> {
+fn sweep_temp_files(root: &Root, pending: &BTreeSet<String>) -> Result<(), Error> {
     for path in pending {
-        let p = out.join(path);
-        if let (Some(dir), Some(name)) = (p.parent(), p.file_name()) {
-            remove_path(&dir.join(temp_name(&name.to_string_lossy())))?;
-        }
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        root.remove_name(dir, OsStr::new(&temp_name(name.as_bytes())))?;
     }
     Ok(())
 }
 
-/// Writes one file or link: to a temporary name renamed over `path`, or,
-/// when `fresh` (its folder was just created), straight to `path`. The
-/// sha256 of a copy whose hash the plan deferred is computed on the way
-/// and returned.
-fn write_entry(out: &Path, path: &str, e: &Entry, fresh: bool) -> Result<Option<Sha256>, Error> {
-    let target = out.join(path);
+/// Writes one file or link `name` in `dir`: to a temporary name renamed over
+/// it, or, when `fresh` (its folder was just created), straight to `name`.
+/// Nothing is followed: a link at either name is replaced, a folder at
+/// `name` removed. The sha256 of a copy whose hash the plan deferred is
+/// computed on the way and returned.
+fn write_entry(dir: &impl AsFd, name: &str, e: &Entry, fresh: bool) -> io::Result<Option<Sha256>> {
+    let tmp_name = temp_name(name.as_bytes());
     let tmp = if fresh {
-        target.clone()
+        OsStr::new(name)
     } else {
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = target.with_file_name(temp_name(&name));
-        remove_path(&tmp)?;
-        tmp
+        remove_at(dir, OsStr::new(&tmp_name))?;
+        OsStr::new(&tmp_name)
     };
     let mut hashed = None;
     match (&e.kind, &e.content) {
-        (Kind::Link { target: to }, _) => fs_err::os::unix::fs::symlink(to, &tmp)?,
+        (Kind::Link { target: to }, _) => symlink_at(dir, OsStr::new(to), tmp)?,
         (Kind::File { executable, .. }, Some(content)) => {
             let mode = if *executable { 0o755 } else { 0o644 };
-            let mut f = fs_err::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)?;
+            let mut f = create_at(dir, tmp, mode)?;
             match content {
                 Content::Bytes(b) => io::Write::write_all(&mut f, b)?,
                 Content::Copy(src) if e.deferred => {
                     // Read once: hashed on the way to the copy.
                     let mut s = fs_err::File::open(src)?;
-                    let dst = f.file_mut();
-                    let copied =
-                        hash_stream(s.file_mut(), &[], |chunk| io::Write::write_all(dst, chunk));
+                    let copied = hash_stream(s.file_mut(), &[], |chunk| {
+                        io::Write::write_all(&mut f, chunk)
+                    });
                     let (sha, _) = copied.map_err(|err| {
-                        io::Error::new(
-                            err.kind(),
-                            format!("copying {} to {}: {err}", src.display(), tmp.display()),
-                        )
+                        io::Error::new(err.kind(), format!("copying {}: {err}", src.display()))
                     })?;
                     hashed = Some(sha);
                 }
                 Content::Copy(src) => {
-                    // std's File-to-File copy: copy_file_range, in the kernel
-                    // (a wrapper type would fall back to a userspace loop).
+                    // std's File-to-File copy: copy_file_range, in the kernel.
                     let mut s = fs_err::File::open(src)?;
-                    io::copy(s.file_mut(), f.file_mut()).map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!("copying {} to {}: {e}", src.display(), tmp.display()),
-                        )
+                    io::copy(s.file_mut(), &mut f).map_err(|e| {
+                        io::Error::new(e.kind(), format!("copying {}: {e}", src.display()))
                     })?;
                 }
             }
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
         (Kind::File { .. }, None) | (Kind::Dir, _) => {
-            return Err(io::Error::other(format!("{path}: a file entry without content")).into());
+            return Err(io::Error::other("a file entry without content"));
         }
     }
     if fresh {
         return Ok(hashed);
     }
-    if let Ok(m) = std::fs::symlink_metadata(&target)
-        && m.is_dir()
-    {
-        fs_err::remove_dir_all(&target)?;
+    if stat_at(dir, name).is_some_and(|s| s.is_dir()) {
+        remove_at(dir, OsStr::new(name))?;
     }
-    fs_err::rename(&tmp, &target)?;
+    rename_at(dir, tmp, OsStr::new(name))?;
     Ok(hashed)
 }

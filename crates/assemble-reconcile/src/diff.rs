@@ -2,15 +2,16 @@
 //! state and against what is on disk.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::fmt;
-use std::path::Path;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::state::{Entries, Recorded, STATE_DIR, State};
-use crate::{Entry, Error, Fingerprint, Kind, Reason, Sha256, Stat, Target};
+use crate::root::{EntryType, Root, stat_at};
+use crate::state::{Entries, Layout, Recorded, State};
+use crate::{Entry, Error, Fingerprint, Kind, Reason, Sha256, Stat, Target, hash_stream};
 
 /// One path to write or remove, with why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -21,6 +22,10 @@ pub struct Change {
     pub unit: Option<String>,
     /// The input it comes from, relative to the unit's source.
     pub source: Option<String>,
+    /// For a stray whose name is not UTF-8: its real name (`path` shows
+    /// it with replacement characters).
+    #[serde(skip)]
+    pub(crate) raw_name: Option<OsString>,
 }
 
 impl Change {
@@ -118,27 +123,36 @@ enum Verdict {
 /// another run has changed the state since (then it is taken again).
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The output, opened (`None`: not there yet).
+    root: Option<Root>,
     state: Option<State>,
     /// The stat of each recorded path, in `state.entries` order.
     now: Vec<Option<Stat>>,
-    root: Option<Stat>,
-    /// The stats of `state.bin`, `state.log` and `journal.bin` before they
-    /// were read.
-    ident: [Option<Stat>; 3],
+    root_stat: Option<Stat>,
+    /// The stats of the owner record, `state.bin`, `state.log` and
+    /// `journal.bin` before they were read.
+    ident: [Option<Stat>; 4],
 }
 
 impl Snapshot {
-    pub fn take(out: &Path) -> Snapshot {
-        let ident = State::ident(out);
-        let state = State::load(out);
-        let now = match &state {
-            Some(s) => stat_recorded(out, &s.entries),
-            None => Vec::new(),
+    /// The state of `layout`'s output, used only if the output is the folder
+    /// it was recorded for.
+    pub fn take(layout: &Layout) -> Snapshot {
+        let ident = State::ident(&layout.state);
+        let root = Root::open(&layout.out).ok();
+        let state = root
+            .as_ref()
+            .filter(|r| layout.owns(r))
+            .and_then(|_| State::load(&layout.state));
+        let now = match (&state, &root) {
+            (Some(s), Some(r)) => stat_recorded(r, &s.entries),
+            _ => Vec::new(),
         };
         Snapshot {
+            root_stat: root.as_ref().and_then(|r| r.stat_self().ok()),
+            root,
             state,
             now,
-            root: Stat::lstat(out),
             ident,
         }
     }
@@ -149,18 +163,23 @@ impl Snapshot {
     }
 
     /// Whether the recorded state is still the one this snapshot read (no
-    /// run has stored a state or left a journal since).
-    pub fn is_current(&self, out: &Path) -> bool {
-        State::ident(out) == self.ident
+    /// run has claimed the output, stored a state or left a journal since,
+    /// and the output is the same folder).
+    pub fn is_current(&self, layout: &Layout) -> bool {
+        State::ident(&layout.state) == self.ident
+            && Root::open(&layout.out)
+                .ok()
+                .and_then(|r| r.stat_self().ok())
+                .map(|s| (s.dev, s.ino))
+                == self.root_stat.map(|s| (s.dev, s.ino))
     }
 }
 
-/// The stat of each recorded path now (`None`: missing), in order. Paths
-/// are grouped by folder; each folder is opened once (`O_PATH`, nothing
-/// is listed) and its entries `statx`ed relative to it, so the kernel
-/// resolves one name per path instead of the whole path from the root.
-fn stat_recorded(out: &Path, entries: &Entries) -> Vec<Option<Stat>> {
-    use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+/// The stat of each recorded path now (`None`: missing, or a folder on its
+/// way is not a folder), in order. Paths are grouped by folder; each folder
+/// is opened once beneath the root (`O_PATH`, no link followed) and its
+/// entries `statx`ed relative to it.
+fn stat_recorded(root: &Root, entries: &Entries) -> Vec<Option<Stat>> {
     let mut folders: FxHashMap<&str, Vec<(usize, &str)>> = FxHashMap::default();
     for (i, path) in entries.keys().enumerate() {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -169,24 +188,11 @@ fn stat_recorded(out: &Path, entries: &Entries) -> Vec<Option<Stat>> {
     let found: Vec<Vec<(usize, Option<Stat>)>> = folders
         .par_iter()
         .map(|(dir, names)| {
-            let fd = rustix::fs::open(
-                out.join(dir),
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            );
+            let fd = root.locate(dir);
             names
                 .iter()
                 .map(|(i, name)| {
-                    let stat = fd.as_ref().ok().and_then(|fd| {
-                        rustix::fs::statx(
-                            fd,
-                            *name,
-                            AtFlags::SYMLINK_NOFOLLOW,
-                            StatxFlags::BASIC_STATS,
-                        )
-                        .ok()
-                        .map(|x| Stat::of_statx(&x))
-                    });
+                    let stat = fd.as_ref().ok().and_then(|fd| stat_at(fd, name));
                     (*i, stat)
                 })
                 .collect()
@@ -199,44 +205,78 @@ fn stat_recorded(out: &Path, entries: &Entries) -> Vec<Option<Stat>> {
     now
 }
 
-/// Compares `target` with the state recorded in `out` and with the files
-/// there. Reads only what changed: a path whose stat matches the record is
-/// not opened.
-pub fn diff(out: &Path, target: &Target) -> Result<Diff, Error> {
-    diff_snapshot(out, target, Snapshot::take(out))
+/// Compares `target` with the state recorded for `layout` and with the
+/// files there. Reads only what changed: a path whose stat matches the
+/// record is not opened.
+pub fn diff(layout: &Layout, target: &Target) -> Result<Diff, Error> {
+    diff_snapshot(target, Snapshot::take(layout))
 }
 
-/// As [`diff`], from a snapshot of `out` taken earlier.
-pub fn diff_snapshot(out: &Path, target: &Target, snapshot: Snapshot) -> Result<Diff, Error> {
-    let desired = &target.desired;
-    // `.assemble` and everything under it sort between `.assemble` and
-    // `.assemble0` ('/' comes just before '0'): one range, no scan.
-    let reserved = (
-        std::ops::Bound::Included(STATE_DIR.to_string()),
-        std::ops::Bound::Excluded(format!("{STATE_DIR}0")),
-    );
-    if let Some(p) = desired
-        .range::<String, _>(reserved)
-        .map(|(p, _)| p)
-        .find(|p| p.as_str() == STATE_DIR || p.starts_with(&format!("{STATE_DIR}/")))
-    {
-        return Err(Error::Reserved {
-            out: out.to_path_buf(),
-            path: p.clone(),
+/// Checks the manifest before anything is written: every path is a plain
+/// relative path ([`crate::path::check`]), and every path's parent is a
+/// folder of the manifest (not a file, and not a link: nothing is ever
+/// written through a link).
+pub fn check_manifest(desired: &crate::Desired) -> Result<(), Error> {
+    let mut last_parent = "";
+    for (path, e) in desired {
+        crate::path::check(path).map_err(|source| Error::BadPath {
+            unit: e.unit.to_string(),
+            source,
+        })?;
+        let Some((parent, _)) = path.rsplit_once('/') else {
+            continue;
+        };
+        // Siblings come one after another: one lookup per folder mostly.
+        if parent == last_parent {
+            continue;
+        }
+        let what = match desired.get(parent).map(|p| (&p.kind, &p.unit)) {
+            Some((Kind::Dir, _)) => {
+                last_parent = parent;
+                continue;
+            }
+            Some((Kind::File { .. }, u)) => Some(("file", u)),
+            Some((Kind::Link { .. }, u)) => Some(("link", u)),
+            None => None,
+        };
+        return Err(match what {
+            Some((what, parent_unit)) => Error::UnderNonFolder {
+                path: path.clone(),
+                unit: e.unit.to_string(),
+                parent: parent.to_string(),
+                parent_unit: parent_unit.to_string(),
+                what,
+            },
+            None => std::io::Error::other(format!(
+                "{path} (unit {}): its folder {parent} is not in the manifest",
+                e.unit
+            ))
+            .into(),
         });
     }
+    Ok(())
+}
+
+/// As [`diff`], from a snapshot of the output taken earlier.
+pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error> {
+    let desired = &target.desired;
+    check_manifest(desired)?;
     let Snapshot {
-        state, now, root, ..
+        root,
+        state,
+        now,
+        root_stat,
+        ..
     } = snapshot;
     let full = state.is_none();
     let prev = state.unwrap_or_default();
     if !full && target.has_deferred() {
-        return Err(std::io::Error::other(format!(
-            "{}: has a recorded state, but the plan left hashes to the copy; hash them first (Target::hash_deferred)",
-            out.display()
-        ))
+        return Err(std::io::Error::other(
+            "the output has a recorded state, but the plan left hashes to the copy; hash them first (Target::hash_deferred)",
+        )
         .into());
     }
+    let root = root.as_ref();
 
     // One pass over both sorted maps: no search per path.
     let mut pairs: Vec<(&String, &Entry, Option<Seen>)> = Vec::with_capacity(desired.len());
@@ -257,7 +297,7 @@ pub fn diff_snapshot(out: &Path, target: &Target, snapshot: Snapshot) -> Result<
         .into_par_iter()
         .map(|(path, e, r)| {
             let pending = !prev.pending.is_empty() && prev.pending.contains(path.as_str());
-            (path, e, judge(out, path, e, r, pending, full))
+            (path, e, judge(root, path, e, r, pending, full))
         })
         .collect();
     let mut d = Diff {
@@ -284,6 +324,7 @@ pub fn diff_snapshot(out: &Path, target: &Target, snapshot: Snapshot) -> Result<
                     reason,
                     unit: Some(e.unit.to_string()),
                     source: e.source.as_deref().map(str::to_string),
+                    raw_name: None,
                 })
             }
         }
@@ -291,35 +332,40 @@ pub fn diff_snapshot(out: &Path, target: &Target, snapshot: Snapshot) -> Result<
 
     // Removals: what the previous run made and no unit makes now, what a
     // killed run left, and what someone else put in our folders.
-    let mut removes: BTreeMap<String, Change> = BTreeMap::new();
-    let mut remove = |path: &str, reason: Reason, unit: Option<&str>| {
-        removes.entry(path.to_string()).or_insert_with(|| Change {
-            path: path.to_string(),
-            reason,
-            unit: unit.map(str::to_string),
-            source: None,
-        });
+    let mut removes: BTreeMap<(String, Option<OsString>), Change> = BTreeMap::new();
+    let mut remove = |path: &str, raw: Option<OsString>, reason: Reason, unit: Option<&str>| {
+        removes
+            .entry((path.to_string(), raw.clone()))
+            .or_insert_with(|| Change {
+                path: path.to_string(),
+                reason,
+                unit: unit.map(str::to_string),
+                source: None,
+                raw_name: raw,
+            });
     };
-    if full {
-        foreign(out, "", desired, &prev, true, &mut |p| {
-            remove(p, Reason::NoState, None)
-        })?;
-    } else {
-        for (path, r) in stale {
-            remove(path, Reason::Stale, Some(&r.unit));
-        }
-        for path in &prev.pending {
-            if !desired.contains_key(path) && !prev.entries.contains_key(path) {
-                remove(path, Reason::Interrupted, None);
-            }
-        }
-        if root.is_some() && root != prev.root {
-            scan.push(String::new());
-        }
-        for dir in &scan {
-            foreign(out, dir, desired, &prev, false, &mut |p| {
-                remove(p, Reason::Added, None)
+    if let Some(root) = root {
+        if full {
+            foreign(root, "", desired, &prev, true, &mut |p, raw| {
+                remove(p, raw, Reason::NoState, None)
             })?;
+        } else {
+            for (path, r) in stale {
+                remove(path, None, Reason::Stale, Some(&r.unit));
+            }
+            for path in &prev.pending {
+                if !desired.contains_key(path) && !prev.entries.contains_key(path) {
+                    remove(path, None, Reason::Interrupted, None);
+                }
+            }
+            if root_stat.is_some() && root_stat != prev.root {
+                scan.push(String::new());
+            }
+            for dir in &scan {
+                foreign(root, dir, desired, &prev, false, &mut |p, raw| {
+                    remove(p, raw, Reason::Added, None)
+                })?;
+            }
         }
     }
     d.removes = removes.into_values().collect();
@@ -377,7 +423,14 @@ fn fingerprint_changes(unit: &str, old: &Fingerprint, new: &Fingerprint) -> Vec<
 }
 
 /// Whether `path` must be written, and why.
-fn judge(out: &Path, path: &str, e: &Entry, r: Option<Seen>, pending: bool, full: bool) -> Verdict {
+fn judge(
+    root: Option<&Root>,
+    path: &str,
+    e: &Entry,
+    r: Option<Seen>,
+    pending: bool,
+    full: bool,
+) -> Verdict {
     if pending {
         return Verdict::Write(Reason::Interrupted);
     }
@@ -387,23 +440,24 @@ fn judge(out: &Path, path: &str, e: &Entry, r: Option<Seen>, pending: bool, full
     if r.kind != e.kind {
         return Verdict::Write(classify(&r.kind, r.source_sha, e));
     }
-    let Some(stat) = now else {
+    let (Some(stat), Some(root)) = (now, root) else {
         return Verdict::Write(Reason::Missing);
     };
     if Some(stat) == r.stat {
         return Verdict::Keep;
     }
-    let p = out.join(path);
     let same = match &e.kind {
-        Kind::Dir => stat.is_dir(),
+        Kind::Dir => stat.is_dir() && stat.mode & 0o7777 == 0o755,
         Kind::Link { target } => {
-            stat.is_symlink()
-                && std::fs::read_link(&p).is_ok_and(|t| t.as_os_str() == target.as_str())
+            stat.is_symlink() && root.read_link(path).is_ok_and(|t| t == target.as_str())
         }
         Kind::File { sha256, executable } => {
             stat.is_file()
                 && stat.mode & 0o7777 == if *executable { 0o755 } else { 0o644 }
-                && Sha256::of_file(&p).is_ok_and(|h| h == *sha256)
+                && root
+                    .open_file(path)
+                    .and_then(|mut f| hash_stream(&mut f, &[], |_| Ok(())))
+                    .is_ok_and(|(h, _)| h == *sha256)
         }
     };
     if same {
@@ -433,40 +487,40 @@ fn classify(old: &Kind, old_source: Option<Sha256>, new: &Entry) -> Reason {
 
 /// Reports every path in folder `dir` of the output that neither the target
 /// nor the record knows (`dir` "" is the root), descending into known
-/// folders when `recursive`.
+/// folders when `recursive`. A name that is not UTF-8 is always reported
+/// (no recipe can produce it), with its real bytes. A `dir` that is not a
+/// folder beneath the root (missing, a file, a link) holds nothing to list.
 fn foreign(
-    out: &Path,
+    root: &Root,
     dir: &str,
     desired: &crate::Desired,
     prev: &State,
     recursive: bool,
-    report: &mut dyn FnMut(&str),
+    report: &mut dyn FnMut(&str, Option<OsString>),
 ) -> Result<(), Error> {
-    let entries = match fs_err::read_dir(out.join(dir)) {
+    let entries = match root.list(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if crate::root::gone(&e) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if dir.is_empty() && name == STATE_DIR {
-            continue;
-        }
-        let rel = if dir.is_empty() {
-            name
-        } else {
-            format!("{dir}/{name}")
+    for (name, t) in entries {
+        let join = |n: &str| {
+            if dir.is_empty() {
+                n.to_string()
+            } else {
+                format!("{dir}/{n}")
+            }
         };
+        let Some(utf8) = name.to_str() else {
+            report(&join(&name.to_string_lossy()), Some(name.clone()));
+            continue;
+        };
+        let rel = join(utf8);
         match desired.get(&rel) {
-            None if recursive || !prev.entries.contains_key(&rel) => report(&rel),
+            None if recursive || !prev.entries.contains_key(&rel) => report(&rel, None),
             None => {}
-            Some(e)
-                if recursive
-                    && e.kind == Kind::Dir
-                    && entry.file_type().is_ok_and(|t| t.is_dir()) =>
-            {
-                foreign(out, &rel, desired, prev, true, report)?;
+            Some(e) if recursive && e.kind == Kind::Dir && t == EntryType::Dir => {
+                foreign(root, &rel, desired, prev, true, report)?;
             }
             Some(_) => {}
         }

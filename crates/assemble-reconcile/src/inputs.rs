@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{STATE_DIR, encode};
+use crate::state::encode;
 use crate::{ELF_MAGIC, Error, Sha256, Stat, hash_stream, log};
 
 const INPUTS_FILE: &str = "inputs.bin";
@@ -64,16 +64,16 @@ struct Delta {
 }
 
 impl InputCache {
-    /// The cache recorded in `out`, or an empty one.
-    pub fn load(out: &Path) -> InputCache {
-        InputCache::load_with_racy_window(out, RACY_WINDOW)
+    /// The cache recorded in the state folder `dir`, or an empty one.
+    pub fn load(dir: &Path) -> InputCache {
+        InputCache::load_with_racy_window(dir, RACY_WINDOW)
     }
 
     /// As [`InputCache::load`], trusting timestamps older than `window`
     /// before the run's start (tests use a zero window, so that the cache
     /// is trusted even for files changed a moment ago).
-    pub fn load_with_racy_window(out: &Path, window: std::time::Duration) -> InputCache {
-        let (entries, at) = InputCache::read(&out.join(STATE_DIR).join(INPUTS_FILE))
+    pub fn load_with_racy_window(dir: &Path, window: std::time::Duration) -> InputCache {
+        let (entries, at) = InputCache::read(&dir.join(INPUTS_FILE))
             .map_or_else(Default::default, |(e, at)| (e, Some(at)));
         InputCache {
             entries,
@@ -100,8 +100,8 @@ impl InputCache {
 
     /// Records what changed since the cache was loaded: appended to
     /// `inputs.log` when that is small, else the whole cache is rewritten.
-    pub fn store(&self, out: &Path) -> Result<(), Error> {
-        let path = out.join(STATE_DIR).join(INPUTS_FILE);
+    pub fn store(&self, dir: &Path) -> Result<(), Error> {
+        let path = dir.join(INPUTS_FILE);
         if let Some(at) = self.at
             && log::append(&path, INPUTS_MAGIC, at, &encode(&path, &self.delta)?)?
         {

@@ -32,34 +32,61 @@
 //!
 //! # On-disk layout
 //!
+//! The state lives outside the output, in a folder of the state base (by
+//! default `<cargo target dir>/assemble-state`) named by the sha256 of the
+//! output's canonical path (see [`Layout`]), as cargo keeps fingerprints
+//! beside its artifacts rather than in them:
+//!
 //! ```text
-//! <out>/.assemble/state.bin    the recorded manifest and unit fingerprints
-//! <out>/.assemble/state.log    changes to state.bin since it was written
-//! <out>/.assemble/inputs.bin   the input stat cache
-//! <out>/.assemble/inputs.log   changes to inputs.bin since it was written
-//! <out>/.assemble/journal.bin  paths a run is changing (only while it runs)
-//! <out>/.assemble/lock         held exclusively while the output is changed
+//! <state>/owner.bin    the output folder's device and inode: whose state this is
+//! <state>/state.bin    the recorded manifest and unit fingerprints
+//! <state>/state.log    changes to state.bin since it was written
+//! <state>/inputs.bin   the input stat cache
+//! <state>/inputs.log   changes to inputs.bin since it was written
+//! <state>/journal.bin  paths a run is changing (only while it runs)
+//! <state>/lock         held exclusively while the output is changed
 //! ```
 //!
-//! The `.bin` files start with a magic, [`STATE_VERSION`], which is bumped
-//! when their format changes, and a generation; a missing, corrupt or
-//! other-version state means a clean reconcile (never an error). A `.log`
-//! holds checksummed frames of that generation, applied in order; a torn or
-//! foreign frame ends it (see the `log` module). The `.assemble` folder also
-//! marks the output as the tool's own: a non-empty `--out` without it is
-//! refused, so that no run ever deletes files it did not create.
+//! Every file starts with a magic and [`STATE_VERSION`], which is bumped
+//! when a format changes, and ends with a checksum; a `.log` holds
+//! checksummed frames of its base's generation, applied in order, and a
+//! torn or foreign frame ends it (see the `log` module). A missing,
+//! corrupt or other-version state, or one that names a path that is not a
+//! plain relative path, means a clean reconcile (never an error, never an
+//! instruction). The files are read and replaced without following links
+//! planted at their names, through exclusively created temporary files.
+//!
+//! # Ownership
+//!
+//! A run changes an output only if `owner.bin` names that very folder (same
+//! device and inode). An empty or missing `--out` is claimed (any state left
+//! for an earlier folder at that path is dropped); a non-empty one that is
+//! not the state's owner is refused, whatever it holds: nothing in the
+//! output can forge ownership. An output moved with `mv` is refused at its
+//! new path (its state is keyed by the old one); moved back, it is the
+//! tool's again.
+//!
+//! # Confinement
+//!
+//! Every operation on the output goes through a [`root::Root`], a handle on
+//! the output folder: paths resolve beneath it and never through a link
+//! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). Every path of
+//! the manifest passes [`path::check`] and [`check_manifest`] (nothing
+//! beneath a file or a link of the manifest) before the first write.
 //!
 //! # When state is written
 //!
 //! Before the first change, `journal.bin` records every path about to
-//! change; loading the state moves those paths from `entries` to `pending`.
-//! Then stale and foreign paths are
-//! removed (deepest first), folders created, and files and links written,
-//! each to a temporary file in its target folder and renamed over the old
-//! one. Last, what changed in the record is appended to `state.log` (or,
-//! once the log is half the size of `state.bin`, the whole state is
-//! rewritten and the log dropped), the input cache likewise, and the journal
-//! removed. A run killed at any
+//! change (synced); loading the state moves those paths from `entries` to
+//! `pending`. Then stale and foreign paths are removed (deepest first),
+//! folders created, and files and links written, each to a temporary name
+//! in its target folder (`.assemble-tmp-` and 16 hex digits, whatever the
+//! length of the name) and renamed over the old one. Last, what changed in
+//! the record is appended to `state.log` and synced: the commit point (or,
+//! once the log is half the size of `state.bin`, or half the base's records
+//! are gone, the whole state is rewritten, synced with its folder, and the
+//! log dropped), the input cache likewise, and the journal removed. A run
+//! killed at any
 //! instant leaves a state whose `entries` are all true and whose `pending`
 //! paths the next run rewrites or removes, sweeping temporary files.
 //!
@@ -67,12 +94,16 @@
 //!
 //! Every recorded output path is `lstat`ed each run, in a [`Snapshot`]
 //! taken while the plan is computed, before the lock; under the lock it is
-//! taken again if `state.bin`, `state.log` or `journal.bin` is not as it read them
-//! (another run finished or was killed in between). A path whose stat differs
+//! taken again if `owner.bin`, `state.bin`, `state.log` or `journal.bin` is
+//! not as it read them, or the output is another folder (another run
+//! finished, claimed it, or was killed in between). A path whose stat differs
 //! from the recorded one is re-hashed: other content means "modified outside
 //! the tool", restored; same content just refreshes the record. A folder
 //! whose stat changed is listed, and anything in it the recipe does not
-//! produce was added outside the tool and is removed.
+//! produce was added outside the tool and is removed (a name that is not
+//! UTF-8 too, by its bytes). A folder whose mode is not 0755, and a link
+//! where a folder belongs, are drift: the link itself is removed, never
+//! what it points to.
 //!
 //! # Why a path or unit is dirty
 //!
@@ -88,16 +119,21 @@ use serde::{Deserialize, Serialize};
 
 mod apply;
 mod diff;
+mod files;
 mod inputs;
 mod log;
+pub mod path;
+pub mod root;
 mod state;
 mod verify;
 pub mod walk;
 
 pub use apply::{Outcome, UnitCounts, apply, unit_counts};
-pub use diff::{Change, Diff, Snapshot, UnitReason, UnitStatus, diff, diff_snapshot};
+pub use diff::{
+    Change, Diff, Snapshot, UnitReason, UnitStatus, check_manifest, diff, diff_snapshot,
+};
 pub use inputs::{InputCache, InputRecord, Lookup, RACY_WINDOW};
-pub use state::{Entries, Lock, STATE_DIR, STATE_VERSION, Stat, State};
+pub use state::{Entries, Layout, Lock, Recorded, STATE_VERSION, Stat, State};
 pub use verify::{Difference, verify};
 
 /// An error of this crate; each names the path it failed on.
@@ -106,12 +142,25 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] io::Error),
     #[error(
-        "refusing to write into {}: it is not empty and was not created by `cargo xtask assemble` (no {}/ folder); choose a new or empty --out, or remove it",
-        .0.display(), STATE_DIR
+        "refusing to write into {}: it is not empty and `cargo xtask assemble` holds no state for it (that state would be in {}); choose a new or empty --out, or remove the folder. An output moved with `mv` is not followed: move it back, or remove it and assemble again",
+        .out.display(), .state.display()
     )]
-    NotOwned(PathBuf),
-    #[error("{}: the output path {path:?} is reserved for the tool's own state", .out.display())]
-    Reserved { out: PathBuf, path: String },
+    NotOwned { out: PathBuf, state: PathBuf },
+    #[error("unit {unit}: {source}")]
+    BadPath {
+        unit: String,
+        source: path::PathError,
+    },
+    #[error(
+        "{path} (unit {unit}) would be written beneath {parent}, which unit {parent_unit} makes a {what}; a {what} cannot hold files: change one of the two units' install targets"
+    )]
+    UnderNonFolder {
+        path: String,
+        unit: String,
+        parent: String,
+        parent_unit: String,
+        what: &'static str,
+    },
     #[error("{}: no state recorded by `cargo xtask assemble`; nothing to verify", .0.display())]
     NoState(PathBuf),
 }

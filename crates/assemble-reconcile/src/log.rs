@@ -6,15 +6,17 @@
 //! a few hundred bytes instead of rewriting megabytes; when the log has
 //! grown to half the base, the next run rewrites the base and drops the log.
 //!
-//! A frame is `generation (u64) | length (u32) | body | check`, the check
-//! being the first 8 bytes of the sha256 of what precedes it. Reading stops
+//! A base is `magic | version | generation | body | check` and a frame
+//! `generation (u64) | length (u32) | body | check`, a check being the first
+//! 8 bytes of the sha256 of what precedes it: a base with one bit flipped is
+//! no base (a clean reconcile), never a wrong record. Reading stops
 //! at the first frame that is torn, corrupt or of another generation: a run
 //! killed while appending leaves at worst a tail that is ignored, and a log
 //! left beside a newer base (a run killed between renaming a new base into
 //! place and removing the log) is never applied to it.
 
 use std::hash::BuildHasher;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::Digest;
@@ -48,7 +50,7 @@ pub(crate) struct Loaded {
 impl Loaded {
     /// The base's postcard body.
     pub(crate) fn body(&self) -> &[u8] {
-        &self.base[HEADER..]
+        &self.base[HEADER..self.base.len() - CHECK]
     }
 
     /// The bodies of the log's frames, oldest first.
@@ -64,9 +66,16 @@ pub(crate) fn log_path(base: &Path) -> PathBuf {
 /// The base at `path` with its log, `None` when the base is missing, of
 /// another magic or format version.
 pub(crate) fn load(path: &Path, magic: &[u8; 8]) -> Option<Loaded> {
-    let base = std::fs::read(path).ok()?;
+    let base = crate::files::read(path).ok()??;
     let generation = header(&base, magic)?;
-    let log = std::fs::read(log_path(path)).unwrap_or_default();
+    let sealed = base.len().checked_sub(CHECK)?;
+    if sealed < HEADER || base[sealed..] != sha2::Sha256::digest(&base[..sealed])[..CHECK] {
+        return None;
+    }
+    let log = crate::files::read(&log_path(path))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let mut frames = Vec::new();
     let mut at = 0;
     while let Some(body) = frame_at(&log, at, generation) {
@@ -106,23 +115,20 @@ fn frame_at(log: &[u8], at: usize, generation: u64) -> Option<std::ops::Range<us
 }
 
 /// Replaces the base with `body` under a new generation (through a
-/// temporary file renamed into place), then removes the log.
+/// temporary file renamed into place, file and folder synced: the commit
+/// point), then removes the log.
 pub(crate) fn store(path: &Path, magic: &[u8; 8], body: &[u8]) -> Result<(), Error> {
     let generation = std::hash::RandomState::new().hash_one(std::process::id());
-    let tmp = path.with_extension("tmp");
-    let mut f = fs_err::File::create(&tmp)?;
-    let mut head = Vec::with_capacity(HEADER);
-    head.extend_from_slice(magic);
-    head.extend_from_slice(&STATE_VERSION.to_le_bytes());
-    head.extend_from_slice(&generation.to_le_bytes());
-    f.write_all(&head)?;
-    f.write_all(body)?;
-    drop(f);
-    fs_err::rename(&tmp, path)?;
-    match fs_err::remove_file(log_path(path)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
+    let mut bytes = Vec::with_capacity(HEADER + body.len() + CHECK);
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&STATE_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&generation.to_le_bytes());
+    bytes.extend_from_slice(body);
+    let check = sha2::Sha256::digest(&bytes);
+    bytes.extend_from_slice(&check[..CHECK]);
+    crate::files::write_atomic(path, &bytes)?;
+    crate::files::remove(&log_path(path))?;
+    Ok(())
 }
 
 /// Appends `body` as one frame to the log of the base `at` was loaded
@@ -142,15 +148,12 @@ pub(crate) fn append(
     }
     // Still the base that was loaded?
     let mut head = [0u8; HEADER];
-    match fs_err::File::open(path).and_then(|mut f| f.read_exact(&mut head)) {
+    match crate::files::open(path).and_then(|mut f| f.read_exact(&mut head)) {
         Ok(()) if header(&head, magic) == Some(at.generation) => {}
         _ => return Ok(false),
     }
     let log = log_path(path);
-    let mut f = fs_err::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&log)?;
+    let mut f = crate::files::open_append(&log)?;
     // Still its log, with nothing after the frames that were read?
     if f.metadata()?.len() != at.log_len {
         return Ok(false);
@@ -162,8 +165,9 @@ pub(crate) fn append(
     let check = sha2::Sha256::digest(&frame);
     frame.extend_from_slice(&check[..CHECK]);
     // One write: a run killed during it leaves a torn frame, which
-    // readers ignore.
+    // readers ignore. Synced: it is the commit point.
     f.write_all(&frame)?;
+    f.sync_data()?;
     Ok(true)
 }
 

@@ -1,7 +1,7 @@
 //! The recorded state of an output, its on-disk encoding, and its lock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,16 +9,16 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Fingerprint, Kind, Sha256, log};
-
-/// The folder inside the output that holds the tool's state.
-pub const STATE_DIR: &str = ".assemble";
+use crate::root::Root;
+use crate::{Error, Fingerprint, Kind, Sha256, files, log};
 
 /// Bumped whenever the format of `state.bin` or `inputs.bin` changes; a file
 /// of another version is read as "no state" and leads to a clean reconcile.
-pub const STATE_VERSION: u32 = 6;
+pub const STATE_VERSION: u32 = 7;
 
 const STATE_FILE: &str = "state.bin";
+const OWNER_FILE: &str = "owner.bin";
+const OWNER_MAGIC: &[u8; 8] = b"ASMOWNER";
 const JOURNAL_FILE: &str = "journal.bin";
 const JOURNAL_MAGIC: &[u8; 8] = b"ASMJOURN";
 const LOCK_FILE: &str = "lock";
@@ -177,6 +177,8 @@ pub struct State {
     pub root: Option<Stat>,
     /// Where `state.bin` and `state.log` stood when this state was loaded.
     at: Option<log::Position>,
+    /// How many records `state.bin` itself holds (its log aside).
+    base_entries: usize,
 }
 
 /// The body of `state.bin` and of each frame of `state.log`: a whole state,
@@ -286,6 +288,9 @@ impl<'a> Disk<'a> {
             if i > 0 && path <= last {
                 return None;
             }
+            // A path from a state file is data, never an instruction: one
+            // that is not a plain relative path makes the state corrupt.
+            crate::path::check(&path).ok()?;
             let record = match e.record {
                 None => None,
                 Some(r) => Some(Recorded {
@@ -320,16 +325,17 @@ struct Tail {
 }
 
 impl State {
-    fn path(out: &Path) -> PathBuf {
-        out.join(STATE_DIR).join(STATE_FILE)
+    fn path(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE)
     }
 
-    /// The recorded state, or `None` when there is none that this version of
-    /// the tool can trust (missing, unreadable, corrupt, other version). The
-    /// paths of a journal left by an interrupted run are moved from
+    /// The state recorded in the state folder `dir`, or `None` when there
+    /// is none that this version of the tool can trust (missing, unreadable,
+    /// corrupt, other version, a path that is not a plain relative path).
+    /// The paths of a journal left by an interrupted run are moved from
     /// `entries` to `pending`.
-    pub fn load(out: &Path) -> Option<State> {
-        let loaded = log::load(&State::path(out), STATE_MAGIC)?;
+    pub fn load(dir: &Path) -> Option<State> {
+        let loaded = log::load(&State::path(dir), STATE_MAGIC)?;
         let base: Disk = postcard::from_bytes(loaded.body()).ok()?;
         let mut entries: Vec<(String, Recorded)> = Vec::with_capacity(base.entries.len());
         let mut complete = true;
@@ -340,12 +346,14 @@ impl State {
         if !complete || tail.fingerprints.is_none() {
             return None;
         }
+        let base_entries = entries.len();
         let mut state = State {
             entries: Entries::from_sorted(entries),
             pending: tail.pending,
             units: tail.fingerprints.unwrap_or_default(),
             root: tail.root,
             at: Some(loaded.at),
+            base_entries,
         };
         // The frames' changes, the last one for a path winning, applied in
         // one merge.
@@ -361,13 +369,16 @@ impl State {
             }
             state.root = tail.root;
         }
-        let journal = out.join(STATE_DIR).join(JOURNAL_FILE);
-        if journal.exists() {
+        let journal = dir.join(JOURNAL_FILE);
+        if Stat::lstat(&journal).is_some() {
             let paths: BTreeSet<String> = read_versioned(&journal, JOURNAL_MAGIC)?;
             for p in paths {
                 changes.insert(p.clone(), None);
                 state.pending.insert(p);
             }
+        }
+        if state.pending.iter().any(|p| crate::path::check(p).is_err()) {
+            return None;
         }
         if !changes.is_empty() {
             state.entries.merge(changes);
@@ -375,42 +386,47 @@ impl State {
         Some(state)
     }
 
-    /// Whether `out` holds a state file (a hint: it may still be unusable).
-    pub fn recorded(out: &Path) -> bool {
-        State::path(out).is_file()
+    /// Whether the state folder `dir` holds a state file (a hint: it may
+    /// still be unusable).
+    pub fn recorded(dir: &Path) -> bool {
+        Stat::lstat(&State::path(dir)).is_some_and(|s| s.is_file())
     }
 
-    /// The stats of `state.bin`, `state.log` and `journal.bin`: a run that
-    /// stores a state or leaves a journal changes them.
-    pub(crate) fn ident(out: &Path) -> [Option<Stat>; 3] {
-        let path = State::path(out);
+    /// The stats of the owner record, `state.bin`, `state.log` and
+    /// `journal.bin`: a run that claims the output, stores a state or
+    /// leaves a journal changes them.
+    pub(crate) fn ident(dir: &Path) -> [Option<Stat>; 4] {
+        let path = State::path(dir);
         [
+            Stat::lstat(&dir.join(OWNER_FILE)),
             Stat::lstat(&path),
             Stat::lstat(&log::log_path(&path)),
-            Stat::lstat(&out.join(STATE_DIR).join(JOURNAL_FILE)),
+            Stat::lstat(&dir.join(JOURNAL_FILE)),
         ]
     }
 
     /// Records, before the first change, every path a run is about to
     /// change: until the run completes, their content on disk is unknown.
-    pub fn write_journal(out: &Path, paths: &BTreeSet<String>) -> Result<(), Error> {
-        write_versioned(
-            &out.join(STATE_DIR).join(JOURNAL_FILE),
-            JOURNAL_MAGIC,
-            paths,
-        )
+    pub fn write_journal(dir: &Path, paths: &BTreeSet<String>) -> Result<(), Error> {
+        write_versioned(&dir.join(JOURNAL_FILE), JOURNAL_MAGIC, paths)
     }
 
     /// Removes the journal once the final state is stored.
-    pub fn clear_journal(out: &Path) -> Result<(), Error> {
-        match fs_err::remove_file(out.join(STATE_DIR).join(JOURNAL_FILE)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
+    pub fn clear_journal(dir: &Path) -> Result<(), Error> {
+        Ok(files::remove(&dir.join(JOURNAL_FILE))?)
+    }
+
+    /// Forgets the state in `dir` (the output it was for is gone).
+    fn discard(dir: &Path) -> Result<(), Error> {
+        let path = State::path(dir);
+        for p in [log::log_path(&path), path, dir.join(JOURNAL_FILE)] {
+            files::remove(&p)?;
         }
+        Ok(())
     }
 
     /// Replaces the state (`state.bin`, and no log) atomically.
-    pub fn store(&self, out: &Path) -> Result<(), Error> {
+    pub fn store(&self, dir: &Path) -> Result<(), Error> {
         let disk = Disk::encode(
             self.entries.iter().map(|(p, r)| (p.as_str(), Some(r))),
             &self.pending,
@@ -418,25 +434,32 @@ impl State {
             self.root,
         );
         log::store(
-            &State::path(out),
+            &State::path(dir),
             STATE_MAGIC,
-            &encode(&State::path(out), &disk)?,
+            &encode(&State::path(dir), &disk)?,
         )
     }
 
     /// Records what a run that started from this state (as loaded) changed:
     /// `changes`, sorted by path, are new records or (`None`) removals; no
-    /// path stays pending. Appended to `state.log` when that is small, else
-    /// the whole state is rewritten.
+    /// path stays pending. Appended to `state.log` when that is small and
+    /// the base is not mostly dead records, else the whole state is
+    /// rewritten.
     pub(crate) fn commit(
         mut self,
-        out: &Path,
+        dir: &Path,
         changes: Vec<(String, Option<Recorded>)>,
         units: &BTreeMap<String, Fingerprint>,
         root: Option<Stat>,
     ) -> Result<(), Error> {
-        let path = State::path(out);
-        if let Some(at) = self.at {
+        let path = State::path(dir);
+        let removed = changes.iter().filter(|(_, r)| r.is_none()).count();
+        // Half the base's records gone: rewrite, so that the state's size
+        // follows the tree's.
+        let compact = self.entries.len().saturating_sub(removed) * 2 < self.base_entries;
+        if let Some(at) = self.at
+            && !compact
+        {
             let delta = Disk::encode(
                 changes.iter().map(|(p, r)| (p.as_str(), r.as_ref())),
                 &BTreeSet::new(),
@@ -451,7 +474,7 @@ impl State {
         self.pending.clear();
         self.units = units.clone();
         self.root = root;
-        self.store(out)
+        self.store(dir)
     }
 }
 
@@ -463,73 +486,203 @@ pub(crate) fn encode<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, Er
 
 /// Where the postcard body starts: after the magic and the version.
 const BODY: usize = 12;
+/// The check at the end: the first bytes of the sha256 of what precedes it.
+const CHECK: usize = 8;
 
-/// The bytes of a file that starts with `magic` and this format version;
-/// `None` on any mismatch or error.
+/// The body of a file that starts with `magic` and this format version and
+/// ends with an intact check; `None` on any mismatch or error.
 fn read_body(path: &Path, magic: &[u8; 8]) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(path).ok()?;
+    use sha2::Digest;
+    let mut bytes = files::read(path).ok()??;
     let version = bytes.strip_prefix(magic.as_slice())?.get(..4)?;
-    (u32::from_le_bytes(version.try_into().ok()?) == STATE_VERSION).then_some(bytes)
+    if u32::from_le_bytes(version.try_into().ok()?) != STATE_VERSION {
+        return None;
+    }
+    let sealed = bytes.len().checked_sub(CHECK).filter(|n| *n >= BODY)?;
+    if bytes[sealed..] != sha2::Sha256::digest(&bytes[..sealed])[..CHECK] {
+        return None;
+    }
+    bytes.truncate(sealed);
+    Some(bytes)
 }
 
-/// Reads `magic`, the format version and a postcard body; `None` on any
-/// mismatch or error.
+/// Reads `magic`, the format version, a postcard body and its check; `None`
+/// on any mismatch or error.
 pub(crate) fn read_versioned<T: DeserializeOwned>(path: &Path, magic: &[u8; 8]) -> Option<T> {
     postcard::from_bytes(&read_body(path, magic)?[BODY..]).ok()
 }
 
-/// Writes `magic`, the format version and `value` to a temporary file, and
-/// renames it over `path`.
+/// Writes `magic`, the format version, `value` and a check, atomically.
 pub(crate) fn write_versioned<T: Serialize>(
     path: &Path,
     magic: &[u8; 8],
     value: &T,
 ) -> Result<(), Error> {
-    let body = postcard::to_stdvec(value)
-        .map_err(|e| io::Error::other(format!("{}: cannot encode: {e}", path.display())))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs_err::File::create(&tmp)?;
-    f.write_all(magic)?;
-    f.write_all(&STATE_VERSION.to_le_bytes())?;
-    f.write_all(&body)?;
-    drop(f);
-    fs_err::rename(&tmp, path)?;
-    Ok(())
+    use sha2::Digest;
+    let body = encode(path, value)?;
+    let mut bytes = Vec::with_capacity(BODY + body.len() + CHECK);
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&STATE_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&body);
+    let check = sha2::Sha256::digest(&bytes);
+    bytes.extend_from_slice(&check[..CHECK]);
+    Ok(files::write_atomic(path, &bytes)?)
 }
 
-/// An exclusive lock on an output's state, held until dropped.
+/// Where an output is, and where the tool keeps its state: outside the
+/// output, in a folder of the state base named by the output's canonical
+/// path (as cargo keeps fingerprints beside its artifacts, not in them).
+/// Nobody who can write the output can forge its state, and the output
+/// holds exactly the recipe's tree.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The output folder, absolute.
+    pub out: PathBuf,
+    /// Its state folder.
+    pub state: PathBuf,
+}
+
+impl Layout {
+    /// The layout of `out` (absolute) with its state under `base`.
+    pub fn new(out: &Path, base: &Path) -> Layout {
+        use std::os::unix::ffi::OsStrExt;
+        let canonical = canonical(out);
+        let key = Sha256::of(canonical.as_os_str().as_bytes()).hex();
+        Layout {
+            out: out.to_path_buf(),
+            state: base.join(&key[..32]),
+        }
+    }
+
+    /// Whether a state is recorded for the output as it is now (its owner
+    /// is this folder): a hint for planning, the state may still be unusable.
+    pub fn recorded(&self) -> bool {
+        Root::open(&self.out).is_ok_and(|r| self.owns(&r)) && State::recorded(&self.state)
+    }
+
+    /// Whether the output is the folder recorded as the state's owner (same
+    /// device and inode): only then is its state used, and only then may a
+    /// run delete what it finds there.
+    pub(crate) fn owns(&self, root: &Root) -> bool {
+        let owner: Option<Owner> = read_versioned(&self.state.join(OWNER_FILE), OWNER_MAGIC);
+        match (owner, root.stat_self()) {
+            (Some(o), Ok(s)) => o.dev == s.dev && o.ino == s.ino,
+            _ => false,
+        }
+    }
+}
+
+/// `path` with every link in the part that exists resolved.
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(c) = path.canonicalize() {
+        return c;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => canonical(parent).join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The output a state folder belongs to: its folder's identity.
+#[derive(Debug, Serialize, Deserialize)]
+struct Owner {
+    dev: u64,
+    ino: u64,
+    /// For people reading the state folder; not compared.
+    path: String,
+}
+
+/// An exclusive lock on an output's state, held until dropped, and the
+/// handle through which the output is changed.
 #[derive(Debug)]
 pub struct Lock {
     _file: fs_err::File,
+    pub(crate) root: Root,
+    pub(crate) state: PathBuf,
 }
 
 impl Lock {
-    /// Prepares `out` for a run: refuses a non-empty folder the tool does not
-    /// own, creates the state folder, and opens the lock file.
-    fn open(out: &Path) -> Result<fs_err::File, Error> {
-        let marker = out.join(STATE_DIR);
-        match fs_err::read_dir(out) {
-            Ok(mut entries) => {
-                if !marker.is_dir() && entries.next().is_some() {
-                    return Err(Error::NotOwned(out.to_path_buf()));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs_err::create_dir_all(out)?,
-            Err(e) => return Err(e.into()),
+    /// Makes the state folder a real folder of ours and opens its lock file.
+    fn open(layout: &Layout) -> Result<fs_err::File, Error> {
+        let dir = &layout.state;
+        if let Some(parent) = dir.parent() {
+            fs_err::create_dir_all(parent)?;
         }
-        fs_err::create_dir_all(&marker)?;
+        match Stat::lstat(dir) {
+            Some(s) if s.is_dir() => {}
+            // Something else at our own name (a link, a file): replaced,
+            // never followed.
+            Some(_) => {
+                fs_err::remove_file(dir)?;
+                fs_err::create_dir(dir)?;
+            }
+            None => fs_err::create_dir(dir)?,
+        }
+        use fs_err::os::unix::fs::OpenOptionsExt;
+        let lock = dir.join(LOCK_FILE);
+        if Stat::lstat(&lock).is_some_and(|s| !s.is_file()) {
+            files::remove(&lock)?;
+        }
         Ok(fs_err::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(marker.join(LOCK_FILE))?)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(lock)?)
+    }
+
+    /// Under the lock: opens the output (creating it if missing) and makes
+    /// sure it is ours. A non-empty folder the state does not name as its
+    /// owner is refused; an empty one is claimed (any state left for a
+    /// previous folder at that path is dropped).
+    fn claim(layout: &Layout, file: fs_err::File) -> Result<Lock, Error> {
+        let out = &layout.out;
+        match Stat::lstat(out) {
+            None => fs_err::create_dir_all(out)?,
+            Some(s) if s.is_dir() => {}
+            Some(s) if s.is_symlink() => {
+                return Err(io::Error::other(format!(
+                    "{} is a symbolic link; pass the folder it points to as --out",
+                    out.display()
+                ))
+                .into());
+            }
+            Some(_) => {
+                return Err(io::Error::other(format!("{} is not a folder", out.display())).into());
+            }
+        }
+        let root = Root::open(out)?;
+        if !layout.owns(&root) {
+            if !root.list("")?.is_empty() {
+                return Err(Error::NotOwned {
+                    out: out.clone(),
+                    state: layout.state.clone(),
+                });
+            }
+            State::discard(&layout.state)?;
+            let s = root.stat_self()?;
+            write_versioned(
+                &layout.state.join(OWNER_FILE),
+                OWNER_MAGIC,
+                &Owner {
+                    dev: s.dev,
+                    ino: s.ino,
+                    path: out.to_string_lossy().into_owned(),
+                },
+            )?;
+        }
+        Ok(Lock {
+            _file: file,
+            root,
+            state: layout.state.clone(),
+        })
     }
 
     /// Takes the lock if it is free; `Ok(None)` when another run holds it.
-    pub fn try_acquire(out: &Path) -> Result<Option<Lock>, Error> {
-        let file = Lock::open(out)?;
+    pub fn try_acquire(layout: &Layout) -> Result<Option<Lock>, Error> {
+        let file = Lock::open(layout)?;
         match file.file().try_lock() {
-            Ok(()) => Ok(Some(Lock { _file: file })),
+            Ok(()) => Ok(Some(Lock::claim(layout, file)?)),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(io::Error::new(
                 e.kind(),
@@ -540,15 +693,20 @@ impl Lock {
     }
 
     /// Waits for the lock.
-    pub fn acquire(out: &Path) -> Result<Lock, Error> {
-        let file = Lock::open(out)?;
+    pub fn acquire(layout: &Layout) -> Result<Lock, Error> {
+        let file = Lock::open(layout)?;
         file.file().lock().map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot lock {}: {e}", file.path().display()),
             )
         })?;
-        Ok(Lock { _file: file })
+        Lock::claim(layout, file)
+    }
+
+    /// The output's root, through which everything in it is changed.
+    pub fn root(&self) -> &Root {
+        &self.root
     }
 }
 
@@ -589,7 +747,6 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let tmp = tempfile::tempdir().unwrap();
-        fs_err::create_dir_all(tmp.path().join(STATE_DIR)).unwrap();
         let unit: Arc<str> = Arc::from("venv");
         let other: Arc<str> = Arc::from("authentik");
         let file = |b: u8| Kind::File {
@@ -629,7 +786,79 @@ mod tests {
         state.root = stat;
         state.store(tmp.path()).unwrap();
         let loaded = State::load(tmp.path()).unwrap();
-        assert_eq!(State { at: None, ..loaded }, state);
+        assert_eq!(unloaded(loaded), state);
+        // One bit flipped anywhere in the file: no state, never a wrong one.
+        let bytes = fs_err::read(State::path(tmp.path())).unwrap();
+        for i in [0, 13, bytes.len() / 2, bytes.len() - 1] {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x10;
+            fs_err::write(State::path(tmp.path()), &flipped).unwrap();
+            assert_eq!(State::load(tmp.path()), None, "bit flipped at {i}");
+        }
+    }
+
+    fn unloaded(s: State) -> State {
+        State {
+            at: None,
+            base_entries: 0,
+            ..s
+        }
+    }
+
+    /// Guards the state's size: once most records are gone the base is
+    /// rewritten, not appended to.
+    #[test]
+    fn a_large_removal_compacts_the_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let unit: Arc<str> = Arc::from("u");
+        let rec = Recorded {
+            kind: Kind::Dir,
+            unit,
+            source_sha: None,
+            stat: None,
+        };
+        let mut state = State::default();
+        state
+            .entries
+            .merge((0..1000).map(|i| (format!("f{i:04}"), Some(rec.clone()))));
+        state.store(dir).unwrap();
+        let before = fs_err::metadata(State::path(dir)).unwrap().len();
+        let removed = (10..1000).map(|i| (format!("f{i:04}"), None)).collect();
+        State::load(dir)
+            .unwrap()
+            .commit(dir, removed, &BTreeMap::new(), None)
+            .unwrap();
+        assert!(!log::log_path(&State::path(dir)).exists());
+        let after = fs_err::metadata(State::path(dir)).unwrap().len();
+        assert!(after * 10 < before, "{before} -> {after} bytes");
+        assert_eq!(State::load(dir).unwrap().entries.len(), 10);
+    }
+
+    /// Guards the loader: a path in a state file that is not a plain
+    /// relative path makes the state unusable (a clean reconcile), never an
+    /// instruction to touch `..` or `/`.
+    #[test]
+    fn a_state_naming_paths_outside_is_no_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        for bad in ["../victim", "/etc", "a/../../b", "./x", "a//b"] {
+            let mut state = State::default();
+            state.entries.merge([(
+                bad.to_string(),
+                Some(Recorded {
+                    kind: Kind::Dir,
+                    unit: Arc::from("u"),
+                    source_sha: None,
+                    stat: None,
+                }),
+            )]);
+            state.store(tmp.path()).unwrap();
+            assert_eq!(State::load(tmp.path()), None, "{bad}");
+            let mut state = State::default();
+            state.pending.insert(bad.to_string());
+            state.store(tmp.path()).unwrap();
+            assert_eq!(State::load(tmp.path()), None, "pending {bad}");
+        }
     }
 
     /// Guards the log: a state loaded from a base and appended changes
@@ -638,7 +867,6 @@ mod tests {
     fn committed_changes_load_like_a_whole_state() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path();
-        fs_err::create_dir_all(out.join(STATE_DIR)).unwrap();
         let unit: Arc<str> = Arc::from("u");
         let rec = |b: u8| Recorded {
             kind: Kind::File {
@@ -672,7 +900,7 @@ mod tests {
         assert_eq!(whole.entries.get("f001"), Some(&rec(200)));
         whole.units = fp;
         let loaded = State::load(out).unwrap();
-        assert_eq!(State { at: None, ..loaded }, whole);
+        assert_eq!(unloaded(loaded), whole);
     }
 }
 

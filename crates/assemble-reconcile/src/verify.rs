@@ -1,13 +1,11 @@
 //! `verify`: re-hash the whole output against the recorded manifest.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::state::{STATE_DIR, State};
-use crate::{Error, Kind, Sha256};
+use crate::root::{EntryType, Root};
+use crate::state::{Layout, State};
+use crate::{Error, Kind, hash_stream};
 
 /// One way the output differs from what the tool recorded.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -16,36 +14,49 @@ pub struct Difference {
     pub what: String,
 }
 
-/// Every difference between `out` and its recorded manifest: paths missing,
-/// of another kind, content or mode, links retargeted, and paths the tool
-/// did not make. Reads every file (unlike `diff`, which trusts stats).
-pub fn verify(out: &Path) -> Result<Vec<Difference>, Error> {
-    let state = State::load(out).ok_or_else(|| Error::NoState(out.to_path_buf()))?;
+/// Every difference between the output and its recorded manifest: paths
+/// missing, of another kind, content or mode (files and folders), links
+/// retargeted, and paths the tool did not make. Reads every file (unlike
+/// `diff`, which trusts stats), through a handle of the output's root:
+/// nothing is followed.
+pub fn verify(layout: &Layout) -> Result<Vec<Difference>, Error> {
+    let no_state = || Error::NoState(layout.out.clone());
+    let root = Root::open(&layout.out).map_err(|_| no_state())?;
+    if !layout.owns(&root) {
+        return Err(no_state());
+    }
+    let state = State::load(&layout.state).ok_or_else(no_state)?;
     let mut found: Vec<Difference> = state
         .entries
         .as_slice()
         .par_iter()
         .filter_map(|(path, r)| {
-            let p = out.join(path);
-            let what = match std::fs::symlink_metadata(&p) {
-                Err(_) => Some("missing".to_string()),
-                Ok(m) => match &r.kind {
-                    Kind::Dir if m.is_dir() => None,
-                    Kind::Dir => Some("should be a folder".into()),
-                    Kind::Link { target } => match std::fs::read_link(&p) {
-                        Ok(t) if t.as_os_str() == target.as_str() => None,
-                        Ok(t) => Some(format!("link points at {}, recorded {target}", t.display())),
-                        Err(_) => Some("should be a symlink".into()),
-                    },
-                    Kind::File { sha256, executable } => {
-                        if !m.is_file() {
-                            Some("should be a file".into())
-                        } else {
-                            let mode = m.permissions().mode() & 0o7777;
+            let what = match root.stat(path) {
+                None => Some("missing".to_string()),
+                Some(s) => {
+                    let mode = s.mode & 0o7777;
+                    match &r.kind {
+                        Kind::Dir if !s.is_dir() => Some("should be a folder".into()),
+                        Kind::Dir if mode != 0o755 => Some(format!("mode {mode:o}, recorded 755")),
+                        Kind::Dir => None,
+                        Kind::Link { .. } if !s.is_symlink() => Some("should be a symlink".into()),
+                        Kind::Link { target } => match root.read_link(path) {
+                            Ok(t) if t == target.as_str() => None,
+                            Ok(t) => Some(format!(
+                                "link points at {}, recorded {target}",
+                                t.to_string_lossy()
+                            )),
+                            Err(e) => Some(format!("unreadable: {e}")),
+                        },
+                        Kind::File { .. } if !s.is_file() => Some("should be a file".into()),
+                        Kind::File { sha256, executable } => {
                             let want = if *executable { 0o755 } else { 0o644 };
-                            match Sha256::of_file(&p) {
+                            let hash = root
+                                .open_file(path)
+                                .and_then(|mut f| hash_stream(&mut f, &[], |_| Ok(())));
+                            match hash {
                                 Err(e) => Some(format!("unreadable: {e}")),
-                                Ok(h) if h != *sha256 => {
+                                Ok((h, _)) if h != *sha256 => {
                                     Some(format!("content differs: sha256 {h}, recorded {sha256}"))
                                 }
                                 Ok(_) if mode != want => {
@@ -55,7 +66,7 @@ pub fn verify(out: &Path) -> Result<Vec<Difference>, Error> {
                             }
                         }
                     }
-                },
+                }
             };
             what.map(|what| Difference {
                 path: path.clone(),
@@ -63,23 +74,28 @@ pub fn verify(out: &Path) -> Result<Vec<Difference>, Error> {
             })
         })
         .collect();
-    for e in walkdir::WalkDir::new(out)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == STATE_DIR))
-    {
-        let e = e.map_err(|e| std::io::Error::other(e.to_string()))?;
-        let rel = e
-            .path()
-            .strip_prefix(out)
-            .unwrap_or(e.path())
-            .to_string_lossy()
-            .into_owned();
-        if !state.entries.contains_key(&rel) {
-            found.push(Difference {
-                path: rel,
-                what: "not made by the tool".into(),
-            });
+    let mut folders = vec![String::new()];
+    while let Some(dir) = folders.pop() {
+        let entries = match root.list(&dir) {
+            Ok(e) => e,
+            Err(e) if crate::root::gone(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for (name, t) in entries {
+            let name = name.to_string_lossy();
+            let rel = if dir.is_empty() {
+                name.into_owned()
+            } else {
+                format!("{dir}/{name}")
+            };
+            match state.entries.get(&rel) {
+                None => found.push(Difference {
+                    path: rel,
+                    what: "not made by the tool".into(),
+                }),
+                Some(r) if r.kind == Kind::Dir && t == EntryType::Dir => folders.push(rel),
+                Some(_) => {}
+            }
         }
     }
     for p in &state.pending {

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use assemble_reconcile::{
-    Desired, Entry, InputCache, Lock, Reason, STATE_DIR, Snapshot, Target, apply, diff,
-    diff_snapshot,
+    Desired, Entry, InputCache, Layout, Lock, Reason, Snapshot, Target, apply, diff, diff_snapshot,
 };
 
 fn target(files: &[(&str, &str)]) -> Target {
@@ -28,10 +27,16 @@ fn target(files: &[(&str, &str)]) -> Target {
     }
 }
 
+/// The layout of `out`, its state in a `state` folder beside it.
+fn layout(out: &Path) -> Layout {
+    Layout::new(out, &out.parent().unwrap().join("state"))
+}
+
 fn run(out: &Path, t: &Target) -> assemble_reconcile::Outcome {
-    let lock = Lock::acquire(out).unwrap();
-    let d = diff(out, t).unwrap();
-    apply(out, t, d, &lock).unwrap()
+    let layout = layout(out);
+    let lock = Lock::acquire(&layout).unwrap();
+    let d = diff(&layout, t).unwrap();
+    apply(t, d, &lock).unwrap()
 }
 
 #[test]
@@ -58,9 +63,9 @@ fn corrupt_state_means_a_clean_reconcile() {
     let out = tmp.path().join("out");
     run(&out, &target(&[("x", "1")]));
     fs_err::write(out.join("extra"), "junk").unwrap();
-    fs_err::write(out.join(STATE_DIR).join("state.bin"), "ASMSTATE garbage").unwrap();
+    fs_err::write(layout(&out).state.join("state.bin"), "ASMSTATE garbage").unwrap();
     let t = target(&[("x", "1")]);
-    let d = diff(&out, &t).unwrap();
+    let d = diff(&layout(&out), &t).unwrap();
     assert!(d.full);
     assert!(
         d.removes
@@ -74,19 +79,47 @@ fn corrupt_state_means_a_clean_reconcile() {
 #[test]
 fn a_foreign_folder_is_refused_and_left_alone() {
     let tmp = tempfile::tempdir().unwrap();
-    fs_err::write(tmp.path().join("precious"), "x").unwrap();
-    let e = Lock::acquire(tmp.path()).unwrap_err().to_string();
+    let out = tmp.path().join("out");
+    fs_err::create_dir_all(&out).unwrap();
+    fs_err::write(out.join("precious"), "x").unwrap();
+    let e = Lock::acquire(&layout(&out)).unwrap_err().to_string();
     assert!(e.contains("refusing to write into"), "{e}");
-    assert!(!tmp.path().join(STATE_DIR).exists());
+    assert_eq!(fs_err::read_to_string(out.join("precious")).unwrap(), "x");
+    assert_eq!(fs_err::read_dir(&out).unwrap().count(), 1);
 }
 
+/// Guards ownership: a marker planted in a folder (the old `.assemble/`, or
+/// anything else) proves nothing; the state lives outside the output.
 #[test]
-fn reserved_state_path_is_an_error() {
+fn a_planted_marker_does_not_make_a_folder_ours() {
     let tmp = tempfile::tempdir().unwrap();
-    let e = diff(tmp.path(), &target(&[(".assemble/x", "1")]))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("reserved"), "{e}");
+    let out = tmp.path().join("home");
+    fs_err::create_dir_all(out.join(".assemble")).unwrap();
+    fs_err::create_dir_all(out.join(".ssh")).unwrap();
+    fs_err::write(out.join(".ssh/id_rsa"), "key").unwrap();
+    assert!(Lock::acquire(&layout(&out)).is_err());
+    assert_eq!(
+        fs_err::read_to_string(out.join(".ssh/id_rsa")).unwrap(),
+        "key"
+    );
+}
+
+/// Guards the temporary and reserved names: a recipe path that is not a
+/// plain relative path, or that uses the tool's temporary names, is refused
+/// before anything is written.
+#[test]
+fn bad_paths_are_refused_by_the_diff() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    for bad in ["./y.py", "d//y.py", ".assemble-tmp-0123456789abcdef"] {
+        let mut t = target(&[("ok", "1")]);
+        t.desired.insert(
+            bad.into(),
+            Entry::bytes(&Arc::from("u"), "copy", &b"x"[..], false),
+        );
+        let e = diff(&layout(&out), &t).unwrap_err().to_string();
+        assert!(e.contains("output path"), "{bad}: {e}");
+    }
 }
 
 #[test]
@@ -116,14 +149,15 @@ fn a_snapshot_is_stale_once_another_run_stores_a_state() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     run(&out, &target(&[("a.txt", "1")]));
-    let early = Snapshot::take(&out);
-    assert!(early.is_current(&out));
+    let l = layout(&out);
+    let early = Snapshot::take(&l);
+    assert!(early.is_current(&l));
     // Another run, between this run's snapshot and its lock.
     run(&out, &target(&[("a.txt", "1"), ("b.txt", "2")]));
-    assert!(!early.is_current(&out));
+    assert!(!early.is_current(&l));
     // Taken again, the snapshot knows b.txt: going back removes it as stale.
     let t = target(&[("a.txt", "1")]);
-    let d = diff_snapshot(&out, &t, Snapshot::take(&out)).unwrap();
+    let d = diff_snapshot(&t, Snapshot::take(&l)).unwrap();
     assert!(
         d.removes
             .iter()
@@ -138,8 +172,8 @@ fn a_snapshot_is_stale_once_another_run_stores_a_state() {
 #[test]
 fn input_cache_changes_survive_a_reload() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    fs_err::create_dir_all(out.join(STATE_DIR)).unwrap();
+    let out = tmp.path().join("state");
+    fs_err::create_dir_all(&out).unwrap();
     let files: Vec<_> = (0..20)
         .map(|i| {
             let f = tmp.path().join(format!("in{i}"));
@@ -198,16 +232,150 @@ fn deferred_hashes_are_computed_by_the_copy_or_before_a_diff() {
     let o = run(&out, &deferred());
     assert_eq!((o.files_written, o.hashed_on_copy), (1, 1));
     assert!(
-        assemble_reconcile::verify(&out).unwrap().is_empty(),
+        assemble_reconcile::verify(&layout(&out))
+            .unwrap()
+            .is_empty(),
         "recorded hash is the content's"
     );
     // Now there is a state: the diff refuses a zero hash...
     let mut t = deferred();
-    let e = diff(&out, &t).unwrap_err().to_string();
+    let e = diff(&layout(&out), &t).unwrap_err().to_string();
     assert!(e.contains("hash_deferred"), "{e}");
     // ...and once hashed, nothing is to be written.
     t.hash_deferred().unwrap();
     assert!(!t.has_deferred());
-    let d = diff(&out, &t).unwrap();
+    let d = diff(&layout(&out), &t).unwrap();
     assert!(d.is_clean(), "{:?}", d.writes);
+}
+
+/// Guards item 2 of the confinement issue: a folder of the output replaced
+/// by a link to someone's files is drift; the link goes, what it points to
+/// stays, and the folder comes back.
+#[test]
+fn a_folder_swapped_for_a_link_loses_the_link_not_its_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let outside = tmp.path().join("checkout");
+    fs_err::create_dir_all(outside.join(".git")).unwrap();
+    fs_err::write(outside.join(".git/HEAD"), "ref").unwrap();
+    fs_err::write(outside.join("b.txt"), "mine").unwrap();
+    let t = target(&[("a/b.txt", "1"), ("a/c/d.txt", "2")]);
+    run(&out, &t);
+    fs_err::remove_dir_all(out.join("a")).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("a")).unwrap();
+    run(&out, &t);
+    assert!(out.join("a").symlink_metadata().unwrap().is_dir());
+    assert_eq!(fs_err::read_to_string(out.join("a/b.txt")).unwrap(), "1");
+    assert_eq!(
+        fs_err::read_to_string(outside.join("b.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(
+        fs_err::read_to_string(outside.join(".git/HEAD")).unwrap(),
+        "ref"
+    );
+    assert!(
+        assemble_reconcile::verify(&layout(&out))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Guards folder modes: recorded, verified and repaired like file modes.
+#[test]
+fn a_folder_mode_changed_outside_is_repaired() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let t = target(&[("a/b.txt", "1")]);
+    run(&out, &t);
+    fs_err::set_permissions(out.join("a"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let found = assemble_reconcile::verify(&layout(&out)).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].path, "a");
+    let o = run(&out, &t);
+    assert_eq!(o.changes[0].reason, Reason::Modified, "{:?}", o.changes);
+    let mode = fs_err::metadata(out.join("a"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o755);
+    assert!(
+        assemble_reconcile::verify(&layout(&out))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Guards non-UTF-8 names: one added to the output is removed as a stray
+/// (it used to stay forever, and `verify` failed after every run).
+#[test]
+fn a_name_that_is_not_utf8_is_removed() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let t = target(&[("a/b.txt", "1")]);
+    run(&out, &t);
+    let odd = out
+        .join("a")
+        .join(std::ffi::OsStr::from_bytes(b"bad\xff name"));
+    fs_err::write(&odd, "x").unwrap();
+    fs_err::create_dir(out.join(std::ffi::OsStr::from_bytes(b"\xfe"))).unwrap();
+    let o = run(&out, &t);
+    assert_eq!(o.files_removed, 2, "{:?}", o.changes);
+    assert!(!odd.exists());
+    assert!(
+        assemble_reconcile::verify(&layout(&out))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Guards item 8: a file in one unit and a file beneath it in another is
+/// an error before anything is written, naming both units.
+#[test]
+fn a_file_beneath_a_file_or_a_link_is_refused_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let a: Arc<str> = Arc::from("a");
+    let b: Arc<str> = Arc::from("b");
+    for parent in [
+        Entry::bytes(&a, "copy", &b"x"[..], false),
+        Entry::link(&a, "symlink", "/elsewhere"),
+    ] {
+        let mut t = Target::default();
+        t.desired.insert("f".into(), parent);
+        t.desired
+            .insert("f/g.py".into(), Entry::bytes(&b, "copy", &b"y"[..], false));
+        let e = diff(&layout(&out), &t).unwrap_err().to_string();
+        assert!(e.contains("f/g.py (unit b)") && e.contains("unit a"), "{e}");
+    }
+    assert!(!out.exists(), "nothing written");
+}
+
+/// Guards item 7: a name of 255 bytes (the most a file system takes) can be
+/// updated: its temporary name does not grow with it.
+#[test]
+fn a_name_of_255_bytes_can_be_updated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let name = format!("d/{}", "n".repeat(255));
+    run(&out, &target(&[(&name, "1")]));
+    let o = run(&out, &target(&[(&name, "2")]));
+    assert_eq!(o.files_written, 1);
+    assert_eq!(fs_err::read_to_string(out.join(&name)).unwrap(), "2");
+}
+
+/// Guards the state's place: the output holds exactly the recipe's tree.
+#[test]
+fn the_output_holds_only_the_recipes_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    run(&out, &target(&[("a.txt", "1")]));
+    let names: Vec<_> = fs_err::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("a.txt")]);
 }

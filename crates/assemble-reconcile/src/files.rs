@@ -1,0 +1,86 @@
+//! The state folder's files: read and written without following a link that
+//! someone planted at their names, replaced atomically, and synced where a
+//! write is a commit point. Errors name the path.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use fs_err::os::unix::fs::OpenOptionsExt;
+
+/// `O_NOFOLLOW`: a link at the file's name is an error (`ELOOP`), never a
+/// way to another file.
+const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
+/// Opens `path` for reading.
+pub(crate) fn open(path: &Path) -> io::Result<fs_err::File> {
+    fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags(NOFOLLOW)
+        .open(path)
+}
+
+/// The bytes of `path`; `None` when it is missing or is not a file.
+pub(crate) fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match open(path) {
+        Ok(mut f) => {
+            if !f.metadata()?.is_file() {
+                return Ok(None);
+            }
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut f, &mut bytes)?;
+            Ok(Some(bytes))
+        }
+        Err(e) if missing_or_link(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `path` for appending, creating it; anything but a file at that
+/// name (a planted link) is removed first, never followed.
+pub(crate) fn open_append(path: &Path) -> io::Result<fs_err::File> {
+    if crate::Stat::lstat(path).is_some_and(|s| !s.is_file()) {
+        remove(path)?;
+    }
+    fs_err::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .custom_flags(NOFOLLOW)
+        .mode(0o644)
+        .open(path)
+}
+
+/// Replaces `path` with `bytes`: written to a new, exclusively created file
+/// beside it, synced, renamed over it, and the folder synced.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    let written = tmp
+        .write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_data());
+    written.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.path().display())))?;
+    tmp.persist(path)
+        .map_err(|e| io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error)))?;
+    sync_dir(dir)
+}
+
+/// Syncs a folder, so that a rename or removal in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs_err::File::open(dir)?.sync_all()
+}
+
+/// Removes the file (or link) `path`, if it is there.
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
+    match fs_err::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether an open failed because the name is missing or is a link.
+fn missing_or_link(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}

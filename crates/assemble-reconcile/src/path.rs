@@ -1,0 +1,118 @@
+//! What an output path may be. Every path that enters the desired manifest
+//! or is read from a state file passes [`check`] first, after variable
+//! expansion: relative, `/`-separated, with no empty, `.` or `..` component,
+//! no NUL, every name at most [`NAME_MAX`] bytes, and none of the tool's
+//! reserved names (its temporary files).
+//!
+//! The check gives clear errors before anything is written; confinement does
+//! not rest on it: the writer resolves every path beneath the output's root
+//! without following links (see `root`), whatever the string holds.
+
+/// The longest name a Linux file system takes.
+pub const NAME_MAX: usize = 255;
+
+/// The names of the tool's temporary files in the output start with this:
+/// `.assemble-tmp-` and 16 hex digits, whatever the length of the name they
+/// stand for.
+pub const TEMP_PREFIX: &str = ".assemble-tmp-";
+
+/// Why a string is not an output path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("output path {0:?} is empty")]
+    Empty(String),
+    #[error("output path {0:?} is absolute; output paths are relative to the output root")]
+    Absolute(String),
+    #[error(
+        "output path {0:?} has an empty, `.` or `..` component; write it as a plain relative path"
+    )]
+    Component(String),
+    #[error("output path {0:?} holds a NUL byte")]
+    Nul(String),
+    #[error("output path {path:?} has a name of {len} bytes; names are at most {NAME_MAX}")]
+    TooLong { path: String, len: usize },
+    #[error(
+        "output path {0:?} uses a name reserved for the tool's temporary files ({TEMP_PREFIX}...)"
+    )]
+    Reserved(String),
+}
+
+/// Checks that `path` is a plain relative output path.
+pub fn check(path: &str) -> Result<(), PathError> {
+    let owned = || path.to_string();
+    if path.is_empty() {
+        return Err(PathError::Empty(owned()));
+    }
+    if path.starts_with('/') {
+        return Err(PathError::Absolute(owned()));
+    }
+    if path.contains('\0') {
+        return Err(PathError::Nul(owned()));
+    }
+    for c in path.split('/') {
+        if c.is_empty() || c == "." || c == ".." {
+            return Err(PathError::Component(owned()));
+        }
+        if c.len() > NAME_MAX {
+            return Err(PathError::TooLong {
+                path: owned(),
+                len: c.len(),
+            });
+        }
+        if c.starts_with(TEMP_PREFIX) {
+            return Err(PathError::Reserved(owned()));
+        }
+    }
+    Ok(())
+}
+
+/// The temporary name a file `name` is written under before it is renamed
+/// into place: fixed length, so any valid name has one.
+pub fn temp_name(name: &[u8]) -> String {
+    let h = crate::Sha256::of(name);
+    format!("{TEMP_PREFIX}{}", &h.hex()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the spellings that once escaped or broke the output.
+    #[test]
+    fn refuses_what_is_not_a_plain_relative_path() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "..",
+            "../x",
+            "a/../../x",
+            ".",
+            "./y.py",
+            "./.assemble/state.bin",
+            "d//y.py",
+            "d/",
+            "a\0b",
+            ".assemble-tmp-0123456789abcdef",
+        ] {
+            assert!(check(bad).is_err(), "{bad:?} passed");
+        }
+        let long = "x".repeat(256);
+        assert!(matches!(
+            check(&long),
+            Err(PathError::TooLong { len: 256, .. })
+        ));
+        for good in [
+            "a",
+            "a/b.py",
+            ".hidden/x",
+            "x".repeat(255).as_str(),
+            "..a/b..",
+        ] {
+            assert_eq!(check(good), Ok(()), "{good:?}");
+        }
+        assert_eq!(
+            temp_name("x".repeat(255).as_bytes()).len(),
+            TEMP_PREFIX.len() + 16
+        );
+    }
+}

@@ -1,0 +1,990 @@
+//! Confinement: whatever the recipe, the flags, the state or the output
+//! folder hold, nothing outside the output is written, changed or deleted,
+//! and no run deletes a file that is not the tool's own.
+//!
+//! Every case here could, if the tool were wrong, reach files outside its
+//! folder. So each test starts this test binary again inside
+//! `../shared/tools/sandbox` (a throwaway root on tmpfs, with the checkout
+//! and the build bound read-only), and its body runs only there: a wrong
+//! delete can only hurt that tmpfs. Around the output a sentinel tree
+//! (siblings, parents, link targets, `/tmp`, their modes) is snapshotted
+//! before and after every run and must never change, whatever the exit code.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+/// Set in the environment of the run inside the sandbox.
+const INSIDE: &str = "ASSEMBLE_TEST_IN_SANDBOX";
+
+/// The binary under test: this build's, or `ASSEMBLE_TEST_XTASK` (how these
+/// tests were seen to fail against the code before the fix).
+fn xtask_bin() -> PathBuf {
+    std::env::var_os("ASSEMBLE_TEST_XTASK")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_xtask")), PathBuf::from)
+}
+
+/// Outside the sandbox: runs `test` (a test of this binary) inside it,
+/// asserts that it passed, and returns `false`. Inside: returns `true`, and
+/// the caller runs its body.
+fn sandboxed(test: &str) -> bool {
+    if std::env::var_os(INSIDE).is_some() {
+        return true;
+    }
+    let sandbox = support::root().join("../shared/tools/sandbox");
+    let exe = std::env::current_exe().unwrap();
+    let xtask = xtask_bin();
+    let target = xtask.parent().and_then(Path::parent).unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg(&sandbox);
+    if std::env::var_os("ASSEMBLE_TEST_XTASK").is_some() {
+        // Another build's binary finds its workspace beside its target dir.
+        cmd.arg("--ro").arg(target.parent().unwrap());
+    }
+    let out = cmd
+        .arg("--ro")
+        .arg(support::root())
+        .arg("--ro")
+        .arg(target)
+        .arg("--ro")
+        .arg(exe.parent().unwrap())
+        .arg("--")
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env(INSIDE, "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{test} in the sandbox ({}):\n{text}",
+        out.status
+    );
+    false
+}
+
+/// Where everything of a case lives inside the sandbox.
+const CASE: &str = "/box/case";
+const OUT: &str = "/box/case/a/out";
+const STATE: &str = "/box/state";
+const CACHE: &str = "/box/cache";
+const OUTSIDE: &str = "/box/outside";
+
+/// Runs the xtask binary inside the sandbox; returns its exit code and
+/// stderr.
+fn xtask(args: &[&str]) -> (i32, String) {
+    let out = Command::new(xtask_bin())
+        .args(args)
+        .current_dir(CASE)
+        .env("ASSEMBLE_CACHE_DIR", CACHE)
+        .env("ASSEMBLE_STATE_DIR", STATE)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every path of the sandbox but the output, the tool's state and cache
+/// and the read-only binds: kind, mode, owner, and the content's hash or
+/// the link's target.
+fn sentinel() -> BTreeMap<PathBuf, String> {
+    let ro = [
+        support::root(),
+        xtask_bin()
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .to_path_buf(),
+        std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    ];
+    let skip = |p: &Path| {
+        [OUT, STATE, CACHE, "/usr", "/etc", "/proc", "/dev", "/sys"]
+            .iter()
+            .any(|s| p == Path::new(s))
+            || ro.iter().any(|r| p == r)
+    };
+    let mut seen = BTreeMap::new();
+    for e in walkdir::WalkDir::new("/")
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !skip(e.path()))
+    {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let what = if m.is_symlink() {
+            format!("link {:?}", fs_err::read_link(e.path()).unwrap())
+        } else if m.is_file() {
+            format!(
+                "file {}",
+                hex::encode(sha(&fs_err::read(e.path()).unwrap()))
+            )
+        } else {
+            "dir".to_string()
+        };
+        seen.insert(
+            e.path().to_path_buf(),
+            format!("{what} {:o} {}:{}", m.mode(), m.uid(), m.gid()),
+        );
+    }
+    seen
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    assemble_reconcile::Sha256::of(b).0
+}
+
+/// The sentinel tree around the output: siblings of the output and of its
+/// parents, a folder outside that links point to, a victim beside it.
+fn lay_sentinels() {
+    for d in [
+        "/box/case/a",
+        "/box/outside/d",
+        "/box/case/victim",
+        "/box/p",
+    ] {
+        fs_err::create_dir_all(d).unwrap();
+    }
+    for (f, text) in [
+        ("/box/sibling", "s0"),
+        ("/box/case/sibling", "s1"),
+        ("/box/case/a/sibling", "s2"),
+        ("/box/outside/keep", "k"),
+        ("/box/outside/d/keep", "k2"),
+        ("/box/case/victim/precious", "v"),
+        ("/tmp/sentinel", "t"),
+    ] {
+        fs_err::write(f, text).unwrap();
+    }
+    fs_err::set_permissions("/tmp", std::fs::Permissions::from_mode(0o1777)).unwrap();
+    fs_err::set_permissions("/box/outside", std::fs::Permissions::from_mode(0o750)).unwrap();
+}
+
+/// Removes what a case made, sentinels included, for the next case.
+fn clear_box() {
+    for e in fs_err::read_dir("/box").unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() && !p.is_symlink() {
+            if p != Path::new(CACHE) {
+                fs_err::remove_dir_all(&p).unwrap();
+            }
+        } else {
+            fs_err::remove_file(&p).unwrap();
+        }
+    }
+    let _ = fs_err::remove_file("/tmp/sentinel");
+}
+
+/// The two source trees of the hostile recipe: a package, a file, and a
+/// link that leads out of the tree.
+fn lay_sources() {
+    for d in ["/box/case/src-a/pkg/sub", "/box/case/src-b"] {
+        fs_err::create_dir_all(d).unwrap();
+    }
+    fs_err::write("/box/case/src-a/pkg/m.py", "M = 1\n").unwrap();
+    fs_err::write("/box/case/src-a/pkg/sub/n.py", "N = 1\n").unwrap();
+    fs_err::write("/box/case/src-a/f.py", "F = 1\n").unwrap();
+    symlink(OUTSIDE, "/box/case/src-a/vlink").unwrap();
+    symlink(OUTSIDE, "/box/case/src-a/pkg/vlink").unwrap();
+    fs_err::write("/box/case/src-b/x", "X\n").unwrap();
+}
+
+/// Names a recipe may well use: any of them can still collide with another
+/// unit's, or fall beneath a link.
+fn plain_component() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["a", "b", "zz", "lnk", "vlink", "pkg", "@site@"])
+        .prop_map(str::to_string)
+        .boxed()
+        .prop_union(Just("x".repeat(250)).boxed())
+}
+
+/// What a hostile or careless recipe, or a hostile flag, puts there.
+fn hostile_component() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        ".",
+        "..",
+        "",
+        "@out@",
+        "@webui@",
+        ".assemble",
+        ".assemble-tmp-0123456789abcdef",
+    ])
+    .prop_map(str::to_string)
+    .boxed()
+    .prop_union(Just("y".repeat(256)).boxed())
+}
+
+/// A path with `.`, `..`, `//`, variables, absolute roots and long names.
+fn hostile_path() -> impl Strategy<Value = String> {
+    (
+        prop::bool::weighted(0.3),
+        prop::collection::vec(prop_oneof![plain_component(), hostile_component()], 1..4),
+    )
+        .prop_map(|(abs, cs)| {
+            let joined = cs.join("/");
+            if abs { format!("/{joined}") } else { joined }
+        })
+}
+
+fn prefix() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(prop::sample::select(vec![
+        "/box/p",
+        "/",
+        "/box",
+        "/tmp",
+        "/box/case/a/out/..",
+        "/box/$(touch /box/pwned)",
+        "/box/`touch /box/pwned`",
+        "/box/a b",
+        "/box/q\"q",
+        "/box/s'q",
+        "/box/b\\s",
+        "relative/p",
+    ]))
+    .prop_map(|p| p.map(str::to_string))
+}
+
+fn webui() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(prop::sample::select(vec![
+        "..",
+        "../..",
+        "/",
+        "/box/case",
+        "x/../..",
+        "/tmp",
+        "w",
+    ]))
+    .prop_map(|p| p.map(str::to_string))
+}
+
+/// What someone does to the output between two runs.
+#[derive(Debug, Clone)]
+enum Drift {
+    None,
+    /// A folder of the output becomes a link to a folder outside.
+    FolderToLink(usize),
+    /// A file appears in a folder of the output.
+    Plant(usize),
+    /// An empty `.assemble/` appears at the output's root.
+    DotAssemble,
+    /// A folder of the output loses its permissions.
+    Chmod(usize),
+    /// The output itself becomes a link to a folder outside.
+    OutToLink,
+    /// The output is moved away with `mv`, and a user's folder takes its place.
+    Moved,
+}
+
+fn drift() -> impl Strategy<Value = Drift> {
+    prop_oneof![
+        Just(Drift::None),
+        any::<usize>().prop_map(Drift::FolderToLink),
+        any::<usize>().prop_map(Drift::Plant),
+        Just(Drift::DotAssemble),
+        any::<usize>().prop_map(Drift::Chmod),
+        Just(Drift::OutToLink),
+        Just(Drift::Moved),
+    ]
+}
+
+/// The folders of the output, in order.
+fn out_folders() -> Vec<PathBuf> {
+    walkdir::WalkDir::new(OUT)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+fn do_drift(d: &Drift) {
+    if !Path::new(OUT).is_dir() {
+        return;
+    }
+    let folders = out_folders();
+    let pick = |i: usize| folders[i % folders.len()].clone();
+    match d {
+        Drift::None => {}
+        Drift::FolderToLink(i) => {
+            let f = pick(*i);
+            if f != Path::new(OUT) {
+                fs_err::remove_dir_all(&f).unwrap();
+                symlink(OUTSIDE, &f).unwrap();
+            }
+        }
+        Drift::Plant(i) => fs_err::write(pick(*i).join("planted"), "p").unwrap(),
+        Drift::DotAssemble => fs_err::create_dir_all(Path::new(OUT).join(".assemble")).unwrap(),
+        Drift::Chmod(i) => {
+            fs_err::set_permissions(pick(*i), std::fs::Permissions::from_mode(0o700)).unwrap()
+        }
+        Drift::OutToLink => {
+            fs_err::rename(OUT, "/box/case/a/out.moved").unwrap();
+            symlink(OUTSIDE, OUT).unwrap();
+        }
+        Drift::Moved => {
+            fs_err::rename(OUT, "/box/case/a/out.moved").unwrap();
+            fs_err::create_dir(OUT).unwrap();
+            fs_err::write(Path::new(OUT).join("mine.txt"), "mine").unwrap();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Hostile {
+    targets: [String; 5],
+    link: (String, String),
+    from: String,
+    prefix: Option<String>,
+    webui: Option<String>,
+    drift: Drift,
+}
+
+fn hostile() -> impl Strategy<Value = Hostile> {
+    (
+        prop::array::uniform5(prop_oneof![
+            12 => prop::collection::vec(plain_component(), 0..3).prop_map(Ok),
+            1 => hostile_path().prop_map(Err),
+        ]),
+        (
+            prop_oneof![
+                6 => prop::collection::vec(plain_component(), 0..3).prop_map(|mut d| {
+                    d.push("lnk".into());
+                    d.join("/")
+                }),
+                1 => hostile_path(),
+            ],
+            prop_oneof![6 => (0..3usize).prop_map(Some), 1 => hostile_path().prop_map(|_| None)],
+            hostile_path(),
+        ),
+        prop_oneof![
+            8 => Just("pkg"),
+            1 => prop::sample::select(vec!["..", "../..", "pkg/../..", "/box", ".", "pkg//sub", "vlink"]),
+        ],
+        prefix(),
+        webui(),
+        drift(),
+    )
+        .prop_map(|(targets, (link, to, hostile_to), from, prefix, webui, drift)| {
+            // Plain targets are folders from the alphabet and a name of their
+            // own (they may still fall beneath another unit's file or link).
+            let names = ["p1", "f1.py", "v1", "x1", "m1.py"];
+            let mut i = 0;
+            let targets = targets.map(|t| {
+                let name = names[i];
+                i += 1;
+                t.map_or_else(|h| h, |mut dirs| {
+                    dirs.push(name.to_string());
+                    dirs.join("/")
+                })
+            });
+            Hostile {
+            // A link to one of the installed paths, or to a hostile one.
+            link: (link, to.map_or(hostile_to, |i| targets[i].clone())),
+            targets,
+            from: from.to_string(),
+            prefix,
+            webui,
+            drift,
+        }})
+}
+
+fn toml_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+impl Hostile {
+    fn recipe(&self) -> String {
+        let [t1, t2, t3, t4, t5] = self.targets.clone().map(|t| toml_str(&t));
+        format!(
+            r#"[package]
+name = "hostile"
+version = "0"
+
+[python]
+interpreter = "/usr/bin/python3"
+
+[units.a]
+path = "src-a"
+install = {{ "pkg" = {t1}, "f.py" = {t2}, "vlink" = {t3} }}
+symlinks = {{ {} = {} }}
+
+[units.b]
+path = "src-b"
+install = {{ "x" = {t4} }}
+
+[units.c]
+from = {}
+install = {{ "m.py" = {t5} }}
+"#,
+            toml_str(&self.link.0),
+            toml_str(&self.link.1),
+            toml_str(&format!("a:{}", self.from)),
+        )
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "assemble".to_string(),
+            "--out".into(),
+            OUT.into(),
+            "--recipe".into(),
+            format!("{CASE}/assemble.toml"),
+        ];
+        if let Some(p) = &self.prefix {
+            a.extend(["--prefix".into(), p.clone()]);
+        }
+        if let Some(w) = &self.webui {
+            a.extend(["--webui".into(), w.clone()]);
+        }
+        a
+    }
+}
+
+/// Runs `args` and checks that nothing but the output changed.
+fn run_checked(args: &[String], what: &str) -> Result<(i32, String), TestCaseError> {
+    let before = sentinel();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = xtask(&args);
+    let after = sentinel();
+    if before != after {
+        let changed: Vec<String> = before
+            .iter()
+            .filter(|(p, v)| after.get(*p) != Some(v))
+            .map(|(p, v)| format!("{}: {v} -> {:?}", p.display(), after.get(p)))
+            .chain(
+                after
+                    .keys()
+                    .filter(|p| !before.contains_key(*p))
+                    .map(|p| format!("{}: new", p.display())),
+            )
+            .collect();
+        return Err(TestCaseError::fail(format!(
+            "{what}: exit {code}, and outside the output:\n{}\n{err}",
+            changed.join("\n")
+        )));
+    }
+    Ok((code, err))
+}
+
+/// Regression tests for the cases seen to escape (issue 10, items 1 to 5)
+/// and a property test over random hostile recipes, flags and drift: the
+/// sentinel tree never changes, whatever the exit code; a run that
+/// succeeds leaves an output that `verify` accepts (it settles).
+#[test]
+fn hostile_recipes_never_touch_anything_outside() {
+    if !sandboxed("hostile_recipes_never_touch_anything_outside") {
+        return;
+    }
+    let cases: u32 = std::env::var("ASSEMBLE_HOSTILE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let outcomes: std::cell::RefCell<BTreeMap<i32, usize>> = Default::default();
+    let result = runner.run(&hostile(), |h| {
+        clear_box();
+        lay_sentinels();
+        lay_sources();
+        fs_err::write(Path::new(CASE).join("assemble.toml"), h.recipe()).unwrap();
+        let (first, err) = run_checked(&h.args(), "first run")?;
+        *outcomes.borrow_mut().entry(first).or_default() += 1;
+        if first != 0 && std::env::var_os("ASSEMBLE_HOSTILE_VERBOSE").is_some() {
+            eprintln!("exit {first}: {}", err.lines().next().unwrap_or_default());
+        }
+        do_drift(&h.drift);
+        let (second, err) = run_checked(&h.args(), "after drift")?;
+        if first == 0 && second == 0 {
+            // It settles: the output is what the state says.
+            let (code, verr) = xtask(&["verify", "--out", OUT]);
+            prop_assert_eq!(code, 0, "verify after two runs:\n{}\n{}", verr, err);
+        }
+        prop_assert!(!Path::new("/box/pwned").exists(), "a launcher ran code");
+        Ok(())
+    });
+    let outcomes = outcomes.into_inner();
+    eprintln!("first-run exit codes over {cases} cases: {outcomes:?}");
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // Every kind of outcome was drawn: successes and refusals.
+    assert!(
+        outcomes.get(&0).copied().unwrap_or(0) > cases as usize / 20,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.keys().any(|c| *c != 0), "{outcomes:?}");
+}
+
+/// One recipe and flags, each a case seen to escape before this fix.
+#[test]
+fn regressions_seen_escaping() {
+    if !sandboxed("regressions_seen_escaping") {
+        return;
+    }
+    let case = |targets: [&str; 5],
+                link: (&str, &str),
+                from: &str,
+                prefix: Option<&str>,
+                webui: Option<&str>,
+                drift: Drift| Hostile {
+        targets: targets.map(str::to_string),
+        link: (link.0.to_string(), link.1.to_string()),
+        from: from.to_string(),
+        prefix: prefix.map(str::to_string),
+        webui: webui.map(str::to_string),
+        drift,
+    };
+    let sane = ["lib/pkg", "lib/f.py", "lib/vlink", "lib/x", "lib/m.py"];
+    let cases = [
+        // 1. `@out@/escape` with a prefix: an absolute path after expansion.
+        (
+            "@out@ in a target",
+            case(
+                ["@out@/escape", sane[1], sane[2], sane[3], sane[4]],
+                ("l", "lib/f.py"),
+                "pkg",
+                Some("/box/p"),
+                None,
+                Drift::None,
+            ),
+        ),
+        // 1. `@webui@/x.py` with `--webui ..`: climbs out.
+        (
+            "@webui@ with --webui ..",
+            case(
+                ["@webui@/x.py", sane[1], sane[2], sane[3], sane[4]],
+                ("l", "lib/f.py"),
+                "pkg",
+                None,
+                Some(".."),
+                Drift::None,
+            ),
+        ),
+        // 2. A folder of the output replaced by a link to someone's files.
+        (
+            "folder swapped for a link",
+            case(
+                sane,
+                ("l", "lib/f.py"),
+                "pkg",
+                None,
+                None,
+                Drift::FolderToLink(1),
+            ),
+        ),
+        // 3. `.` and empty components.
+        (
+            "./y.py",
+            case(
+                ["./y.py", sane[1], sane[2], sane[3], sane[4]],
+                ("l", "lib/f.py"),
+                "pkg",
+                None,
+                None,
+                Drift::None,
+            ),
+        ),
+        (
+            "d//y.py",
+            case(
+                ["d//y.py", sane[1], sane[2], sane[3], sane[4]],
+                ("l", "lib/f.py"),
+                "pkg",
+                None,
+                None,
+                Drift::None,
+            ),
+        ),
+        // 4. An empty `.assemble/` planted at the root proves nothing.
+        (
+            "planted .assemble",
+            case(
+                sane,
+                ("l", "lib/f.py"),
+                "pkg",
+                None,
+                None,
+                Drift::DotAssemble,
+            ),
+        ),
+        // 5. Writing beneath a link that a unit's source brings.
+        (
+            "beneath a source's link",
+            case(
+                ["zz", sane[1], sane[2], "zz/vlink/evil.py", sane[4]],
+                ("l", "lib/f.py"),
+                "pkg",
+                None,
+                None,
+                Drift::None,
+            ),
+        ),
+        // 5. Installing beneath the recipe's own link.
+        (
+            "beneath the recipe's link",
+            case(
+                [sane[0], sane[1], sane[2], "top/x", sane[4]],
+                ("top", "lib/pkg"),
+                "pkg",
+                None,
+                None,
+                Drift::None,
+            ),
+        ),
+        // 9. `from` climbing out of its unit.
+        (
+            "from ../..",
+            case(sane, ("l", "lib/f.py"), "../../..", None, None, Drift::None),
+        ),
+        // 7. A name of 250 bytes: its temporary name must fit.
+        (
+            "long name",
+            case(
+                [
+                    sane[0],
+                    &format!("lib/{}", "n".repeat(250)),
+                    sane[2],
+                    sane[3],
+                    sane[4],
+                ],
+                ("l", "lib/pkg"),
+                "pkg",
+                None,
+                None,
+                Drift::None,
+            ),
+        ),
+        // mv within the file system: refused clearly, nothing deleted.
+        (
+            "moved output",
+            case(sane, ("l", "lib/f.py"), "pkg", None, None, Drift::Moved),
+        ),
+    ];
+    for (name, h) in cases {
+        clear_box();
+        lay_sentinels();
+        lay_sources();
+        fs_err::write(Path::new(CASE).join("assemble.toml"), h.recipe()).unwrap();
+        let (first, err1) = run_checked(&h.args(), name).unwrap();
+        do_drift(&h.drift);
+        let (second, err2) = run_checked(&h.args(), name).unwrap();
+        eprintln!("{name}: exit {first}, then {second}");
+        match name {
+            "folder swapped for a link" | "planted .assemble" | "long name" => {
+                assert_eq!((first, second), (0, 0), "{name}:\n{err1}\n{err2}");
+                let (code, verr) = xtask(&["verify", "--out", OUT]);
+                assert_eq!(code, 0, "{name}: verify\n{verr}");
+                // The edit path too: a second build over the first rewrites.
+                let long = Path::new(OUT).join("lib").join("n".repeat(250));
+                if long.exists() {
+                    fs_err::write(Path::new(CASE).join("src-a/f.py"), "F = 2\n").unwrap();
+                    let (code, e) = run_checked(&h.args(), name).unwrap();
+                    assert_eq!(code, 0, "{e}");
+                    assert_eq!(fs_err::read_to_string(long).unwrap(), "F = 2\n");
+                }
+            }
+            "moved output" => {
+                assert_eq!((first, second), (0, 1), "{name}:\n{err2}");
+                assert!(err2.contains("refusing to write into"), "{err2}");
+                assert_eq!(
+                    fs_err::read_to_string(Path::new(OUT).join("mine.txt")).unwrap(),
+                    "mine"
+                );
+                // Moved back, it is ours again.
+                fs_err::remove_dir_all(OUT).unwrap();
+                fs_err::rename("/box/case/a/out.moved", OUT).unwrap();
+                let (code, e) = run_checked(&h.args(), name).unwrap();
+                assert_eq!(code, 0, "{e}");
+            }
+            _ => {
+                // 2: the recipe as written is malformed; 1: it is refused
+                // once its variables are expanded or its units planned.
+                assert!(first == 1 || first == 2, "{name} must be refused:\n{err1}");
+                assert!(
+                    err1.contains("output path")
+                        || err1.contains("beneath")
+                        || err1.contains("sub-folder"),
+                    "{name}: refused for another reason:\n{err1}"
+                );
+                assert!(
+                    !Path::new(OUT).exists() || fs_err::read_dir(OUT).unwrap().count() == 0,
+                    "{name}: a refused first run wrote"
+                );
+            }
+        }
+    }
+}
+
+/// Launchers: a prefix holding shell syntax runs nothing when a launcher
+/// starts; one holding what cannot be carried is refused with exit 2.
+#[test]
+fn launchers_quote_the_prefix() {
+    if !sandboxed("launchers_quote_the_prefix") {
+        return;
+    }
+    let xy = support::python_xy_of("/usr/bin/python3");
+    clear_box();
+    let venv = Path::new(CASE).join("venv");
+    let site = venv.join(format!("lib/python{xy}/site-packages"));
+    let dist = site.join("hello-1.0.dist-info");
+    fs_err::create_dir_all(&dist).unwrap();
+    fs_err::write(
+        venv.join("pyvenv.cfg"),
+        "home = /usr/bin\ninclude-system-site-packages = false\n",
+    )
+    .unwrap();
+    fs_err::write(
+        site.join("hello.py"),
+        "def main():\n    print('hello from the launcher')\n",
+    )
+    .unwrap();
+    fs_err::write(
+        dist.join("METADATA"),
+        "Metadata-Version: 2.1\nName: hello\nVersion: 1.0\n",
+    )
+    .unwrap();
+    fs_err::write(dist.join("RECORD"), "").unwrap();
+    fs_err::write(
+        dist.join("entry_points.txt"),
+        "[console_scripts]\nhello = hello:main\n",
+    )
+    .unwrap();
+    fs_err::write(
+        Path::new(CASE).join("assemble.toml"),
+        "[package]\nname = \"l\"\nversion = \"0\"\n\n[python]\ninterpreter = \"/usr/bin/python3\"\n\n[units.deps]\nvenv = \"venv\"\nscripts = [\"hello\"]\n",
+    )
+    .unwrap();
+    for (prefix, carried) in [
+        ("/box/p $(touch /box/pwned)", true),
+        ("/box/p`touch /box/pwned`", true),
+        ("/box/p;touch /box/pwned", true),
+        ("/box/a b", true),
+        ("/box/p\"q", false),
+        ("/box/p'q", false),
+        ("/box/p\\q", false),
+    ] {
+        let _ = fs_err::remove_dir_all(STATE);
+        let (code, err) = xtask(&[
+            "assemble",
+            "--out",
+            prefix,
+            "--recipe",
+            "/box/case/assemble.toml",
+        ]);
+        if !carried {
+            assert_eq!(code, 2, "{prefix}: {err}");
+            assert!(
+                !Path::new(prefix).exists(),
+                "{prefix}: refused, yet written"
+            );
+            continue;
+        }
+        assert_eq!(code, 0, "{prefix}: {err}");
+        let run = Command::new(Path::new(prefix).join("bin/hello"))
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success()
+                && String::from_utf8_lossy(&run.stdout).contains("hello from the launcher"),
+            "{prefix}: {run:?}"
+        );
+        assert!(
+            !Path::new("/box/pwned").exists(),
+            "{prefix}: the launcher ran code"
+        );
+        fs_err::remove_dir_all(prefix).unwrap();
+    }
+}
+
+/// What a hostile state can be: every state file truncated or with a bit
+/// flipped, crafted records naming `..` and absolute paths, links planted
+/// where the state lives, an empty or foreign state folder.
+#[derive(Debug, Clone)]
+enum Corrupt {
+    Truncate(usize, f64),
+    Flip(usize, f64, u8),
+    CraftEntry(&'static str),
+    CraftJournal(&'static str),
+    LinkAt(&'static str),
+    StateDirIsLink,
+    EmptyStateDir,
+    ForeignOwner,
+}
+
+const STATE_FILES: [&str; 6] = [
+    "owner.bin",
+    "state.bin",
+    "state.log",
+    "inputs.bin",
+    "inputs.log",
+    "journal.bin",
+];
+
+fn corrupt() -> impl Strategy<Value = Corrupt> {
+    let bad = prop::sample::select(vec![
+        "../victim",
+        "/box/case/victim",
+        "..",
+        "a/../../victim",
+        "./x",
+        "",
+    ]);
+    prop_oneof![
+        (any::<usize>(), 0.0..1.0f64).prop_map(|(i, f)| Corrupt::Truncate(i, f)),
+        (any::<usize>(), 0.0..1.0f64, 0..8u8).prop_map(|(i, f, b)| Corrupt::Flip(i, f, b)),
+        bad.clone().prop_map(Corrupt::CraftEntry),
+        bad.prop_map(Corrupt::CraftJournal),
+        prop::sample::select(vec![
+            "state.bin",
+            "state.log",
+            "journal.bin",
+            "inputs.bin",
+            "inputs.log",
+            "owner.bin",
+            "lock"
+        ])
+        .prop_map(Corrupt::LinkAt),
+        Just(Corrupt::StateDirIsLink),
+        Just(Corrupt::EmptyStateDir),
+        Just(Corrupt::ForeignOwner),
+    ]
+}
+
+fn apply_corruption(c: &Corrupt, state: &Path) {
+    use assemble_reconcile::{Kind, Recorded, State};
+    let present: Vec<PathBuf> = STATE_FILES
+        .iter()
+        .map(|f| state.join(f))
+        .filter(|p| p.is_file())
+        .collect();
+    match c {
+        Corrupt::Truncate(i, f) => {
+            let p = &present[i % present.len()];
+            let b = fs_err::read(p).unwrap();
+            fs_err::write(p, &b[..(b.len() as f64 * f) as usize]).unwrap();
+        }
+        Corrupt::Flip(i, f, bit) => {
+            let p = &present[i % present.len()];
+            let mut b = fs_err::read(p).unwrap();
+            let at = ((b.len() as f64 * f) as usize).min(b.len() - 1);
+            b[at] ^= 1 << bit;
+            fs_err::write(p, &b).unwrap();
+        }
+        Corrupt::CraftEntry(bad) => {
+            let mut s = State::load(state).unwrap();
+            s.entries.merge([(
+                bad.to_string(),
+                Some(Recorded {
+                    kind: Kind::Dir,
+                    unit: Arc::from("a"),
+                    source_sha: None,
+                    stat: None,
+                }),
+            )]);
+            s.store(state).unwrap();
+        }
+        Corrupt::CraftJournal(bad) => {
+            State::write_journal(state, &[bad.to_string()].into()).unwrap();
+        }
+        Corrupt::LinkAt(name) => {
+            let p = state.join(name);
+            let _ = fs_err::remove_file(&p);
+            symlink("/box/outside/keep", &p).unwrap();
+            // And at the temporary names a careless writer would use.
+            symlink("/box/outside/keep", state.join("state.tmp")).unwrap();
+            symlink("/box/outside/keep", state.join("journal.tmp")).unwrap();
+        }
+        Corrupt::StateDirIsLink => {
+            fs_err::remove_dir_all(state).unwrap();
+            symlink(OUTSIDE, state).unwrap();
+        }
+        Corrupt::EmptyStateDir => {
+            fs_err::remove_dir_all(state).unwrap();
+            fs_err::create_dir(state).unwrap();
+        }
+        Corrupt::ForeignOwner => {
+            // The owner record of another output, copied over.
+            let other =
+                assemble_reconcile::Layout::new(Path::new("/box/clean"), Path::new(STATE)).state;
+            fs_err::copy(other.join("owner.bin"), state.join("owner.bin")).unwrap();
+        }
+    }
+}
+
+/// A hostile state: nothing outside changes, a file the tool cannot prove
+/// its own is never deleted, and the next run equals a clean build (or,
+/// when the owner record itself is broken, refuses and changes nothing).
+#[test]
+fn hostile_state_never_escapes() {
+    if !sandboxed("hostile_state_never_escapes") {
+        return;
+    }
+    let sane = Hostile {
+        targets: ["lib/pkg", "lib/f.py", "lib/vlink", "lib/x", "lib/m.py"].map(str::to_string),
+        link: ("l".into(), "lib/f.py".into()),
+        from: "pkg".into(),
+        prefix: Some("/box/p".into()),
+        webui: None,
+        drift: Drift::None,
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 200,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&corrupt(), |c| {
+        clear_box();
+        lay_sentinels();
+        lay_sources();
+        fs_err::write(Path::new(CASE).join("assemble.toml"), sane.recipe()).unwrap();
+        // The clean build to compare with, and the output to corrupt.
+        let mut clean_args = sane.args();
+        clean_args[2] = "/box/clean".into();
+        assert_eq!(
+            xtask(&clean_args.iter().map(String::as_str).collect::<Vec<_>>()).0,
+            0
+        );
+        let (code, err) = run_checked(&sane.args(), "first run")?;
+        prop_assert_eq!(code, 0, "{}", err);
+        // Drift the tool must repair, then the corruption.
+        fs_err::write(Path::new(OUT).join("lib/f.py"), "edited").unwrap();
+        let before = support::listing(Path::new(OUT));
+        let state = assemble_reconcile::Layout::new(Path::new(OUT), Path::new(STATE)).state;
+        apply_corruption(&c, &state);
+        let (code, err) = run_checked(&sane.args(), "with a corrupt state")?;
+        let after = support::listing(Path::new(OUT));
+        if code == 0 {
+            prop_assert_eq!(after, support::listing(Path::new("/box/clean")), "{}", err);
+        } else {
+            prop_assert_eq!(code, 1, "{}", err);
+            prop_assert!(err.contains("refusing to write into"), "{}", err);
+            prop_assert_eq!(after, before, "a refused run changed the output");
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
