@@ -398,6 +398,9 @@ fn refuses_an_output_it_does_not_own() {
     fs_err::write(home.join("notes.txt"), "mine").unwrap();
     let err = s.assemble(&["--out", home.to_str().unwrap()]).fails(1);
     assert!(err.contains("refusing to write into"), "{err}");
+    // The dry run says the same, rather than offering to delete it all.
+    let err = s.run("plan", &["--out", home.to_str().unwrap()]).fails(1);
+    assert!(err.contains("refusing to write into"), "{err}");
     assert_eq!(
         listing(&home),
         vec![format!("notes.txt file 644 {}", sha("mine"))]

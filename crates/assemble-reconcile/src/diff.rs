@@ -125,6 +125,10 @@ enum Verdict {
 pub struct Snapshot {
     /// The output, opened (`None`: not there yet).
     root: Option<Root>,
+    /// Whether the output is the folder the state was recorded for.
+    owned: bool,
+    /// Where the state lives (for messages).
+    state_dir: std::path::PathBuf,
     state: Option<State>,
     /// The stat of each recorded path, in `state.entries` order.
     now: Vec<Option<Stat>>,
@@ -140,10 +144,8 @@ impl Snapshot {
     pub fn take(layout: &Layout) -> Snapshot {
         let ident = State::ident(&layout.state);
         let root = Root::open(&layout.out).ok();
-        let state = root
-            .as_ref()
-            .filter(|r| layout.owns(r))
-            .and_then(|_| State::load(&layout.state));
+        let owned = root.as_ref().is_some_and(|r| layout.owns(r));
+        let state = owned.then(|| State::load(&layout.state)).flatten();
         let now = match (&state, &root) {
             (Some(s), Some(r)) => stat_recorded(r, &s.entries),
             _ => Vec::new(),
@@ -151,6 +153,8 @@ impl Snapshot {
         Snapshot {
             root_stat: root.as_ref().and_then(|r| r.stat_self().ok()),
             root,
+            owned,
+            state_dir: layout.state.clone(),
             state,
             now,
             ident,
@@ -263,11 +267,24 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
     check_manifest(desired)?;
     let Snapshot {
         root,
+        owned,
+        state_dir,
         state,
         now,
         root_stat,
         ..
     } = snapshot;
+    // A folder that is not the tool's own is never diffed against: what
+    // is in it would all look foreign (`plan` would offer to delete it).
+    if let Some(r) = &root
+        && !owned
+        && !r.list("")?.is_empty()
+    {
+        return Err(Error::NotOwned {
+            out: r.path().to_path_buf(),
+            state: state_dir,
+        });
+    }
     let full = state.is_none();
     let prev = state.unwrap_or_default();
     if !full && target.has_deferred() {

@@ -49,6 +49,8 @@ pub struct InputCache {
     racy_ns: i64,
     /// Where `inputs.bin` and `inputs.log` stood when loaded.
     at: Option<log::Position>,
+    /// How many records `inputs.bin` itself holds (its log aside).
+    base_len: usize,
     /// What differs from the loaded cache.
     delta: Delta,
 }
@@ -73,20 +75,22 @@ impl InputCache {
     /// before the run's start (tests use a zero window, so that the cache
     /// is trusted even for files changed a moment ago).
     pub fn load_with_racy_window(dir: &Path, window: std::time::Duration) -> InputCache {
-        let (entries, at) = InputCache::read(&dir.join(INPUTS_FILE))
-            .map_or_else(Default::default, |(e, at)| (e, Some(at)));
+        let (entries, at, base_len) = InputCache::read(&dir.join(INPUTS_FILE))
+            .map_or_else(Default::default, |(e, at, n)| (e, Some(at), n));
         InputCache {
             entries,
             started_ns: now_ns(),
             racy_ns: window.as_nanos() as i64,
             at,
+            base_len,
             delta: Delta::default(),
         }
     }
 
-    fn read(path: &Path) -> Option<(Records, log::Position)> {
+    fn read(path: &Path) -> Option<(Records, log::Position, usize)> {
         let loaded = log::load(path, INPUTS_MAGIC)?;
         let base: Vec<InputRecord> = postcard::from_bytes(loaded.body()).ok()?;
+        let base_len = base.len();
         let mut entries: Records = base.into_iter().map(|r| (r.key(), r)).collect();
         for frame in loaded.frames() {
             let d: Delta = postcard::from_bytes(frame).ok()?;
@@ -95,14 +99,17 @@ impl InputCache {
             }
             entries.extend(d.upsert.into_iter().map(|r| (r.key(), r)));
         }
-        Some((entries, loaded.at))
+        Some((entries, loaded.at, base_len))
     }
 
     /// Records what changed since the cache was loaded: appended to
-    /// `inputs.log` when that is small, else the whole cache is rewritten.
+    /// `inputs.log` when that is small and the base is not mostly dead
+    /// records, else the whole cache is rewritten.
     pub fn store(&self, dir: &Path) -> Result<(), Error> {
         let path = dir.join(INPUTS_FILE);
+        let compact = self.entries.len() * 2 < self.base_len;
         if let Some(at) = self.at
+            && !compact
             && log::append(&path, INPUTS_MAGIC, at, &encode(&path, &self.delta)?)?
         {
             return Ok(());

@@ -379,3 +379,40 @@ fn the_output_holds_only_the_recipes_tree() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("a.txt")]);
 }
+
+/// Guards the input cache's size: once most records are unused, the cache
+/// is rewritten, not appended to.
+#[test]
+fn an_input_cache_that_lost_most_records_is_rewritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    fs_err::create_dir_all(&dir).unwrap();
+    let files: Vec<_> = (0..100)
+        .map(|i| {
+            let f = tmp.path().join(format!("in{i}"));
+            fs_err::write(&f, format!("{i}")).unwrap();
+            f
+        })
+        .collect();
+    let load = || InputCache::load_with_racy_window(&dir, Duration::ZERO);
+    let first = load();
+    let all = files
+        .iter()
+        .map(|f| first.record(f, None).unwrap().0)
+        .collect();
+    first.with_records(all).store(&dir).unwrap();
+    let big = fs_err::metadata(dir.join("inputs.bin")).unwrap().len();
+    let second = load();
+    let few = files[..5]
+        .iter()
+        .map(|f| second.record(f, None).unwrap().0)
+        .collect();
+    second.with_records(few).store(&dir).unwrap();
+    assert!(
+        !dir.join("inputs.log").exists(),
+        "rewritten, not appended to"
+    );
+    let small = fs_err::metadata(dir.join("inputs.bin")).unwrap().len();
+    assert!(small * 10 < big, "{big} -> {small} bytes");
+    assert_eq!(load().len(), 5);
+}
