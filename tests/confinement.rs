@@ -244,8 +244,13 @@ fn hostile_path() -> impl Strategy<Value = String> {
         })
 }
 
+/// Nothing, or one of `values`.
+fn maybe_one_of(values: Vec<&'static str>) -> impl Strategy<Value = Option<String>> {
+    prop::option::of(prop::sample::select(values)).prop_map(|p| p.map(str::to_string))
+}
+
 fn prefix() -> impl Strategy<Value = Option<String>> {
-    prop::option::of(prop::sample::select(vec![
+    maybe_one_of(vec![
         "/box/p",
         "/",
         "/box",
@@ -258,12 +263,11 @@ fn prefix() -> impl Strategy<Value = Option<String>> {
         "/box/s'q",
         "/box/b\\s",
         "relative/p",
-    ]))
-    .prop_map(|p| p.map(str::to_string))
+    ])
 }
 
 fn webui() -> impl Strategy<Value = Option<String>> {
-    prop::option::of(prop::sample::select(vec![
+    maybe_one_of(vec![
         "..",
         "../..",
         "/",
@@ -271,8 +275,7 @@ fn webui() -> impl Strategy<Value = Option<String>> {
         "x/../..",
         "/tmp",
         "w",
-    ]))
-    .prop_map(|p| p.map(str::to_string))
+    ])
 }
 
 /// What someone does to the output between two runs.
@@ -682,59 +685,82 @@ fn regressions_seen_escaping() {
             case(sane, ("l", "lib/f.py"), "pkg", None, None, Drift::Moved),
         ),
     ];
+    // Every case runs, and every failure is listed: how each was seen to
+    // fail against the code before the fix (ASSEMBLE_TEST_XTASK).
+    let mut failed = Vec::new();
     for (name, h) in cases {
-        clear_box();
-        lay_sentinels();
-        lay_sources();
-        fs_err::write(Path::new(CASE).join("assemble.toml"), h.recipe()).unwrap();
-        let (first, err1) = run_checked(&h.args(), name).unwrap();
-        do_drift(&h.drift);
-        let (second, err2) = run_checked(&h.args(), name).unwrap();
-        eprintln!("{name}: exit {first}, then {second}");
-        match name {
-            "folder swapped for a link" | "planted .assemble" | "long name" => {
-                assert_eq!((first, second), (0, 0), "{name}:\n{err1}\n{err2}");
-                let (code, verr) = xtask(&["verify", "--out", OUT]);
-                assert_eq!(code, 0, "{name}: verify\n{verr}");
-                // The edit path too: a second build over the first rewrites.
-                let long = Path::new(OUT).join("lib").join("n".repeat(250));
-                if long.exists() {
-                    fs_err::write(Path::new(CASE).join("src-a/f.py"), "F = 2\n").unwrap();
-                    let (code, e) = run_checked(&h.args(), name).unwrap();
-                    assert_eq!(code, 0, "{e}");
-                    assert_eq!(fs_err::read_to_string(long).unwrap(), "F = 2\n");
-                }
-            }
-            "moved output" => {
-                assert_eq!((first, second), (0, 1), "{name}:\n{err2}");
-                assert!(err2.contains("refusing to write into"), "{err2}");
-                assert_eq!(
-                    fs_err::read_to_string(Path::new(OUT).join("mine.txt")).unwrap(),
-                    "mine"
-                );
-                // Moved back, it is ours again.
-                fs_err::remove_dir_all(OUT).unwrap();
-                fs_err::rename("/box/case/a/out.moved", OUT).unwrap();
-                let (code, e) = run_checked(&h.args(), name).unwrap();
-                assert_eq!(code, 0, "{e}");
-            }
-            _ => {
-                // 2: the recipe as written is malformed; 1: it is refused
-                // once its variables are expanded or its units planned.
-                assert!(first == 1 || first == 2, "{name} must be refused:\n{err1}");
-                assert!(
-                    err1.contains("output path")
-                        || err1.contains("beneath")
-                        || err1.contains("sub-folder"),
-                    "{name}: refused for another reason:\n{err1}"
-                );
-                assert!(
-                    !Path::new(OUT).exists() || fs_err::read_dir(OUT).unwrap().count() == 0,
-                    "{name}: a refused first run wrote"
-                );
-            }
+        if let Err(e) = regression(name, &h) {
+            failed.push(format!("{name}: {e}"));
         }
     }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+/// `Err(why)` unless `ok`.
+fn ensure(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(why()) }
+}
+
+/// One regression case: what the tool must do, else why not.
+fn regression(name: &str, h: &Hostile) -> Result<(), String> {
+    let checked = |what: &str| run_checked(&h.args(), what).map_err(|e| e.to_string());
+    clear_box();
+    lay_sentinels();
+    lay_sources();
+    fs_err::write(Path::new(CASE).join("assemble.toml"), h.recipe()).unwrap();
+    let (first, err1) = checked("first run")?;
+    do_drift(&h.drift);
+    let (second, err2) = checked("second run")?;
+    eprintln!("{name}: exit {first}, then {second}");
+    match name {
+        "folder swapped for a link" | "planted .assemble" | "long name" => {
+            ensure((first, second) == (0, 0), || {
+                format!("exit {first}, {second}:\n{err1}\n{err2}")
+            })?;
+            let (code, verr) = xtask(&["verify", "--out", OUT]);
+            ensure(code == 0, || format!("verify: {verr}"))?;
+            // The edit path too: a second build over the first rewrites.
+            let long = Path::new(OUT).join("lib").join("n".repeat(250));
+            if long.exists() {
+                fs_err::write(Path::new(CASE).join("src-a/f.py"), "F = 2\n").unwrap();
+                let (code, e) = checked("an edit")?;
+                ensure(code == 0, || e.clone())?;
+                let now = fs_err::read_to_string(long).unwrap_or_default();
+                ensure(now == "F = 2\n", || format!("not updated: {now:?}\n{e}"))?;
+            }
+        }
+        "moved output" => {
+            ensure((first, second) == (0, 1), || {
+                format!("exit {first}, {second}:\n{err2}")
+            })?;
+            ensure(err2.contains("refusing to write into"), || err2.clone())?;
+            let mine = fs_err::read_to_string(Path::new(OUT).join("mine.txt")).unwrap_or_default();
+            ensure(mine == "mine", || "the user's file was lost".into())?;
+            // Moved back, it is ours again.
+            fs_err::remove_dir_all(OUT).unwrap();
+            fs_err::rename("/box/case/a/out.moved", OUT).unwrap();
+            let (code, e) = checked("moved back")?;
+            ensure(code == 0, || e)?;
+        }
+        _ => {
+            // 2: the recipe as written is malformed; 1: it is refused once
+            // its variables are expanded or its units planned.
+            ensure(first == 1 || first == 2, || {
+                format!("must be refused, exit {first}:\n{err1}")
+            })?;
+            ensure(
+                err1.contains("output path")
+                    || err1.contains("beneath")
+                    || err1.contains("sub-folder"),
+                || format!("refused for another reason:\n{err1}"),
+            )?;
+            ensure(
+                !Path::new(OUT).exists() || fs_err::read_dir(OUT).unwrap().count() == 0,
+                || "a refused first run wrote".into(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Launchers: a prefix holding shell syntax runs nothing when a launcher

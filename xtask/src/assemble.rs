@@ -167,8 +167,16 @@ fn diff_output(s: &Session, plan: &mut Plan, snapshot: Snapshot) -> Result<Diff,
             .hash_deferred()
             .with_context(|| format!("hashing the inputs of {}", s.recipe.file.display()))?;
     }
-    Ok(diff_snapshot(&plan.target, snapshot)
-        .with_context(|| format!("reading the output {}", s.out.display()))?)
+    // What the recipe decided (paths, ownership) is the message itself;
+    // an I/O error is said with the output it happened in.
+    diff_snapshot(&plan.target, snapshot)
+        .map_err(|e| match e {
+            assemble_reconcile::Error::Io(_) => {
+                anyhow::Error::new(e).context(format!("reading the output {}", s.out.display()))
+            }
+            e => e.into(),
+        })
+        .map_err(Failure::from)
 }
 
 /// The plan, and meanwhile on another thread a snapshot of the output.

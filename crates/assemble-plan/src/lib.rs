@@ -243,7 +243,6 @@ fn plan_with(
     for unit in recipe.units.iter().filter(|u| !u.source.is_venv()) {
         plan_unit(&mut b, unit, &roots[&unit.name], &vars)?;
     }
-    assemble_reconcile::check_manifest(&b.desired)?;
     phases.lap("manifest");
 
     let (inputs, loading) = inputs();

@@ -128,13 +128,18 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
         }
 
         // 3. Files and links, in parallel, folder by folder: each folder is
-        // opened once beneath the root.
+        // opened once beneath the root (once per batch in a large one, so
+        // that its files are still written on every core).
         let mut by_folder: FxHashMap<&str, Vec<&Change>> = FxHashMap::default();
         for c in writes.iter().filter(|c| desired[&c.path].kind != Kind::Dir) {
             let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
             by_folder.entry(dir).or_default().push(c);
         }
-        let copied: Vec<Vec<(&str, Sha256)>> = by_folder
+        let batches: Vec<(&str, &[&Change])> = by_folder
+            .iter()
+            .flat_map(|(dir, files)| files.chunks(64).map(move |b| (*dir, b)))
+            .collect();
+        let copied: Vec<Vec<(&str, Sha256)>> = batches
             .par_iter()
             .map(|(dir, files)| {
                 let folder = root.locate(dir)?;
@@ -143,7 +148,7 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
                 // half-way), without a temporary name and a rename.
                 let fresh = created.contains(dir);
                 let mut hashed = Vec::new();
-                for c in files {
+                for c in files.iter() {
                     let name = c.path.rsplit_once('/').map_or(c.path.as_str(), |(_, n)| n);
                     let sha =
                         write_entry(&folder, name, &desired[&c.path], fresh).map_err(|e| {
@@ -182,11 +187,13 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
                 p = parent;
             }
         }
-        let fresh: Vec<(&str, Stat)> = again
-            .par_iter()
-            .filter_map(|p| root.stat(p).map(|s| (*p, s)))
-            .collect();
-        stats.extend(fresh);
+        let now = root.stat_all(again.iter().copied());
+        stats.extend(
+            again
+                .into_iter()
+                .zip(now)
+                .filter_map(|(p, s)| Some((p, s?))),
+        );
     }
     // Every change, moved (not copied) into the outcome.
     outcome.changes.extend(removes);

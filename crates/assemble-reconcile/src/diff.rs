@@ -6,10 +6,9 @@ use std::ffi::OsString;
 use std::fmt;
 
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::root::{EntryType, Root, stat_at};
+use crate::root::{EntryType, Root};
 use crate::state::{Entries, Layout, Recorded, State};
 use crate::{Entry, Error, Fingerprint, Kind, Reason, Sha256, Stat, Target, hash_stream};
 
@@ -180,33 +179,9 @@ impl Snapshot {
 }
 
 /// The stat of each recorded path now (`None`: missing, or a folder on its
-/// way is not a folder), in order. Paths are grouped by folder; each folder
-/// is opened once beneath the root (`O_PATH`, no link followed) and its
-/// entries `statx`ed relative to it.
+/// way is not a folder), in order.
 fn stat_recorded(root: &Root, entries: &Entries) -> Vec<Option<Stat>> {
-    let mut folders: FxHashMap<&str, Vec<(usize, &str)>> = FxHashMap::default();
-    for (i, path) in entries.keys().enumerate() {
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        folders.entry(dir).or_default().push((i, name));
-    }
-    let found: Vec<Vec<(usize, Option<Stat>)>> = folders
-        .par_iter()
-        .map(|(dir, names)| {
-            let fd = root.locate(dir);
-            names
-                .iter()
-                .map(|(i, name)| {
-                    let stat = fd.as_ref().ok().and_then(|fd| stat_at(fd, name));
-                    (*i, stat)
-                })
-                .collect()
-        })
-        .collect();
-    let mut now = vec![None; entries.len()];
-    for (i, stat) in found.into_iter().flatten() {
-        now[i] = stat;
-    }
-    now
+    root.stat_all(entries.keys().map(String::as_str))
 }
 
 /// Compares `target` with the state recorded for `layout` and with the
@@ -221,29 +196,35 @@ pub fn diff(layout: &Layout, target: &Target) -> Result<Diff, Error> {
 /// folder of the manifest (not a file, and not a link: nothing is ever
 /// written through a link).
 pub fn check_manifest(desired: &crate::Desired) -> Result<(), Error> {
-    let mut last_parent = "";
-    for (path, e) in desired {
+    // On both cores: reading tens of thousands of strings is what this
+    // costs. A path's parent is looked up only when the path before it is
+    // neither that parent nor a sibling (whose parent was checked).
+    let all: Vec<(&String, &Entry)> = desired.iter().collect();
+    (0..all.len()).into_par_iter().try_for_each(|i| {
+        let (path, e) = all[i];
         crate::path::check(path).map_err(|source| Error::BadPath {
             unit: e.unit.to_string(),
             source,
         })?;
         let Some((parent, _)) = path.rsplit_once('/') else {
-            continue;
+            return Ok(());
         };
-        // Siblings come one after another: one lookup per folder mostly.
-        if parent == last_parent {
-            continue;
+        let before = i.checked_sub(1).map(|j| all[j].0.as_str());
+        let sibling = before.is_some_and(|b| b.rsplit_once('/').is_some_and(|(p, _)| p == parent));
+        if sibling {
+            return Ok(());
         }
-        let what = match desired.get(parent).map(|p| (&p.kind, &p.unit)) {
-            Some((Kind::Dir, _)) => {
-                last_parent = parent;
-                continue;
-            }
+        let found = match before {
+            Some(b) if b == parent => Some(all[i - 1].1),
+            _ => desired.get(parent),
+        };
+        let what = match found.map(|p| (&p.kind, &p.unit)) {
+            Some((Kind::Dir, _)) => return Ok(()),
             Some((Kind::File { .. }, u)) => Some(("file", u)),
             Some((Kind::Link { .. }, u)) => Some(("link", u)),
             None => None,
         };
-        return Err(match what {
+        Err(match what {
             Some((what, parent_unit)) => Error::UnderNonFolder {
                 path: path.clone(),
                 unit: e.unit.to_string(),
@@ -256,9 +237,8 @@ pub fn check_manifest(desired: &crate::Desired) -> Result<(), Error> {
                 e.unit
             ))
             .into(),
-        });
-    }
-    Ok(())
+        })
+    })
 }
 
 /// As [`diff`], from a snapshot of the output taken earlier.
@@ -272,7 +252,7 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
         state,
         now,
         root_stat,
-        ..
+        ident,
     } = snapshot;
     // A folder that is not the tool's own is never diffed against: what
     // is in it would all look foreign (`plan` would offer to delete it).
@@ -282,7 +262,7 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
     {
         return Err(Error::NotOwned {
             out: r.path().to_path_buf(),
-            state: state_dir,
+            state: state_dir.clone(),
         });
     }
     let full = state.is_none();
@@ -293,7 +273,6 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
         )
         .into());
     }
-    let root = root.as_ref();
 
     // One pass over both sorted maps: no search per path.
     let mut pairs: Vec<(&String, &Entry, Option<Seen>)> = Vec::with_capacity(desired.len());
@@ -310,6 +289,24 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
             (None, None) => {}
         }
     }
+    // A recorded path is data, never an instruction. Those the run acts on
+    // are the desired ones (checked above) and the stale ones, checked
+    // here: one that is not a plain relative path makes the state corrupt,
+    // and the output gets a clean reconcile.
+    if stale.iter().any(|(p, _)| crate::path::check(p).is_err()) {
+        drop((pairs, stale));
+        let snapshot = Snapshot {
+            root,
+            owned,
+            state_dir,
+            state: None,
+            now: Vec::new(),
+            root_stat,
+            ident,
+        };
+        return diff_snapshot(target, snapshot);
+    }
+    let root = root.as_ref();
     let verdicts: Vec<(&String, &Entry, Verdict)> = pairs
         .into_par_iter()
         .map(|(path, e, r)| {

@@ -49,21 +49,39 @@ pub(crate) fn open_append(path: &Path) -> io::Result<fs_err::File> {
         .open(path)
 }
 
+/// Whether a write must reach the disk before the call returns: the
+/// state's commit point must; the journal and the input cache need not (a
+/// crash loses at most a cache, and drift is found by stat either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    Synced,
+    Unsynced,
+}
+
+/// The start of the temporary files' names in the state folder.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
 /// Replaces `path` with `bytes`: written to a new, exclusively created file
-/// beside it, synced, renamed over it, and the folder synced.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// beside it and renamed over it; when `Synced`, the file before the rename
+/// and the folder after it.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-    let written = tmp
-        .write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_data());
+    let synced = durability == Durability::Synced;
+    let written = tmp.write_all(bytes).and_then(|()| {
+        if synced {
+            tmp.as_file().sync_data()
+        } else {
+            Ok(())
+        }
+    });
     written.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.path().display())))?;
     tmp.persist(path)
         .map_err(|e| io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error)))?;
-    sync_dir(dir)
+    if synced { sync_dir(dir) } else { Ok(()) }
 }
 
 /// Syncs a folder, so that a rename or removal in it is durable.

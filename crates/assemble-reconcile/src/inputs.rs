@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::Durability;
 use crate::state::encode;
 use crate::{ELF_MAGIC, Error, Sha256, Stat, hash_stream, log};
 
@@ -110,13 +111,24 @@ impl InputCache {
         let compact = self.entries.len() * 2 < self.base_len;
         if let Some(at) = self.at
             && !compact
-            && log::append(&path, INPUTS_MAGIC, at, &encode(&path, &self.delta)?)?
+            && log::append(
+                &path,
+                INPUTS_MAGIC,
+                at,
+                &encode(&path, &self.delta)?,
+                Durability::Unsynced,
+            )?
         {
             return Ok(());
         }
         let mut records: Vec<&InputRecord> = self.entries.values().collect();
         records.sort_by_key(|r| r.key());
-        log::store(&path, INPUTS_MAGIC, &encode(&path, &records)?)
+        log::store(
+            &path,
+            INPUTS_MAGIC,
+            &encode(&path, &records)?,
+            Durability::Unsynced,
+        )
     }
 
     /// A cache holding only `records`, with this cache's start time: what a

@@ -77,7 +77,7 @@
 //! # When state is written
 //!
 //! Before the first change, `journal.bin` records every path about to
-//! change (synced); loading the state moves those paths from `entries` to
+//! change; loading the state moves those paths from `entries` to
 //! `pending`. Then stale and foreign paths are removed (deepest first),
 //! folders created, and files and links written, each to a temporary name
 //! in its target folder (`.assemble-tmp-` and 16 hex digits, whatever the

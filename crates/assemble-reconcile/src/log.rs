@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 use crate::Error;
+use crate::files::Durability;
 use crate::state::STATE_VERSION;
 
 /// Magic, version and generation.
@@ -117,7 +118,12 @@ fn frame_at(log: &[u8], at: usize, generation: u64) -> Option<std::ops::Range<us
 /// Replaces the base with `body` under a new generation (through a
 /// temporary file renamed into place, file and folder synced: the commit
 /// point), then removes the log.
-pub(crate) fn store(path: &Path, magic: &[u8; 8], body: &[u8]) -> Result<(), Error> {
+pub(crate) fn store(
+    path: &Path,
+    magic: &[u8; 8],
+    body: &[u8],
+    durability: Durability,
+) -> Result<(), Error> {
     let generation = std::hash::RandomState::new().hash_one(std::process::id());
     let mut bytes = Vec::with_capacity(HEADER + body.len() + CHECK);
     bytes.extend_from_slice(magic);
@@ -126,7 +132,7 @@ pub(crate) fn store(path: &Path, magic: &[u8; 8], body: &[u8]) -> Result<(), Err
     bytes.extend_from_slice(body);
     let check = sha2::Sha256::digest(&bytes);
     bytes.extend_from_slice(&check[..CHECK]);
-    crate::files::write_atomic(path, &bytes)?;
+    crate::files::write_atomic(path, &bytes, durability)?;
     crate::files::remove(&log_path(path))?;
     Ok(())
 }
@@ -141,6 +147,7 @@ pub(crate) fn append(
     magic: &[u8; 8],
     at: Position,
     body: &[u8],
+    durability: Durability,
 ) -> Result<bool, Error> {
     let frame_len = (FRAME_HEAD + body.len() + CHECK) as u64;
     if at.log_len + frame_len > at.base_len / 2 {
@@ -165,9 +172,11 @@ pub(crate) fn append(
     let check = sha2::Sha256::digest(&frame);
     frame.extend_from_slice(&check[..CHECK]);
     // One write: a run killed during it leaves a torn frame, which
-    // readers ignore. Synced: it is the commit point.
+    // readers ignore. Synced when it is a commit point.
     f.write_all(&frame)?;
-    f.sync_data()?;
+    if durability == Durability::Synced {
+        f.sync_data()?;
+    }
     Ok(true)
 }
 
@@ -186,21 +195,21 @@ mod tests {
     fn frames_append_and_a_new_base_drops_them() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("x.bin");
-        store(&path, MAGIC, &[7; 100]).unwrap();
+        store(&path, MAGIC, &[7; 100], Durability::Synced).unwrap();
         let at = load(&path, MAGIC).unwrap().at;
-        assert!(append(&path, MAGIC, at, b"one").unwrap());
+        assert!(append(&path, MAGIC, at, b"one", Durability::Synced).unwrap());
         let at = load(&path, MAGIC).unwrap().at;
-        assert!(append(&path, MAGIC, at, b"two").unwrap());
+        assert!(append(&path, MAGIC, at, b"two", Durability::Synced).unwrap());
         assert_eq!(
             bodies(&path),
             (vec![7; 100], vec![b"one".to_vec(), b"two".to_vec()])
         );
         // A stale position (another run appended since) does not append.
-        assert!(!append(&path, MAGIC, at, b"late").unwrap());
+        assert!(!append(&path, MAGIC, at, b"late", Durability::Synced).unwrap());
         // Half the base reached: the caller must store a new base.
         let at = load(&path, MAGIC).unwrap().at;
-        assert!(!append(&path, MAGIC, at, &[0; 40]).unwrap());
-        store(&path, MAGIC, &[8; 10]).unwrap();
+        assert!(!append(&path, MAGIC, at, &[0; 40], Durability::Synced).unwrap());
+        store(&path, MAGIC, &[8; 10], Durability::Synced).unwrap();
         assert_eq!(bodies(&path), (vec![8; 10], vec![]));
         assert!(!log_path(&path).exists());
     }
@@ -211,9 +220,9 @@ mod tests {
     fn torn_corrupt_and_foreign_frames_are_ignored() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("x.bin");
-        store(&path, MAGIC, &[1; 100]).unwrap();
+        store(&path, MAGIC, &[1; 100], Durability::Synced).unwrap();
         let at = load(&path, MAGIC).unwrap().at;
-        assert!(append(&path, MAGIC, at, b"kept").unwrap());
+        assert!(append(&path, MAGIC, at, b"kept", Durability::Synced).unwrap());
         let log = log_path(&path);
         let whole = fs_err::read(&log).unwrap();
         // A second frame cut short.
@@ -227,7 +236,7 @@ mod tests {
         fs_err::write(&log, &flipped).unwrap();
         assert!(bodies(&path).1.is_empty());
         // The old log beside a new base (a run killed before removing it).
-        store(&path, MAGIC, &[2; 100]).unwrap();
+        store(&path, MAGIC, &[2; 100], Durability::Synced).unwrap();
         fs_err::write(&log, &whole).unwrap();
         assert!(bodies(&path).1.is_empty());
     }

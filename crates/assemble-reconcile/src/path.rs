@@ -37,31 +37,36 @@ pub enum PathError {
     Reserved(String),
 }
 
-/// Checks that `path` is a plain relative output path.
+/// Checks that `path` is a plain relative output path. It runs on every
+/// path of the manifest and of the state, every run: kept to a byte scan.
 pub fn check(path: &str) -> Result<(), PathError> {
-    let owned = || path.to_string();
-    if path.is_empty() {
-        return Err(PathError::Empty(owned()));
+    let b = path.as_bytes();
+    match b.first() {
+        None => return Err(PathError::Empty(path.to_string())),
+        Some(b'/') => return Err(PathError::Absolute(path.to_string())),
+        Some(_) => {}
     }
-    if path.starts_with('/') {
-        return Err(PathError::Absolute(owned()));
+    // `contains` and `split` on bytes search with memchr.
+    if b.contains(&0) {
+        return Err(PathError::Nul(path.to_string()));
     }
-    if path.contains('\0') {
-        return Err(PathError::Nul(owned()));
+    b.split(|c| *c == b'/').try_for_each(|c| component(path, c))
+}
+
+/// One component of `path`.
+fn component(path: &str, c: &[u8]) -> Result<(), PathError> {
+    if c.is_empty() || c == b"." || c == b".." {
+        return Err(PathError::Component(path.to_string()));
     }
-    for c in path.split('/') {
-        if c.is_empty() || c == "." || c == ".." {
-            return Err(PathError::Component(owned()));
-        }
-        if c.len() > NAME_MAX {
-            return Err(PathError::TooLong {
-                path: owned(),
-                len: c.len(),
-            });
-        }
-        if c.starts_with(TEMP_PREFIX) {
-            return Err(PathError::Reserved(owned()));
-        }
+    if c.len() > NAME_MAX {
+        return Err(PathError::TooLong {
+            path: path.to_string(),
+            len: c.len(),
+        });
+    }
+    // Every temporary name starts with a dot: one comparison for most names.
+    if c[0] == b'.' && c.starts_with(TEMP_PREFIX.as_bytes()) {
+        return Err(PathError::Reserved(path.to_string()));
     }
     Ok(())
 }

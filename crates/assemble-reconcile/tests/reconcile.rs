@@ -416,3 +416,39 @@ fn an_input_cache_that_lost_most_records_is_rewritten() {
     assert!(small * 10 < big, "{big} -> {small} bytes");
     assert_eq!(load().len(), 5);
 }
+
+/// Guards item 4 of the confinement issue: a state naming `../victim` made
+/// a run delete a folder outside the output. A recorded path that is not a
+/// plain relative path makes the state corrupt: a clean reconcile.
+#[test]
+fn a_crafted_state_naming_outside_is_no_state() {
+    use assemble_reconcile::{Kind, Recorded, State};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let victim = tmp.path().join("victim");
+    fs_err::create_dir_all(&victim).unwrap();
+    fs_err::write(victim.join("precious"), "v").unwrap();
+    let t = target(&[("a.txt", "1")]);
+    run(&out, &t);
+    let dir = layout(&out).state;
+    for bad in ["../victim", "../victim/precious", "/etc", "a/../../victim"] {
+        let mut s = State::load(&dir).unwrap();
+        s.entries.merge([(
+            bad.to_string(),
+            Some(Recorded {
+                kind: Kind::Dir,
+                unit: Arc::from("u"),
+                source_sha: None,
+                stat: None,
+            }),
+        )]);
+        s.store(&dir).unwrap();
+        let d = diff(&layout(&out), &t).unwrap();
+        assert!(d.full, "{bad}: the state was trusted");
+        run(&out, &t);
+        assert_eq!(
+            fs_err::read_to_string(victim.join("precious")).unwrap(),
+            "v"
+        );
+    }
+}
