@@ -26,7 +26,8 @@ use proptest::prelude::*;
 const INSIDE: &str = "ASSEMBLE_TEST_IN_SANDBOX";
 
 /// The binary under test: this build's, or `ASSEMBLE_TEST_XTASK` (how these
-/// tests were seen to fail against the code before the fix).
+/// tests were seen to fail against the code before the fix), whose checkout
+/// `ASSEMBLE_TEST_XTASK_WORKSPACE` names.
 fn xtask_bin() -> PathBuf {
     std::env::var_os("ASSEMBLE_TEST_XTASK")
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_xtask")), PathBuf::from)
@@ -45,9 +46,9 @@ fn sandboxed(test: &str) -> bool {
     let target = xtask.parent().and_then(Path::parent).unwrap();
     let mut cmd = Command::new("bash");
     cmd.arg(&sandbox);
-    if std::env::var_os("ASSEMBLE_TEST_XTASK").is_some() {
-        // Another build's binary finds its workspace beside its target dir.
-        cmd.arg("--ro").arg(target.parent().unwrap());
+    if let Some(ws) = std::env::var_os("ASSEMBLE_TEST_XTASK_WORKSPACE") {
+        // Another build's binary finds its recipe default in its checkout.
+        cmd.arg("--ro").arg(ws);
     }
     let out = cmd
         .arg("--ro")
