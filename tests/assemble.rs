@@ -505,3 +505,21 @@ fn a_prefix_with_a_quote_is_refused() {
         assert!(!s.path("out").exists());
     }
 }
+
+/// Guards the state's place: a state or cache folder inside the output (or
+/// holding it) would be removed as strays, and anyone who can write the
+/// output could forge the state. Refused with exit 2, nothing written.
+#[test]
+fn state_or_cache_inside_the_output_is_refused() {
+    let s = Scratch::new();
+    let out = s.path("out");
+    for flag in ["--state-dir", "--cache-dir"] {
+        for dir in [out.join("x"), s.path("")] {
+            let err = s
+                .assemble(&["--out", out.to_str().unwrap(), flag, dir.to_str().unwrap()])
+                .fails(2);
+            assert!(err.contains("overlap"), "{err}");
+            assert!(!out.exists());
+        }
+    }
+}

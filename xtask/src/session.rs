@@ -25,7 +25,8 @@ impl Session {
         let ws = Workspace::locate()?;
         let recipe = ws.recipe(&args.common)?;
         let out = output(&ws, Some(&recipe), args.out.as_deref());
-        let layout = Layout::new(&out, &ws.state_base(args.common.state_dir.as_deref()));
+        let state_base = ws.state_base(args.common.state_dir.as_deref());
+        let layout = Layout::new(&out, &state_base);
         let prefix = match &args.prefix {
             Some(p) if p.is_absolute() => normalize(p),
             Some(p) => {
@@ -43,6 +44,21 @@ impl Session {
             });
         }
         let cache = ws.cache(args.common.cache_dir.as_deref());
+        // Anything inside the output that the recipe does not produce is
+        // removed: the tool's own folders must not be there, nor hold it.
+        for (flag, dir) in [("--state-dir", &state_base), ("--cache-dir", &cache)] {
+            let dir = normalize(dir);
+            if dir.starts_with(&out) || out.starts_with(&dir) {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow!(
+                        "{flag} {} and --out {} overlap: the output is the recipe's tree alone, and what else is in it is removed; choose folders outside each other",
+                        dir.display(),
+                        out.display()
+                    ),
+                });
+            }
+        }
         let python = Interpreter::probe_cached(&recipe.interpreter, &cache)
             .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
         if let Some(why) = carriable(&python.executable.to_string_lossy()) {
