@@ -83,7 +83,7 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
         None if args.no_wait => {
             return Err(anyhow!(
                 "another assemble is writing {} (--no-wait was given)",
-                s.out.display()
+                s.layout.out.display()
             )
             .into());
         }
@@ -91,7 +91,7 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
             eprintln!(
                 "{:>12} waiting for the lock on {}",
                 "Blocking",
-                s.out.display()
+                s.layout.out.display()
             );
             Lock::acquire(&s.layout)?
         }
@@ -108,7 +108,7 @@ pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
     phases.lap("diff");
     let statuses = d.units.clone();
     let outcome = apply(&plan.target, d, &lock)
-        .with_context(|| format!("writing the output {}", s.out.display()))?;
+        .with_context(|| format!("writing the output {}", s.layout.out.display()))?;
     drop(lock);
     phases.lap("apply");
     report(args, &s, &plan, &statuses, &outcome, false, phases);
@@ -171,9 +171,8 @@ fn diff_output(s: &Session, plan: &mut Plan, snapshot: Snapshot) -> Result<Diff,
     // an I/O error is said with the output it happened in.
     diff_snapshot(&plan.target, snapshot)
         .map_err(|e| match e {
-            assemble_reconcile::Error::Io(_) => {
-                anyhow::Error::new(e).context(format!("reading the output {}", s.out.display()))
-            }
+            assemble_reconcile::Error::Io(_) => anyhow::Error::new(e)
+                .context(format!("reading the output {}", s.layout.out.display())),
             e => e.into(),
         })
         .map_err(Failure::from)
@@ -234,7 +233,7 @@ fn report(
         .collect();
     if args.json {
         let r = Report {
-            output: &s.out,
+            output: &s.layout.out,
             prefix: &s.ctx.prefix,
             dry_run,
             files_written: o.files_written,
@@ -325,7 +324,7 @@ fn report(
             s.recipe.name,
             o.files_written,
             o.files_removed,
-            s.out.display()
+            s.layout.out.display()
         );
     } else {
         eprintln!(
@@ -333,7 +332,7 @@ fn report(
             "Finished",
             s.recipe.name,
             s.recipe.version,
-            s.out.display(),
+            s.layout.out.display(),
             o.files_written,
             o.files_removed
         );

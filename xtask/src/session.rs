@@ -14,8 +14,7 @@ use crate::{AssembleArgs, Failure};
 
 pub struct Session {
     pub recipe: Recipe,
-    pub out: PathBuf,
-    /// Where the output's state lives (outside it).
+    /// The output, and where its state lives (outside it).
     pub layout: Layout,
     pub ctx: Context,
 }
@@ -79,7 +78,6 @@ impl Session {
         };
         Ok(Session {
             recipe,
-            out,
             layout,
             ctx,
         })

@@ -140,10 +140,19 @@ impl Root {
             // NO_SYMLINKS covers magic links too; adding NO_MAGICLINKS cost
             // a no-op on the bench 10 to 15 ms of system time.
             let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-            match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), resolve) {
-                Ok(fd) => return Ok(Folder::Below(fd)),
-                Err(rustix::io::Errno::NOSYS) => OPENAT2.store(false, Ordering::Relaxed),
-                Err(e) => return Err(self.err(rel, e)),
+            // EAGAIN: a rename elsewhere raced a scoped lookup (the kernel
+            // checks only at `..`, which checked paths do not hold): retry.
+            let mut tries = 0;
+            loop {
+                match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), resolve) {
+                    Ok(fd) => return Ok(Folder::Below(fd)),
+                    Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
+                    Err(rustix::io::Errno::NOSYS) => {
+                        OPENAT2.store(false, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) => return Err(self.err(rel, e)),
+                }
             }
         }
         self.folder_by_components(rel, flags).map(Folder::Below)
