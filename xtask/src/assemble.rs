@@ -136,7 +136,7 @@ pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
         let dir = plan
             .target
             .desired
-            .get(&c.path)
+            .get(c.path.as_str())
             .is_some_and(|e| e.kind == assemble_reconcile::Kind::Dir);
         if dir {
             outcome.dirs_created += 1;

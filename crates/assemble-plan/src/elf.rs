@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use assemble_elf::{Decision, ElfInfo, Options, Tree};
 use assemble_recipe::Autopatchelf;
-use assemble_reconcile::{Content, Entry, Kind, Sha256};
+use assemble_reconcile::{Content, Entry, Kind, OutPath, Sha256};
 use sha2::Digest;
 
 use crate::{Builder, Error};
@@ -35,7 +35,7 @@ pub(crate) fn autopatchelf(
     b: &mut Builder,
     ap: &Autopatchelf,
     cache: &Path,
-    elf_paths: &[String],
+    elf_paths: &[OutPath],
 ) -> Result<Vec<Decision>, Error> {
     let scan_dir = cache.join("elf").join("scan");
     let mut tree = Tree::default();
@@ -45,7 +45,7 @@ pub(crate) fn autopatchelf(
             continue;
         };
         if let Some(info) = scan_cached(&scan_dir, sha256, e.content.as_ref(), path)? {
-            tree.files.push((path.clone(), info));
+            tree.files.push((path.to_string(), info));
         }
     }
     let elf_set: BTreeSet<&str> = tree.files.iter().map(|(p, _)| p.as_str()).collect();
@@ -54,7 +54,7 @@ pub(crate) fn autopatchelf(
             && let Some(resolved) = assemble_elf::resolve_link(path, target)
             && elf_set.contains(resolved.as_str())
         {
-            tree.links.push((path.clone(), resolved));
+            tree.links.push((path.to_string(), resolved));
         }
     }
     let opts = Options {
@@ -67,7 +67,7 @@ pub(crate) fn autopatchelf(
     let report = assemble_elf::resolve(&tree, &opts)?;
     b.warnings.extend(report.warnings);
     for d in report.decisions.iter().filter(|d| d.changes()) {
-        let e = &b.desired[&d.path];
+        let e = &b.desired[d.path.as_str()];
         let (Kind::File { sha256, executable }, Some(content)) = (&e.kind, &e.content) else {
             continue;
         };
@@ -75,7 +75,9 @@ pub(crate) fn autopatchelf(
         let mut entry = Entry::copy(&e.unit, "autopatchelf", patched, sha, *executable);
         entry.source = e.source.clone();
         entry.source_sha = e.source_sha;
-        b.desired.insert(d.path.clone(), entry);
+        if let Some(slot) = b.desired.get_mut(d.path.as_str()) {
+            *slot = entry;
+        }
     }
     Ok(report.decisions)
 }

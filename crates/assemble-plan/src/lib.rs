@@ -31,7 +31,7 @@ use assemble_python::Interpreter;
 use assemble_recipe::{OnMissing, Recipe, Source, Unit, Vars};
 use assemble_reconcile::walk;
 use assemble_reconcile::{
-    Content, Desired, Entry, InputCache, InputRecord, Kind, Lookup, Sha256, Stat, Target,
+    Content, Desired, Entry, InputCache, InputRecord, Kind, Lookup, OutPath, Sha256, Stat, Target,
 };
 use rayon::prelude::*;
 
@@ -253,7 +253,7 @@ fn plan_with(
 
     // Content hashes of everything copied, in parallel, from the stat cache
     // where it vouches for a file; the same read tells which files are ELF.
-    type Looked = (Option<String>, Option<InputRecord>);
+    type Looked = (Option<OutPath>, Option<InputRecord>);
     let inputs_ref = &inputs;
     let hashed = std::sync::atomic::AtomicU64::new(0);
     let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
@@ -458,6 +458,16 @@ fn resolve_source(
     }
 }
 
+/// `path` as a manifest key, or the error naming its unit.
+fn out_path(path: String, unit: &str) -> Result<OutPath, Error> {
+    OutPath::new(path).map_err(|source| {
+        Error::Manifest(assemble_reconcile::Error::BadPath {
+            unit: unit.to_string(),
+            source,
+        })
+    })
+}
+
 /// The desired manifest under construction; enforces one owner per path.
 pub(crate) struct Builder {
     pub(crate) desired: Desired,
@@ -467,7 +477,7 @@ pub(crate) struct Builder {
 impl Builder {
     /// Adds an entry; folders may be shared, anything else has one producer.
     pub(crate) fn insert(&mut self, path: String, e: Entry) -> Result<(), Error> {
-        if let Some(old) = self.desired.get(&path) {
+        if let Some(old) = self.desired.get(path.as_str()) {
             if old.kind == Kind::Dir && e.kind == Kind::Dir {
                 return Ok(());
             }
@@ -477,7 +487,7 @@ impl Builder {
                 second: e.unit.to_string(),
             });
         }
-        self.desired.insert(path, e);
+        self.desired.insert(out_path(path, &e.unit)?, e);
         Ok(())
     }
 
@@ -592,8 +602,13 @@ impl Builder {
     fn insert_sorted(&mut self, batch: Vec<(String, Entry)>) -> Result<(), Error> {
         if self.desired.is_empty() {
             // Nothing to collide with (a walk yields each path once): the
-            // batch becomes the manifest, built in bulk.
-            self.desired = batch.into_iter().collect();
+            // batch, its paths checked on every core, becomes the manifest,
+            // built in bulk.
+            let checked: Vec<(OutPath, Entry)> = batch
+                .into_par_iter()
+                .map(|(p, e)| Ok((out_path(p, &e.unit)?, e)))
+                .collect::<Result<_, Error>>()?;
+            self.desired = checked.into_iter().collect();
             return Ok(());
         }
         if batch.len() * 8 < self.desired.len() {
@@ -604,8 +619,8 @@ impl Builder {
         }
         let mut fresh = Vec::with_capacity(batch.len());
         for (path, e) in batch {
-            match self.desired.get(&path) {
-                None => fresh.push((path, e)),
+            match self.desired.get(path.as_str()) {
+                None => fresh.push((out_path(path, &e.unit)?, e)),
                 Some(old) if old.kind == Kind::Dir && e.kind == Kind::Dir => {}
                 Some(old) => {
                     return Err(Error::Conflict {
@@ -670,7 +685,7 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
 
     for x in &unit.executable {
         let p = expand_path(x)?;
-        match b.desired.get_mut(&p) {
+        match b.desired.get_mut(p.as_str()) {
             Some(Entry {
                 kind: Kind::File { executable, .. },
                 unit: u,
@@ -689,7 +704,7 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
 
     for (i, patch) in unit.patches.iter().enumerate() {
         let p = expand_path(&patch.file)?;
-        let (source_file, executable) = match b.desired.get(&p) {
+        let (source_file, executable) = match b.desired.get(p.as_str()) {
             Some(Entry {
                 kind: Kind::File { executable, .. },
                 content,
@@ -714,7 +729,7 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
         };
         let bytes = b.content(&p)?;
         // Provenance: the input before the first patch.
-        let (source, source_sha) = match &b.desired[&p] {
+        let (source, source_sha) = match &b.desired[p.as_str()] {
             Entry {
                 source_sha: Some(sha),
                 source,
@@ -756,13 +771,15 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
         let mut patched = Entry::bytes(&name, "patch", result.into_bytes(), executable);
         patched.source = source;
         patched.source_sha = Some(source_sha);
-        b.desired.insert(p, patched);
+        if let Some(slot) = b.desired.get_mut(p.as_str()) {
+            *slot = patched;
+        }
     }
 
     for (link, target) in &unit.symlinks {
         let link = expand_path(link)?;
         let target = expand_path(target)?;
-        if !b.desired.contains_key(&target) {
+        if !b.desired.contains_key(target.as_str()) {
             return Err(Error::Unit {
                 unit: unit.name.clone(),
                 message: format!(

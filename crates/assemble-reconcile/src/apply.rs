@@ -46,8 +46,8 @@ pub struct Outcome {
 /// that `lock` holds. Every change goes through the lock's handle on the
 /// output root: beneath it, never through a link.
 pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error> {
-    let root = &lock.root;
-    let state_dir = lock.state.as_path();
+    let root = &lock.claim()?;
+    let state_dir = lock.layout.state.as_path();
     let desired = &target.desired;
     let mut outcome = Outcome {
         units: unit_counts(desired),
@@ -106,7 +106,10 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
         // 2. Folders, parents first. What stands where a folder belongs (a
         // file, or a link to anywhere) is removed, never followed.
         let mut created: HashSet<&str> = HashSet::new();
-        for c in writes.iter().filter(|c| desired[&c.path].kind == Kind::Dir) {
+        for c in writes
+            .iter()
+            .filter(|c| desired[c.path.as_str()].kind == Kind::Dir)
+        {
             match root.stat(&c.path) {
                 Some(s) if s.is_dir() => {}
                 Some(_) => {
@@ -131,7 +134,10 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
         // opened once beneath the root (once per batch in a large one, so
         // that its files are still written on every core).
         let mut by_folder: FxHashMap<&str, Vec<&Change>> = FxHashMap::default();
-        for c in writes.iter().filter(|c| desired[&c.path].kind != Kind::Dir) {
+        for c in writes
+            .iter()
+            .filter(|c| desired[c.path.as_str()].kind != Kind::Dir)
+        {
             let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
             by_folder.entry(dir).or_default().push(c);
         }
@@ -150,8 +156,8 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
                 let mut hashed = Vec::new();
                 for c in files.iter() {
                     let name = c.path.rsplit_once('/').map_or(c.path.as_str(), |(_, n)| n);
-                    let sha =
-                        write_entry(&folder, name, &desired[&c.path], fresh).map_err(|e| {
+                    let sha = write_entry(&folder, name, &desired[c.path.as_str()], fresh)
+                        .map_err(|e| {
                             io::Error::new(
                                 e.kind(),
                                 format!("{}: {e}", root.display(&c.path).display()),
@@ -202,13 +208,13 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
     // 4. The state, last: what differs from the record (written, removed,
     // re-stat'ed, or with another provenance), and no pending path.
     let mut changes: Vec<(String, Option<Recorded>)> = Vec::new();
-    for (p, e, r) in zip_sorted(desired.iter(), prev.entries.iter()) {
+    for (p, e, r) in zip_sorted(
+        desired.iter().map(|(p, e)| (p.as_str(), e)),
+        prev.entries.iter().map(|(p, r)| (p.as_str(), r)),
+    ) {
         match (e, r) {
             (Some(e), r) => {
-                let stat = stats
-                    .get(p.as_str())
-                    .copied()
-                    .or_else(|| r.and_then(|r| r.stat));
+                let stat = stats.get(p).copied().or_else(|| r.and_then(|r| r.stat));
                 let same = r.is_some_and(|r| {
                     r.stat == stat
                         && r.kind == e.kind
@@ -217,22 +223,22 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
                 });
                 if !same {
                     let mut r = record(e, stat);
-                    if let Some(sha) = hashed_on_copy.get(p.as_str()) {
+                    if let Some(sha) = hashed_on_copy.get(p) {
                         if let Kind::File { sha256, .. } = &mut r.kind {
                             *sha256 = *sha;
                         }
                         r.source_sha = Some(*sha);
                     }
-                    changes.push((p.clone(), Some(r)));
+                    changes.push((p.to_string(), Some(r)));
                 }
             }
-            (None, Some(_)) => changes.push((p.clone(), None)),
+            (None, Some(_)) => changes.push((p.to_string(), None)),
             (None, None) => {}
         }
     }
     // Pending paths are out of `entries` but may still be in the file.
     for p in &prev.pending {
-        if !desired.contains_key(p) {
+        if !desired.contains_key(p.as_str()) {
             changes.push((p.clone(), None));
         }
     }

@@ -191,31 +191,40 @@ pub fn diff(layout: &Layout, target: &Target) -> Result<Diff, Error> {
     diff_snapshot(target, Snapshot::take(layout))
 }
 
-/// Checks the manifest before anything is written: every path is a plain
-/// relative path ([`crate::path::check`]), and every path's parent is a
-/// folder of the manifest (not a file, and not a link: nothing is ever
-/// written through a link).
+/// Checks the manifest before anything is written: every path's parent is
+/// a folder of the manifest (not a file, and not a link: nothing is ever
+/// written through a link). That every path is a plain relative path, the
+/// keys' type ([`crate::OutPath`]) guarantees. The diff makes the same check in
+/// its pass over the manifest, where each path is read anyway.
 pub fn check_manifest(desired: &crate::Desired) -> Result<(), Error> {
-    // On both cores: reading tens of thousands of strings is what this
-    // costs. A path's parent is looked up only when the path before it is
-    // neither that parent nor a sibling (whose parent was checked).
-    let all: Vec<(&String, &Entry)> = desired.iter().collect();
-    (0..all.len()).into_par_iter().try_for_each(|i| {
-        let (path, e) = all[i];
-        crate::path::check(path).map_err(|source| Error::BadPath {
-            unit: e.unit.to_string(),
-            source,
-        })?;
+    let mut parents = Parents::default();
+    desired
+        .iter()
+        .try_for_each(|(p, e)| parents.check(desired, p, e))
+}
+
+/// [`check_manifest`] one path at a time, in path order. A parent is looked
+/// up only where the path before is neither it nor a sibling (whose parent
+/// was checked): about once per folder.
+#[derive(Default)]
+struct Parents<'a> {
+    before: Option<(&'a str, &'a Entry)>,
+}
+
+impl<'a> Parents<'a> {
+    fn check(
+        &mut self,
+        desired: &'a crate::Desired,
+        path: &'a str,
+        e: &'a Entry,
+    ) -> Result<(), Error> {
+        let before = self.before.replace((path, e));
         let Some((parent, _)) = path.rsplit_once('/') else {
             return Ok(());
         };
-        let before = i.checked_sub(1).map(|j| all[j].0.as_str());
-        let sibling = before.is_some_and(|b| b.rsplit_once('/').is_some_and(|(p, _)| p == parent));
-        if sibling {
-            return Ok(());
-        }
         let found = match before {
-            Some(b) if b == parent => Some(all[i - 1].1),
+            Some((b, _)) if b.rsplit_once('/').is_some_and(|(p, _)| p == parent) => return Ok(()),
+            Some((b, entry)) if b == parent => Some(entry),
             _ => desired.get(parent),
         };
         let what = match found.map(|p| (&p.kind, &p.unit)) {
@@ -226,7 +235,7 @@ pub fn check_manifest(desired: &crate::Desired) -> Result<(), Error> {
         };
         Err(match what {
             Some((what, parent_unit)) => Error::UnderNonFolder {
-                path: path.clone(),
+                path: path.to_string(),
                 unit: e.unit.to_string(),
                 parent: parent.to_string(),
                 parent_unit: parent_unit.to_string(),
@@ -238,13 +247,12 @@ pub fn check_manifest(desired: &crate::Desired) -> Result<(), Error> {
             ))
             .into(),
         })
-    })
+    }
 }
 
 /// As [`diff`], from a snapshot of the output taken earlier.
 pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error> {
     let desired = &target.desired;
-    check_manifest(desired)?;
     let Snapshot {
         root,
         owned,
@@ -275,16 +283,23 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
     }
 
     // One pass over both sorted maps: no search per path.
-    let mut pairs: Vec<(&String, &Entry, Option<Seen>)> = Vec::with_capacity(desired.len());
-    let mut stale: Vec<(&String, &Recorded)> = Vec::new();
+    let mut pairs: Vec<(&str, &Entry, Option<Seen>)> = Vec::with_capacity(desired.len());
+    let mut stale: Vec<(&str, &Recorded)> = Vec::new();
     let recorded = prev
         .entries
         .iter()
         .zip(&now)
-        .map(|((p, r), s)| (p, (r, *s)));
-    for (path, want, had) in zip_sorted(desired.iter(), recorded) {
+        .map(|((p, r), s)| (p.as_str(), (r, *s)));
+    let wanted = desired.iter().map(|(p, e)| (p.as_str(), e));
+    // The manifest is checked in this pass (check_manifest), before anything
+    // is written.
+    let mut parents = Parents::default();
+    for (path, want, had) in zip_sorted(wanted, recorded) {
         match (want, had) {
-            (Some(e), r) => pairs.push((path, e, r)),
+            (Some(e), r) => {
+                parents.check(desired, path, e)?;
+                pairs.push((path, e, r));
+            }
             (None, Some((r, _))) => stale.push((path, r)),
             (None, None) => {}
         }
@@ -307,10 +322,10 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
         return diff_snapshot(target, snapshot);
     }
     let root = root.as_ref();
-    let verdicts: Vec<(&String, &Entry, Verdict)> = pairs
+    let verdicts: Vec<(&str, &Entry, Verdict)> = pairs
         .into_par_iter()
         .map(|(path, e, r)| {
-            let pending = !prev.pending.is_empty() && prev.pending.contains(path.as_str());
+            let pending = !prev.pending.is_empty() && prev.pending.contains(path);
             (path, e, judge(root, path, e, r, pending, full))
         })
         .collect();
@@ -324,17 +339,17 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
             Verdict::Keep => {}
             Verdict::Refresh(stat) => {
                 if e.kind == Kind::Dir {
-                    scan.push(path.clone());
+                    scan.push(path.to_string());
                 }
-                d.refresh.push((path.clone(), stat));
+                d.refresh.push((path.to_string(), stat));
             }
             Verdict::Write(reason) => {
                 // A folder new to the record may already hold things.
                 if e.kind == Kind::Dir {
-                    scan.push(path.clone());
+                    scan.push(path.to_string());
                 }
                 d.writes.push(Change {
-                    path: path.clone(),
+                    path: path.to_string(),
                     reason,
                     unit: Some(e.unit.to_string()),
                     source: e.source.as_deref().map(str::to_string),
@@ -368,7 +383,7 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
                 remove(path, None, Reason::Stale, Some(&r.unit));
             }
             for path in &prev.pending {
-                if !desired.contains_key(path) && !prev.entries.contains_key(path) {
+                if !desired.contains_key(path.as_str()) && !prev.entries.contains_key(path) {
                     remove(path, None, Reason::Interrupted, None);
                 }
             }
@@ -530,7 +545,7 @@ fn foreign(
             continue;
         };
         let rel = join(utf8);
-        match desired.get(&rel) {
+        match desired.get(rel.as_str()) {
             None if recursive || !prev.entries.contains_key(&rel) => report(&rel, None),
             None => {}
             Some(e) if recursive && e.kind == Kind::Dir && t == EntryType::Dir => {
@@ -545,9 +560,9 @@ fn foreign(
 /// Two sequences sorted by path, walked in step: every path once, with
 /// its value in either or both.
 pub(crate) fn zip_sorted<'a, A, B>(
-    a: impl Iterator<Item = (&'a String, A)>,
-    b: impl Iterator<Item = (&'a String, B)>,
-) -> impl Iterator<Item = (&'a String, Option<A>, Option<B>)> {
+    a: impl Iterator<Item = (&'a str, A)>,
+    b: impl Iterator<Item = (&'a str, B)>,
+) -> impl Iterator<Item = (&'a str, Option<A>, Option<B>)> {
     let mut a = a.peekable();
     let mut b = b.peekable();
     std::iter::from_fn(move || {

@@ -70,9 +70,10 @@
 //!
 //! Every operation on the output goes through a [`root::Root`], a handle on
 //! the output folder: paths resolve beneath it and never through a link
-//! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). Every path of
-//! the manifest passes [`path::check`] and [`check_manifest`] (nothing
-//! beneath a file or a link of the manifest) before the first write.
+//! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). The manifest is
+//! keyed by [`OutPath`], which only [`path::check`]ed strings become, and
+//! [`check_manifest`] (nothing beneath a file or a link of the manifest)
+//! runs in the diff, before the first write.
 //!
 //! # When state is written
 //!
@@ -133,6 +134,7 @@ pub use diff::{
     Change, Diff, Snapshot, UnitReason, UnitStatus, check_manifest, diff, diff_snapshot,
 };
 pub use inputs::{InputCache, InputRecord, Lookup, RACY_WINDOW};
+pub use path::OutPath;
 pub use state::{Entries, Layout, Lock, Recorded, STATE_VERSION, Stat, State};
 pub use verify::{Difference, verify};
 
@@ -361,7 +363,8 @@ impl Entry {
 }
 
 /// The desired output: path -> entry, sorted. The root itself is implicit.
-pub type Desired = BTreeMap<String, Entry>;
+/// Its keys are [`OutPath`]s: checked when they are made.
+pub type Desired = BTreeMap<OutPath, Entry>;
 
 /// A unit's fingerprint: named components and their values (or hashes).
 /// Component names read as sentences: `patch 2`, `install mappings`;

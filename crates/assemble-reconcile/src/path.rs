@@ -1,8 +1,9 @@
-//! What an output path may be. Every path that enters the desired manifest
-//! or is read from a state file passes [`check`] first, after variable
-//! expansion: relative, `/`-separated, with no empty, `.` or `..` component,
-//! no NUL, every name at most [`NAME_MAX`] bytes, and none of the tool's
-//! reserved names (its temporary files).
+//! What an output path may be: relative, `/`-separated, with no empty, `.`
+//! or `..` component, no NUL, every name at most [`NAME_MAX`] bytes, and
+//! none of the tool's reserved names (its temporary files). The desired
+//! manifest is keyed by [`OutPath`], which only a string that passes
+//! [`check`] becomes (after variable expansion); a path read from a state
+//! file passes it where the run would act on it (pending and stale paths).
 //!
 //! The check gives clear errors before anything is written; confinement does
 //! not rest on it: the writer resolves every path beneath the output's root
@@ -35,6 +36,57 @@ pub enum PathError {
         "output path {0:?} uses a name reserved for the tool's temporary files ({TEMP_PREFIX}...)"
     )]
     Reserved(String),
+}
+
+/// A path of the output: relative, `/`-separated, every component a plain
+/// name (see [`check`]). Made only by [`OutPath::new`], so a manifest keyed
+/// by it cannot hold anything else; it reads as a `&str` (and looks up as
+/// one in a map).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutPath(String);
+
+impl OutPath {
+    /// `path`, if it is a plain relative output path.
+    pub fn new(path: impl Into<String>) -> Result<OutPath, PathError> {
+        let path = path.into();
+        check(&path)?;
+        Ok(OutPath(path))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for OutPath {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for OutPath {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for OutPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for OutPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl From<OutPath> for String {
+    fn from(p: OutPath) -> String {
+        p.0
+    }
 }
 
 /// Checks that `path` is a plain relative output path. It runs on every

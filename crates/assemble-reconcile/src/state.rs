@@ -603,13 +603,13 @@ struct Owner {
     path: String,
 }
 
-/// An exclusive lock on an output's state, held until dropped, and the
-/// handle through which the output is changed.
+/// An exclusive lock on an output's state, held until dropped. Only under
+/// it is the output claimed and its handle opened for writing
+/// ([`Lock::claim`], which `apply` calls).
 #[derive(Debug)]
 pub struct Lock {
     _file: fs_err::File,
-    pub(crate) root: Root,
-    pub(crate) state: PathBuf,
+    pub(crate) layout: Layout,
 }
 
 impl Lock {
@@ -642,11 +642,14 @@ impl Lock {
             .open(lock)?)
     }
 
-    /// Under the lock: opens the output (creating it if missing) and makes
-    /// sure it is ours. A non-empty folder the state does not name as its
-    /// owner is refused; an empty one is claimed (any state left for a
-    /// previous folder at that path is dropped).
-    fn claim(layout: &Layout, file: fs_err::File) -> Result<Lock, Error> {
+    /// Under the lock, once the diff has found nothing to refuse: opens the
+    /// output (creating it if missing) and makes sure it is ours. A
+    /// non-empty folder the state does not name as its owner is refused; an
+    /// empty one is claimed (any state left for a previous folder at that
+    /// path is dropped). So a run that fails while planning or diffing
+    /// creates nothing, not even an empty output.
+    pub(crate) fn claim(&self) -> Result<Root, Error> {
+        let layout = &self.layout;
         // Temporary files of a run killed while writing its state.
         for e in fs_err::read_dir(&layout.state)? {
             let e = e?;
@@ -693,18 +696,17 @@ impl Lock {
                 Durability::Synced,
             )?;
         }
-        Ok(Lock {
-            _file: file,
-            root,
-            state: layout.state.clone(),
-        })
+        Ok(root)
     }
 
     /// Takes the lock if it is free; `Ok(None)` when another run holds it.
     pub fn try_acquire(layout: &Layout) -> Result<Option<Lock>, Error> {
         let file = Lock::open(layout)?;
         match file.file().try_lock() {
-            Ok(()) => Ok(Some(Lock::claim(layout, file)?)),
+            Ok(()) => Ok(Some(Lock {
+                _file: file,
+                layout: layout.clone(),
+            })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(io::Error::new(
                 e.kind(),
@@ -723,12 +725,10 @@ impl Lock {
                 format!("cannot lock {}: {e}", file.path().display()),
             )
         })?;
-        Lock::claim(layout, file)
-    }
-
-    /// The output's root, through which everything in it is changed.
-    pub fn root(&self) -> &Root {
-        &self.root
+        Ok(Lock {
+            _file: file,
+            layout: layout.clone(),
+        })
     }
 }
 

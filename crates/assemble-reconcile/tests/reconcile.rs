@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use assemble_reconcile::{
-    Desired, Entry, InputCache, Layout, Lock, Reason, Snapshot, Target, apply, diff, diff_snapshot,
+    Desired, Entry, InputCache, Layout, Lock, OutPath, Reason, Snapshot, Target, apply, diff,
+    diff_snapshot,
 };
 
 fn target(files: &[(&str, &str)]) -> Target {
@@ -17,9 +18,9 @@ fn target(files: &[(&str, &str)]) -> Target {
         let mut parts: Vec<&str> = p.split('/').collect();
         parts.pop();
         for i in 1..=parts.len() {
-            d.insert(parts[..i].join("/"), Entry::dir(&u, "copy"));
+            d.insert(op(&parts[..i].join("/")), Entry::dir(&u, "copy"));
         }
-        d.insert(p.to_string(), Entry::bytes(&u, "copy", c.as_bytes(), false));
+        d.insert(op(p), Entry::bytes(&u, "copy", c.as_bytes(), false));
     }
     Target {
         desired: d,
@@ -82,7 +83,9 @@ fn a_foreign_folder_is_refused_and_left_alone() {
     let out = tmp.path().join("out");
     fs_err::create_dir_all(&out).unwrap();
     fs_err::write(out.join("precious"), "x").unwrap();
-    let e = Lock::acquire(&layout(&out)).unwrap_err().to_string();
+    let e = diff(&layout(&out), &target(&[("x", "1")]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("refusing to write into"), "{e}");
     assert_eq!(fs_err::read_to_string(out.join("precious")).unwrap(), "x");
     assert_eq!(fs_err::read_dir(&out).unwrap().count(), 1);
@@ -97,29 +100,46 @@ fn a_planted_marker_does_not_make_a_folder_ours() {
     fs_err::create_dir_all(out.join(".assemble")).unwrap();
     fs_err::create_dir_all(out.join(".ssh")).unwrap();
     fs_err::write(out.join(".ssh/id_rsa"), "key").unwrap();
-    assert!(Lock::acquire(&layout(&out)).is_err());
+    assert!(diff(&layout(&out), &target(&[("x", "1")])).is_err());
+    // Nor does a diff taken while the folder was empty: the apply claims
+    // the output under the lock, and refuses what is there by then.
+    let l = layout(tmp.path().join("late").as_path());
+    fs_err::create_dir_all(&l.out).unwrap();
+    let t = target(&[("x", "1")]);
+    let lock = Lock::acquire(&l).unwrap();
+    let d = diff(&l, &t).unwrap();
+    fs_err::write(l.out.join("arrived"), "mine").unwrap();
+    let e = apply(&t, d, &lock).unwrap_err().to_string();
+    assert!(e.contains("refusing to write into"), "{e}");
+    assert_eq!(
+        fs_err::read_to_string(l.out.join("arrived")).unwrap(),
+        "mine"
+    );
     assert_eq!(
         fs_err::read_to_string(out.join(".ssh/id_rsa")).unwrap(),
         "key"
     );
 }
 
-/// Guards the temporary and reserved names: a recipe path that is not a
-/// plain relative path, or that uses the tool's temporary names, is refused
-/// before anything is written.
+/// Guards the manifest's keys: a path that is not a plain relative path, or
+/// that uses the tool's temporary names, cannot even be made into one, so
+/// no manifest handed to the diff holds it.
 #[test]
-fn bad_paths_are_refused_by_the_diff() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    for bad in ["./y.py", "d//y.py", ".assemble-tmp-0123456789abcdef"] {
-        let mut t = target(&[("ok", "1")]);
-        t.desired.insert(
-            bad.into(),
-            Entry::bytes(&Arc::from("u"), "copy", &b"x"[..], false),
-        );
-        let e = diff(&layout(&out), &t).unwrap_err().to_string();
+fn bad_paths_cannot_be_manifest_keys() {
+    for bad in [
+        "./y.py",
+        "d//y.py",
+        ".assemble-tmp-0123456789abcdef",
+        "../x",
+        "/etc",
+    ] {
+        let e = OutPath::new(bad).unwrap_err().to_string();
         assert!(e.contains("output path"), "{bad}: {e}");
     }
+}
+
+fn op(p: &str) -> OutPath {
+    OutPath::new(p).unwrap()
 }
 
 #[test]
@@ -222,7 +242,7 @@ fn deferred_hashes_are_computed_by_the_copy_or_before_a_diff() {
         );
         e.deferred = true;
         let mut d = Desired::new();
-        d.insert("f".into(), e);
+        d.insert(op("f"), e);
         Target {
             desired: d,
             ..Target::default()
@@ -345,9 +365,9 @@ fn a_file_beneath_a_file_or_a_link_is_refused_before_writing() {
         Entry::link(&a, "symlink", "/elsewhere"),
     ] {
         let mut t = Target::default();
-        t.desired.insert("f".into(), parent);
+        t.desired.insert(op("f"), parent);
         t.desired
-            .insert("f/g.py".into(), Entry::bytes(&b, "copy", &b"y"[..], false));
+            .insert(op("f/g.py"), Entry::bytes(&b, "copy", &b"y"[..], false));
         let e = diff(&layout(&out), &t).unwrap_err().to_string();
         assert!(e.contains("f/g.py (unit b)") && e.contains("unit a"), "{e}");
     }
