@@ -460,11 +460,13 @@ fn resolve_source(
 
 /// `path` as a manifest key, or the error naming its unit.
 fn out_path(path: String, unit: &str) -> Result<OutPath, Error> {
-    OutPath::new(path).map_err(|source| {
-        Error::Manifest(assemble_reconcile::Error::BadPath {
-            unit: unit.to_string(),
-            source,
-        })
+    OutPath::new(path).map_err(|source| bad_path(source, unit))
+}
+
+fn bad_path(source: assemble_reconcile::path::PathError, unit: &str) -> Error {
+    Error::Manifest(assemble_reconcile::Error::BadPath {
+        unit: unit.to_string(),
+        source,
     })
 }
 
@@ -604,11 +606,10 @@ impl Builder {
             // Nothing to collide with (a walk yields each path once): the
             // batch, its paths checked on every core, becomes the manifest,
             // built in bulk.
-            let checked: Vec<(OutPath, Entry)> = batch
-                .into_par_iter()
-                .map(|(p, e)| Ok((out_path(p, &e.unit)?, e)))
-                .collect::<Result<_, Error>>()?;
-            self.desired = checked.into_iter().collect();
+            self.desired = OutPath::new_all(batch)
+                .map_err(|(source, e)| bad_path(source, &e.unit))?
+                .into_iter()
+                .collect();
             return Ok(());
         }
         if batch.len() * 8 < self.desired.len() {

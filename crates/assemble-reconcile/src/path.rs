@@ -56,6 +56,23 @@ impl OutPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Each path of `batch` with its value, all checked on every core, in
+    /// place (no copy of the batch); or the first bad one's error and value.
+    pub fn new_all<T: Sync>(
+        mut batch: Vec<(String, T)>,
+    ) -> Result<Vec<(OutPath, T)>, (PathError, T)> {
+        use rayon::prelude::*;
+        let bad = batch
+            .par_iter()
+            .enumerate()
+            .find_map_first(|(i, (p, _))| check(p).err().map(|e| (i, e)));
+        if let Some((i, e)) = bad {
+            let (_, t) = batch.swap_remove(i);
+            return Err((e, t));
+        }
+        Ok(batch.into_iter().map(|(p, t)| (OutPath(p), t)).collect())
+    }
 }
 
 impl std::ops::Deref for OutPath {
