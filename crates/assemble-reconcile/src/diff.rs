@@ -191,21 +191,13 @@ pub fn diff(layout: &Layout, target: &Target) -> Result<Diff, Error> {
     diff_snapshot(target, Snapshot::take(layout))
 }
 
-/// Checks the manifest before anything is written: every path's parent is
-/// a folder of the manifest (not a file, and not a link: nothing is ever
-/// written through a link). That every path is a plain relative path, the
-/// keys' type ([`crate::OutPath`]) guarantees. The diff makes the same check in
-/// its pass over the manifest, where each path is read anyway.
-pub fn check_manifest(desired: &crate::Desired) -> Result<(), Error> {
-    let mut parents = Parents::default();
-    desired
-        .iter()
-        .try_for_each(|(p, e)| parents.check(desired, p, e))
-}
-
-/// [`check_manifest`] one path at a time, in path order. A parent is looked
-/// up only where the path before is neither it nor a sibling (whose parent
-/// was checked): about once per folder.
+/// The check of the manifest that its keys' type ([`crate::OutPath`]) does
+/// not make: every path's parent is a folder of the manifest (not a file,
+/// and not a link: nothing is ever written through a link). The diff makes
+/// it in its pass over the manifest, one path at a time in path order,
+/// before anything is written. A parent is looked up only where the path
+/// before is neither it nor a sibling (whose parent was checked): about
+/// once per folder.
 #[derive(Default)]
 struct Parents<'a> {
     before: Option<(&'a str, &'a Entry)>,
@@ -291,8 +283,8 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
         .zip(&now)
         .map(|((p, r), s)| (p.as_str(), (r, *s)));
     let wanted = desired.iter().map(|(p, e)| (p.as_str(), e));
-    // The manifest is checked in this pass (check_manifest), before anything
-    // is written.
+    // The manifest's parents are checked in this pass, before anything is
+    // written.
     let mut parents = Parents::default();
     for (path, want, had) in zip_sorted(wanted, recorded) {
         match (want, had) {

@@ -72,8 +72,8 @@
 //! the output folder: paths resolve beneath it and never through a link
 //! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). The manifest is
 //! keyed by [`OutPath`], which only [`path::check`]ed strings become, and
-//! [`check_manifest`] (nothing beneath a file or a link of the manifest)
-//! runs in the diff, before the first write.
+//! the diff checks that nothing is beneath a file or a link of the manifest,
+//! before the first write.
 //!
 //! # When state is written
 //!
@@ -130,9 +130,7 @@ mod verify;
 pub mod walk;
 
 pub use apply::{Outcome, UnitCounts, apply, unit_counts};
-pub use diff::{
-    Change, Diff, Snapshot, UnitReason, UnitStatus, check_manifest, diff, diff_snapshot,
-};
+pub use diff::{Change, Diff, Snapshot, UnitReason, UnitStatus, diff, diff_snapshot};
 pub use inputs::{InputCache, InputRecord, Lookup, RACY_WINDOW};
 pub use path::OutPath;
 pub use state::{Entries, Layout, Lock, Recorded, STATE_VERSION, Stat, State};
