@@ -150,7 +150,7 @@ fn sentinel() -> BTreeMap<PathBuf, String> {
 }
 
 fn sha(b: &[u8]) -> [u8; 32] {
-    assemble_reconcile::Sha256::of(b).0
+    assemble_manifest::Sha256::of(b).0
 }
 
 /// The sentinel tree around the output: siblings of the output and of its
@@ -849,7 +849,8 @@ fn corrupt() -> impl Strategy<Value = Corrupt> {
 }
 
 fn apply_corruption(c: &Corrupt, state: &Path) {
-    use assemble_reconcile::{Kind, Recorded, State};
+    use assemble_manifest::Kind;
+    use assemble_reconcile::{Recorded, State};
     let present: Vec<PathBuf> = STATE_FILES
         .iter()
         .map(|f| state.join(f))

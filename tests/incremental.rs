@@ -2,9 +2,11 @@
 //! changes to the inputs and the recipe, an incremental assemble gives
 //! exactly the tree a clean assemble of the same inputs gives.
 //!
-//! Runs the engine in process (plan, diff, apply) on a small fixture, so
-//! that hundreds of random sequences fit in a CI run. Proptest prints the
-//! minimal failing sequence of operations.
+//! Runs the pipeline in process, through the entry point the command line
+//! uses (`assemble_pipeline::assemble`: plan beside the snapshot, lock,
+//! deferred hashes, diff, apply), on a small fixture, so that hundreds of
+//! random sequences fit in a CI run. Proptest prints the minimal failing
+//! sequence of operations.
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
@@ -13,10 +15,10 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use assemble_plan::Context;
+use assemble_pipeline::{Mode, Options};
 use assemble_python::Interpreter;
-use assemble_reconcile::{InputCache, Lock, apply, diff};
 use proptest::prelude::*;
 
 fn python() -> &'static Interpreter {
@@ -137,7 +139,7 @@ impl Fixture {
 name = "prop"
 version = "1"
 [python]
-interpreter = "python3"
+interpreter = "{python}"
 [units.deps]
 venv = "venv"
 scripts = [{scripts}]
@@ -155,7 +157,10 @@ file = "@site@/authentik/lib/default.yml"
 replace = "blueprints_dir: /blueprints"
 with = "blueprints_dir: @webui@/blueprints"
 "#,
-            with = self.patch_with.replace('\'', "")
+            with = self.patch_with.replace('\'', ""),
+            // The interpreter's own path, not a name on PATH: a pyenv shim
+            // there is a script, probed anew on every run.
+            python = python().executable.display(),
         )
     }
 
@@ -250,31 +255,28 @@ with = "blueprints_dir: @webui@/blueprints"
         }
     }
 
-    /// Assembles into `out` (incrementally, with its state) and returns
-    /// the tree's listing.
+    /// Assembles into `out` (incrementally, with its state) through the
+    /// pipeline's one entry point, as `cargo xtask assemble` does, and
+    /// returns the tree's listing.
     fn assemble(&self, out: &Path) -> Vec<String> {
-        let layout = assemble_reconcile::Layout::new(out, &self.root.join("state"));
         let file = self.root.join("assemble.toml");
         fs_err::write(&file, self.recipe()).unwrap();
-        let recipe = assemble_recipe::Recipe::load(&file).unwrap();
-        let ctx = Context {
-            prefix: "/opt/prop".into(),
-            python: python().clone(),
-            bash: PathBuf::from("/bin/bash"),
+        let opts = Options {
+            prefix: Some(PathBuf::from("/opt/prop")),
             webui: self.webui.clone(),
-            cache: self.root.join("cache"),
             offline: true,
-            // As `cargo xtask assemble` does: a clean build hashes inputs
-            // while copying them.
-            defer_hashes: !layout.recorded(),
+            // A zero racy window: the stat cache is trusted even for files
+            // changed a moment ago, so that this test exercises it.
+            racy_window: Duration::ZERO,
+            ..Options::new(
+                file,
+                out.to_path_buf(),
+                self.root.join("state"),
+                self.root.join("cache"),
+            )
         };
-        // A zero racy window: the stat cache is trusted even for files
-        // changed a moment ago, so that this test exercises it.
-        let inputs = InputCache::load_with_racy_window(&layout.state, std::time::Duration::ZERO);
-        let plan = assemble_plan::plan(&recipe, &ctx, || inputs, &|_| {}).unwrap();
-        let lock = Lock::acquire(&layout).unwrap();
-        let d = diff(&layout, &plan.target).unwrap();
-        apply(&plan.target, d, &lock).unwrap();
+        let report = assemble_pipeline::assemble(&opts, Mode::Apply, &|_| {}).unwrap();
+        assert!(!report.dry_run);
         support::listing(out)
     }
 }

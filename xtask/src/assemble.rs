@@ -1,16 +1,17 @@
-//! `cargo xtask assemble`: recipe -> plan -> diff -> apply -> report, and
-//! `cargo xtask plan`, the same without the apply.
+//! `cargo xtask assemble` and `cargo xtask plan`: the pipeline's options
+//! from the command line, and its report printed for people or as JSON.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
 
-use anyhow::{Context as _, anyhow};
-use assemble_plan::{Phases, Plan};
-use assemble_reconcile::{Change, Diff, Lock, Outcome, Snapshot, apply, diff_snapshot};
+use std::time::Duration;
+
+use assemble_pipeline::{Event, Mode, Options, Report, Status};
+use assemble_reconcile::Change;
 use serde::Serialize;
 
-use crate::session::Session;
+use crate::context::{Workspace, output};
 use crate::{AssembleArgs, Failure};
 
 #[derive(Serialize)]
@@ -37,7 +38,7 @@ fn sentence<S: serde::Serializer>(c: &&Change, s: S) -> Result<S::Ok, S::Error> 
 }
 
 #[derive(Serialize)]
-struct Report<'a> {
+struct JsonReport<'a> {
     output: &'a Path,
     prefix: &'a str,
     /// `true` for `cargo xtask plan`: nothing was changed.
@@ -69,177 +70,88 @@ struct Phase {
     ms: f64,
 }
 
-pub fn run(args: &AssembleArgs) -> Result<(), Failure> {
-    let mut phases = Phases::start();
-    let s = Session::new(args)?;
-    phases.lap("session");
-    // Plan first, without the lock: planning only reads inputs and fills the
-    // cache, and a run that fails here leaves no trace in the output. Beside
-    // it, the output's state is read and its paths stat'ed.
-    let (mut plan, snapshot) = plan_and_snapshot(&s, args.json)?;
-    phases.extend(&plan.phases);
-    let lock = match Lock::try_acquire(&s.layout)? {
-        Some(l) => l,
-        None if args.no_wait => {
-            return Err(anyhow!(
-                "another assemble is writing {} (--no-wait was given)",
-                s.layout.out.display()
-            )
-            .into());
-        }
-        None => {
+/// `cargo xtask assemble` (or, with `DryRun`, `cargo xtask plan`: what
+/// `assemble` would do, and why; changes nothing in the output).
+pub fn run(args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
+    let opts = options(args)?;
+    let quiet = args.json;
+    let events = move |e: Event| match e {
+        Event::Preparing(m) if !quiet => eprintln!("{:>12} {m}", "Preparing"),
+        Event::Preparing(_) => {}
+        Event::Waiting(out) => {
             eprintln!(
                 "{:>12} waiting for the lock on {}",
                 "Blocking",
-                s.layout.out.display()
-            );
-            Lock::acquire(&s.layout)?
+                out.display()
+            )
         }
     };
-    phases.lap("lock");
-    // Diff under the lock, against the state this run replaces: the
-    // snapshot is taken again if another run stored a state meanwhile.
-    let snapshot = if snapshot.is_current(&s.layout) {
-        snapshot
-    } else {
-        Snapshot::take(&s.layout)
-    };
-    let d = diff_output(&s, &mut plan, snapshot)?;
-    phases.lap("diff");
-    let statuses = d.units.clone();
-    let outcome = apply(&plan.target, d, &lock)
-        .with_context(|| format!("writing the output {}", s.layout.out.display()))?;
-    drop(lock);
-    phases.lap("apply");
-    report(args, &s, &plan, &statuses, &outcome, false, phases);
+    let r = assemble_pipeline::assemble(&opts, mode, &events).map_err(Failure::from_pipeline)?;
+    report(args, &r);
     // The process ends here: freeing the manifest's ~100,000 allocations
     // one by one would only delay the exit.
-    std::mem::forget(plan);
+    std::mem::forget(r);
     Ok(())
 }
 
-/// `cargo xtask plan`: what `assemble` would do, and why; changes nothing
-/// in the output.
-pub fn dry_run(args: &AssembleArgs) -> Result<(), Failure> {
-    let mut phases = Phases::start();
-    let s = Session::new(args)?;
-    phases.lap("session");
-    let (mut plan, snapshot) = plan_and_snapshot(&s, args.json)?;
-    phases.extend(&plan.phases);
-    let d = diff_output(&s, &mut plan, snapshot)?;
-    phases.lap("diff");
-    let mut outcome = Outcome {
-        units: assemble_reconcile::unit_counts(&plan.target.desired),
-        ..Outcome::default()
+/// The pipeline's options from the command line and the workspace.
+pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
+    let ws = Workspace::locate()?;
+    let recipe = ws.recipe_path(&args.common);
+    let out = match &args.out {
+        Some(o) => output(&ws, None, Some(o)),
+        // The default output is named after the recipe's package.
+        None => output(&ws, Some(&ws.recipe(&args.common)?), None),
     };
-    for c in &d.writes {
-        let dir = plan
-            .target
-            .desired
-            .get(c.path.as_str())
-            .is_some_and(|e| e.kind == assemble_reconcile::Kind::Dir);
-        if dir {
-            outcome.dirs_created += 1;
-        } else {
-            outcome.files_written += 1;
-        }
-        if let Some(u) = &c.unit {
-            outcome.units.entry(u.clone()).or_default().written += 1;
-        }
-    }
-    for c in &d.removes {
-        outcome.files_removed += 1;
-        if let Some(u) = &c.unit {
-            outcome.units.entry(u.clone()).or_default().removed += 1;
-        }
-    }
-    outcome.changes = d.writes.iter().chain(&d.removes).cloned().collect();
-    outcome.changes.sort();
-    report(args, &s, &plan, &d.units, &outcome, true, phases);
-    Ok(())
-}
-
-/// The plan against the output's snapshot. Hashes the plan left to the
-/// copy (it saw no state) are computed first if the output has one now.
-fn diff_output(s: &Session, plan: &mut Plan, snapshot: Snapshot) -> Result<Diff, Failure> {
-    if !snapshot.is_full() {
-        plan.target
-            .hash_deferred()
-            .with_context(|| format!("hashing the inputs of {}", s.recipe.file.display()))?;
-    }
-    // What the recipe decided (paths, ownership) is the message itself;
-    // an I/O error is said with the output it happened in.
-    diff_snapshot(&plan.target, snapshot)
-        .map_err(|e| match e {
-            assemble_reconcile::Error::Io(_) => anyhow::Error::new(e)
-                .context(format!("reading the output {}", s.layout.out.display())),
-            e => e.into(),
-        })
-        .map_err(Failure::from)
-}
-
-/// The plan, and meanwhile on another thread a snapshot of the output.
-fn plan_and_snapshot(s: &Session, quiet: bool) -> Result<(Plan, Snapshot), Failure> {
-    std::thread::scope(|scope| {
-        let snapshot = scope.spawn(|| {
-            let start = std::time::Instant::now();
-            (Snapshot::take(&s.layout), start.elapsed())
-        });
-        let plan = s.plan(quiet);
-        let (snapshot, took) = snapshot
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        let mut plan = plan?;
-        plan.phases
-            .push(("output snapshot (beside the plan)", took));
-        Ok((plan, snapshot))
+    // ASSEMBLE_RACY_WINDOW_MS: how close to a run's start a timestamp
+    // may be and still be trusted next time (default one second, for
+    // file systems that keep whole seconds).
+    let racy_window = std::env::var("ASSEMBLE_RACY_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(assemble_manifest::RACY_WINDOW, Duration::from_millis);
+    Ok(Options {
+        recipe,
+        out,
+        state_base: ws.state_base(args.common.state_dir.as_deref()),
+        cache: ws.cache(args.common.cache_dir.as_deref()),
+        prefix: args.prefix.clone(),
+        webui: args.webui.clone(),
+        offline: args.common.offline,
+        wait: !args.no_wait,
+        racy_window,
     })
 }
 
-fn report(
-    args: &AssembleArgs,
-    s: &Session,
-    plan: &Plan,
-    statuses: &BTreeMap<String, assemble_reconcile::UnitStatus>,
-    o: &Outcome,
-    dry_run: bool,
-    phases: Phases,
-) {
-    let seconds = phases.elapsed().as_secs_f64();
-    let empty = Vec::new();
-    let units: BTreeMap<&str, UnitReport> = s
-        .recipe
-        .units
-        .iter()
-        .map(|u| {
-            let c = o.units.get(&u.name).cloned().unwrap_or_default();
-            let reasons = statuses.get(&u.name).map_or(&empty, |st| &st.reasons);
-            let status = if c.written + c.removed > 0 {
-                if dry_run { "dirty" } else { "built" }
-            } else {
-                "fresh"
-            };
-            (
-                u.name.as_str(),
-                UnitReport {
-                    status,
-                    entries: c.entries,
-                    written: c.written,
-                    removed: c.removed,
-                    reasons,
-                },
-            )
-        })
-        .collect();
+fn report(args: &AssembleArgs, r: &Report) {
+    let dry_run = r.dry_run;
+    let plan = &r.plan;
+    let o = &r.outcome;
+    let seconds = r.elapsed.as_secs_f64();
     if args.json {
-        let r = Report {
-            output: &s.layout.out,
-            prefix: &s.ctx.prefix,
+        let j = JsonReport {
+            output: &r.output,
+            prefix: &r.prefix,
             dry_run,
             files_written: o.files_written,
             files_removed: o.files_removed,
             dirs_created: o.dirs_created,
-            units,
+            units: r
+                .units
+                .iter()
+                .map(|u| {
+                    (
+                        u.name.as_str(),
+                        UnitReport {
+                            status: u.status.as_str(),
+                            entries: u.entries,
+                            written: u.written,
+                            removed: u.removed,
+                            reasons: &u.reasons,
+                        },
+                    )
+                })
+                .collect(),
             warnings: &plan.warnings,
             elf_patched: plan.elf.iter().filter(|d| d.changes()).count(),
             changes: o
@@ -258,9 +170,9 @@ fn report(
                 io.insert("inputs_hashed_while_copied".into(), o.hashed_on_copy as u64);
                 io
             },
-            phases: phases
-                .done()
-                .into_iter()
+            phases: r
+                .phases
+                .iter()
                 .map(|(phase, d)| Phase {
                     phase,
                     ms: d.as_secs_f64() * 1e3,
@@ -270,7 +182,7 @@ fn report(
         };
         // Streamed: a clean build reports tens of thousands of changes.
         let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-        if serde_json::to_writer_pretty(&mut stdout, &r).is_ok() {
+        if serde_json::to_writer_pretty(&mut stdout, &j).is_ok() {
             let _ = writeln!(stdout);
         }
         return;
@@ -278,27 +190,26 @@ fn report(
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
-    for u in &s.recipe.units {
-        let r = &units[u.name.as_str()];
+    for u in &r.units {
         if args.verbose || dry_run {
-            for reason in r.reasons {
+            for reason in &u.reasons {
                 eprintln!("{:>12} {}: {reason}", "Dirty", u.name);
             }
         }
-        match r.status {
-            "fresh" => eprintln!("{:>12} {} ({} paths)", "Fresh", u.name, r.entries),
+        match u.status {
+            Status::Fresh => eprintln!("{:>12} {} ({} paths)", "Fresh", u.name, u.entries),
             status => eprintln!(
                 "{:>12} {} ({} paths: {} {}, {} {})",
-                if status == "dirty" {
+                if status == Status::Dirty {
                     "Would build"
                 } else {
                     "Built"
                 },
                 u.name,
-                r.entries,
-                r.written,
+                u.entries,
+                u.written,
                 if dry_run { "to write" } else { "written" },
-                r.removed,
+                u.removed,
                 if dry_run { "to remove" } else { "removed" },
             ),
         }
@@ -321,18 +232,18 @@ fn report(
         eprintln!(
             "{:>12} {} would write {} files and remove {} in {}",
             "Planned",
-            s.recipe.name,
+            r.name,
             o.files_written,
             o.files_removed,
-            s.layout.out.display()
+            r.output.display()
         );
     } else {
         eprintln!(
             "{:>12} {} {} in {} ({} files written, {} removed) in {seconds:.2}s",
             "Finished",
-            s.recipe.name,
-            s.recipe.version,
-            s.layout.out.display(),
+            r.name,
+            r.version,
+            r.output.display(),
             o.files_written,
             o.files_removed
         );

@@ -153,17 +153,13 @@ fn scan_tree(root: &Path) -> anyhow::Result<(Tree, PathBuf)> {
 
 /// Patches a copy beside the file, then renames it over, keeping the mode.
 fn rewrite(file: &Path, d: &Decision) -> anyhow::Result<()> {
-    let dir = file.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".autopatchelf-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    fs_err::copy(file, tmp.path())?;
     let mode = fs_err::metadata(file)?.permissions().mode();
-    fs_err::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode | 0o200))?;
-    assemble_elf::apply(tmp.path(), d)?;
-    fs_err::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
-    tmp.persist(file)
-        .with_context(|| format!("replacing {}", file.display()))?;
-    Ok(())
+    assemble_fs::files::replace_with(file, |tmp| -> anyhow::Result<()> {
+        fs_err::copy(file, tmp)?;
+        fs_err::set_permissions(tmp, std::fs::Permissions::from_mode(mode | 0o200))?;
+        assemble_elf::apply(tmp, d)?;
+        fs_err::set_permissions(tmp, std::fs::Permissions::from_mode(mode))?;
+        Ok(())
+    })
+    .with_context(|| format!("replacing {}", file.display()))
 }

@@ -47,15 +47,19 @@ impl Workspace {
         })
     }
 
+    /// The path of the recipe named by `--recipe`, else of the workspace's
+    /// `assemble.toml`.
+    pub fn recipe_path(&self, args: &RecipeArgs) -> PathBuf {
+        args.recipe
+            .as_ref()
+            .map(|r| self.cwd.join(r))
+            .unwrap_or_else(|| self.root.join("assemble.toml"))
+    }
+
     /// The recipe named by `--recipe`, else the workspace's `assemble.toml`.
     /// A malformed recipe exits with 2.
     pub fn recipe(&self, args: &RecipeArgs) -> Result<Recipe, Failure> {
-        let path = args
-            .recipe
-            .as_ref()
-            .map(|r| self.cwd.join(r))
-            .unwrap_or_else(|| self.root.join("assemble.toml"));
-        Recipe::load(&path).map_err(|e| Failure {
+        Recipe::load(&self.recipe_path(args)).map_err(|e| Failure {
             code: 2,
             error: e.into(),
         })
@@ -74,4 +78,13 @@ impl Workspace {
             .or_else(|| std::env::var_os("ASSEMBLE_CACHE_DIR").map(|c| self.cwd.join(c)))
             .unwrap_or_else(|| self.target_dir.join("assemble-cache"))
     }
+}
+
+/// `--out`, else `<cargo target dir>/<package name>`, made absolute.
+pub fn output(ws: &Workspace, recipe: Option<&Recipe>, arg: Option<&Path>) -> PathBuf {
+    assemble_pipeline::normalize(&match (arg, recipe) {
+        (Some(o), _) => ws.cwd.join(o),
+        (None, Some(r)) => ws.target_dir.join(&r.name),
+        (None, None) => ws.target_dir.clone(),
+    })
 }

@@ -10,7 +10,6 @@ mod bench;
 mod context;
 mod hash;
 mod prefetch;
-mod session;
 mod vendor;
 mod verify;
 
@@ -104,6 +103,17 @@ pub struct Failure {
     pub error: anyhow::Error,
 }
 
+impl Failure {
+    /// A pipeline error: exit 2 when the command line or the recipe is at
+    /// fault, else 1.
+    pub fn from_pipeline(e: assemble_pipeline::Error) -> Failure {
+        Failure {
+            code: if e.is_usage() { 2 } else { 1 },
+            error: e.into(),
+        }
+    }
+}
+
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Failure {
         Failure {
@@ -116,8 +126,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Assemble(args) => assemble::run(&args),
-        Command::Plan(args) => assemble::dry_run(&args),
+        Command::Assemble(args) => assemble::run(&args, assemble_pipeline::Mode::Apply),
+        Command::Plan(args) => assemble::run(&args, assemble_pipeline::Mode::DryRun),
         Command::Verify(args) => verify::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Autopatchelf(args) => autopatchelf::run(&args),

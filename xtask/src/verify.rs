@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use assemble_reconcile::Layout;
 
-use crate::context::Workspace;
-use crate::session::output;
+use crate::context::{Workspace, output};
 
 use crate::{Failure, RecipeArgs};
 

@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use assemble_fs::StatCache;
+
 pub use scan::{Arch, ElfInfo, is_elf, scan};
 
 /// An error of this crate; each names the file or folder.
@@ -130,7 +132,7 @@ pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
     let ignore = globset(&opts.ignore_missing)?;
     let in_tree = TreeIndex::new(tree);
     let reader = LibReader {
-        cache: opts.lib_cache.clone(),
+        cache: opts.lib_cache.as_ref().map(StatCache::new),
     };
     let mut libs = DirIndex::libs(&opts.libs, &reader)?;
     let mut loader = DirIndex::loader();
@@ -233,7 +235,7 @@ pub fn apply(file: &Path, decision: &Decision) -> Result<(), Error> {
     let patchelf = std::env::var_os("PATCHELF")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .or_else(|| find_on_path("patchelf"))
+        .or_else(|| assemble_fs::find_program("patchelf"))
         .filter(|p| p.is_file())
         .ok_or_else(|| Error::NoPatchelf {
             file: file.to_path_buf(),
@@ -281,12 +283,6 @@ pub fn resolve_link(link: &str, target: &str) -> Option<String> {
         }
     }
     Some(parts.join("/"))
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 fn globset(patterns: &[String]) -> Result<Option<globset::GlobSet>, Error> {
@@ -493,7 +489,7 @@ impl DirIndex {
 /// Reads library files outside the tree, through a cache keyed by path and
 /// stat when one is configured.
 struct LibReader {
-    cache: Option<PathBuf>,
+    cache: Option<StatCache>,
 }
 
 impl LibReader {
@@ -505,42 +501,17 @@ impl LibReader {
         if !meta.is_file() {
             return None;
         }
-        let key = self.cache.as_ref().map(|dir| {
-            use std::os::unix::fs::MetadataExt;
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            use std::hash::{Hash, Hasher};
-            (
-                path,
-                meta.dev(),
-                meta.ino(),
-                meta.size(),
-                meta.mtime(),
-                meta.mtime_nsec(),
-                meta.ctime(),
-                meta.ctime_nsec(),
-            )
-                .hash(&mut h);
-            dir.join(format!("{:016x}.json", h.finish()))
-        });
-        if let Some(k) = &key
-            && let Ok(bytes) = std::fs::read(k)
-            && let Ok(cached) = serde_json::from_slice::<(PathBuf, Option<ElfInfo>)>(&bytes)
-            && cached.0 == path
+        let key = StatCache::key(&[path], &meta);
+        if let Some(cache) = &self.cache
+            && let Some((p, info)) = cache.get::<(PathBuf, Option<ElfInfo>)>(&key)
+            && p == path
         {
-            return cached.1;
+            return info;
         }
         let bytes = std::fs::read(path).ok()?;
         let info = scan(&bytes).ok().flatten();
-        if let Some(k) = key
-            && let Some(dir) = k.parent()
-            && std::fs::create_dir_all(dir).is_ok()
-            && let Ok(json) = serde_json::to_vec(&(path, &info))
-        {
-            // A cache: a failed write only costs a read next time.
-            let tmp = k.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, &k);
-            }
+        if let Some(cache) = &self.cache {
+            cache.put(&key, &(path, &info));
         }
         info
     }

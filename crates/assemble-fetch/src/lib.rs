@@ -518,14 +518,7 @@ fn single_file_hash(dir: &Path) -> Result<Hash, Error> {
 /// Renames a verified result into the cache; if another run placed the
 /// same content meanwhile, theirs is as good.
 fn place(from: &Path, to: &Path) -> Result<(), Error> {
-    if let Some(parent) = to.parent() {
-        fs_err::create_dir_all(parent)?;
-    }
-    match fs_err::rename(from, to) {
-        Ok(()) => Ok(()),
-        Err(_) if to.exists() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(assemble_fs::files::place(from, to)?)
 }
 
 /// Copies a tree, keeping symlinks and the executable bit.

@@ -16,15 +16,15 @@
 //! again; a change to `libs` re-runs the decision for every file, which
 //! only costs patching where the runpath really changes.
 
+use assemble_fs::{Durability, StatCache, files};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use assemble_elf::{Decision, ElfInfo, Options, Tree};
+use assemble_manifest::{Content, Digest, Entry, Kind, OutPath, Sha256};
 use assemble_recipe::Autopatchelf;
-use assemble_reconcile::{Content, Entry, Kind, OutPath, Sha256};
-use sha2::Digest;
+use sha2::Digest as _;
 
 use crate::{Builder, Error};
 
@@ -44,7 +44,8 @@ pub(crate) fn autopatchelf(
         let Kind::File { sha256, .. } = &e.kind else {
             continue;
         };
-        if let Some(info) = scan_cached(&scan_dir, sha256, e.content.as_ref(), path)? {
+        let sha256 = known(path, *sha256)?;
+        if let Some(info) = scan_cached(&scan_dir, &sha256, e.content.as_ref(), path)? {
             tree.files.push((path.to_string(), info));
         }
     }
@@ -71,8 +72,14 @@ pub(crate) fn autopatchelf(
         let (Kind::File { sha256, executable }, Some(content)) = (&e.kind, &e.content) else {
             continue;
         };
-        let (patched, sha) = patched_file(cache, sha256, content, d)?;
-        let mut entry = Entry::copy(&e.unit, "autopatchelf", patched, sha, *executable);
+        let (patched, sha) = patched_file(cache, &known(&d.path, *sha256)?, content, d)?;
+        let mut entry = Entry::copy(
+            &e.unit,
+            "autopatchelf",
+            patched,
+            Digest::Known(sha),
+            *executable,
+        );
         entry.source = e.source.clone();
         entry.source_sha = e.source_sha;
         if let Some(slot) = b.desired.get_mut(d.path.as_str()) {
@@ -83,16 +90,27 @@ pub(crate) fn autopatchelf(
 }
 
 /// The ELF facts of a file, from the scan cache or by reading it.
+/// An ELF file's hash: the plan hashes every ELF input before this step
+/// (only other files' hashes are left to the copy).
+fn known(path: &str, digest: Digest) -> Result<Sha256, Error> {
+    digest.known().ok_or_else(|| {
+        std::io::Error::other(format!(
+            "{path}: the hash of an ELF file was left to the copy; autoPatchelf needs it now"
+        ))
+        .into()
+    })
+}
+
 fn scan_cached(
     dir: &Path,
     sha256: &Sha256,
     content: Option<&Content>,
     out_path: &str,
 ) -> Result<Option<ElfInfo>, Error> {
-    let file = dir.join(format!("{}.json", sha256.hex()));
-    if let Ok(bytes) = std::fs::read(&file)
-        && let Ok(info) = serde_json::from_slice::<Option<ElfInfo>>(&bytes)
-    {
+    // Keyed by content: the same bytes have the same facts.
+    let cache = StatCache::new(dir);
+    let key = sha256.hex();
+    if let Some(info) = cache.get::<Option<ElfInfo>>(&key) {
         return Ok(info);
     }
     let (bytes, origin) = match content {
@@ -104,11 +122,7 @@ fn scan_cached(
         path: origin,
         why: format!("{why}; it would be {out_path} in the output"),
     })?;
-    fs_err::create_dir_all(dir)?;
-    write_atomic(
-        &file,
-        &serde_json::to_vec(&info).map_err(std::io::Error::other)?,
-    )?;
+    cache.put(&key, &info);
     Ok(info)
 }
 
@@ -141,33 +155,17 @@ fn patched_file(
         return Ok((path, Sha256(arr)));
     }
     fs_err::create_dir_all(&dir)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".patch-")
-        .tempfile_in(&dir)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-    match content {
-        Content::Copy(src) => {
-            fs_err::copy(src, tmp.path())?;
+    let sha = files::replace_with(&path, |tmp| -> Result<Sha256, Error> {
+        match content {
+            Content::Copy(src) => {
+                fs_err::copy(src, tmp)?;
+            }
+            Content::Bytes(b) => fs_err::write(tmp, b)?,
         }
-        Content::Bytes(b) => fs_err::write(tmp.path(), b)?,
-    }
-    fs_err::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
-    assemble_elf::apply(tmp.path(), d)?;
-    let sha = Sha256::of_file(tmp.path())?;
-    tmp.persist(&path).map_err(|e| {
-        std::io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error))
+        fs_err::set_permissions(tmp, std::fs::Permissions::from_mode(0o755))?;
+        assemble_elf::apply(tmp, d)?;
+        Ok(Sha256::of_file(tmp)?)
     })?;
-    write_atomic(&sum, sha.hex().as_bytes())?;
+    files::write_atomic(&sum, sha.hex().as_bytes(), Durability::Unsynced)?;
     Ok((path, sha))
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path).map_err(|e| {
-        std::io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error))
-    })?;
-    Ok(())
 }

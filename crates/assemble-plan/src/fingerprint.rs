@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use assemble_manifest::{Fingerprint, STATE_VERSION};
 use assemble_recipe::{Recipe, Scripts};
-use assemble_reconcile::{Fingerprint, STATE_VERSION};
 
 use crate::Context;
 

@@ -27,12 +27,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use assemble_manifest::walk;
+use assemble_manifest::{
+    Content, Desired, Digest, Entry, InputCache, InputRecord, Kind, Lookup, OutPath, Sha256, Stat,
+    Target,
+};
 use assemble_python::Interpreter;
 use assemble_recipe::{OnMissing, Recipe, Source, Unit, Vars};
-use assemble_reconcile::walk;
-use assemble_reconcile::{
-    Content, Desired, Entry, InputCache, InputRecord, Kind, Lookup, OutPath, Sha256, Stat, Target,
-};
 use rayon::prelude::*;
 
 pub use patch::{closest_lines, substitute};
@@ -57,6 +58,11 @@ pub enum Error {
     },
     #[error("{0}")]
     PatchNotFound(Box<PatchMiss>),
+    /// A mistake in the recipe that only planning finds (an unknown
+    /// variable in an output path, a script name that is not one), at its
+    /// `file:line:col`.
+    #[error(transparent)]
+    Recipe(Box<assemble_recipe::RecipeError>),
     #[error("unit {unit}: {message}")]
     Unit { unit: String, message: String },
     #[error("unit {unit}: {source}")]
@@ -73,10 +79,13 @@ pub enum Error {
     },
     #[error(transparent)]
     Elf(#[from] assemble_elf::Error),
-    /// The manifest breaks a rule of the output (a path beneath a file or a
-    /// link, a name too long): found before anything is written.
-    #[error(transparent)]
-    Manifest(#[from] assemble_reconcile::Error),
+    /// An output path breaks the rules of output paths (a name too long,
+    /// a `..` from a variable's value): found before anything is written.
+    #[error("unit {unit}: {source}")]
+    BadPath {
+        unit: String,
+        source: assemble_manifest::path::PathError,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -238,10 +247,10 @@ fn plan_with(
     phases.lap("sources");
 
     for unit in recipe.units.iter().filter(|u| u.source.is_venv()) {
-        venv::plan_venv(&mut b, unit, &roots[&unit.name], ctx, &vars)?;
+        venv::plan_venv(&mut b, recipe, unit, &roots[&unit.name], ctx, &vars)?;
     }
     for unit in recipe.units.iter().filter(|u| !u.source.is_venv()) {
-        plan_unit(&mut b, unit, &roots[&unit.name], &vars)?;
+        plan_unit(&mut b, recipe, unit, &roots[&unit.name], &vars)?;
     }
     phases.lap("manifest");
 
@@ -274,7 +283,7 @@ fn plan_with(
                         Lookup::Deferred(stat) => {
                             *executable |= stat.mode & 0o100 != 0;
                             e.input_stat = Some(stat);
-                            e.deferred = true;
+                            // Its digest stays `AfterCopy`.
                             return Ok((None, None));
                         }
                     };
@@ -284,7 +293,7 @@ fn plan_with(
                         hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         hashed_bytes.fetch_add(r.stat.size, std::sync::atomic::Ordering::Relaxed);
                     }
-                    *sha256 = r.sha256;
+                    *sha256 = Digest::Known(r.sha256);
                     e.source_sha = Some(r.sha256);
                     (r.elf.then(|| path.clone()), Some(r))
                 }
@@ -463,11 +472,11 @@ fn out_path(path: String, unit: &str) -> Result<OutPath, Error> {
     OutPath::new(path).map_err(|source| bad_path(source, unit))
 }
 
-fn bad_path(source: assemble_reconcile::path::PathError, unit: &str) -> Error {
-    Error::Manifest(assemble_reconcile::Error::BadPath {
+fn bad_path(source: assemble_manifest::path::PathError, unit: &str) -> Error {
+    Error::BadPath {
         unit: unit.to_string(),
         source,
-    })
+    }
 }
 
 /// The desired manifest under construction; enforces one owner per path.
@@ -570,7 +579,7 @@ impl Builder {
                 // hashing pass, from this stat.
                 walk::FileKind::File => Entry {
                     input_stat: Some(item.stat),
-                    ..Entry::copy(unit, step, path, Sha256([0; 32]), false)
+                    ..Entry::copy(unit, step, path, Digest::AfterCopy, false)
                 },
                 walk::FileKind::Other => {
                     return Err(Error::Unit {
@@ -647,19 +656,34 @@ impl Builder {
     }
 }
 
-fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(), Error> {
+/// A recipe mistake found while planning: `needle` is the text at fault
+/// as written in the unit's tables.
+pub(crate) fn recipe_error(recipe: &Recipe, unit: &str, needle: &str, message: String) -> Error {
+    Error::Recipe(Box::new(recipe.error_at(unit, needle, message)))
+}
+
+fn plan_unit(
+    b: &mut Builder,
+    recipe: &Recipe,
+    unit: &Unit,
+    root: &Path,
+    vars: &Vars,
+) -> Result<(), Error> {
     let name: Arc<str> = Arc::from(unit.name.as_str());
     // Every output path is checked after its variables are expanded: a
     // `--prefix` or `--webui` value can make `@out@/x` absolute or `@webui@/x`
     // climb out with `..`.
     let expand_path = |p: &str| -> Result<String, Error> {
-        let expanded = vars.expand_path(p).map_err(|e| Error::Unit {
-            unit: unit.name.clone(),
-            message: e.to_string(),
-        })?;
-        assemble_reconcile::path::check(&expanded).map_err(|e| Error::Unit {
-            unit: unit.name.clone(),
-            message: format!("{e} (written {p:?} in the recipe)"),
+        let expanded = vars
+            .expand_path(p)
+            .map_err(|e| recipe_error(recipe, &unit.name, p, e.to_string()))?;
+        assemble_manifest::path::check(&expanded).map_err(|e| {
+            recipe_error(
+                recipe,
+                &unit.name,
+                p,
+                format!("{e} (written {p:?} in the recipe)"),
+            )
         })?;
         Ok(expanded)
     };
@@ -693,12 +717,14 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
                 ..
             }) if owns(&p) && **u == *unit.name => *executable = true,
             _ => {
-                return Err(Error::Unit {
-                    unit: unit.name.clone(),
-                    message: format!(
+                return Err(recipe_error(
+                    recipe,
+                    &unit.name,
+                    x,
+                    format!(
                         "`executable` names {p}, which is not a file this unit installs; check the path against its `install` mappings"
                     ),
-                });
+                ));
             }
         }
     }
@@ -719,13 +745,15 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
                 _ => (PathBuf::from(&p), *executable),
             },
             _ => {
-                return Err(Error::Unit {
-                    unit: unit.name.clone(),
-                    message: format!(
+                return Err(recipe_error(
+                    recipe,
+                    &unit.name,
+                    &patch.file,
+                    format!(
                         "patch {} names {p}, which is not a file this unit installs; check `file` against the unit's `install` mappings",
                         i + 1
                     ),
-                });
+                ));
             }
         };
         let bytes = b.content(&p)?;
@@ -777,16 +805,16 @@ fn plan_unit(b: &mut Builder, unit: &Unit, root: &Path, vars: &Vars) -> Result<(
         }
     }
 
-    for (link, target) in &unit.symlinks {
+    for (link, written) in &unit.symlinks {
         let link = expand_path(link)?;
-        let target = expand_path(target)?;
+        let target = expand_path(written)?;
         if !b.desired.contains_key(target.as_str()) {
-            return Err(Error::Unit {
-                unit: unit.name.clone(),
-                message: format!(
-                    "symlink {link} points at {target}, which nothing in the output provides"
-                ),
-            });
+            return Err(recipe_error(
+                recipe,
+                &unit.name,
+                written,
+                format!("symlink {link} points at {target}, which nothing in the output provides"),
+            ));
         }
         b.parents(&link, &name)?;
         b.insert(

@@ -4,14 +4,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use assemble_manifest::{Digest, Entry};
 use assemble_python::{Dist, launcher, read_dists, rewrite_pyvenv_cfg, rewrite_shebang};
-use assemble_recipe::{Scripts, Unit, Vars};
-use assemble_reconcile::{Entry, Sha256};
+use assemble_recipe::{Recipe, Scripts, Unit, Vars};
 
-use crate::{Builder, Context, Error};
+use crate::{Builder, Context, Error, recipe_error};
 
 pub(crate) fn plan_venv(
     b: &mut Builder,
+    recipe: &Recipe,
     unit: &Unit,
     root: &Path,
     ctx: &Context,
@@ -108,11 +109,14 @@ pub(crate) fn plan_venv(
             || matches!(script.as_str(), "python" | "python3")
             || *script == pyname
         {
-            return Err(err(format!(
-                "`scripts` entry {script:?} is not a script name"
-            )));
+            return Err(recipe_error(
+                recipe,
+                &unit.name,
+                &format!("{script:?}"),
+                format!("`scripts` entry {script:?} is not a script name"),
+            ));
         }
-        let entry = script_entry(&name, root, &dists, script, &python, ctx)?;
+        let entry = script_entry(recipe, &name, root, &dists, script, &python, ctx)?;
         b.insert(format!("bin/{script}"), entry)?;
     }
     Ok(())
@@ -120,6 +124,7 @@ pub(crate) fn plan_venv(
 
 /// The `bin/` entry for one script name, or why there is none.
 fn script_entry(
+    recipe: &Recipe,
     unit: &Arc<str>,
     root: &Path,
     dists: &[Dist],
@@ -166,10 +171,15 @@ fn script_entry(
             let hint = assemble_recipe::suggest(script, &names)
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
-            return Err(err(format!(
-                "`scripts` names `{script}`, which no distribution in the venv provides{hint} (it has: {})",
-                known.join(", ")
-            )));
+            return Err(recipe_error(
+                recipe,
+                unit,
+                &format!("{script:?}"),
+                format!(
+                    "`scripts` names `{script}`, which no distribution in the venv provides{hint} (it has: {})",
+                    known.join(", ")
+                ),
+            ));
         };
         // A Nix-FOD venv has no bin/: fetch the script from the wheel RECORD pins.
         src = assemble_python::recover_data_script(d, script, &ctx.python, &ctx.cache, ctx.offline)
@@ -192,6 +202,8 @@ fn script_entry(
         return Ok(Entry::bytes(unit, "data-script", b, true).from_source(&format!("bin/{script}")));
     }
     let exec = fs_err::metadata(&src)?.permissions().mode() & 0o100 != 0;
-    Ok(Entry::copy(unit, "data-script", src, Sha256([0; 32]), exec)
-        .from_source(&format!("bin/{script}")))
+    Ok(
+        Entry::copy(unit, "data-script", src, Digest::AfterCopy, exec)
+            .from_source(&format!("bin/{script}")),
+    )
 }

@@ -10,6 +10,8 @@ mod run;
 
 use std::path::{Path, PathBuf};
 
+use assemble_fs::StatCache;
+
 pub use dist::{BinFile, Dist, EntryPoint, read_dists};
 pub use launcher::{carriable, launcher, rewrite_pyvenv_cfg, rewrite_shebang, shebang};
 pub use recover::recover_data_script;
@@ -91,9 +93,7 @@ impl Interpreter {
     /// probed every time.
     pub fn probe_cached(name: &str, cache: &Path) -> Result<Interpreter, Error> {
         let key = find_program(name).and_then(|p| {
-            use std::hash::{Hash, Hasher};
             use std::io::Read;
-            use std::os::unix::fs::MetadataExt;
             let real = std::fs::canonicalize(&p).ok()?;
             let mut magic = [0u8; 4];
             std::fs::File::open(&real)
@@ -104,42 +104,17 @@ impl Interpreter {
                 return None;
             }
             let m = std::fs::metadata(&real).ok()?;
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (
-                &p,
-                &real,
-                m.dev(),
-                m.ino(),
-                m.size(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec(),
-            )
-                .hash(&mut h);
-            Some(
-                cache
-                    .join("python")
-                    .join(format!("{:016x}.json", h.finish())),
-            )
+            Some(StatCache::key(&[&p, &real], &m))
         });
+        let cache = StatCache::new(cache.join("python"));
         if let Some(k) = &key
-            && let Ok(bytes) = std::fs::read(k)
-            && let Ok(found) = serde_json::from_slice::<Interpreter>(&bytes)
+            && let Some(found) = cache.get::<Interpreter>(k)
         {
             return Ok(found);
         }
         let found = Interpreter::probe(name)?;
-        if let Some(k) = key
-            && let Some(dir) = k.parent()
-            && std::fs::create_dir_all(dir).is_ok()
-            && let Ok(json) = serde_json::to_vec(&found)
-        {
-            // A cache: a failed write only costs a probe next time.
-            let tmp = k.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, &k);
-            }
+        if let Some(k) = key {
+            cache.put(&k, &found);
         }
         Ok(found)
     }
@@ -155,20 +130,4 @@ impl Interpreter {
     }
 }
 
-/// Looks a program up the way a shell does: a name with a `/` is a path,
-/// anything else is searched on PATH.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return is_executable(&p).then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
+pub use assemble_fs::find_program;

@@ -85,6 +85,6 @@ pub fn recover_data_script(
     let tmp = work.path().join("script");
     fs_err::write(&tmp, &bytes)?;
     fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-    fs_err::rename(&tmp, &dest)?;
+    assemble_fs::files::place(&tmp, &dest)?;
     Ok(dest)
 }

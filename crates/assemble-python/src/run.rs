@@ -157,7 +157,7 @@ pub fn build_venv(
         let _ = fs_err::remove_dir_all(&tmp);
         return Err(e);
     }
-    fs_err::rename(&tmp, &dir)?;
+    assemble_fs::files::place(&tmp, &dir)?;
     Ok(dir)
 }
 

@@ -679,6 +679,50 @@ impl Recipe {
         self.units.iter().find(|u| u.name == name)
     }
 
+    /// A recipe mistake found after parsing (while planning): `message`
+    /// at the first place `needle` is written in unit `unit`'s tables, or
+    /// at the unit's table when it cannot be found there.
+    pub fn error_at(&self, unit: &str, needle: &str, message: String) -> RecipeError {
+        RecipeError::Invalid {
+            location: self.locate(unit, needle),
+            message: format!("unit {unit}: {message}"),
+        }
+    }
+
+    /// Where `needle` is first written in unit `unit`'s tables
+    /// (`[units.NAME]` and its sub-tables, up to the next other table).
+    pub fn locate(&self, unit: &str, needle: &str) -> Location {
+        let found = fs_err::read_to_string(&self.file).ok().and_then(|text| {
+            let header = format!("units.{unit}");
+            let mut inside = false;
+            let mut offset = 0;
+            for line in text.split_inclusive('\n') {
+                let t = line.trim_start();
+                if t.starts_with('[') {
+                    let name = t.trim_start_matches('[').trim_start();
+                    inside = name.strip_prefix(&header).is_some_and(|rest| {
+                        rest.starts_with(']') || rest.starts_with('.') || rest.starts_with(' ')
+                    });
+                }
+                if inside
+                    && !needle.is_empty()
+                    && let Some(i) = line.find(needle)
+                {
+                    return Some(line_col(&text, offset + i));
+                }
+                offset += line.len();
+            }
+            None
+        });
+        match found {
+            Some(line) => Location {
+                file: self.file.clone(),
+                line: Some(line),
+            },
+            None => self.unit_location(unit),
+        }
+    }
+
     /// The location of a unit's table, for errors found after parsing.
     pub fn unit_location(&self, name: &str) -> Location {
         let line = fs_err::read_to_string(&self.file)

@@ -10,11 +10,14 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use crate::Error;
 use crate::diff::{Change, Diff, zip_sorted};
-use crate::path::temp_name;
 use crate::root::{Root, create_at, remove_at, rename_at, stat_at, symlink_at};
 use crate::state::{Lock, Recorded, State};
-use crate::{Content, Entry, Error, InputRecord, Kind, Sha256, Stat, Target, hash_stream};
+use assemble_manifest::path::temp_name;
+use assemble_manifest::{
+    Content, Desired, Entry, InputRecord, Kind, Sha256, Stat, Target, hash_stream,
+};
 
 /// What one unit's entries did in a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -217,19 +220,15 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
                 let stat = stats.get(p).copied().or_else(|| r.and_then(|r| r.stat));
                 let same = r.is_some_and(|r| {
                     r.stat == stat
-                        && r.kind == e.kind
+                        && e.kind.matches(&r.kind)
                         && r.unit == e.unit
                         && r.source_sha == e.source_sha
                 });
                 if !same {
-                    let mut r = record(e, stat);
-                    if let Some(sha) = hashed_on_copy.get(p) {
-                        if let Kind::File { sha256, .. } = &mut r.kind {
-                            *sha256 = *sha;
-                        }
-                        r.source_sha = Some(*sha);
-                    }
-                    changes.push((p.to_string(), Some(r)));
+                    changes.push((
+                        p.to_string(),
+                        Some(record(p, e, stat, hashed_on_copy.get(p))?),
+                    ));
                 }
             }
             (None, Some(_)) => changes.push((p.to_string(), None)),
@@ -270,8 +269,40 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
     Ok(outcome)
 }
 
+/// What [`apply`] would report for `diff`, counted from the diff alone
+/// (a dry run): every write and removal the diff lists, folders apart.
+pub fn predict(target: &Target, diff: &Diff) -> Outcome {
+    let mut outcome = Outcome {
+        units: unit_counts(&target.desired),
+        ..Outcome::default()
+    };
+    for c in &diff.writes {
+        if target
+            .desired
+            .get(c.path.as_str())
+            .is_some_and(|e| e.kind == Kind::Dir)
+        {
+            outcome.dirs_created += 1;
+        } else {
+            outcome.files_written += 1;
+        }
+        if let Some(u) = &c.unit {
+            outcome.units.entry(u.clone()).or_default().written += 1;
+        }
+    }
+    for c in &diff.removes {
+        outcome.files_removed += 1;
+        if let Some(u) = &c.unit {
+            outcome.units.entry(u.clone()).or_default().removed += 1;
+        }
+    }
+    outcome.changes = diff.writes.iter().chain(&diff.removes).cloned().collect();
+    outcome.changes.sort();
+    outcome
+}
+
 /// How many paths each unit produces, as the `entries` of its counts.
-pub fn unit_counts(desired: &crate::Desired) -> BTreeMap<String, UnitCounts> {
+pub fn unit_counts(desired: &Desired) -> BTreeMap<String, UnitCounts> {
     let mut n: FxHashMap<&str, usize> = FxHashMap::default();
     for e in desired.values() {
         *n.entry(&e.unit).or_default() += 1;
@@ -289,13 +320,38 @@ pub fn unit_counts(desired: &crate::Desired) -> BTreeMap<String, UnitCounts> {
         .collect()
 }
 
-fn record(e: &Entry, stat: Option<Stat>) -> Recorded {
-    Recorded {
-        kind: e.kind.clone(),
+/// The record of a desired entry as written; a copy whose hash was left to
+/// it takes the hash the copy computed (and that is also its input's).
+fn record(
+    path: &str,
+    e: &Entry,
+    stat: Option<Stat>,
+    hashed_on_copy: Option<&Sha256>,
+) -> Result<Recorded, Error> {
+    let (kind, source_sha) = match (&e.kind, hashed_on_copy) {
+        (Kind::File { executable, .. }, Some(sha)) => (
+            Kind::File {
+                sha256: *sha,
+                executable: *executable,
+            },
+            Some(*sha),
+        ),
+        (kind, _) => match kind.known() {
+            Some(k) => (k, e.source_sha),
+            None => {
+                return Err(io::Error::other(format!(
+                    "{path}: its hash was left to a copy that did not happen"
+                ))
+                .into());
+            }
+        },
+    };
+    Ok(Recorded {
+        kind,
         unit: e.unit.clone(),
-        source_sha: e.source_sha,
+        source_sha,
         stat,
-    }
+    })
 }
 
 /// Removes temporary files that an interrupted run left beside the paths it
@@ -329,7 +385,7 @@ fn write_entry(dir: &impl AsFd, name: &str, e: &Entry, fresh: bool) -> io::Resul
             let mut f = create_at(dir, tmp, mode)?;
             match content {
                 Content::Bytes(b) => io::Write::write_all(&mut f, b)?,
-                Content::Copy(src) if e.deferred => {
+                Content::Copy(src) if e.after_copy() => {
                     // Read once: hashed on the way to the copy.
                     let mut s = fs_err::File::open(src)?;
                     let copied = hash_stream(s.file_mut(), &[], |chunk| {

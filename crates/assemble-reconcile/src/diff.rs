@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::root::{EntryType, Root};
 use crate::state::{Entries, Layout, Recorded, State};
-use crate::{Entry, Error, Fingerprint, Kind, Reason, Sha256, Stat, Target, hash_stream};
+use crate::{Error, Reason};
+use assemble_manifest::{Desired, Entry, Fingerprint, Kind, Sha256, Stat, Target, hash_stream};
 
 /// One path to write or remove, with why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -204,12 +205,7 @@ struct Parents<'a> {
 }
 
 impl<'a> Parents<'a> {
-    fn check(
-        &mut self,
-        desired: &'a crate::Desired,
-        path: &'a str,
-        e: &'a Entry,
-    ) -> Result<(), Error> {
+    fn check(&mut self, desired: &'a Desired, path: &'a str, e: &'a Entry) -> Result<(), Error> {
         let before = self.before.replace((path, e));
         let Some((parent, _)) = path.rsplit_once('/') else {
             return Ok(());
@@ -300,7 +296,10 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
     // are the desired ones (checked above) and the stale ones, checked
     // here: one that is not a plain relative path makes the state corrupt,
     // and the output gets a clean reconcile.
-    if stale.iter().any(|(p, _)| crate::path::check(p).is_err()) {
+    if stale
+        .iter()
+        .any(|(p, _)| assemble_manifest::path::check(p).is_err())
+    {
         drop((pairs, stale));
         let snapshot = Snapshot {
             root,
@@ -458,7 +457,7 @@ fn judge(
     let Some((r, now)) = r else {
         return Verdict::Write(if full { Reason::NoState } else { Reason::New });
     };
-    if r.kind != e.kind {
+    if !e.kind.matches(&r.kind) {
         return Verdict::Write(classify(&r.kind, r.source_sha, e));
     }
     let (Some(stat), Some(root)) = (now, root) else {
@@ -478,7 +477,7 @@ fn judge(
                 && root
                     .open_file(path)
                     .and_then(|mut f| hash_stream(&mut f, &[], |_| Ok(())))
-                    .is_ok_and(|(h, _)| h == *sha256)
+                    .is_ok_and(|(h, _)| Some(h) == sha256.known())
         }
     };
     if same {
@@ -492,7 +491,7 @@ fn judge(
 /// replaced by `new`.
 fn classify(old: &Kind, old_source: Option<Sha256>, new: &Entry) -> Reason {
     match (old, &new.kind) {
-        (Kind::File { sha256: a, .. }, Kind::File { sha256: b, .. }) if a == b => {
+        (Kind::File { sha256: a, .. }, Kind::File { sha256: b, .. }) if b.known() == Some(*a) => {
             Reason::ModeChanged
         }
         (Kind::File { .. }, Kind::File { .. }) | (Kind::Link { .. }, Kind::Link { .. }) => {
@@ -514,7 +513,7 @@ fn classify(old: &Kind, old_source: Option<Sha256>, new: &Entry) -> Reason {
 fn foreign(
     root: &Root,
     dir: &str,
-    desired: &crate::Desired,
+    desired: &Desired,
     prev: &State,
     recursive: bool,
     report: &mut dyn FnMut(&str, Option<OsString>),

@@ -2,7 +2,7 @@
 //! it. This crate owns all of the tool's incremental state.
 //!
 //! It is the only code that writes to the output. Everything else computes
-//! a [`Desired`] manifest in memory; [`diff`] compares it with the [`State`]
+//! a desired manifest ([`assemble_manifest::Target`]) in memory; [`diff`] compares it with the [`State`]
 //! recorded by the previous run and with what is on disk, and [`apply`]
 //! carries out only the difference. A clean build is the same code path
 //! against an empty state, so an incremental result cannot take another
@@ -19,11 +19,12 @@
 //! Two output entries are *equal* when kind, content hash, executable bit and
 //! link target are; a change of provenance alone rewrites nothing.
 //!
-//! A clean build may leave a copy's content hash *deferred* (see
-//! [`Entry::deferred`]): the apply hashes the bytes as it copies them and
-//! records that hash, for the output and in the input cache. A diff against
-//! a recorded state refuses deferred entries; [`Target::hash_deferred`]
-//! computes them first.
+//! A clean build may leave a copy's content hash to the copy (its digest is
+//! [`assemble_manifest::Digest::AfterCopy`], a value that cannot be compared
+//! by mistake): the apply hashes the bytes as it copies them and records
+//! that hash, for the output and in the input cache. A diff against a
+//! recorded state refuses such entries;
+//! [`assemble_manifest::Target::hash_deferred`] computes them first.
 //!
 //! An input entry is *racily clean* when its mtime or ctime is within a second
 //! of the start of the run that hashed it: the file may have changed again in
@@ -47,7 +48,7 @@
 //! <state>/lock         held exclusively while the output is changed
 //! ```
 //!
-//! Every file starts with a magic and [`STATE_VERSION`], which is bumped
+//! Every file starts with a magic and [`assemble_manifest::STATE_VERSION`], which is bumped
 //! when a format changes, and ends with a checksum; a `.log` holds
 //! checksummed frames of its base's generation, applied in order, and a
 //! torn or foreign frame ends it (see the `log` module). A missing,
@@ -71,7 +72,7 @@
 //! Every operation on the output goes through a [`root::Root`], a handle on
 //! the output folder: paths resolve beneath it and never through a link
 //! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). The manifest is
-//! keyed by [`OutPath`], which only [`path::check`]ed strings become, and
+//! keyed by [`assemble_manifest::OutPath`], which only [`path::check`]ed strings become, and
 //! the diff checks that nothing is beneath a file or a link of the manifest,
 //! before the first write.
 //!
@@ -110,30 +111,22 @@
 //!
 //! [`Reason`] and [`UnitReason`] print plain sentences, cargo-style.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use assemble_manifest::path;
+use serde::Serialize;
 
 mod apply;
 mod diff;
-mod files;
-mod inputs;
-mod log;
-pub mod path;
 pub mod root;
 mod state;
 mod verify;
-pub mod walk;
 
-pub use apply::{Outcome, UnitCounts, apply, unit_counts};
+pub use apply::{Outcome, UnitCounts, apply, predict, unit_counts};
 pub use diff::{Change, Diff, Snapshot, UnitReason, UnitStatus, diff, diff_snapshot};
-pub use inputs::{InputCache, InputRecord, Lookup, RACY_WINDOW};
-pub use path::OutPath;
-pub use state::{Entries, Layout, Lock, Recorded, STATE_VERSION, Stat, State};
+pub use state::{Entries, Layout, Lock, Recorded, State};
 pub use verify::{Difference, verify};
 
 /// An error of this crate; each names the path it failed on.
@@ -163,258 +156,6 @@ pub enum Error {
     },
     #[error("{}: no state recorded by `cargo xtask assemble`; nothing to verify", .0.display())]
     NoState(PathBuf),
-}
-
-/// A sha256 digest, printed as 64 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Sha256(pub [u8; 32]);
-
-/// As a byte string: one length and 32 bytes copied at once (serde's
-/// `[u8; 32]` goes element by element), tens of thousands per state.
-impl Serialize for Sha256 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Sha256 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sha256, D::Error> {
-        struct Bytes;
-        impl serde::de::Visitor<'_> for Bytes {
-            type Value = Sha256;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("32 bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Sha256, E> {
-                v.try_into()
-                    .map(Sha256)
-                    .map_err(|_| E::invalid_length(v.len(), &self))
-            }
-        }
-        d.deserialize_bytes(Bytes)
-    }
-}
-
-impl Sha256 {
-    pub fn of(bytes: &[u8]) -> Sha256 {
-        use sha2::Digest;
-        Sha256(sha2::Sha256::digest(bytes).into())
-    }
-
-    /// Hashes a file's content, streaming.
-    pub fn of_file(path: &Path) -> io::Result<Sha256> {
-        let (sha, _) = hash_stream(&mut fs_err::File::open(path)?, &[], |_| Ok(()))?;
-        Ok(sha)
-    }
-
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Debug for Sha256 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.hex())
-    }
-}
-
-impl fmt::Display for Sha256 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.hex())
-    }
-}
-
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
-
-/// Reads `src` to its end through one buffer per thread, hashing `prefix`
-/// and then the bytes read, and handing each chunk read to `sink` (a
-/// copy's destination, or nothing). Returns the sha256 and whether the
-/// whole starts like an ELF file.
-pub(crate) fn hash_stream(
-    src: &mut impl io::Read,
-    prefix: &[u8],
-    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<(Sha256, bool)> {
-    use sha2::Digest;
-    // One buffer per thread: zeroing a fresh one for each of thousands of
-    // small files cost more than hashing them.
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);
-    }
-    let mut h = sha2::Sha256::new();
-    h.update(prefix);
-    let mut head = prefix.to_vec();
-    BUF.with_borrow_mut(|buf| -> io::Result<()> {
-        loop {
-            let n = src.read(buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            if head.len() < ELF_MAGIC.len() {
-                let take = (ELF_MAGIC.len() - head.len()).min(n);
-                head.extend_from_slice(&buf[..take]);
-            }
-            h.update(&buf[..n]);
-            sink(&buf[..n])?;
-        }
-    })?;
-    Ok((Sha256(h.finalize().into()), head.starts_with(ELF_MAGIC)))
-}
-
-/// What an output path is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
-    Dir,
-    File { sha256: Sha256, executable: bool },
-    Link { target: String },
-}
-
-/// Where a file's bytes come from when it has to be written.
-#[derive(Debug, Clone)]
-pub enum Content {
-    /// Copy this source file (its sha256 is the entry's).
-    Copy(PathBuf),
-    /// Write these bytes (patched or generated content).
-    Bytes(Arc<[u8]>),
-}
-
-/// One desired output path.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub kind: Kind,
-    pub unit: Arc<str>,
-    pub step: &'static str,
-    /// `Some` for files only.
-    pub content: Option<Content>,
-    /// The input it comes from, relative to the unit's source, if any.
-    pub source: Option<Arc<str>>,
-    /// That input's sha256 (for a patched file, before patching).
-    pub source_sha: Option<Sha256>,
-    /// For a copy, the input's stat as the plan's walk found it (`None`:
-    /// not known yet, `lstat` it).
-    pub input_stat: Option<Stat>,
-    /// For a copy in a clean build: the content hash is not known yet (it
-    /// is zero); the apply hashes the bytes as it copies them. Only a diff
-    /// against no state accepts such entries (see [`Target::hash_deferred`]).
-    pub deferred: bool,
-}
-
-impl Entry {
-    pub fn dir(unit: &Arc<str>, step: &'static str) -> Entry {
-        Entry {
-            kind: Kind::Dir,
-            unit: unit.clone(),
-            step,
-            content: None,
-            source: None,
-            source_sha: None,
-            input_stat: None,
-            deferred: false,
-        }
-    }
-
-    pub fn link(unit: &Arc<str>, step: &'static str, target: impl Into<String>) -> Entry {
-        Entry {
-            kind: Kind::Link {
-                target: target.into(),
-            },
-            ..Entry::dir(unit, step)
-        }
-    }
-
-    pub fn bytes(
-        unit: &Arc<str>,
-        step: &'static str,
-        bytes: impl Into<Arc<[u8]>>,
-        executable: bool,
-    ) -> Entry {
-        let bytes = bytes.into();
-        Entry {
-            kind: Kind::File {
-                sha256: Sha256::of(&bytes),
-                executable,
-            },
-            content: Some(Content::Bytes(bytes)),
-            ..Entry::dir(unit, step)
-        }
-    }
-
-    pub fn copy(
-        unit: &Arc<str>,
-        step: &'static str,
-        source: PathBuf,
-        sha256: Sha256,
-        executable: bool,
-    ) -> Entry {
-        Entry {
-            kind: Kind::File { sha256, executable },
-            content: Some(Content::Copy(source)),
-            ..Entry::dir(unit, step)
-        }
-    }
-
-    /// Records which input (relative to its unit) this entry comes from.
-    pub fn from_source(mut self, source: &str) -> Entry {
-        self.source = Some(Arc::from(source));
-        self
-    }
-}
-
-/// The desired output: path -> entry, sorted. The root itself is implicit.
-/// Its keys are [`OutPath`]s: checked when they are made.
-pub type Desired = BTreeMap<OutPath, Entry>;
-
-/// A unit's fingerprint: named components and their values (or hashes).
-/// Component names read as sentences: `patch 2`, `install mappings`;
-/// names starting with `env:` are the environment (`env:interpreter`).
-pub type Fingerprint = BTreeMap<String, String>;
-
-/// Everything a run wants the output to be.
-#[derive(Debug, Default)]
-pub struct Target {
-    pub desired: Desired,
-    /// Unit name -> fingerprint.
-    pub units: BTreeMap<String, Fingerprint>,
-    /// The input stat cache after this run's lookups.
-    pub inputs: InputCache,
-}
-
-impl Target {
-    /// Whether some copy's hash was left to the apply.
-    pub fn has_deferred(&self) -> bool {
-        self.desired.values().any(|e| e.deferred)
-    }
-
-    /// Hashes now the inputs whose hash was left to the apply: what a diff
-    /// against a recorded state needs (the plan defers only when the output
-    /// had no state, and another run may have recorded one since).
-    pub fn hash_deferred(&mut self) -> Result<(), Error> {
-        use rayon::prelude::*;
-        // Every run with a state calls this: a no-op must not pay for it.
-        if !self.has_deferred() {
-            return Ok(());
-        }
-        let inputs = &self.inputs;
-        let records = self
-            .desired
-            .par_iter_mut()
-            .filter(|(_, e)| e.deferred)
-            .map(|(_, e)| -> Result<InputRecord, Error> {
-                let Some(Content::Copy(src)) = &e.content else {
-                    return Err(io::Error::other("a deferred entry is not a copy").into());
-                };
-                let (r, _) = inputs.record(src, e.input_stat)?;
-                if let Kind::File { sha256, .. } = &mut e.kind {
-                    *sha256 = r.sha256;
-                }
-                e.source_sha = Some(r.sha256);
-                e.deferred = false;
-                Ok(r)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        self.inputs.add(records);
-        Ok(())
-    }
 }
 
 /// Why a path is written or removed.

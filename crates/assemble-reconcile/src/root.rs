@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
-use crate::Stat;
+use assemble_manifest::Stat;
 
 /// A folder opened once; every path below it resolves beneath it.
 #[derive(Debug)]

@@ -2,20 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::files::Durability;
+use crate::Error;
 use crate::root::Root;
-use crate::{Error, Fingerprint, Kind, Sha256, files, log};
-
-/// Bumped whenever the format of `state.bin` or `inputs.bin` changes; a file
-/// of another version is read as "no state" and leads to a clean reconcile.
-pub const STATE_VERSION: u32 = 7;
+use assemble_fs::{Durability, files, log};
+use assemble_manifest::{Fingerprint, Kind, STATE_VERSION, Sha256, Stat};
 
 const STATE_FILE: &str = "state.bin";
 const OWNER_FILE: &str = "owner.bin";
@@ -23,71 +19,10 @@ const OWNER_MAGIC: &[u8; 8] = b"ASMOWNER";
 const JOURNAL_FILE: &str = "journal.bin";
 const JOURNAL_MAGIC: &[u8; 8] = b"ASMJOURN";
 const LOCK_FILE: &str = "lock";
-const STATE_MAGIC: &[u8; 8] = b"ASMSTATE";
-
-/// What `lstat` says of a path, as far as change detection goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stat {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub mode: u32,
-}
-
-impl Stat {
-    pub fn of(m: &std::fs::Metadata) -> Stat {
-        Stat {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(m.mtime_nsec()),
-            ctime_ns: m
-                .ctime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(m.ctime_nsec()),
-            mode: m.mode(),
-        }
-    }
-
-    /// From `statx`, as `std` builds its metadata from it.
-    pub fn of_statx(x: &rustix::fs::Statx) -> Stat {
-        let ns = |t: &rustix::fs::StatxTimestamp| {
-            t.tv_sec
-                .saturating_mul(1_000_000_000)
-                .saturating_add(i64::from(t.tv_nsec))
-        };
-        Stat {
-            dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
-            ino: x.stx_ino,
-            size: x.stx_size,
-            mtime_ns: ns(&x.stx_mtime),
-            ctime_ns: ns(&x.stx_ctime),
-            mode: u32::from(x.stx_mode),
-        }
-    }
-
-    pub fn is_dir(&self) -> bool {
-        self.mode & 0o170000 == 0o040000
-    }
-
-    pub fn is_file(&self) -> bool {
-        self.mode & 0o170000 == 0o100000
-    }
-
-    pub fn is_symlink(&self) -> bool {
-        self.mode & 0o170000 == 0o120000
-    }
-
-    /// `lstat` of a path, `None` when it does not exist (or cannot be read).
-    pub fn lstat(path: &Path) -> Option<Stat> {
-        std::fs::symlink_metadata(path).ok().map(|m| Stat::of(&m))
-    }
-}
+const STATE_FORMAT: log::Format = log::Format {
+    magic: b"ASMSTATE",
+    version: STATE_VERSION,
+};
 
 /// One recorded output path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,7 +269,7 @@ impl State {
     /// The paths of a journal left by an interrupted run are moved from
     /// `entries` to `pending`.
     pub fn load(dir: &Path) -> Option<State> {
-        let loaded = log::load(&State::path(dir), STATE_MAGIC)?;
+        let loaded = log::load(&State::path(dir), STATE_FORMAT)?;
         let base: Disk = postcard::from_bytes(loaded.body()).ok()?;
         let mut entries: Vec<(String, Recorded)> = Vec::with_capacity(base.entries.len());
         let mut complete = true;
@@ -380,7 +315,11 @@ impl State {
         // one that is not a plain relative path makes the state corrupt. (A
         // recorded one is checked by the diff when the run would act on it:
         // checking tens of thousands here would cost every run.)
-        if state.pending.iter().any(|p| crate::path::check(p).is_err()) {
+        if state
+            .pending
+            .iter()
+            .any(|p| assemble_manifest::path::check(p).is_err())
+        {
             return None;
         }
         if !changes.is_empty() {
@@ -443,10 +382,11 @@ impl State {
         );
         log::store(
             &State::path(dir),
-            STATE_MAGIC,
+            STATE_FORMAT,
             &encode(&State::path(dir), &disk)?,
             Durability::Synced,
-        )
+        )?;
+        Ok(())
     }
 
     /// Records what a run that started from this state (as loaded) changed:
@@ -476,7 +416,7 @@ impl State {
                 root,
             );
             let body = encode(&path, &delta)?;
-            if log::append(&path, STATE_MAGIC, at, &body, Durability::Synced)? {
+            if log::append(&path, STATE_FORMAT, at, &body, Durability::Synced)? {
                 return Ok(());
             }
         }

@@ -3,9 +3,10 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::Error;
 use crate::root::{EntryType, Root};
 use crate::state::{Layout, State};
-use crate::{Error, Kind, hash_stream};
+use assemble_manifest::{Kind, hash_stream};
 
 /// One way the output differs from what the tool recorded.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -6,10 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use assemble_reconcile::{
-    Desired, Entry, InputCache, Layout, Lock, OutPath, Reason, Snapshot, Target, apply, diff,
-    diff_snapshot,
-};
+use assemble_manifest::{Desired, Digest, Entry, InputCache, OutPath, Target};
+use assemble_reconcile::{Layout, Lock, Reason, Snapshot, apply, diff, diff_snapshot};
 
 fn target(files: &[(&str, &str)]) -> Target {
     let u: Arc<str> = Arc::from("u");
@@ -233,14 +231,7 @@ fn deferred_hashes_are_computed_by_the_copy_or_before_a_diff() {
     fs_err::write(&src, "content").unwrap();
     let u: Arc<str> = Arc::from("u");
     let deferred = || {
-        let mut e = Entry::copy(
-            &u,
-            "copy",
-            src.clone(),
-            assemble_reconcile::Sha256([0; 32]),
-            false,
-        );
-        e.deferred = true;
+        let e = Entry::copy(&u, "copy", src.clone(), Digest::AfterCopy, false);
         let mut d = Desired::new();
         d.insert(op("f"), e);
         Target {
@@ -257,7 +248,7 @@ fn deferred_hashes_are_computed_by_the_copy_or_before_a_diff() {
             .is_empty(),
         "recorded hash is the content's"
     );
-    // Now there is a state: the diff refuses a zero hash...
+    // Now there is a state: the diff refuses a hash left to the copy...
     let mut t = deferred();
     let e = diff(&layout(&out), &t).unwrap_err().to_string();
     assert!(e.contains("hash_deferred"), "{e}");
@@ -442,7 +433,8 @@ fn an_input_cache_that_lost_most_records_is_rewritten() {
 /// plain relative path makes the state corrupt: a clean reconcile.
 #[test]
 fn a_crafted_state_naming_outside_is_no_state() {
-    use assemble_reconcile::{Kind, Recorded, State};
+    use assemble_manifest::Kind;
+    use assemble_reconcile::{Recorded, State};
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let victim = tmp.path().join("victim");

@@ -8,12 +8,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::files::Durability;
-use crate::state::encode;
-use crate::{ELF_MAGIC, Error, Sha256, Stat, hash_stream, log};
+use assemble_fs::Durability;
+use assemble_fs::log;
+
+use crate::{ELF_MAGIC, STATE_VERSION, Sha256, Stat, hash_stream};
 
 const INPUTS_FILE: &str = "inputs.bin";
-const INPUTS_MAGIC: &[u8; 8] = b"ASMINPUT";
+const INPUTS_FORMAT: log::Format = log::Format {
+    magic: b"ASMINPUT",
+    version: STATE_VERSION,
+};
 /// Timestamps closer than this to the run's start are not trusted: enough
 /// for file systems that keep whole seconds.
 pub const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
@@ -89,7 +93,7 @@ impl InputCache {
     }
 
     fn read(path: &Path) -> Option<(Records, log::Position, usize)> {
-        let loaded = log::load(path, INPUTS_MAGIC)?;
+        let loaded = log::load(path, INPUTS_FORMAT)?;
         let base: Vec<InputRecord> = postcard::from_bytes(loaded.body()).ok()?;
         let base_len = base.len();
         let mut entries: Records = base.into_iter().map(|r| (r.key(), r)).collect();
@@ -106,14 +110,14 @@ impl InputCache {
     /// Records what changed since the cache was loaded: appended to
     /// `inputs.log` when that is small and the base is not mostly dead
     /// records, else the whole cache is rewritten.
-    pub fn store(&self, dir: &Path) -> Result<(), Error> {
+    pub fn store(&self, dir: &Path) -> std::io::Result<()> {
         let path = dir.join(INPUTS_FILE);
         let compact = self.entries.len() * 2 < self.base_len;
         if let Some(at) = self.at
             && !compact
             && log::append(
                 &path,
-                INPUTS_MAGIC,
+                INPUTS_FORMAT,
                 at,
                 &encode(&path, &self.delta)?,
                 Durability::Unsynced,
@@ -125,7 +129,7 @@ impl InputCache {
         records.sort_by_key(|r| r.key());
         log::store(
             &path,
-            INPUTS_MAGIC,
+            INPUTS_FORMAT,
             &encode(&path, &records)?,
             Durability::Unsynced,
         )
@@ -279,4 +283,10 @@ fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+/// The postcard encoding of `value`, the error naming the file it was for.
+fn encode<T: Serialize>(path: &Path, value: &T) -> std::io::Result<Vec<u8>> {
+    postcard::to_stdvec(value)
+        .map_err(|e| std::io::Error::other(format!("{}: cannot encode: {e}", path.display())))
 }

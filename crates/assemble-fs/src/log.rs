@@ -16,14 +16,12 @@
 //! place and removing the log) is never applied to it.
 
 use std::hash::BuildHasher;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use crate::Error;
 use crate::files::Durability;
-use crate::state::STATE_VERSION;
 
 /// Magic, version and generation.
 const HEADER: usize = 20;
@@ -31,9 +29,17 @@ const HEADER: usize = 20;
 const FRAME_HEAD: usize = 12;
 const CHECK: usize = 8;
 
+/// What a base file is: its magic and the format version of its body. A
+/// file of another magic or version is no file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Format {
+    pub magic: &'static [u8; 8],
+    pub version: u32,
+}
+
 /// Where a loaded base and log stand; appending needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Position {
+pub struct Position {
     generation: u64,
     base_len: u64,
     /// The length of the log's intact frames.
@@ -41,34 +47,34 @@ pub(crate) struct Position {
 }
 
 /// A base and the bodies of its log's intact frames.
-pub(crate) struct Loaded {
-    pub(crate) base: Vec<u8>,
+pub struct Loaded {
+    pub base: Vec<u8>,
     log: Vec<u8>,
     frames: Vec<std::ops::Range<usize>>,
-    pub(crate) at: Position,
+    pub at: Position,
 }
 
 impl Loaded {
     /// The base's postcard body.
-    pub(crate) fn body(&self) -> &[u8] {
+    pub fn body(&self) -> &[u8] {
         &self.base[HEADER..self.base.len() - CHECK]
     }
 
     /// The bodies of the log's frames, oldest first.
-    pub(crate) fn frames(&self) -> impl Iterator<Item = &[u8]> {
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
         self.frames.iter().map(|r| &self.log[r.clone()])
     }
 }
 
-pub(crate) fn log_path(base: &Path) -> PathBuf {
+pub fn log_path(base: &Path) -> PathBuf {
     base.with_extension("log")
 }
 
 /// The base at `path` with its log, `None` when the base is missing, of
 /// another magic or format version.
-pub(crate) fn load(path: &Path, magic: &[u8; 8]) -> Option<Loaded> {
+pub fn load(path: &Path, format: Format) -> Option<Loaded> {
     let base = crate::files::read(path).ok()??;
-    let generation = header(&base, magic)?;
+    let generation = header(&base, format)?;
     let sealed = base.len().checked_sub(CHECK)?;
     if sealed < HEADER || base[sealed..] != sha2::Sha256::digest(&base[..sealed])[..CHECK] {
         return None;
@@ -96,11 +102,11 @@ pub(crate) fn load(path: &Path, magic: &[u8; 8]) -> Option<Loaded> {
 }
 
 /// The generation of a base file's header.
-fn header(bytes: &[u8], magic: &[u8; 8]) -> Option<u64> {
-    let rest = bytes.strip_prefix(magic.as_slice())?;
+fn header(bytes: &[u8], format: Format) -> Option<u64> {
+    let rest = bytes.strip_prefix(format.magic.as_slice())?;
     let version = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
     let generation = u64::from_le_bytes(rest.get(4..12)?.try_into().ok()?);
-    (version == STATE_VERSION).then_some(generation)
+    (version == format.version).then_some(generation)
 }
 
 /// The body range of the intact frame of `generation` at `at`, if any.
@@ -118,16 +124,11 @@ fn frame_at(log: &[u8], at: usize, generation: u64) -> Option<std::ops::Range<us
 /// Replaces the base with `body` under a new generation (through a
 /// temporary file renamed into place, file and folder synced: the commit
 /// point), then removes the log.
-pub(crate) fn store(
-    path: &Path,
-    magic: &[u8; 8],
-    body: &[u8],
-    durability: Durability,
-) -> Result<(), Error> {
+pub fn store(path: &Path, format: Format, body: &[u8], durability: Durability) -> io::Result<()> {
     let generation = std::hash::RandomState::new().hash_one(std::process::id());
     let mut bytes = Vec::with_capacity(HEADER + body.len() + CHECK);
-    bytes.extend_from_slice(magic);
-    bytes.extend_from_slice(&STATE_VERSION.to_le_bytes());
+    bytes.extend_from_slice(format.magic);
+    bytes.extend_from_slice(&format.version.to_le_bytes());
     bytes.extend_from_slice(&generation.to_le_bytes());
     bytes.extend_from_slice(body);
     let check = sha2::Sha256::digest(&bytes);
@@ -142,13 +143,13 @@ pub(crate) fn store(
 /// the log has grown to half the base, or the base or log is no longer the
 /// one loaded (another run stored or appended since); the caller then
 /// stores a whole new base.
-pub(crate) fn append(
+pub fn append(
     path: &Path,
-    magic: &[u8; 8],
+    format: Format,
     at: Position,
     body: &[u8],
     durability: Durability,
-) -> Result<bool, Error> {
+) -> io::Result<bool> {
     let frame_len = (FRAME_HEAD + body.len() + CHECK) as u64;
     if at.log_len + frame_len > at.base_len / 2 {
         return Ok(false);
@@ -156,7 +157,7 @@ pub(crate) fn append(
     // Still the base that was loaded?
     let mut head = [0u8; HEADER];
     match crate::files::open(path).and_then(|mut f| f.read_exact(&mut head)) {
-        Ok(()) if header(&head, magic) == Some(at.generation) => {}
+        Ok(()) if header(&head, format) == Some(at.generation) => {}
         _ => return Ok(false),
     }
     let log = log_path(path);
@@ -184,7 +185,10 @@ pub(crate) fn append(
 mod tests {
     use super::*;
 
-    const MAGIC: &[u8; 8] = b"TESTLOG!";
+    const MAGIC: Format = Format {
+        magic: b"TESTLOG!",
+        version: 1,
+    };
 
     fn bodies(path: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
         let l = load(path, MAGIC).unwrap();

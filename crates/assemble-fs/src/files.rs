@@ -1,6 +1,7 @@
-//! The state folder's files: read and written without following a link that
-//! someone planted at their names, replaced atomically, and synced where a
-//! write is a commit point. Errors name the path.
+//! Files the tool keeps for itself (its state, its caches): read and written
+//! without following a link that someone planted at their names, replaced
+//! atomically, and synced where a write is a commit point. Errors name the
+//! path.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -12,7 +13,7 @@ use fs_err::os::unix::fs::OpenOptionsExt;
 const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 
 /// Opens `path` for reading.
-pub(crate) fn open(path: &Path) -> io::Result<fs_err::File> {
+pub fn open(path: &Path) -> io::Result<fs_err::File> {
     fs_err::OpenOptions::new()
         .read(true)
         .custom_flags(NOFOLLOW)
@@ -20,7 +21,7 @@ pub(crate) fn open(path: &Path) -> io::Result<fs_err::File> {
 }
 
 /// The bytes of `path`; `None` when it is missing or is not a file.
-pub(crate) fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
+pub fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match open(path) {
         Ok(mut f) => {
             if !f.metadata()?.is_file() {
@@ -37,8 +38,8 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
 
 /// Opens `path` for appending, creating it; anything but a file at that
 /// name (a planted link) is removed first, never followed.
-pub(crate) fn open_append(path: &Path) -> io::Result<fs_err::File> {
-    if crate::Stat::lstat(path).is_some_and(|s| !s.is_file()) {
+pub fn open_append(path: &Path) -> io::Result<fs_err::File> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
         remove(path)?;
     }
     fs_err::OpenOptions::new()
@@ -53,18 +54,18 @@ pub(crate) fn open_append(path: &Path) -> io::Result<fs_err::File> {
 /// state's commit point must; the journal and the input cache need not (a
 /// crash loses at most a cache, and drift is found by stat either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Durability {
+pub enum Durability {
     Synced,
     Unsynced,
 }
 
-/// The start of the temporary files' names in the state folder.
-pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+/// The start of the temporary files' names beside the files they replace.
+pub const TEMP_PREFIX: &str = ".tmp-";
 
 /// Replaces `path` with `bytes`: written to a new, exclusively created file
 /// beside it and renamed over it; when `Synced`, the file before the rename
 /// and the folder after it.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
@@ -85,12 +86,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) ->
 }
 
 /// Syncs a folder, so that a rename or removal in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs_err::File::open(dir)?.sync_all()
 }
 
 /// Removes the file (or link) `path`, if it is there.
-pub(crate) fn remove(path: &Path) -> io::Result<()> {
+pub fn remove(path: &Path) -> io::Result<()> {
     match fs_err::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -101,4 +102,38 @@ pub(crate) fn remove(path: &Path) -> io::Result<()> {
 fn missing_or_link(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
         || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Replaces `path` with a file that `fill` makes: `fill` gets the path of
+/// a new, exclusively created temporary file beside `path` (so the rename
+/// stays on one file system), and when it succeeds that file is renamed
+/// over `path`; when it fails the temporary file is removed.
+pub fn replace_with<T, E: From<io::Error>>(
+    path: &Path,
+    fill: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    let made = fill(tmp.path())?;
+    tmp.persist(path)
+        .map_err(|e| io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error)))?;
+    Ok(made)
+}
+
+/// Moves a finished result (a file or a folder made in a temporary place
+/// on the same file system) to `to`, the cache entry it completes. If
+/// another run placed that entry meanwhile, theirs is kept: cache entries
+/// are named by what they hold, so theirs is as good.
+pub fn place(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(parent) = to.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    match fs_err::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(_) if std::fs::symlink_metadata(to).is_ok() => Ok(()),
+        Err(e) => Err(e),
+    }
 }

@@ -1,0 +1,25 @@
+//! The small file-system helpers that every assemble crate needs, written
+//! once: errors name the path they failed on (through `fs-err`).
+//!
+//! - [`files`]: read without following a link planted at the name, and
+//!   replace a file atomically (an exclusively created temporary renamed
+//!   over it), synced where a write is a commit point.
+//! - [`log`]: a checksummed file rewritten rarely and appended to often
+//!   (the recorded state and the input cache).
+//! - [`find_program`]: a program looked up on `PATH` the way a shell does.
+//! - [`StatCache`]: small answers about a file (an interpreter's probe, a
+//!   library's ELF facts) kept in a cache folder under a key made of the
+//!   file's path and stat with sha256, so that the key is the same on every
+//!   build of the tool (`std`'s `DefaultHasher` is not).
+//!
+//! Nothing here knows about the output tree: writing to it is
+//! `assemble-reconcile`'s alone, through its `Root` handle.
+
+pub mod files;
+pub mod log;
+mod stat_cache;
+mod which;
+
+pub use files::{Durability, write_atomic};
+pub use stat_cache::StatCache;
+pub use which::{find_program, is_executable};

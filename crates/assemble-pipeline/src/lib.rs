@@ -1,0 +1,459 @@
+//! The assemble pipeline, behind one entry point: [`assemble`].
+//!
+//! ```text
+//! Options ─► Session::open: recipe, output layout, prefix, interpreter, bash
+//!        ─► plan (inputs walked and hashed) ║ beside it: snapshot of the output
+//!        ─► lock ─► snapshot taken again if another run changed the state
+//!        ─► hash what the plan left to the copy, if the output has a state now
+//!        ─► diff ─► apply (or, for a dry run, the outcome the diff predicts)
+//!        ─► Report
+//! ```
+//!
+//! The command line (`cargo xtask assemble` and `plan`), the property and
+//! crash tests and the benchmark all go through here, so the race-aware
+//! order above (plan without the lock, snapshot beside it, checked again
+//! under the lock; deferred hashes computed before a diff against a
+//! state) is written once. A dry run is the same pipeline stopping before
+//! the apply. The report is data: printing it is the caller's.
+//!
+//! Nothing here writes to the output but [`assemble_reconcile::apply`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assemble_plan::{Context, Phases, Plan};
+use assemble_python::{Interpreter, carriable, find_program};
+use assemble_recipe::{Recipe, RecipeError};
+use assemble_reconcile::{Diff, Layout, Lock, Outcome, Snapshot, UnitStatus};
+
+/// What a run is asked to do; every path absolute.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub recipe: PathBuf,
+    /// Where the tree is written.
+    pub out: PathBuf,
+    /// Where each output's state is kept (outside the output).
+    pub state_base: PathBuf,
+    /// Where built venvs and fetched sources are kept.
+    pub cache: PathBuf,
+    /// The path the tree will run from (`@out@`); `None`: the output's.
+    pub prefix: Option<PathBuf>,
+    /// `@webui@`, if given.
+    pub webui: Option<String>,
+    /// Never fetch.
+    pub offline: bool,
+    /// Wait for another run's lock (else fail at once).
+    pub wait: bool,
+    /// How close to a run's start an input's timestamp may be and still be
+    /// trusted next time (see `assemble_manifest::RACY_WINDOW`).
+    pub racy_window: Duration,
+}
+
+impl Options {
+    /// Options with the defaults of the command line for the rest.
+    pub fn new(recipe: PathBuf, out: PathBuf, state_base: PathBuf, cache: PathBuf) -> Options {
+        Options {
+            recipe,
+            out,
+            state_base,
+            cache,
+            prefix: None,
+            webui: None,
+            offline: false,
+            wait: true,
+            racy_window: assemble_manifest::RACY_WINDOW,
+        }
+    }
+}
+
+/// Whether the output is changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    /// Everything up to the diff; the outcome is what the apply would do.
+    DryRun,
+}
+
+/// Something to tell the user while the run goes on.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// Planning is doing slow work (building a venv, fetching a source).
+    Preparing(&'a str),
+    /// Another run holds the output's lock; this one waits for it.
+    Waiting(&'a Path),
+}
+
+/// A failed run; which kind says who must act.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The recipe is malformed (found while parsing it or while planning).
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    /// An option's value cannot be used.
+    #[error("{flag} {message}")]
+    Option { flag: &'static str, message: String },
+    #[error("[python] interpreter in {}", .recipe.display())]
+    Interpreter {
+        recipe: PathBuf,
+        #[source]
+        source: assemble_python::Error,
+    },
+    #[error("the interpreter's path {0}")]
+    InterpreterPath(String),
+    #[error("bash not found on PATH; @bash@ needs it (install bash)")]
+    NoBash,
+    #[error(transparent)]
+    Plan(Box<assemble_plan::Error>),
+    #[error("hashing the inputs of {}", .recipe.display())]
+    Inputs {
+        recipe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the output {}", .out.display())]
+    ReadOutput {
+        out: PathBuf,
+        #[source]
+        source: Box<assemble_reconcile::Error>,
+    },
+    /// The output or the manifest breaks a rule (not owned, a path beneath
+    /// a file): found before anything is written.
+    #[error(transparent)]
+    Refused(Box<assemble_reconcile::Error>),
+    #[error("another assemble is writing {} (--no-wait was given)", .out.display())]
+    Busy { out: PathBuf },
+    #[error("writing the output {}", .out.display())]
+    Write {
+        out: PathBuf,
+        #[source]
+        source: Box<assemble_reconcile::Error>,
+    },
+}
+
+impl Error {
+    /// Whether the command line or the recipe is at fault (exit code 2),
+    /// rather than the inputs, the output or the machine.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::Recipe(_) | Error::Option { .. } | Error::InterpreterPath(_)
+        )
+    }
+}
+
+impl From<assemble_plan::Error> for Error {
+    /// A recipe mistake that only planning finds is a recipe error.
+    fn from(e: assemble_plan::Error) -> Error {
+        match e {
+            assemble_plan::Error::Recipe(r) => Error::Recipe(*r),
+            e => Error::Plan(Box::new(e)),
+        }
+    }
+}
+
+/// A recipe, its output and the planning context: what one run works on.
+pub struct Session {
+    pub recipe: Recipe,
+    /// The output, and where its state lives (outside it).
+    pub layout: Layout,
+    pub ctx: Context,
+    racy_window: Duration,
+    wait: bool,
+}
+
+impl Session {
+    /// Loads the recipe and checks the options, before anything is read
+    /// from the inputs or the output.
+    pub fn open(opts: &Options) -> Result<Session, Error> {
+        let recipe = Recipe::load(&opts.recipe)?;
+        let out = normalize(&opts.out);
+        let layout = Layout::new(&out, &opts.state_base);
+        let prefix = match &opts.prefix {
+            Some(p) if p.is_absolute() => normalize(p),
+            Some(p) => {
+                return Err(Error::Option {
+                    flag: "--prefix",
+                    message: format!("{} must be an absolute path", p.display()),
+                });
+            }
+            None => out.clone(),
+        };
+        if let Some(why) = carriable(&prefix.to_string_lossy()) {
+            return Err(Error::Option {
+                flag: "--prefix",
+                message: format!("(else --out) {why}"),
+            });
+        }
+        // Anything inside the output that the recipe does not produce is
+        // removed: the tool's own folders must not be there, nor hold it.
+        for (flag, dir) in [
+            ("--state-dir", &opts.state_base),
+            ("--cache-dir", &opts.cache),
+        ] {
+            let dir = normalize(dir);
+            if dir.starts_with(&out) || out.starts_with(&dir) {
+                return Err(Error::Option {
+                    flag,
+                    message: format!(
+                        "{} and --out {} overlap: the output is the recipe's tree alone, and what else is in it is removed; choose folders outside each other",
+                        dir.display(),
+                        out.display()
+                    ),
+                });
+            }
+        }
+        let python =
+            Interpreter::probe_cached(&recipe.interpreter, &opts.cache).map_err(|source| {
+                Error::Interpreter {
+                    recipe: recipe.file.clone(),
+                    source,
+                }
+            })?;
+        if let Some(why) = carriable(&python.executable.to_string_lossy()) {
+            return Err(Error::InterpreterPath(why));
+        }
+        let bash = find_program("bash").ok_or(Error::NoBash)?;
+        let ctx = Context {
+            prefix: prefix.to_string_lossy().into_owned(),
+            python,
+            bash,
+            webui: opts.webui.clone(),
+            cache: opts.cache.clone(),
+            offline: opts.offline,
+            // A clean build hashes inputs as it copies them (read once);
+            // if a state turns up after all, they are hashed before the diff.
+            defer_hashes: !layout.recorded(),
+        };
+        Ok(Session {
+            recipe,
+            layout,
+            ctx,
+            racy_window: opts.racy_window,
+            wait: opts.wait,
+        })
+    }
+
+    /// Plans, diffs and (unless a dry run) applies.
+    pub fn run(self, mode: Mode, events: &(dyn Fn(Event) + Sync)) -> Result<Report, Error> {
+        let mut phases = Phases::start();
+        // Plan first, without the lock: planning only reads inputs and fills
+        // the cache, and a run that fails here leaves no trace in the
+        // output. Beside it, the output's state is read and its paths
+        // stat'ed.
+        let (mut plan, snapshot) = self.plan_and_snapshot(events)?;
+        phases.extend(&plan.phases);
+        if mode == Mode::DryRun {
+            let d = self.diff(&mut plan, snapshot)?;
+            phases.lap("diff");
+            let outcome = assemble_reconcile::predict(&plan.target, &d);
+            return Ok(self.report(plan, &d.units, outcome, mode, phases));
+        }
+        let lock = match Lock::try_acquire(&self.layout).map_err(|e| Error::Refused(Box::new(e)))? {
+            Some(l) => l,
+            None if !self.wait => {
+                return Err(Error::Busy {
+                    out: self.layout.out.clone(),
+                });
+            }
+            None => {
+                events(Event::Waiting(&self.layout.out));
+                Lock::acquire(&self.layout).map_err(|e| Error::Refused(Box::new(e)))?
+            }
+        };
+        phases.lap("lock");
+        // Diff under the lock, against the state this run replaces: the
+        // snapshot is taken again if another run stored a state meanwhile.
+        let snapshot = if snapshot.is_current(&self.layout) {
+            snapshot
+        } else {
+            Snapshot::take(&self.layout)
+        };
+        let d = self.diff(&mut plan, snapshot)?;
+        phases.lap("diff");
+        let statuses = d.units.clone();
+        let outcome =
+            assemble_reconcile::apply(&plan.target, d, &lock).map_err(|source| Error::Write {
+                out: self.layout.out.clone(),
+                source: Box::new(source),
+            })?;
+        drop(lock);
+        phases.lap("apply");
+        Ok(self.report(plan, &statuses, outcome, mode, phases))
+    }
+
+    /// The plan, and meanwhile on another thread a snapshot of the output.
+    fn plan_and_snapshot(
+        &self,
+        events: &(dyn Fn(Event) + Sync),
+    ) -> Result<(Plan, Snapshot), Error> {
+        std::thread::scope(|scope| {
+            let snapshot = scope.spawn(|| {
+                let start = Instant::now();
+                (Snapshot::take(&self.layout), start.elapsed())
+            });
+            let progress = |m: &str| events(Event::Preparing(m));
+            let window = self.racy_window;
+            let inputs =
+                || assemble_manifest::InputCache::load_with_racy_window(&self.layout.state, window);
+            let plan = assemble_plan::plan(&self.recipe, &self.ctx, inputs, &progress);
+            let (snapshot, took) = snapshot
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let mut plan = plan?;
+            plan.phases
+                .push(("output snapshot (beside the plan)", took));
+            Ok((plan, snapshot))
+        })
+    }
+
+    /// The plan against the output's snapshot. Hashes the plan left to the
+    /// copy (it saw no state) are computed first if the output has one now.
+    fn diff(&self, plan: &mut Plan, snapshot: Snapshot) -> Result<Diff, Error> {
+        if !snapshot.is_full() {
+            plan.target
+                .hash_deferred()
+                .map_err(|source| Error::Inputs {
+                    recipe: self.recipe.file.clone(),
+                    source,
+                })?;
+        }
+        // What the recipe decided (paths, ownership) is the message itself;
+        // an I/O error is said with the output it happened in.
+        assemble_reconcile::diff_snapshot(&plan.target, snapshot).map_err(|e| match e {
+            assemble_reconcile::Error::Io(_) => Error::ReadOutput {
+                out: self.layout.out.clone(),
+                source: Box::new(e),
+            },
+            e => Error::Refused(Box::new(e)),
+        })
+    }
+
+    fn report(
+        self,
+        plan: Plan,
+        statuses: &BTreeMap<String, UnitStatus>,
+        outcome: Outcome,
+        mode: Mode,
+        phases: Phases,
+    ) -> Report {
+        let dry_run = mode == Mode::DryRun;
+        let units = self
+            .recipe
+            .units
+            .iter()
+            .map(|u| {
+                let c = outcome.units.get(&u.name).cloned().unwrap_or_default();
+                let status = if c.written + c.removed == 0 {
+                    Status::Fresh
+                } else if dry_run {
+                    Status::Dirty
+                } else {
+                    Status::Built
+                };
+                UnitReport {
+                    name: u.name.clone(),
+                    status,
+                    entries: c.entries,
+                    written: c.written,
+                    removed: c.removed,
+                    reasons: statuses
+                        .get(&u.name)
+                        .map(|s| s.reasons.clone())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        let elapsed = phases.elapsed();
+        Report {
+            output: self.layout.out,
+            prefix: self.ctx.prefix,
+            name: self.recipe.name,
+            version: self.recipe.version,
+            dry_run,
+            units,
+            outcome,
+            phases: phases.done(),
+            elapsed,
+            plan,
+        }
+    }
+}
+
+/// Runs the pipeline: the one entry point.
+pub fn assemble(
+    opts: &Options,
+    mode: Mode,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Report, Error> {
+    Session::open(opts)?.run(mode, events)
+}
+
+/// A unit's state after a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Nothing of it was written or removed.
+    Fresh,
+    /// Some of it was written or removed.
+    Built,
+    /// A dry run: some of it would be written or removed.
+    Dirty,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Fresh => "fresh",
+            Status::Built => "built",
+            Status::Dirty => "dirty",
+        }
+    }
+}
+
+/// What one unit's paths did.
+#[derive(Debug, Clone)]
+pub struct UnitReport {
+    pub name: String,
+    pub status: Status,
+    pub entries: usize,
+    pub written: usize,
+    pub removed: usize,
+    /// Why the unit is dirty, as plain sentences (empty when fresh).
+    pub reasons: Vec<String>,
+}
+
+/// What a run did (or, for a dry run, would do).
+#[derive(Debug)]
+pub struct Report {
+    pub output: PathBuf,
+    pub prefix: String,
+    /// The recipe's package name and version.
+    pub name: String,
+    pub version: String,
+    pub dry_run: bool,
+    /// In recipe order.
+    pub units: Vec<UnitReport>,
+    /// Paths written and removed, with why.
+    pub outcome: Outcome,
+    /// Wall-clock time of each phase, in order.
+    pub phases: Vec<(&'static str, Duration)>,
+    pub elapsed: Duration,
+    /// The plan: the manifest, warnings, autoPatchelf's decisions, reads.
+    pub plan: Plan,
+}
+
+/// Removes `.` and `..` components lexically, so that the prefix written into
+/// files is the plain absolute path.
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
