@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -300,4 +300,55 @@ fn corrupt_elf_is_named_and_missing_patchelf_says_how_to_install() {
         "{err}"
     );
     assert!(err.contains("bin/foo-demo in the output"), "{err}");
+}
+
+/// Guards `autopatchelf FILE`: it reads FILE alone. It once walked FILE's
+/// whole folder, so a corrupt ELF beside it failed the command.
+#[test]
+fn autopatchelf_of_one_file_reads_only_that_file() {
+    let s = Scratch::new();
+    let fixtures = s.path("fixtures");
+    let ext = build_fixtures(&fixtures);
+    let native = fixtures.join("native");
+    // A truncated ELF file beside the one to patch.
+    let head = fs_err::read(native.join(&ext)).unwrap();
+    fs_err::write(native.join("broken.so"), &head[..200]).unwrap();
+    let libs = fixtures.join("libs");
+    let file = native.join("foo-demo");
+    let r = support::xtask(
+        s.dir.path(),
+        &[
+            "autopatchelf",
+            "--libs",
+            libs.to_str().unwrap(),
+            file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    r.ok();
+    let report: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let files: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, [file.to_str().unwrap()], "{report}");
+    assert_eq!(report["patched"], 1, "{report}");
+    let (ok, msg) = run(&file, &[]);
+    assert!(ok && msg.trim() == "42", "{msg}");
+    // The extension beside it was not touched.
+    assert_eq!(runpath(&native.join(&ext)), "", "only FILE is patched");
+    // The whole folder still fails on the corrupt file, naming it.
+    let r = support::xtask(
+        s.dir.path(),
+        &[
+            "autopatchelf",
+            "--libs",
+            libs.to_str().unwrap(),
+            native.to_str().unwrap(),
+        ],
+    );
+    let err = r.fails(1);
+    assert!(err.contains("broken.so"), "{err}");
 }

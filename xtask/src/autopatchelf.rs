@@ -93,28 +93,33 @@ pub fn run(args: &AutopatchelfArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The ELF files and links under `root` (a folder, or a single file whose
-/// folder is then the tree).
+/// The ELF files and links under `root`, relative to the folder returned:
+/// `root` itself when it is a folder; for a single file, that file alone,
+/// relative to its folder (nothing else there is read: a corrupt
+/// neighbour is not this command's business; `--libs` names folders to
+/// resolve against).
 fn scan_tree(root: &Path) -> anyhow::Result<(Tree, PathBuf)> {
     let meta = fs_err::metadata(root)?;
-    let (base, only) = if meta.is_dir() {
-        (root.to_path_buf(), None)
-    } else {
-        let parent = root.parent().unwrap_or(Path::new(".")).to_path_buf();
-        (
-            parent,
-            root.file_name().map(|n| n.to_string_lossy().into_owned()),
-        )
-    };
     let mut tree = Tree::default();
-    for e in walkdir::WalkDir::new(&base)
+    if !meta.is_dir() {
+        let base = root.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .with_context(|| format!("{} names no file", root.display()))?;
+        if let Some(info) = scan_file(root)? {
+            tree.files.push((name, info));
+        }
+        return Ok((tree, base));
+    }
+    for e in walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
     {
-        let e = e.with_context(|| format!("walking {}", base.display()))?;
+        let e = e.with_context(|| format!("walking {}", root.display()))?;
         let rel = e
             .path()
-            .strip_prefix(&base)
+            .strip_prefix(root)
             .unwrap_or(e.path())
             .to_string_lossy()
             .into_owned();
@@ -127,28 +132,30 @@ fn scan_tree(root: &Path) -> anyhow::Result<(Tree, PathBuf)> {
             if let Some(r) = assemble_elf::resolve_link(&rel, &target.to_string_lossy()) {
                 tree.links.push((rel, r));
             }
-            continue;
-        }
-        if !ft.is_file() {
-            continue;
-        }
-        let mut magic = [0u8; 4];
-        let mut f = fs_err::File::open(e.path())?;
-        if f.read(&mut magic).unwrap_or(0) < 4 || !assemble_elf::is_elf(&magic) {
-            continue;
-        }
-        let bytes = fs_err::read(e.path())?;
-        let info = assemble_elf::scan(&bytes).map_err(|why| assemble_elf::Error::Corrupt {
-            path: e.path().to_path_buf(),
-            why,
-        })?;
-        if let Some(info) = info
-            && only.as_deref().is_none_or(|o| o == rel)
+        } else if ft.is_file()
+            && let Some(info) = scan_file(e.path())?
         {
             tree.files.push((rel, info));
         }
     }
-    Ok((tree, base))
+    Ok((tree, root.to_path_buf()))
+}
+
+/// The ELF facts of a file; `None` when it is not a dynamic ELF file, an
+/// error naming it when it looks like ELF but cannot be parsed.
+fn scan_file(path: &Path) -> anyhow::Result<Option<assemble_elf::ElfInfo>> {
+    let mut magic = [0u8; 4];
+    let mut f = fs_err::File::open(path)?;
+    if f.read(&mut magic).unwrap_or(0) < 4 || !assemble_elf::is_elf(&magic) {
+        return Ok(None);
+    }
+    let bytes = fs_err::read(path)?;
+    Ok(
+        assemble_elf::scan(&bytes).map_err(|why| assemble_elf::Error::Corrupt {
+            path: path.to_path_buf(),
+            why,
+        })?,
+    )
 }
 
 /// Patches a copy beside the file, then renames it over, keeping the mode.
