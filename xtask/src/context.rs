@@ -82,9 +82,10 @@ impl Workspace {
 
 /// `--out`, else `<cargo target dir>/<package name>`, made absolute.
 pub fn output(ws: &Workspace, recipe: Option<&Recipe>, arg: Option<&Path>) -> PathBuf {
-    assemble_pipeline::normalize(&match (arg, recipe) {
+    let out = match (arg, recipe) {
         (Some(o), _) => ws.cwd.join(o),
         (None, Some(r)) => ws.target_dir.join(&r.name),
         (None, None) => ws.target_dir.clone(),
-    })
+    };
+    assemble_fs::normalize(&ws.cwd, &out)
 }

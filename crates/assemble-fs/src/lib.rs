@@ -23,3 +23,48 @@ mod which;
 pub use files::{Durability, write_atomic};
 pub use stat_cache::StatCache;
 pub use which::{find_program, is_executable};
+
+/// `path` made absolute against `cwd` and rid of `.` and `..` components
+/// lexically (as cargo treats manifest paths): every spelling of one path
+/// gives one value, for keys, fingerprints and the prefix written into
+/// files. Links are not resolved.
+pub fn normalize(cwd: &std::path::Path, path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in cwd.join(path).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn normalize_gives_one_spelling() {
+        let cwd = Path::new("/w");
+        for p in [
+            "demo/a.toml",
+            "./demo/a.toml",
+            "demo/./x/../a.toml",
+            "/w/demo//a.toml",
+        ] {
+            assert_eq!(
+                super::normalize(cwd, Path::new(p)),
+                PathBuf::from("/w/demo/a.toml"),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            super::normalize(cwd, Path::new("/../x")),
+            PathBuf::from("/x")
+        );
+    }
+}

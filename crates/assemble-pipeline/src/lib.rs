@@ -442,18 +442,9 @@ pub struct Report {
     pub plan: Plan,
 }
 
-/// Removes `.` and `..` components lexically, so that the prefix written into
-/// files is the plain absolute path.
-pub fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out
+/// `p` absolute (against the current folder) and normalised: the prefix
+/// written into files is the plain absolute path.
+fn normalize(p: &Path) -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    assemble_fs::normalize(&cwd, p)
 }

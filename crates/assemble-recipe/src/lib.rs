@@ -200,7 +200,7 @@ pub struct Patch {
 /// A validated recipe.
 #[derive(Debug, Clone)]
 pub struct Recipe {
-    /// The recipe file, as given.
+    /// The recipe file, absolute and normalised by [`Recipe::load`].
     pub file: PathBuf,
     /// The folder relative paths resolve against.
     pub dir: PathBuf,
@@ -236,6 +236,36 @@ impl Source {
             Source::Remote(r) => r.key(),
             Source::From { .. } => "from",
             Source::Path { .. } => "path",
+        }
+    }
+
+    /// The source as one plain line, the same for every spelling of it
+    /// in the recipe (paths are absolute and normalised when loaded): a
+    /// fingerprint component.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Venv { path } => format!("venv {}", path.display()),
+            Source::Requirements { path } => format!("requirements {}", path.display()),
+            Source::Path { path } => format!("path {}", path.display()),
+            Source::From { unit, subdir } => format!("from {unit}:{subdir}"),
+            Source::Remote(Remote::Pypi { spec, sha256 }) => {
+                format!("pypi {spec} sha256 {}", sha256.to_hex())
+            }
+            Source::Remote(Remote::Github {
+                owner,
+                repo,
+                rev,
+                hash,
+            }) => format!("github {owner}/{repo} at {rev}, {}", hash.to_sri()),
+            Source::Remote(Remote::Url { url, hash, unpack }) => format!(
+                "url {url} ({}), {}",
+                if *unpack { "unpacked" } else { "one file" },
+                hash.to_sri()
+            ),
+            Source::Remote(Remote::Git { url, rev, hash }) => format!(
+                "git {url} at {rev}, {}",
+                hash.map_or_else(|| "no hash".into(), |h| h.to_sri())
+            ),
         }
     }
 
@@ -450,9 +480,14 @@ pub struct Unit {
 
 impl Recipe {
     /// Reads and validates a recipe file.
+    /// Its path is made absolute and normalised first, so that every
+    /// spelling of it (`./demo/assemble.toml`, `demo/assemble.toml`) gives
+    /// the same paths, and so the same fingerprints.
     pub fn load(file: &Path) -> Result<Recipe, RecipeError> {
-        let text = fs_err::read_to_string(file).map_err(RecipeError::Read)?;
-        Recipe::parse(file, &text)
+        let cwd = std::env::current_dir().map_err(RecipeError::Read)?;
+        let file = assemble_fs::normalize(&cwd, file);
+        let text = fs_err::read_to_string(&file).map_err(RecipeError::Read)?;
+        Recipe::parse(&file, &text)
     }
 
     /// Validates recipe text; `file` is used for locations and relative paths.
