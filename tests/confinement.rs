@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
@@ -59,7 +59,13 @@ fn sandboxed(test: &str) -> bool {
         .arg(exe.parent().unwrap())
         .arg("--")
         .arg(&exe)
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            &format!("confinement::{test}"),
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(INSIDE, "1")
         .output()
         .unwrap();

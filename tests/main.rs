@@ -1,0 +1,22 @@
+//! The integration tests: one crate, one binary, one harness (`support`),
+//! one module per area. They run the tool for real: the xtask binary as a
+//! user runs it, or the pipeline's entry point in process, against real
+//! virtualenvs, ELF files built with gcc, Nix's hasher and HTTP over
+//! loopback.
+//!
+//! `confinement` re-runs its cases inside `../shared/tools/sandbox` (a
+//! throwaway root on tmpfs): were the code wrong, they could touch files
+//! outside their folder.
+
+mod support;
+
+mod assemble;
+mod confinement;
+mod elf;
+mod fetch;
+mod incremental;
+mod nar;
+mod planning;
+mod reconcile;
+mod state;
+mod unpack;

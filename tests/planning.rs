@@ -1,0 +1,278 @@
+//! Planning as a user meets it: recipe mistakes that only planning finds,
+//! fingerprints that do not depend on how the recipe is spelled, and the
+//! workspace rules that keep the crates' boundaries (checked on the source,
+//! so that anyone can run them).
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::path::Path;
+
+use crate::support::{self, Scratch};
+
+/// The `file:line:col` where `needle` first appears in `text`, 1-based.
+fn position(text: &str, needle: &str) -> (usize, usize) {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} not in the recipe"));
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = at - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// Edits the demo recipe (`replace` -> `with`), plans it, and checks that
+/// the run exits 2 with `message` at the `file:line:col` of `at` (text of
+/// the edited recipe).
+fn recipe_error(replace: &str, with: &str, at: &str, message: &str) {
+    let s = Scratch::new();
+    s.edit_recipe(|t| t.replacen(replace, with, 1));
+    let text = fs_err::read_to_string(s.recipe()).unwrap();
+    let (line, col) = position(&text, at);
+    let out = s.path("out");
+    for command in ["plan", "assemble"] {
+        let err = s.run(command, &["--out", out.to_str().unwrap()]).fails(2);
+        let location = format!("{}:{line}:{col}", s.recipe().display());
+        assert!(
+            err.contains(&location),
+            "{command}: wants {location}:\n{err}"
+        );
+        assert!(
+            err.contains(message),
+            "{command}: wants {message:?}:\n{err}"
+        );
+    }
+    assert!(!out.exists(), "a refused run leaves no output");
+}
+
+/// Guards: an output path's variable typo is a recipe error (exit 2 at its
+/// position), not a failed assembly (it was exit 1 with no position).
+#[test]
+fn a_misspelt_variable_in_an_output_path_exits_2_at_its_position() {
+    recipe_error(
+        r#""authentik" = "@site@/authentik", "lifecycle""#,
+        r#""authentik" = "@sit@/authentik", "lifecycle""#,
+        "@sit@/authentik",
+        "uses `@sit@`, which is not a variable",
+    );
+}
+
+#[test]
+fn an_unknown_variable_in_executable_exits_2_at_its_position() {
+    recipe_error(
+        r#"executable = ["@site@/lifecycle/ak"]"#,
+        r#"executable = ["@prefix@/lifecycle/ak"]"#,
+        "@prefix@/lifecycle/ak",
+        "uses `@prefix@`, which is not a variable",
+    );
+}
+
+#[test]
+fn webui_in_an_output_path_without_webui_exits_2_at_its_position() {
+    recipe_error(
+        r#""blueprints" = "blueprints""#,
+        r#""blueprints" = "@webui@/blueprints""#,
+        "@webui@/blueprints",
+        "pass --webui",
+    );
+}
+
+#[test]
+fn the_interpreter_as_a_script_name_exits_2_at_its_position() {
+    recipe_error(
+        r#"scripts = ["gunicorn","#,
+        r#"scripts = ["python", "gunicorn","#,
+        r#""python""#,
+        "is not a script name",
+    );
+}
+
+#[test]
+fn a_script_no_distribution_provides_exits_2_at_its_position() {
+    recipe_error(
+        r#"scripts = ["gunicorn","#,
+        r#"scripts = ["gunicron","#,
+        r#""gunicron""#,
+        "did you mean `gunicorn`?",
+    );
+}
+
+#[test]
+fn executable_naming_nothing_installed_exits_2_at_its_position() {
+    recipe_error(
+        r#"executable = ["@site@/lifecycle/ak"]"#,
+        r#"executable = ["@site@/lifecycle/nope"]"#,
+        "@site@/lifecycle/nope",
+        "is not a file this unit installs",
+    );
+}
+
+#[test]
+fn a_patch_of_a_file_not_installed_exits_2_at_its_position() {
+    recipe_error(
+        r#"file = "@site@/lifecycle/ak""#,
+        r#"file = "@site@/lifecycle/gone""#,
+        "@site@/lifecycle/gone",
+        "which is not a file this unit installs",
+    );
+}
+
+#[test]
+fn a_symlink_to_nothing_exits_2_at_its_position() {
+    recipe_error(
+        r#""authentik" = "@site@/authentik" }"#,
+        r#""authentik" = "@site@/nowhere" }"#,
+        "@site@/nowhere",
+        "which nothing in the output provides",
+    );
+}
+
+/// Units of a plan report (JSON) that are not fresh, with their reasons.
+fn dirty_units(report: &serde_json::Value) -> Vec<String> {
+    report["units"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, u)| u["status"] != "fresh" || !u["reasons"].as_array().unwrap().is_empty())
+        .map(|(name, u)| format!("{name}: {}", u["reasons"]))
+        .collect()
+}
+
+/// Guards the fingerprints: they are built from normalised values, so
+/// spelling the recipe's path another way, or writing its mappings in
+/// another order, changes nothing. (They were `Debug` strings of the paths
+/// as joined: `./demo` and `demo` made every unit dirty.)
+#[test]
+fn fingerprints_do_not_depend_on_how_the_recipe_is_spelled() {
+    let s = Scratch::new();
+    let dir = s.dir.path();
+    let plan = |recipe: &str| {
+        support::xtask(dir, &["plan", "--json", "--recipe", recipe, "--out", "out"]).json()
+    };
+    support::xtask(
+        dir,
+        &["assemble", "--recipe", "demo/assemble.toml", "--out", "out"],
+    )
+    .ok();
+    let absolute = s.recipe();
+    for spelling in [
+        "demo/assemble.toml",
+        "./demo/assemble.toml",
+        "demo/../demo/./assemble.toml",
+        absolute.to_str().unwrap(),
+    ] {
+        let dirty = dirty_units(&plan(spelling));
+        assert!(dirty.is_empty(), "--recipe {spelling}: {dirty:?}");
+    }
+    // The order mappings and links are written in does not matter...
+    s.edit_recipe(|t| {
+        t.replace(
+            r#"symlinks = { "lifecycle" = "@site@/lifecycle", "authentik" = "@site@/authentik" }"#,
+            r#"symlinks = { "authentik" = "@site@/authentik", "lifecycle" = "@site@/lifecycle" }"#,
+        )
+        .replace(
+            r#"install = { "authentik" = "@site@/authentik", "lifecycle" = "@site@/lifecycle","#,
+            r#"install = { "lifecycle" = "@site@/lifecycle", "authentik" = "@site@/authentik","#,
+        )
+    });
+    let dirty = dirty_units(&plan("demo/assemble.toml"));
+    assert!(dirty.is_empty(), "reordered mappings: {dirty:?}");
+    // ...but a change of what they say does (the check can fail).
+    s.edit_recipe(|t| t.replace(r#""manage.py" = "manage.py""#, r#""manage.py" = "run.py""#));
+    let dirty = dirty_units(&plan("demo/assemble.toml"));
+    assert!(
+        dirty.len() == 1 && dirty[0].starts_with("authentik: ") && dirty[0].contains("install"),
+        "{dirty:?}"
+    );
+}
+
+/// Every `.rs` file of the workspace's crates and xtask, with its text.
+fn sources() -> Vec<(String, String)> {
+    let root = support::root();
+    let mut v = Vec::new();
+    for top in ["crates", "xtask"] {
+        for e in walkdir::WalkDir::new(root.join(top)).sort_by_file_name() {
+            let e = e.unwrap();
+            if e.path().extension().is_some_and(|x| x == "rs") {
+                let rel = e.path().strip_prefix(&root).unwrap().display().to_string();
+                v.push((rel, fs_err::read_to_string(e.path()).unwrap()));
+            }
+        }
+    }
+    assert!(v.len() > 20, "found the sources: {}", v.len());
+    v
+}
+
+/// Guards the file-system helpers' one home: no persisted key is made with
+/// `DefaultHasher` (its output may change with any Rust release, which
+/// would silently drop every cache), and the helpers written in
+/// `assemble-fs` are not written again elsewhere.
+#[test]
+fn file_system_helpers_have_one_home_and_keys_are_stable() {
+    let banned: &[(&str, &str)] = &[
+        (
+            "DefaultHasher",
+            "not stable across Rust releases: use assemble_fs::StatCache::key or sha256",
+        ),
+        ("split_paths(", "PATH lookups are assemble_fs::find_program"),
+        (
+            ".persist(",
+            "atomic replacement is assemble_fs::files (write_atomic, replace_with)",
+        ),
+        (
+            "fn write_atomic",
+            "atomic writes are assemble_fs::write_atomic",
+        ),
+        (
+            "fn find_program",
+            "PATH lookups are assemble_fs::find_program",
+        ),
+    ];
+    let mut found = Vec::new();
+    for (path, text) in sources() {
+        if path.starts_with("crates/assemble-fs/") {
+            continue;
+        }
+        for (what, why) in banned {
+            if text.contains(what) {
+                found.push(format!("{path}: `{what}`: {why}"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// Guards "only the reconcile crate writes to the output", by the
+/// dependency graph: the planner cannot reach the writer.
+#[test]
+fn the_planner_cannot_reach_the_writer() {
+    let tree = support::stdout_ok(
+        std::process::Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "--edges",
+                "normal",
+                "-p",
+                "assemble-plan",
+            ])
+            .current_dir(support::root()),
+    );
+    assert!(tree.contains("assemble-manifest"), "{tree}");
+    assert!(!tree.contains("assemble-reconcile"), "{tree}");
+    assert!(!tree.contains("assemble-pipeline"), "{tree}");
+    let manifest = Path::new(&support::root()).join("crates/assemble-plan/Cargo.toml");
+    let text = fs_err::read_to_string(manifest).unwrap();
+    assert!(!text.contains("assemble-reconcile"), "{text}");
+}
+
+/// The recipes shipped with the workspace parse: the guarantee a build
+/// script used to give by failing the tool's own build on a typo.
+#[test]
+fn the_shipped_recipes_are_valid() {
+    for recipe in ["assemble.toml", "demo/assemble.toml"] {
+        let path = support::root().join(recipe);
+        if let Err(e) = assemble_recipe::Recipe::load(&path) {
+            panic!("{recipe}: {e}");
+        }
+    }
+}
