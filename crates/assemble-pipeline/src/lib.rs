@@ -18,6 +18,8 @@
 //!
 //! Nothing here writes to the output but [`assemble_reconcile::apply`].
 
+mod json;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -236,7 +238,15 @@ impl Session {
 
     /// Plans, diffs and (unless a dry run) applies.
     pub fn run(self, mode: Mode, events: &(dyn Fn(Event) + Sync)) -> Result<Report, Error> {
-        let mut phases = Phases::start();
+        self.run_timed(mode, events, Phases::start())
+    }
+
+    fn run_timed(
+        self,
+        mode: Mode,
+        events: &(dyn Fn(Event) + Sync),
+        mut phases: Phases,
+    ) -> Result<Report, Error> {
         // Plan first, without the lock: planning only reads inputs and fills
         // the cache, and a run that fails here leaves no trace in the
         // output. Beside it, the output's state is read and its paths
@@ -386,7 +396,10 @@ pub fn assemble(
     mode: Mode,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, Error> {
-    Session::open(opts)?.run(mode, events)
+    let mut phases = Phases::start();
+    let session = Session::open(opts)?;
+    phases.lap("session");
+    session.run_timed(mode, events, phases)
 }
 
 /// A unit's state after a run.
