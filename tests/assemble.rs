@@ -347,6 +347,63 @@ fn interpreter_not_found_is_clear() {
         "{err}"
     );
     assert!(err.contains("assemble.toml"), "names the recipe: {err}");
+    // Where it looked, and both ways to name one.
+    let path = std::env::var("PATH").unwrap();
+    assert!(err.contains(&format!("on PATH ({path})")), "{err}");
+    assert!(err.contains("--python PATH"), "{err}");
+    assert!(err.contains("ASSEMBLE_PYTHON"), "{err}");
+}
+
+/// `--python` (or ASSEMBLE_PYTHON) names the interpreter when the recipe's
+/// is not on this machine; a named one that is not executable is said.
+#[test]
+fn python_flag_and_variable_name_the_interpreter() {
+    let s = Scratch::new();
+    s.edit_recipe(|t| t.replace("interpreter = \"python3\"", "interpreter = \"python3.99\""));
+    let python = which("python3");
+    let out = s.path("out");
+    // One prefix, so that the two trees can be compared.
+    let flag = s.assemble(&[
+        "--out",
+        out.to_str().unwrap(),
+        "--prefix",
+        "/opt/authentik",
+        "--python",
+        python.to_str().unwrap(),
+    ]);
+    flag.ok();
+    let by_flag = listing(&out);
+    let (ok, msg) = run(
+        &out.join("bin/python"),
+        &["-c", "import sys; print(sys.version)"],
+    );
+    assert!(ok, "{msg}");
+    let out2 = s.path("out2");
+    let dir = s.dir.path();
+    let recipe = s.recipe();
+    let args = [
+        "assemble",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "--prefix",
+        "/opt/authentik",
+    ];
+    support::xtask_env(dir, &args, &[("ASSEMBLE_PYTHON", python.to_str().unwrap())]).ok();
+    assert_same_tree(&by_flag, &listing(&out2), "--python and ASSEMBLE_PYTHON");
+    let err = s
+        .assemble(&[
+            "--out",
+            out.to_str().unwrap(),
+            "--python",
+            "/nonexistent/python",
+        ])
+        .fails(1);
+    assert!(
+        err.contains("at /nonexistent/python (named by --python or ASSEMBLE_PYTHON), which is not an executable file"),
+        "{err}"
+    );
 }
 
 #[test]

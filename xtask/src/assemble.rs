@@ -55,6 +55,7 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         cache: ws.cache(args.common.cache_dir.as_deref()),
         prefix: args.prefix.clone(),
         webui: args.webui.clone(),
+        python: args.common.python.as_ref().map(|p| ws.cwd.join(p)),
         offline: args.common.offline,
         wait: !args.no_wait,
         racy_window,

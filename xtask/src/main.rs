@@ -71,6 +71,10 @@ pub struct RecipeArgs {
     /// Never fetch: fail at once when a source is neither cached nor vendored.
     #[arg(long)]
     pub offline: bool,
+    /// The Python interpreter to use instead of the recipe's
+    /// `[python] interpreter` (default: $ASSEMBLE_PYTHON, else the recipe's).
+    #[arg(long, value_name = "PATH", env = "ASSEMBLE_PYTHON")]
+    pub python: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

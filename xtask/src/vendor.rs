@@ -32,10 +32,11 @@ pub fn run(args: &VendorArgs) -> Result<(), Failure> {
         .iter()
         .any(|(_, r)| matches!(r, Remote::Pypi { .. }))
     {
-        fetcher.python = Some(
-            Interpreter::probe(&recipe.interpreter)
-                .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?,
-        );
+        let named = args.common.python.as_ref().map(|p| ws.cwd.join(p));
+        let python = Interpreter::locate(&recipe.interpreter, named.as_deref())
+            .and_then(|exe| Interpreter::probe(&exe.to_string_lossy()))
+            .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
+        fetcher.python = Some(python);
     }
     for (unit, remote) in remotes {
         let dest = recipe.dir.join("vendor").join(unit);

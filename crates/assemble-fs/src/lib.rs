@@ -22,7 +22,7 @@ mod which;
 
 pub use files::{Durability, write_atomic};
 pub use stat_cache::StatCache;
-pub use which::{find_program, is_executable};
+pub use which::{find_program, is_executable, path_dirs};
 
 /// `path` made absolute against `cwd` and rid of `.` and `..` components
 /// lexically (as cargo treats manifest paths): every spelling of one path

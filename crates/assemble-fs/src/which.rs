@@ -10,10 +10,17 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         let p = PathBuf::from(name);
         return is_executable(&p).then_some(p);
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    path_dirs()
+        .into_iter()
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
+}
+
+/// The folders of `PATH`, in order (what [`find_program`] searches).
+pub fn path_dirs() -> Vec<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default()
 }
 
 /// Whether `p` is a file (after links) with an executable bit set.

@@ -43,6 +43,9 @@ pub struct Options {
     pub prefix: Option<PathBuf>,
     /// `@webui@`, if given.
     pub webui: Option<String>,
+    /// The interpreter to use instead of the recipe's `[python]
+    /// interpreter` (`--python`).
+    pub python: Option<PathBuf>,
     /// Never fetch.
     pub offline: bool,
     /// Wait for another run's lock (else fail at once).
@@ -62,6 +65,7 @@ impl Options {
             cache,
             prefix: None,
             webui: None,
+            python: None,
             offline: false,
             wait: true,
             racy_window: assemble_manifest::RACY_WINDOW,
@@ -205,13 +209,16 @@ impl Session {
                 });
             }
         }
-        let python =
-            Interpreter::probe_cached(&recipe.interpreter, &opts.cache).map_err(|source| {
-                Error::Interpreter {
-                    recipe: recipe.file.clone(),
-                    source,
-                }
-            })?;
+        // Found before anything is fetched or built: a missing
+        // interpreter is said at once, with where it was looked for.
+        let interpreter_error = |source| Error::Interpreter {
+            recipe: recipe.file.clone(),
+            source,
+        };
+        let exe = Interpreter::locate(&recipe.interpreter, opts.python.as_deref())
+            .map_err(interpreter_error)?;
+        let python = Interpreter::probe_cached(&exe.to_string_lossy(), &opts.cache)
+            .map_err(interpreter_error)?;
         if let Some(why) = carriable(&python.executable.to_string_lossy()) {
             return Err(Error::InterpreterPath(why));
         }

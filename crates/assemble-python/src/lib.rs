@@ -23,9 +23,9 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(
-        "python interpreter `{name}` not found{searched}; install it, or set [python] interpreter to a name on PATH or an absolute path"
+        "python interpreter `{name}` not found; looked {looked}. Name one with --python PATH (or ASSEMBLE_PYTHON=PATH), or set [python] interpreter in the recipe to a name on PATH or an absolute path"
     )]
-    InterpreterNotFound { name: String, searched: String },
+    InterpreterNotFound { name: String, looked: String },
     #[error("{program} failed ({status}): {stderr}")]
     Command {
         program: String,
@@ -55,16 +55,50 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
+    /// The interpreter to use: `named` when given (`--python`), else
+    /// `name` (the recipe's `[python] interpreter`) as a path or a name on
+    /// PATH. When there is none, the error says where it looked and how to
+    /// name one; nothing is run to find out.
+    pub fn locate(name: &str, named: Option<&Path>) -> Result<PathBuf, Error> {
+        let not_found = |name: &str, looked: String| Error::InterpreterNotFound {
+            name: name.to_string(),
+            looked,
+        };
+        if let Some(p) = named {
+            return if assemble_fs::is_executable(p) {
+                Ok(p.to_path_buf())
+            } else {
+                Err(not_found(
+                    &p.display().to_string(),
+                    format!(
+                        "at {} (named by --python or ASSEMBLE_PYTHON), which is not an executable file",
+                        p.display()
+                    ),
+                ))
+            };
+        }
+        if let Some(p) = find_program(name) {
+            return Ok(p);
+        }
+        let looked = if name.contains('/') {
+            format!("at {name}, which is not an executable file")
+        } else {
+            let dirs: Vec<String> = assemble_fs::path_dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            if dirs.is_empty() {
+                "on PATH, which is empty".to_string()
+            } else {
+                format!("on PATH ({})", dirs.join(":"))
+            }
+        };
+        Err(not_found(name, looked))
+    }
+
     /// Finds `name` (a name on PATH, or a path) and asks it about itself.
     pub fn probe(name: &str) -> Result<Interpreter, Error> {
-        let path = find_program(name).ok_or_else(|| Error::InterpreterNotFound {
-            name: name.to_string(),
-            searched: if name.contains('/') {
-                String::new()
-            } else {
-                " on PATH".to_string()
-            },
-        })?;
+        let path = Interpreter::locate(name, None)?;
         // -E -S: no environment, no site: a fast start, and an answer
         // about the interpreter itself.
         let code = "import os,sys;print(os.path.realpath(sys.executable));print(sys.base_prefix);print(sys.version_info[0]);print(sys.version_info[1]);print(sys.version.split()[0])";
