@@ -580,3 +580,74 @@ fn state_or_cache_inside_the_output_is_refused() {
         }
     }
 }
+
+/// Guards the venv unit against the installer's bookkeeping: uv leaves a
+/// `.lock`, a `.gitignore` of `*` and a `CACHEDIR.TAG` at a venv's root,
+/// and they were copied to the output's root (where CACHEDIR.TAG makes
+/// `tar --exclude-caches` and backup tools skip the whole tree). The same
+/// names deeper in the venv are the packages' own, and stay.
+#[test]
+fn installer_bookkeeping_at_the_venv_root_is_not_in_the_tree() {
+    let s = Scratch::new();
+    let python = which("python3");
+    let venv = s.path("v");
+    let (ok, msg) = run(
+        &python,
+        &["-m", "venv", "--without-pip", venv.to_str().unwrap()],
+    );
+    assert!(ok, "{msg}");
+    let site = fs_err::read_dir(venv.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages/pkg");
+    fs_err::create_dir_all(&site).unwrap();
+    for dir in [venv.as_path(), site.as_path()] {
+        fs_err::write(dir.join(".lock"), "").unwrap();
+        fs_err::write(dir.join(".gitignore"), "*\n").unwrap();
+        fs_err::write(
+            dir.join("CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55\n",
+        )
+        .unwrap();
+    }
+    let recipe = s.path("venv-only.toml");
+    fs_err::write(
+        &recipe,
+        "[package]\nname = \"venv-only\"\nversion = \"1\"\n[python]\ninterpreter = \"python3\"\n[units.deps]\nvenv = \"v\"\nscripts = []\n",
+    )
+    .unwrap();
+    let out = s.path("out");
+    support::xtask(
+        s.dir.path(),
+        &[
+            "assemble",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let tree = listing(&out);
+    let at_root: Vec<&String> = tree
+        .iter()
+        .filter(|l| {
+            [".lock ", ".gitignore ", "CACHEDIR.TAG "]
+                .iter()
+                .any(|n| l.starts_with(n))
+        })
+        .collect();
+    assert!(at_root.is_empty(), "{at_root:?}");
+    let deeper = tree
+        .iter()
+        .filter(|l| l.contains("site-packages/pkg/"))
+        .count();
+    assert_eq!(deeper, 3, "the package's own files stay: {tree:?}");
+    assert!(
+        tree.iter().any(|l| l.starts_with("pyvenv.cfg ")),
+        "{tree:?}"
+    );
+}

@@ -50,8 +50,15 @@ pub(crate) fn plan_venv(
     let cfg = fs_err::read_to_string(&cfg_path)
         .map_err(|e| err(format!("{} is not a virtualenv: {e}", root.display())))?;
 
+    // bin/ and pyvenv.cfg are rebuilt below; the installer's bookkeeping
+    // at the venv's root is not part of the tree (uv writes a lock, a
+    // .gitignore of `*`, and a CACHEDIR.TAG, which would make backup tools
+    // and `tar --exclude-caches` skip the whole deployed tree).
     b.copy_tree(&name, "venv", root, "", "", &|rel| {
-        rel == "bin" || rel == "pyvenv.cfg"
+        matches!(
+            rel,
+            "bin" | "pyvenv.cfg" | ".lock" | ".gitignore" | "CACHEDIR.TAG"
+        )
     })?;
     b.insert(
         "pyvenv.cfg".into(),
