@@ -651,3 +651,56 @@ fn installer_bookkeeping_at_the_venv_root_is_not_in_the_tree() {
         "{tree:?}"
     );
 }
+
+/// Overlaps with the venv are declared, not fatal: a unit that provides a
+/// package the venv also has (as the seed installs opencontainers from its
+/// own source) is refused with the way out named, and with the venv's
+/// `exclude` the unit's copy is the only one: none of the venv's files,
+/// folders or `.dist-info` of it are left.
+#[test]
+fn a_package_another_unit_provides_is_excluded_from_the_venv() {
+    let s = Scratch::new();
+    let ours = s.path("ours/h11");
+    fs_err::create_dir_all(&ours).unwrap();
+    fs_err::write(ours.join("__init__.py"), "WHO = 'ours'\n").unwrap();
+    s.edit_recipe(|t| {
+        format!(
+            "{t}\n[units.our-h11]\npath = \"../ours\"\ninstall = {{ \"h11\" = \"@site@/h11\" }}\n"
+        )
+    });
+    let out = s.path("out");
+    let err = s.assemble(&["--out", out.to_str().unwrap()]).fails(1);
+    assert!(err.contains("produced by two units"), "{err}");
+    assert!(
+        err.contains(r#"`exclude = ["h11"]` in [units.python-deps]"#),
+        "names the way out: {err}"
+    );
+
+    s.edit_recipe(|t| t.replacen("scripts = [", "exclude = [\"h11\"]\nscripts = [", 1));
+    s.assemble(&["--out", out.to_str().unwrap()]).ok();
+    let site = format!("lib/python{}/site-packages/", python_xy());
+    let h11: Vec<String> = listing(&out)
+        .into_iter()
+        .filter_map(|l| l.strip_prefix(&site).map(str::to_string))
+        .filter(|l| l.starts_with("h11"))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(h11, ["h11", "h11/__init__.py"], "only our copy");
+    let (ok, who) = run(
+        &out.join("bin/python"),
+        &["-c", "import h11; print(h11.WHO)"],
+    );
+    assert!(ok && who.trim() == "ours", "{who}");
+
+    // A name the venv does not have is a recipe error at its position.
+    s.edit_recipe(|t| t.replace("exclude = [\"h11\"]", "exclude = [\"h12\"]"));
+    let err = s.assemble(&["--out", out.to_str().unwrap()]).fails(2);
+    assert!(
+        err.contains("`exclude` names h12, which is not installed"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `h11`?"), "{err}");
+    let text = fs_err::read_to_string(s.recipe()).unwrap();
+    let line = text.lines().position(|l| l.contains("\"h12\"")).unwrap() + 1;
+    assert!(err.contains(&format!("assemble.toml:{line}:")), "{err}");
+}

@@ -61,6 +61,10 @@ pub(crate) fn all(recipe: &Recipe, ctx: &Context) -> BTreeMap<String, Fingerprin
                     Scripts::Named(v) => sorted(v).join(", "),
                 };
                 fp.insert("scripts list".into(), scripts);
+                fp.insert(
+                    "excluded distributions".into(),
+                    sorted(&u.exclude).join(", "),
+                );
             }
             // Patches apply in order: their order is part of the key.
             for (i, p) in u.patches.iter().enumerate() {

@@ -48,13 +48,14 @@ pub enum Error {
         path: PathBuf,
         hint: String,
     },
-    #[error(
-        "output path {path} is produced by two units, {first} and {second}; change one of their `install` mappings"
-    )]
+    #[error("output path {path} is produced by two units, {first} and {second}; {fix}")]
     Conflict {
         path: String,
         first: String,
         second: String,
+        /// What to change: the units' `install` mappings, or, when one of
+        /// them is the venv, its `exclude`.
+        fix: String,
     },
     #[error("{0}")]
     PatchNotFound(Box<PatchMiss>),
@@ -250,7 +251,8 @@ fn plan_with(
         venv::plan_venv(&mut b, recipe, unit, &roots[&unit.name], ctx, &vars)?;
     }
     for unit in recipe.units.iter().filter(|u| !u.source.is_venv()) {
-        plan_unit(&mut b, recipe, unit, &roots[&unit.name], &vars)?;
+        plan_unit(&mut b, recipe, unit, &roots[&unit.name], &vars)
+            .map_err(|e| venv_overlap(e, recipe, &roots, ctx))?;
     }
     phases.lap("manifest");
 
@@ -496,6 +498,7 @@ impl Builder {
                 path,
                 first: old.unit.to_string(),
                 second: e.unit.to_string(),
+                fix: INSTALL_FIX.to_string(),
             });
         }
         self.desired.insert(out_path(path, &e.unit)?, e);
@@ -636,6 +639,7 @@ impl Builder {
                     return Err(Error::Conflict {
                         first: old.unit.to_string(),
                         second: e.unit.to_string(),
+                        fix: INSTALL_FIX.to_string(),
                         path,
                     });
                 }
@@ -653,6 +657,65 @@ impl Builder {
             Some(Content::Copy(src)) => Ok(fs_err::read(src)?),
             None => Err(std::io::Error::other(format!("{path}: not a file")).into()),
         }
+    }
+}
+
+const INSTALL_FIX: &str = "change one of their `install` mappings";
+
+/// A conflict with the venv unit gets the way out that fits it: the other
+/// unit provides a package the venv also has (as the seed installs
+/// opencontainers from its own source), so the venv leaves that
+/// distribution out.
+fn venv_overlap(
+    e: Error,
+    recipe: &Recipe,
+    roots: &BTreeMap<String, PathBuf>,
+    ctx: &Context,
+) -> Error {
+    let Error::Conflict {
+        path,
+        first,
+        second,
+        fix,
+    } = e
+    else {
+        return e;
+    };
+    let Some(venv) = recipe
+        .units
+        .iter()
+        .find(|u| u.source.is_venv() && (u.name == first || u.name == second))
+    else {
+        return Error::Conflict {
+            path,
+            first,
+            second,
+            fix,
+        };
+    };
+    let other = if venv.name == first { &second } else { &first };
+    let site_rel = ctx.python.site_packages();
+    let dist = roots
+        .get(&venv.name)
+        .and_then(|root| assemble_python::read_dists(&root.join(&site_rel)).ok())
+        .and_then(|dists| {
+            let inside = path.strip_prefix(&format!("{site_rel}/"))?;
+            dists.into_iter().find(|d| {
+                d.record_paths().is_ok_and(|ps| {
+                    ps.iter()
+                        .any(|p| p == inside || p.starts_with(&format!("{inside}/")))
+                })
+            })
+        })
+        .map_or_else(|| "DISTRIBUTION".to_string(), |d| d.name);
+    Error::Conflict {
+        fix: format!(
+            "the venv has it too. If {other} is to provide it, leave it out of the venv: `exclude = [\"{dist}\"]` in [units.{}]; else change {other}'s `install` mappings",
+            venv.name
+        ),
+        path,
+        first,
+        second,
     }
 }
 

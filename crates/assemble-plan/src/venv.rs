@@ -1,10 +1,12 @@
 //! The venv unit: the tree at the output root, `pyvenv.cfg`, and `bin/`.
 
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Bound;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use assemble_manifest::{Digest, Entry};
+use assemble_manifest::{Digest, Entry, Kind};
 use assemble_python::{Dist, launcher, read_dists, rewrite_pyvenv_cfg, rewrite_shebang};
 use assemble_recipe::{Recipe, Scripts, Unit, Vars};
 
@@ -50,6 +52,13 @@ pub(crate) fn plan_venv(
     let cfg = fs_err::read_to_string(&cfg_path)
         .map_err(|e| err(format!("{} is not a virtualenv: {e}", root.display())))?;
 
+    let python_err = |source| Error::Python {
+        unit: unit.name.clone(),
+        source,
+    };
+    let mut dists = read_dists(&site).map_err(python_err)?;
+    let excluded = Excluded::of(recipe, unit, &site_rel, &mut dists)?;
+
     // bin/ and pyvenv.cfg are rebuilt below; the installer's bookkeeping
     // at the venv's root is not part of the tree (uv writes a lock, a
     // .gitignore of `*`, and a CACHEDIR.TAG, which would make backup tools
@@ -58,8 +67,9 @@ pub(crate) fn plan_venv(
         matches!(
             rel,
             "bin" | "pyvenv.cfg" | ".lock" | ".gitignore" | "CACHEDIR.TAG"
-        )
+        ) || excluded.skips(rel)
     })?;
+    excluded.prune_emptied(b, &name);
     b.insert(
         "pyvenv.cfg".into(),
         Entry::bytes(
@@ -84,10 +94,6 @@ pub(crate) fn plan_venv(
         )?;
     }
 
-    let dists = read_dists(&site).map_err(|source| Error::Python {
-        unit: unit.name.clone(),
-        source,
-    })?;
     let python = format!("{}/bin/{pyname}", vars.out);
     let wanted: Vec<String> = match &unit.scripts {
         Scripts::Named(v) => v.clone(),
@@ -213,4 +219,106 @@ fn script_entry(
         Entry::copy(unit, "data-script", src, Digest::AfterCopy, exec)
             .from_source(&format!("bin/{script}")),
     )
+}
+
+/// The distributions a venv unit leaves out (`exclude`): their RECORDed
+/// files and their `.dist-info`, as paths relative to the venv's root.
+#[derive(Default)]
+struct Excluded {
+    files: HashSet<String>,
+    dist_infos: Vec<String>,
+    /// Folders that held excluded files: removed when nothing is left in
+    /// them, so that the unit providing the package owns its folders.
+    folders: BTreeSet<String>,
+}
+
+impl Excluded {
+    /// Reads the RECORDs of the distributions `unit.exclude` names, and
+    /// takes them out of `dists`. A name the venv does not have is a
+    /// recipe error.
+    fn of(
+        recipe: &Recipe,
+        unit: &Unit,
+        site_rel: &str,
+        dists: &mut Vec<Dist>,
+    ) -> Result<Excluded, Error> {
+        let mut x = Excluded::default();
+        for wanted in &unit.exclude {
+            let Some(i) = dists.iter().position(|d| d.is_named(wanted)) else {
+                let have: Vec<&str> = dists.iter().map(|d| d.name.as_str()).collect();
+                return Err(recipe_error(
+                    recipe,
+                    &unit.name,
+                    &format!("{wanted:?}"),
+                    format!(
+                        "`exclude` names {wanted}, which is not installed in the venv{} (it has: {})",
+                        assemble_recipe::suggest(wanted, &have)
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default(),
+                        have.join(", ")
+                    ),
+                ));
+            };
+            let d = dists.remove(i);
+            for p in d.record_paths()? {
+                if let Some(rel) = within(site_rel, &p) {
+                    let mut at = rel.as_str();
+                    while let Some((parent, _)) = at.rsplit_once('/') {
+                        if parent.len() <= site_rel.len() {
+                            break;
+                        }
+                        x.folders.insert(parent.to_string());
+                        at = parent;
+                    }
+                    x.files.insert(rel);
+                }
+            }
+            if let Some(info) = d.dist_info.file_name() {
+                x.dist_infos
+                    .push(format!("{site_rel}/{}", info.to_string_lossy()));
+            }
+        }
+        Ok(x)
+    }
+
+    /// Whether the venv's path `rel` is left out.
+    fn skips(&self, rel: &str) -> bool {
+        self.files.contains(rel) || self.dist_infos.iter().any(|d| d == rel)
+    }
+
+    /// Removes the unit's folders that held excluded files and are empty
+    /// now, deepest first.
+    fn prune_emptied(&self, b: &mut Builder, unit: &Arc<str>) {
+        for folder in self.folders.iter().rev() {
+            let prefix = format!("{folder}/");
+            let holds = b
+                .desired
+                .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                .next()
+                .is_some_and(|(p, _)| p.starts_with(&prefix));
+            let ours = b
+                .desired
+                .get(folder.as_str())
+                .is_some_and(|e| e.kind == Kind::Dir && e.unit == *unit);
+            if ours && !holds {
+                b.desired.remove(folder.as_str());
+            }
+        }
+    }
+}
+
+/// `path` (as RECORD writes it, relative to site-packages) relative to the
+/// venv's root, `..` resolved; `None` if it leaves the venv.
+fn within(site_rel: &str, path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = site_rel.split('/').collect();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }

@@ -44,6 +44,27 @@ impl Dist {
         }
     }
 
+    /// Every path RECORD lists, as written (relative to site-packages;
+    /// `../../../bin/x` for scripts). Empty when there is no RECORD.
+    pub fn record_paths(&self) -> std::io::Result<Vec<String>> {
+        match read_lossy(&self.dist_info.join("RECORD")) {
+            Ok(t) => Ok(t
+                .lines()
+                .map(|line| record_path(line).0)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether this is the distribution `name` names, compared as PEP 503
+    /// normalises names (case, and runs of `-`, `_` and `.`).
+    pub fn is_named(&self, name: &str) -> bool {
+        normalize_name(&self.name) == normalize_name(name)
+    }
+
     /// Files in `bin/` that are data scripts shipped by the wheel (e.g. an ELF
     /// binary such as dumb-init), not launchers generated for an entry point.
     pub fn data_scripts(&self) -> std::io::Result<Vec<String>> {
@@ -142,15 +163,35 @@ fn parse_entry_points(text: &str) -> Vec<EntryPoint> {
 
 /// Names of the files a RECORD installs into `bin/` (paths are relative to
 /// site-packages, so `../../../bin/NAME`).
+/// A RECORD line's path (unquoted) and the rest of the line.
+fn record_path(line: &str) -> (&str, &str) {
+    if let Some(rest) = line.strip_prefix('"') {
+        rest.split_once("\",").unwrap_or((rest, ""))
+    } else {
+        line.split_once(',').unwrap_or((line, ""))
+    }
+}
+
+/// A distribution name as PEP 503 compares it.
+pub fn normalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
 fn record_bin_files(text: &str) -> Vec<BinFile> {
     use base64::Engine;
     let mut out = Vec::new();
     for line in text.lines() {
-        let (path, rest) = if let Some(rest) = line.strip_prefix('"') {
-            rest.split_once("\",").unwrap_or((rest, ""))
-        } else {
-            line.split_once(',').unwrap_or((line, ""))
-        };
+        let (path, rest) = record_path(line);
         if let Some(name) = path.strip_prefix("../../../bin/")
             && !name.contains('/')
         {

@@ -163,6 +163,8 @@ struct RawUnit {
     path: Option<String>,
     scripts: Option<Vec<String>>,
     #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
     install: IndexMap<String, String>,
     #[serde(default)]
     executable: Vec<String>,
@@ -467,6 +469,9 @@ pub struct Unit {
     pub name: String,
     pub source: Source,
     pub scripts: Scripts,
+    /// Distributions a venv unit leaves out (another unit provides them):
+    /// their RECORDed files and their `.dist-info`.
+    pub exclude: Vec<String>,
     /// Source path (relative to the unit's tree) -> output path (with variables).
     pub install: Vec<(String, String)>,
     /// Output paths (with variables) to mark executable.
@@ -604,6 +609,13 @@ impl Recipe {
                     span,
                     format!("unit {name}: `scripts` only goes with `venv` or `requirements`"),
                 ));
+            } else if !u.exclude.is_empty() {
+                return Err(invalid(
+                    span,
+                    format!(
+                        "unit {name}: `exclude` (distributions to leave out of a venv) only goes with `venv` or `requirements`"
+                    ),
+                ));
             }
             for (from, to) in &u.install {
                 if !plain_relative(from.trim_end_matches('/')) {
@@ -640,6 +652,7 @@ impl Recipe {
                 name: name.clone(),
                 source,
                 scripts,
+                exclude: u.exclude.clone(),
                 install: u.install.clone().into_iter().collect(),
                 executable: u.executable.clone(),
                 symlinks: u.symlinks.clone().into_iter().collect(),
