@@ -704,3 +704,114 @@ fn a_package_another_unit_provides_is_excluded_from_the_venv() {
     let line = text.lines().position(|l| l.contains("\"h12\"")).unwrap() + 1;
     assert!(err.contains(&format!("assemble.toml:{line}:")), "{err}");
 }
+
+/// A `uv` on PATH that fails, leaving a mark, if anything runs it.
+fn decoy_uv(s: &Scratch) -> (std::path::PathBuf, String) {
+    let bin = s.path("decoy-bin");
+    fs_err::create_dir_all(&bin).unwrap();
+    let mark = s.path("decoy-uv-ran");
+    fs_err::write(
+        bin.join("uv"),
+        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", mark.display()),
+    )
+    .unwrap();
+    fs_err::set_permissions(bin.join("uv"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    (mark, path)
+}
+
+/// Guards "one installer, the recipe's": the venv was built with uv when
+/// one happened to be on PATH (444 paths, against 759 with pip). Now the
+/// default is the interpreter's pip, whatever else is on PATH.
+#[test]
+fn a_uv_on_path_is_not_the_installer() {
+    let s = Scratch::new();
+    let (mark, path) = decoy_uv(&s);
+    let cache = s.path("own-cache");
+    let recipe = s.recipe();
+    let assemble = |out: &str, env: &[(&str, &str)]| {
+        let out = s.path(out);
+        let args = [
+            "assemble",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--prefix",
+            "/opt/authentik",
+            "--json",
+        ];
+        let mut env = env.to_vec();
+        env.push(("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()));
+        let report = support::xtask_env(s.dir.path(), &args, &env).json();
+        (listing(&out), report)
+    };
+    // A cache of its own: the venv is built here, with the decoy on PATH.
+    let (with_decoy, report) = assemble("out1", &[("PATH", &path)]);
+    assert!(!mark.exists(), "the uv on PATH was run");
+    assert_eq!(
+        report["installer"], "pip (the interpreter's own)",
+        "{report}"
+    );
+    let (without, _) = assemble("out2", &[]);
+    assert_same_tree(&with_decoy, &without, "with and without a uv on PATH");
+}
+
+const UV_VERSION: &str = "0.9.5";
+/// `pip download --no-deps --only-binary :all: uv==0.9.5` on Linux x86_64.
+const UV_WHEEL_SHA256: &str = "6507bbbcd788553ec4ad5a96fa19364dc0f58b023e31d79868773559a83ec181";
+
+/// `[python] installer = "uv==X"` bootstraps that uv from its wheel
+/// (through pip, checked by sha256) and builds the venv with it; a wheel
+/// that matches no pinned hash is refused, naming both.
+#[test]
+fn the_pinned_uv_is_bootstrapped_and_builds_the_venv() {
+    let s = Scratch::new();
+    let (mark, path) = decoy_uv(&s);
+    let cache = s.path("own-cache");
+    let out = s.path("out");
+    let recipe = s.recipe();
+    let args = [
+        "assemble",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    let env = [
+        ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+        ("PATH", path.as_str()),
+    ];
+    let zeros = "0".repeat(64);
+    s.edit_recipe(|t| {
+        t.replace(
+            "interpreter = \"python3\"",
+            &format!("interpreter = \"python3\"\ninstaller = \"uv=={UV_VERSION}\"\ninstaller-sha256 = [\"{zeros}\"]"),
+        )
+    });
+    let err = support::xtask_env(s.dir.path(), &args, &env).fails(1);
+    assert!(
+        err.contains(&format!("uv's wheel has sha256 {UV_WHEEL_SHA256}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("none of [python] installer-sha256 ({zeros})")),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused run leaves no output");
+
+    s.edit_recipe(|t| t.replace(&zeros, UV_WHEEL_SHA256));
+    let report = support::xtask_env(s.dir.path(), &args, &env).json();
+    assert_eq!(report["installer"], format!("uv {UV_VERSION}"), "{report}");
+    assert!(cache.join(format!("tools/uv-{UV_VERSION}/uv")).is_file());
+    assert!(!mark.exists(), "the uv on PATH was run");
+    let (ok, msg) = run(&out.join("bin/gunicorn"), &["--version"]);
+    assert!(ok && msg.contains("gunicorn"), "{msg}");
+    // uv's bookkeeping at the venv root stays out of the tree.
+    let tree = listing(&out);
+    assert!(
+        !tree.iter().any(|l| l.starts_with("CACHEDIR.TAG ")),
+        "{tree:?}"
+    );
+}

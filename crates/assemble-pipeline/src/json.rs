@@ -40,6 +40,8 @@ fn sentence<S: serde::Serializer>(c: &&Change, s: S) -> Result<S::Ok, S::Error> 
 struct JsonReport<'a> {
     output: &'a Path,
     prefix: &'a str,
+    /// What builds the recipe's virtualenvs, with its version.
+    installer: &'a str,
     /// `true` for `cargo xtask plan`: nothing was changed.
     dry_run: bool,
     files_written: usize,
@@ -78,6 +80,7 @@ impl Report {
         let j = JsonReport {
             output: &self.output,
             prefix: &self.prefix,
+            installer: &self.installer,
             dry_run: self.dry_run,
             files_written: o.files_written,
             files_removed: o.files_removed,

@@ -385,6 +385,7 @@ impl Session {
         Report {
             output: self.layout.out,
             prefix: self.ctx.prefix,
+            installer: self.recipe.installer.describe(),
             name: self.recipe.name,
             version: self.recipe.version,
             dry_run,
@@ -450,6 +451,8 @@ pub struct Report {
     /// The recipe's package name and version.
     pub name: String,
     pub version: String,
+    /// What builds the recipe's virtualenvs (`[python] installer`).
+    pub installer: String,
     pub dry_run: bool,
     /// In recipe order.
     pub units: Vec<UnitReport>,

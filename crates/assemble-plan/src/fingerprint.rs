@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use assemble_manifest::{Fingerprint, STATE_VERSION};
-use assemble_recipe::{Patch, Recipe, Scripts};
+use assemble_recipe::{Patch, Recipe, Scripts, Source};
 
 use crate::Context;
 
@@ -61,6 +61,9 @@ pub(crate) fn all(recipe: &Recipe, ctx: &Context) -> BTreeMap<String, Fingerprin
                     Scripts::Named(v) => sorted(v).join(", "),
                 };
                 fp.insert("scripts list".into(), scripts);
+                if matches!(u.source, Source::Requirements { .. }) {
+                    fp.insert("installer".into(), recipe.installer.describe());
+                }
                 fp.insert(
                     "excluded distributions".into(),
                     sorted(&u.exclude).join(", "),

@@ -426,15 +426,29 @@ fn resolve_source(
             if !path.is_file() {
                 return Err(missing("requirements", path, ""));
             }
+            let installer = match &recipe.installer {
+                assemble_recipe::Installer::Pip => assemble_python::Installer::Pip,
+                assemble_recipe::Installer::Uv { version, sha256 } => {
+                    assemble_python::Installer::Uv { version, sha256 }
+                }
+            };
             let announce = || {
                 progress(&format!(
-                    "{}: building a virtualenv from {} (once; then cached)",
+                    "{}: building a virtualenv from {} with {} (once; then cached)",
                     unit.name,
-                    path.display()
+                    path.display(),
+                    installer.label()
                 ))
             };
-            assemble_python::build_venv(path, &ctx.python, &ctx.cache, ctx.offline, &announce)
-                .map_err(py_err)
+            assemble_python::build_venv(
+                path,
+                &ctx.python,
+                installer,
+                &ctx.cache,
+                ctx.offline,
+                &announce,
+            )
+            .map_err(py_err)
         }
         Source::Remote(remote) => {
             let vendor = recipe.dir.join("vendor").join(&unit.name);

@@ -1,7 +1,8 @@
 //! Everything that knows about Python: finding and probing the interpreter,
 //! reading a virtualenv's distributions (entry points, RECORD), rendering
-//! console-script launchers and `pyvenv.cfg`, and running pip (or uv) to
-//! build a venv or download an sdist.
+//! console-script launchers and `pyvenv.cfg`, and running the installer the
+//! recipe names (the interpreter's pip, or a pinned uv bootstrapped from its
+//! wheel) to build a venv, and pip to download an sdist.
 
 mod dist;
 mod launcher;
@@ -15,7 +16,7 @@ use assemble_fs::StatCache;
 pub use dist::{BinFile, Dist, EntryPoint, read_dists};
 pub use launcher::{carriable, launcher, rewrite_pyvenv_cfg, rewrite_shebang, shebang};
 pub use recover::recover_data_script;
-pub use run::{Artifact, build_venv, pip_download};
+pub use run::{Artifact, Installer, bootstrap_uv, build_venv, pip_download};
 
 /// An error of this crate; each names the file or command it failed on.
 #[derive(Debug, thiserror::Error)]

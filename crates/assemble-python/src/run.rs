@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use crate::{Error, Interpreter, find_program};
+use crate::{Error, Interpreter};
 
 /// Runs `program args...` and returns its standard output; a failure carries
 /// the tail of its standard error.
@@ -52,23 +52,48 @@ fn tail(s: &str, lines: usize) -> String {
     format!("\n{t}")
 }
 
+/// The one tool that builds a venv, as the recipe names it: what else is
+/// on PATH plays no part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installer<'a> {
+    /// The interpreter's own pip.
+    Pip,
+    /// uv at `version`, bootstrapped from its wheel (see [`bootstrap_uv`]).
+    Uv {
+        version: &'a str,
+        sha256: &'a [[u8; 32]],
+    },
+}
+
+impl Installer<'_> {
+    /// Its name and version, for the cache key and reports.
+    pub fn label(&self) -> String {
+        match self {
+            Installer::Pip => "pip (the interpreter's own)".into(),
+            Installer::Uv { version, .. } => format!("uv {version}"),
+        }
+    }
+}
+
 /// Builds (once) a virtualenv from a requirements file into
 /// `cache/venvs/<key>`, where the key is the sha256 of the file's content,
-/// the interpreter's version and path. Uses `uv` when it is on PATH, else
-/// the interpreter's own pip. A build that fails leaves nothing in the cache.
-/// `announce` is called when a build actually starts (not on a cache hit);
-/// `offline` forbids building (pip would use the network).
+/// the interpreter's version and path, and the installer's name and
+/// version. A build that fails leaves nothing in the cache. `announce` is
+/// called when a build actually starts (not on a cache hit); `offline`
+/// forbids building (the installer would use the network).
 pub fn build_venv(
     requirements: &Path,
     python: &Interpreter,
+    installer: Installer,
     cache: &Path,
     offline: bool,
     announce: &dyn Fn(),
 ) -> Result<PathBuf, Error> {
     let req = fs_err::read(requirements)?;
-    let uv = find_program("uv");
     let mut h = sha2::Sha256::new();
-    h.update(b"assemble-venv-v1\0");
+    h.update(b"assemble-venv-v2\0");
+    h.update(installer.label().as_bytes());
+    h.update(b"\0");
     h.update(&req);
     h.update(b"\0");
     h.update(python.full_version.as_bytes());
@@ -100,6 +125,10 @@ pub fn build_venv(
     let cwd = requirements.parent();
     let req_path = requirements.as_os_str();
     let tmp_python = tmp.join("bin/python");
+    let uv = match installer {
+        Installer::Pip => None,
+        Installer::Uv { version, sha256 } => Some(bootstrap_uv(version, sha256, python, cache)?),
+    };
     let result = (|| {
         if let Some(uv) = &uv {
             output(
@@ -208,4 +237,72 @@ pub fn pip_download(
             message: format!("pip download {spec} left {n} files, expected one"),
         }),
     }
+}
+
+/// uv at `version`, from the cache or else from its wheel: downloaded with
+/// the interpreter's pip, accepted only if its sha256 is one of `sha256`,
+/// and its `uv` binary unpacked into `cache/tools/uv-VERSION/`. Returns the
+/// binary's path.
+pub fn bootstrap_uv(
+    version: &str,
+    sha256: &[[u8; 32]],
+    python: &Interpreter,
+    cache: &Path,
+) -> Result<PathBuf, Error> {
+    let root = cache.join("tools");
+    let dir = root.join(format!("uv-{version}"));
+    let bin = dir.join("uv");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    fs_err::create_dir_all(&root)?;
+    let lock = fs_err::File::create(root.join(format!("uv-{version}.lock")))?;
+    lock.file().lock()?;
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let work = tempfile::Builder::new()
+        .prefix(".uv-")
+        .tempdir_in(&root)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
+    let download = work.path().join("download");
+    fs_err::create_dir_all(&download)?;
+    let wheel = pip_download(
+        &format!("uv=={version}"),
+        Artifact::Wheel,
+        python,
+        &download,
+    )?;
+    let bytes = fs_err::read(&wheel)?;
+    let got: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    if !sha256.contains(&got) {
+        let want: Vec<String> = sha256.iter().map(hex::encode).collect();
+        return Err(Error::Malformed {
+            path: wheel,
+            message: format!(
+                "uv's wheel has sha256 {}, which is none of [python] installer-sha256 ({}); if this is a new platform, add its wheel's sha256",
+                hex::encode(got),
+                want.join(", ")
+            ),
+        });
+    }
+    let name = format!("uv-{version}.data/scripts/uv");
+    let mut zip =
+        zip::ZipArchive::new(std::io::Cursor::new(&bytes)).map_err(|e| Error::Malformed {
+            path: wheel.clone(),
+            message: format!("not a wheel: {e}"),
+        })?;
+    let mut entry = zip.by_name(&name).map_err(|e| Error::Malformed {
+        path: wheel.clone(),
+        message: format!("no {name} in the wheel: {e}"),
+    })?;
+    let unpacked = work.path().join("uv");
+    fs_err::create_dir_all(&unpacked)?;
+    let mut out = fs_err::File::create(unpacked.join("uv"))?;
+    std::io::copy(&mut entry, &mut out)?;
+    use std::os::unix::fs::PermissionsExt;
+    out.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+    drop(out);
+    assemble_fs::files::place(&unpacked, &dir)?;
+    Ok(bin)
 }

@@ -140,9 +140,12 @@ struct RawPackage {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawPython {
     interpreter: String,
+    installer: Option<String>,
+    #[serde(default)]
+    installer_sha256: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -209,9 +212,37 @@ pub struct Recipe {
     pub name: String,
     pub version: String,
     pub interpreter: String,
+    /// What builds virtualenvs (`requirements` units): `[python] installer`.
+    pub installer: Installer,
     pub units: Vec<Unit>,
     /// `None` without an `[autopatchelf]` section: ELF files are copied as they are.
     pub autopatchelf: Option<Autopatchelf>,
+}
+
+/// What builds a unit's virtualenv: one tool, named by the recipe, so
+/// that the tree does not depend on what else is on PATH.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Installer {
+    /// The interpreter's own pip (`installer = "pip"`, the default).
+    #[default]
+    Pip,
+    /// uv at a pinned version (`installer = "uv==X.Y.Z"`), bootstrapped from
+    /// its wheel, which must match one of `installer-sha256` (one per
+    /// platform).
+    Uv {
+        version: String,
+        sha256: Vec<[u8; 32]>,
+    },
+}
+
+impl Installer {
+    /// The installer as a line for keys, fingerprints and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Installer::Pip => "pip (the interpreter's own)".to_string(),
+            Installer::Uv { version, .. } => format!("uv {version}"),
+        }
+    }
 }
 
 /// Where a unit's files come from.
@@ -705,6 +736,13 @@ impl Recipe {
             }
         }
 
+        let installer = installer(&raw.python).map_err(|message| RecipeError::Invalid {
+            location: Location {
+                file: file.to_path_buf(),
+                line: find_line(text, "installer"),
+            },
+            message,
+        })?;
         let autopatchelf = raw.autopatchelf.as_ref().map(|a| Autopatchelf {
             libs: a.libs.iter().map(|l| dir.join(l)).collect(),
             ignore_missing: a.ignore_missing.clone(),
@@ -718,6 +756,7 @@ impl Recipe {
             name: raw.package.name,
             version: raw.package.version,
             interpreter: raw.python.interpreter,
+            installer,
             units,
             autopatchelf,
         })
@@ -809,6 +848,49 @@ fn check_out_path(p: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `[python] installer` and `installer-sha256`.
+fn installer(raw: &RawPython) -> Result<Installer, String> {
+    match raw.installer.as_deref() {
+        None | Some("pip") if raw.installer_sha256.is_empty() => Ok(Installer::Pip),
+        None | Some("pip") => Err(
+            "[python] installer-sha256 pins uv's wheel; it goes with installer = \"uv==X.Y.Z\""
+                .into(),
+        ),
+        Some(spec) => {
+            let Some(version) = spec.strip_prefix("uv==").filter(|v| {
+                !v.is_empty()
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".+-".contains(c))
+            }) else {
+                return Err(format!(
+                    "[python] installer {spec:?} is not one this tool knows: write \"pip\" (the default) or \"uv==X.Y.Z\" with installer-sha256"
+                ));
+            };
+            if raw.installer_sha256.is_empty() {
+                return Err(format!(
+                    "[python] installer {spec:?} needs installer-sha256: the sha256 of uv's wheel for each platform it builds on (`pip download --no-deps --only-binary :all: {spec}`, then sha256sum)"
+                ));
+            }
+            let sha256 = raw
+                .installer_sha256
+                .iter()
+                .map(|h| {
+                    hex::decode(h)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| {
+                            format!("[python] installer-sha256 {h:?} is not 64 hex digits")
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Installer::Uv {
+                version: version.to_string(),
+                sha256,
+            })
+        }
+    }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
