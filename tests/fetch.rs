@@ -448,3 +448,125 @@ fn real_upstream_sdist_unpacks_and_hashes_like_nix() {
     assert!(r.output.status.success(), "{}", r.stderr());
     assert_eq!(r.stdout().trim(), nix_hash_path(&top));
 }
+
+/// The lock file: a github source at a tag, without `hash` in the recipe.
+/// `cargo xtask lock` records its NAR hash (Nix's, checked here with
+/// `nix hash path`); `--locked` builds from it and refuses a missing or
+/// stale entry naming the unit; the cache serves the second build with the
+/// server gone; other bytes at the same tag fail the check.
+#[test]
+fn the_lock_file_pins_a_tag_and_every_fetch_is_checked_against_it() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    let server = Server::start();
+    let at_tag = "/vsoch/oci-python/archive/v0.0.15.tar.gz";
+    server.route(at_tag, Reply::Ok(archive));
+    s.edit_recipe(|t| t.replace(PYPI_PIN, "github = \"vsoch/oci-python\"\ntag = \"v0.0.15\""));
+    let cache = s.private_cache();
+    let recipe = s.recipe();
+    let lock_file = s.path("demo/assemble.lock");
+    let env = [
+        ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+        ("ASSEMBLE_GITHUB_URL", server.base.as_str()),
+    ];
+    // The first assemble records the missing entry, as cargo does...
+    assemble(&s, &s.path("out0"), &cache, Some(&server.base), &[]).ok();
+    let text = fs_err::read_to_string(&lock_file).unwrap();
+    // ...which `lock` keeps, and `lock --update` fetches again.
+    let lock = |extra: &[&str]| {
+        let mut args = vec!["lock", "--recipe", recipe.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        xtask_env(s.dir.path(), &args, &env).ok()
+    };
+    let err = lock(&[]);
+    assert!(err.contains("Locked opencontainers"), "{err}");
+    let err = lock(&["--update", "opencontainers"]);
+    assert!(err.contains("Updated opencontainers"), "{err}");
+    assert_eq!(fs_err::read_to_string(&lock_file).unwrap(), text);
+    assert!(
+        text.contains("source = \"github vsoch/oci-python at v0.0.15\""),
+        "{text}"
+    );
+    assert!(text.contains(&format!("hash = \"{hash}\"")), "{text}");
+
+    let out = s.path("out");
+    assemble(&s, &out, &cache, Some(&server.base), &["--locked"]).ok();
+    assert!(site(&out).join("opencontainers/digest/digest.py").is_file());
+    let hits = server.hits();
+    server.stop();
+    // The server is gone: the cache has the source, under its hash.
+    assemble(
+        &s,
+        &s.path("out2"),
+        &cache,
+        Some("http://127.0.0.1:9"),
+        &["--locked"],
+    )
+    .ok();
+    assert_eq!(
+        fs_err::read_to_string(&lock_file).unwrap(),
+        text,
+        "unchanged"
+    );
+
+    // Other bytes at the same tag, into an empty cache: the locked hash
+    // is checked, and both hashes and the URL are named.
+    let other = Server::start();
+    let top = s.path("tampered/oci-python-x");
+    fs_err::create_dir_all(top.join("opencontainers")).unwrap();
+    fs_err::write(top.join("opencontainers/__init__.py"), "evil = 1\n").unwrap();
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    b.append_dir_all("oci-python-x", &top).unwrap();
+    let tampered = b.into_inner().unwrap().finish().unwrap();
+    other.route(at_tag, Reply::Ok(tampered));
+    let fresh = s.path("fresh-cache");
+    fs_err::create_dir_all(&fresh).unwrap();
+    let err = assemble(
+        &s,
+        &s.path("out3"),
+        &fresh,
+        Some(&other.base),
+        &["--locked"],
+    )
+    .fails(1);
+    assert!(err.contains("unit opencontainers: hash mismatch"), "{err}");
+    assert!(err.contains(&other.url(at_tag)), "{err}");
+    assert!(err.contains(&format!("expected: {hash}")), "{err}");
+    assert!(!s.path("out3").exists());
+
+    // --locked and no entry, or an entry for another tag: refused, naming
+    // the unit, before anything is fetched.
+    fs_err::remove_file(&lock_file).unwrap();
+    let err = assemble(
+        &s,
+        &s.path("out4"),
+        &cache,
+        Some(&other.base),
+        &["--locked"],
+    )
+    .fails(1);
+    assert!(err.contains("unit opencontainers:"), "{err}");
+    assert!(err.contains("has no entry for it"), "{err}");
+    fs_err::write(&lock_file, &text).unwrap();
+    s.edit_recipe(|t| t.replace("tag = \"v0.0.15\"", "tag = \"v0.0.16\""));
+    let err = assemble(
+        &s,
+        &s.path("out4"),
+        &cache,
+        Some(&other.base),
+        &["--locked"],
+    )
+    .fails(1);
+    assert!(err.contains("unit opencontainers:"), "{err}");
+    assert!(err.contains("is stale"), "{err}");
+    assert!(!s.path("out4").exists());
+    assert_eq!(
+        other.hits(),
+        1,
+        "only the tampered fetch reached the server"
+    );
+    assert!(hits >= 1);
+}

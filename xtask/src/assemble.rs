@@ -57,6 +57,7 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         webui: args.webui.clone(),
         python: args.common.python.as_ref().map(|p| ws.cwd.join(p)),
         offline: args.common.offline,
+        locked: args.locked,
         wait: !args.no_wait,
         racy_window,
     })

@@ -9,6 +9,7 @@ mod autopatchelf;
 mod bench;
 mod context;
 mod hash;
+mod lock;
 mod prefetch;
 mod vendor;
 mod verify;
@@ -48,6 +49,8 @@ enum Command {
     Autopatchelf(autopatchelf::AutopatchelfArgs),
     /// Print a path's hash as `nix hash path` (or, with --flat, `nix hash file`) does.
     Hash(hash::HashArgs),
+    /// Record in assemble.lock what the recipe's unpinned sources resolve to.
+    Lock(lock::LockArgs),
     /// Fetch a source and print the hash to pin it with: the way to bump a pin.
     Prefetch(prefetch::PrefetchArgs),
     /// Copy every remote unit's verified source into vendor/<unit>/ beside the recipe.
@@ -99,6 +102,10 @@ pub struct AssembleArgs {
     /// Fail at once if another assemble holds the output's lock.
     #[arg(long)]
     pub no_wait: bool,
+    /// Fail if assemble.lock lacks an entry or has a stale one, instead of
+    /// resolving and recording it.
+    #[arg(long)]
+    pub locked: bool,
 }
 
 /// A failure with its exit code.
@@ -136,6 +143,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Autopatchelf(args) => autopatchelf::run(&args),
         Command::Hash(args) => hash::run(&args),
+        Command::Lock(args) => lock::run(&args),
         Command::Prefetch(args) => prefetch::run(&args),
         Command::Vendor(args) => vendor::run(&args),
     };

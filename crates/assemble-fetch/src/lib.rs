@@ -27,6 +27,7 @@
 
 mod git;
 mod http;
+mod lock;
 mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ use assemble_nar::{Hash, file_hash, nar_hash};
 use assemble_python::Interpreter;
 use assemble_recipe::Remote;
 
+pub use lock::{Locked, Lockfile};
 pub use unpack::{Limits, unpack};
 
 /// An error of this crate; each names the unit, URL, archive or path.
@@ -42,6 +44,8 @@ pub use unpack::{Limits, unpack};
 pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("{}: {why}", .path.display())]
+    Lockfile { path: PathBuf, why: String },
     #[error(transparent)]
     Nar(#[from] assemble_nar::Error),
     #[error("{what}: {source}")]
@@ -51,7 +55,7 @@ pub enum Error {
         source: assemble_python::Error,
     },
     #[error(
-        "hash mismatch for {what}\n  expected: {expected}\n       got: {got}\nIf the new content is what you want, put the `got` value in the recipe."
+        "hash mismatch for {what}\n  expected: {expected}\n       got: {got}\nIf the new content is what you want, put the `got` value in the recipe's `hash`, or, for a source that assemble.lock pins, run `cargo xtask lock --update UNIT`."
     )]
     Mismatch {
         what: String,
@@ -202,11 +206,27 @@ impl Fetcher {
                 "git-{}-{rev}",
                 &Hash(sha2_of(url.as_bytes())).to_hex()[..16]
             )),
-            Remote::Github { hash, .. }
+            Remote::Github {
+                hash: Some(hash), ..
+            }
             | Remote::Url { hash, .. }
             | Remote::Git {
                 hash: Some(hash), ..
             } => self.tree_path(hash),
+            // `fetch` refuses these before looking in the cache.
+            Remote::Github { hash: None, .. } => src.join("unpinned"),
+        }
+    }
+
+    /// A github source whose hash is neither in the recipe nor filled in
+    /// from the lock file.
+    fn unpinned(&self, unit: &str, remote: &Remote) -> Error {
+        Error::Unit {
+            unit: unit.to_string(),
+            why: format!(
+                "{} has no hash in the recipe and none was taken from assemble.lock; run `cargo xtask lock`",
+                self.describe(remote)
+            ),
         }
     }
 
@@ -219,6 +239,9 @@ impl Fetcher {
         announce: &dyn Fn(&str),
     ) -> Result<Fetched, Error> {
         let mut warnings = Vec::new();
+        if let Remote::Github { hash: None, .. } = remote {
+            return Err(self.unpinned(unit, remote));
+        }
         if vendor.exists() {
             match self.check_vendor(remote, vendor)? {
                 Ok(root) => {
@@ -275,11 +298,12 @@ impl Fetcher {
                 unpack(&file, &tree, self.limits)?;
                 tree
             }
+            Remote::Github { hash: None, .. } => return Err(self.unpinned(unit, remote)),
             Remote::Github {
                 owner,
                 repo,
                 rev,
-                hash,
+                hash: Some(hash),
             } => self.verified_tree(
                 &self.github_url(owner, repo, rev),
                 hash,

@@ -19,6 +19,9 @@
 //! Nothing here writes to the output but [`assemble_reconcile::apply`].
 
 mod json;
+mod lock;
+
+pub use lock::{LockStatus, LockedUnit};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,9 @@ pub struct Options {
     pub python: Option<PathBuf>,
     /// Never fetch.
     pub offline: bool,
+    /// Fail if the lock file lacks an entry or has a stale one, rather than
+    /// resolving and recording it (`--locked`).
+    pub locked: bool,
     /// Wait for another run's lock (else fail at once).
     pub wait: bool,
     /// How close to a run's start an input's timestamp may be and still be
@@ -67,6 +73,7 @@ impl Options {
             webui: None,
             python: None,
             offline: false,
+            locked: false,
             wait: true,
             racy_window: assemble_manifest::RACY_WINDOW,
         }
@@ -127,6 +134,24 @@ pub enum Error {
     /// a file): found before anything is written.
     #[error(transparent)]
     Refused(Box<assemble_reconcile::Error>),
+    #[error("assemble.lock of {}", .recipe.display())]
+    Lock {
+        recipe: PathBuf,
+        #[source]
+        source: assemble_fetch::Error,
+    },
+    #[error("unit {unit}: {} {why}; run `cargo xtask lock` (--locked forbids changing it)", .lock.display())]
+    Locked {
+        unit: String,
+        lock: PathBuf,
+        why: &'static str,
+    },
+    #[error("unit {unit}")]
+    Fetch {
+        unit: String,
+        #[source]
+        source: assemble_fetch::Error,
+    },
     #[error("another assemble is writing {} (--no-wait was given)", .out.display())]
     Busy { out: PathBuf },
     #[error("writing the output {}", .out.display())]
@@ -166,6 +191,7 @@ pub struct Session {
     pub ctx: Context,
     racy_window: Duration,
     wait: bool,
+    locked: bool,
 }
 
 impl Session {
@@ -240,6 +266,7 @@ impl Session {
             ctx,
             racy_window: opts.racy_window,
             wait: opts.wait,
+            locked: opts.locked,
         })
     }
 
@@ -249,11 +276,21 @@ impl Session {
     }
 
     fn run_timed(
-        self,
+        mut self,
         mode: Mode,
         events: &(dyn Fn(Event) + Sync),
         mut phases: Phases,
     ) -> Result<Report, Error> {
+        // The hashes the recipe leaves to assemble.lock, before planning.
+        lock::resolve(
+            &mut self.recipe,
+            &self.ctx.cache,
+            self.locked,
+            self.ctx.offline,
+            &[],
+            events,
+        )?;
+        phases.lap("lock file");
         // Plan first, without the lock: planning only reads inputs and fills
         // the cache, and a run that fails here leaves no trace in the
         // output. Beside it, the output's state is read and its paths
@@ -396,6 +433,20 @@ impl Session {
             plan,
         }
     }
+}
+
+/// `cargo xtask lock`: resolves every source of the recipe at `recipe`
+/// that the lock pins (fetching into `cache` what is missing, stale, or
+/// named in `update`) and writes `assemble.lock` beside it.
+pub fn lock(
+    recipe: &Path,
+    cache: &Path,
+    offline: bool,
+    update: &[String],
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Vec<LockedUnit>, Error> {
+    let mut recipe = Recipe::load(recipe)?;
+    lock::resolve(&mut recipe, cache, false, offline, update, events)
 }
 
 /// Runs the pipeline: the one entry point.

@@ -289,7 +289,10 @@ impl Source {
                 repo,
                 rev,
                 hash,
-            }) => format!("github {owner}/{repo} at {rev}, {}", hash.to_sri()),
+            }) => format!(
+                "github {owner}/{repo} at {rev}, {}",
+                hash.map_or_else(|| "hash from the lock file".into(), |h| h.to_sri())
+            ),
             Source::Remote(Remote::Url { url, hash, unpack }) => format!(
                 "url {url} ({}), {}",
                 if *unpack { "unpacked" } else { "one file" },
@@ -320,7 +323,10 @@ pub enum Remote {
         owner: String,
         repo: String,
         rev: String,
-        hash: Hash,
+        /// `None`: not in the recipe; `assemble.lock` records it (see
+        /// `assemble_fetch::Lockfile`), and the run fills it in before
+        /// planning.
+        hash: Option<Hash>,
     },
     /// An archive (unpacked, NAR hash) or, with `unpack = false`, one file
     /// (flat hash), as fetchzip and fetchurl.
@@ -353,8 +359,8 @@ impl Remote {
     pub fn hash(&self) -> Option<Hash> {
         match self {
             Remote::Pypi { sha256, .. } => Some(*sha256),
-            Remote::Github { hash, .. } | Remote::Url { hash, .. } => Some(*hash),
-            Remote::Git { hash, .. } => *hash,
+            Remote::Url { hash, .. } => Some(*hash),
+            Remote::Github { hash, .. } | Remote::Git { hash, .. } => *hash,
         }
     }
 
@@ -456,7 +462,8 @@ fn remote(u: &RawUnit) -> Result<Option<Remote>, String> {
             owner: owner.to_string(),
             repo: repo.to_string(),
             rev,
-            hash: parse_hash(need_hash("github")?)?,
+            // Without `hash`, the lock file (assemble.lock) pins it.
+            hash: u.hash.as_deref().map(parse_hash).transpose()?,
         }));
     }
     if let Some(url) = &u.url {

@@ -1,0 +1,47 @@
+//! `cargo xtask lock [--update UNIT]...`: resolve the recipe's unpinned
+//! sources and record their hashes in `assemble.lock`.
+
+use assemble_pipeline::{Event, LockStatus};
+
+use crate::context::Workspace;
+use crate::{Failure, RecipeArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub common: RecipeArgs,
+    /// Fetch this unit again and record what it resolves to now, even if
+    /// the lock has it (repeatable).
+    #[arg(long, value_name = "UNIT")]
+    pub update: Vec<String>,
+}
+
+pub fn run(args: &LockArgs) -> Result<(), Failure> {
+    let ws = Workspace::locate()?;
+    let recipe = ws.recipe_path(&args.common);
+    let cache = ws.cache(args.common.cache_dir.as_deref());
+    let events = |e: Event| {
+        if let Event::Preparing(m) = e {
+            eprintln!("{:>12} {m}", "Fetching");
+        }
+    };
+    let units =
+        assemble_pipeline::lock(&recipe, &cache, args.common.offline, &args.update, &events)
+            .map_err(Failure::from_pipeline)?;
+    for u in &units {
+        let status = match u.status {
+            LockStatus::Unchanged => "Locked",
+            LockStatus::Added => "Added",
+            LockStatus::Updated => "Updated",
+        };
+        eprintln!("{status:>12} {} ({}) {}", u.unit, u.source, u.hash);
+    }
+    eprintln!(
+        "{:>12} {} ({} source{})",
+        "Finished",
+        recipe.with_file_name("assemble.lock").display(),
+        units.len(),
+        if units.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
