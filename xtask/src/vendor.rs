@@ -17,7 +17,15 @@ pub struct VendorArgs {
 
 pub fn run(args: &VendorArgs) -> Result<(), Failure> {
     let ws = Workspace::locate()?;
-    let recipe = ws.recipe(&args.common)?;
+    // With the hashes assemble.lock pins filled in.
+    let recipe = assemble_pipeline::locked_recipe(
+        &ws.recipe_path(&args.common),
+        &ws.cache(args.common.cache_dir.as_deref()),
+        args.common.offline,
+        false,
+        &|_| {},
+    )
+    .map_err(Failure::from_pipeline)?;
     let mut fetcher = Fetcher::new(ws.cache(args.common.cache_dir.as_deref()));
     fetcher.offline = args.common.offline;
     let remotes: Vec<(&str, &Remote)> = recipe

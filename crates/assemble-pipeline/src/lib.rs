@@ -449,6 +449,21 @@ pub fn lock(
     lock::resolve(&mut recipe, cache, false, offline, update, events)
 }
 
+/// The recipe at `path` with the hashes it leaves to `assemble.lock` filled
+/// in (resolved and recorded when missing, unless `locked` or `offline`):
+/// for commands that fetch without planning (`vendor`).
+pub fn locked_recipe(
+    path: &Path,
+    cache: &Path,
+    offline: bool,
+    locked: bool,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Recipe, Error> {
+    let mut recipe = Recipe::load(path)?;
+    lock::resolve(&mut recipe, cache, locked, offline, &[], events)?;
+    Ok(recipe)
+}
+
 /// Runs the pipeline: the one entry point.
 pub fn assemble(
     opts: &Options,
