@@ -7,6 +7,7 @@
 use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 
 use support::{Scratch, assert_same_tree, listing, python_xy, run, which};
 
@@ -258,7 +259,7 @@ fn prefix_build_moved_into_place_runs() {
     ])
     .json();
     // Nothing in the staging tree points at the staging folder.
-    let staged = std::process::Command::new(stage.join("bin/gunicorn"))
+    let staged = Command::new(stage.join("bin/gunicorn"))
         .arg("--version")
         .output();
     assert!(
@@ -814,4 +815,106 @@ fn the_pinned_uv_is_bootstrapped_and_builds_the_venv() {
         !tree.iter().any(|l| l.starts_with("CACHEDIR.TAG ")),
         "{tree:?}"
     );
+}
+
+/// The venv of a uv project, synced from its lock with the pinned uv, as
+/// authentik's image does: dependencies only (not the project, not its
+/// workspace members, not what `exclude` names), which the other units
+/// provide as the seed does. The installer runs again only when what
+/// decides the venv changes (uv.lock), not for an edit of the sources.
+#[test]
+fn a_uv_project_venv_is_synced_from_its_lock() {
+    let s = Scratch::new();
+    let python = assemble_python::Interpreter::probe("python3").unwrap();
+    let sha = <[u8; 32]>::try_from(hex::decode(UV_WHEEL_SHA256).unwrap()).unwrap();
+    let uv = assemble_python::bootstrap_uv(UV_VERSION, &[sha], &python, &support::shared_cache())
+        .unwrap();
+    let proj = s.path("proj");
+    let files: &[(&str, &str)] = &[
+        (
+            "pyproject.toml",
+            "[project]\nname = \"app\"\nversion = \"0\"\nrequires-python = \">=3.9\"\ndependencies = [\"six==1.17.0\", \"typing-extensions==4.16.0\", \"member\"]\n\n[tool.uv.workspace]\nmembers = [\"packages/member\"]\n\n[tool.uv.sources]\nmember = { workspace = true }\n",
+        ),
+        ("app/__init__.py", "WHO = 'app'\n"),
+        (
+            "packages/member/pyproject.toml",
+            "[project]\nname = \"member\"\nversion = \"0\"\nrequires-python = \">=3.9\"\ndependencies = []\n\n[build-system]\nrequires = [\"hatchling\"]\nbuild-backend = \"hatchling.build\"\n",
+        ),
+        ("packages/member/member/__init__.py", "WHO = 'member'\n"),
+    ];
+    for (p, c) in files {
+        let p = proj.join(p);
+        fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+        fs_err::write(p, c).unwrap();
+    }
+    let lock = Command::new(&uv)
+        .args(["lock", "--no-config", "--python"])
+        .arg(&python.executable)
+        .current_dir(&proj)
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .output()
+        .unwrap();
+    assert!(
+        lock.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lock.stderr)
+    );
+    let recipe = s.path("uv-project.toml");
+    fs_err::write(
+        &recipe,
+        format!(
+            "[package]\nname = \"uvp\"\nversion = \"1\"\n[python]\ninterpreter = \"python3\"\ninstaller = \"uv=={UV_VERSION}\"\ninstaller-sha256 = [\"{UV_WHEEL_SHA256}\"]\n\n[units.app]\npath = \"proj\"\ninstall = {{ \"app\" = \"@site@/app\" }}\n\n[units.deps]\nuv-project = \"app:\"\nexclude = [\"typing-extensions\"]\nscripts = []\n\n[units.member]\nfrom = \"app:packages/member\"\ninstall = {{ \"member\" = \"@site@/member\" }}\n"
+        ),
+    )
+    .unwrap();
+    let cache = s.path("own-cache");
+    fs_err::create_dir_all(cache.join("tools")).unwrap();
+    // The bootstrapped uv is shared; the venvs are this test's own.
+    fs_err::os::unix::fs::symlink(
+        support::shared_cache().join(format!("tools/uv-{UV_VERSION}")),
+        cache.join(format!("tools/uv-{UV_VERSION}")),
+    )
+    .unwrap();
+    let out = s.path("out");
+    let assemble = || {
+        support::xtask_env(
+            s.dir.path(),
+            &[
+                "assemble",
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())],
+        )
+        .ok()
+    };
+    let synced = |err: &str| err.matches("syncing a virtualenv").count();
+    assert_eq!(synced(&assemble()), 1, "the first run syncs");
+    let py = out.join("bin/python");
+    let (ok, msg) = run(
+        &py,
+        &["-c", "import six, app, member; print(app.WHO, member.WHO)"],
+    );
+    assert!(ok && msg.trim() == "app member", "{msg}");
+    let (ok, _) = run(&py, &["-c", "import typing_extensions"]);
+    assert!(!ok, "typing-extensions was excluded");
+    let tree = listing(&out);
+    assert!(
+        !tree.iter().any(|l| l.contains("member-0.dist-info")
+            || l.contains("member.pth ")
+            || l.contains("__editable__")),
+        "workspace members are not installed in the venv: {tree:?}"
+    );
+    // An edit of the project's sources: applied, nothing synced.
+    fs_err::write(proj.join("app/__init__.py"), "WHO = 'edited'\n").unwrap();
+    assert_eq!(synced(&assemble()), 0, "a source edit syncs nothing");
+    let (_, msg) = run(&py, &["-c", "import app; print(app.WHO)"]);
+    assert_eq!(msg.trim(), "edited");
+    // The lock changed: synced again.
+    let lock_file = proj.join("uv.lock");
+    let text = fs_err::read_to_string(&lock_file).unwrap();
+    fs_err::write(&lock_file, format!("{text}\n# touched\n")).unwrap();
+    assert_eq!(synced(&assemble()), 1, "a changed uv.lock syncs again");
 }

@@ -61,7 +61,10 @@ pub(crate) fn all(recipe: &Recipe, ctx: &Context) -> BTreeMap<String, Fingerprin
                     Scripts::Named(v) => sorted(v).join(", "),
                 };
                 fp.insert("scripts list".into(), scripts);
-                if matches!(u.source, Source::Requirements { .. }) {
+                if matches!(
+                    u.source,
+                    Source::Requirements { .. } | Source::UvProject { .. }
+                ) {
                     fp.insert("installer".into(), recipe.installer.describe());
                 }
                 fp.insert(

@@ -229,10 +229,15 @@ fn plan_with(
     fetcher.offline = ctx.offline;
     fetcher.python = Some(ctx.python.clone());
     let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let (derived, direct): (Vec<&Unit>, Vec<&Unit>) = recipe
-        .units
-        .iter()
-        .partition(|u| matches!(u.source, Source::From { .. }));
+    let (derived, direct): (Vec<&Unit>, Vec<&Unit>) = recipe.units.iter().partition(|u| {
+        matches!(
+            u.source,
+            Source::From { .. }
+                | Source::UvProject {
+                    project: assemble_recipe::Project::In { .. }
+                }
+        )
+    });
     for unit in direct.into_iter().chain(derived) {
         let root = resolve_source(
             recipe,
@@ -444,6 +449,58 @@ fn resolve_source(
                 path,
                 &ctx.python,
                 installer,
+                &ctx.cache,
+                ctx.offline,
+                &announce,
+            )
+            .map_err(py_err)
+        }
+        Source::UvProject { project } => {
+            let dir = match project {
+                assemble_recipe::Project::Path(p) => p.clone(),
+                assemble_recipe::Project::In {
+                    unit: other,
+                    subdir,
+                } => roots
+                    .get(other)
+                    .ok_or_else(|| Error::Unit {
+                        unit: unit.name.clone(),
+                        message: format!(
+                            "uv-project names unit {other}, whose source is not resolved"
+                        ),
+                    })?
+                    .join(subdir),
+            };
+            for file in ["pyproject.toml", "uv.lock"] {
+                if !dir.join(file).is_file() {
+                    return Err(missing(
+                        "uv-project",
+                        &dir.join(file),
+                        " (a uv project: its pyproject.toml and the uv.lock made by `uv lock`)",
+                    ));
+                }
+            }
+            let assemble_recipe::Installer::Uv { version, sha256 } = &recipe.installer else {
+                return Err(recipe_error(
+                    recipe,
+                    &unit.name,
+                    "uv-project",
+                    "a uv project's venv is synced with uv: set [python] installer = \"uv==X.Y.Z\" with installer-sha256".into(),
+                ));
+            };
+            let announce = || {
+                progress(&format!(
+                    "{}: syncing a virtualenv from {} with uv {version} (once; then cached)",
+                    unit.name,
+                    dir.join("uv.lock").display()
+                ))
+            };
+            assemble_python::sync_venv(
+                &dir,
+                &ctx.python,
+                version,
+                sha256,
+                &unit.exclude,
                 &ctx.cache,
                 ctx.offline,
                 &announce,

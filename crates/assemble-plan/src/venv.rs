@@ -57,7 +57,12 @@ pub(crate) fn plan_venv(
         source,
     };
     let mut dists = read_dists(&site).map_err(python_err)?;
-    let excluded = Excluded::of(recipe, unit, &site_rel, &mut dists)?;
+    // A uv project's venv was synced without them already.
+    let excluded = if matches!(unit.source, assemble_recipe::Source::UvProject { .. }) {
+        Excluded::default()
+    } else {
+        Excluded::of(recipe, unit, &site_rel, &mut dists)?
+    };
 
     // bin/ and pyvenv.cfg are rebuilt below; the installer's bookkeeping
     // at the venv's root is not part of the tree (uv writes a lock, a

@@ -14,11 +14,25 @@ pub(crate) fn output<S: AsRef<OsStr>>(
     args: &[S],
     cwd: Option<&Path>,
 ) -> Result<String, Error> {
+    output_env(program, args, cwd, &[])
+}
+
+/// As [`output`], with `env` added to the environment.
+pub(crate) fn output_env<S: AsRef<OsStr>>(
+    program: &Path,
+    args: &[S],
+    cwd: Option<&Path>,
+    env: &[(&str, &OsStr)],
+) -> Result<String, Error> {
     let sh = xshell::Shell::new().map_err(|e| std::io::Error::other(e.to_string()))?;
     if let Some(d) = cwd {
         sh.change_dir(d);
     }
-    let out = xshell::cmd!(sh, "{program} {args...}")
+    let mut cmd = xshell::cmd!(sh, "{program} {args...}");
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let out = cmd
         .quiet()
         .ignore_status()
         .output()
@@ -305,4 +319,133 @@ pub fn bootstrap_uv(
     drop(out);
     assemble_fs::files::place(&unpacked, &dir)?;
     Ok(bin)
+}
+
+/// Syncs (once) a virtualenv from the uv project in `project` (its
+/// `pyproject.toml` and `uv.lock`) into `cache/venvs/<key>`, as authentik's
+/// image does (`uv sync --locked --no-dev --no-install-project`), and also
+/// without the workspace members and without the distributions in
+/// `exclude` (other units provide them): the dependencies alone. The key
+/// is the sha256 of uv's version, the interpreter, those flags, `uv.lock`
+/// and the `pyproject.toml` of every local package the lock names; a
+/// change to the project's other files builds nothing. uv never downloads
+/// an interpreter here.
+#[allow(clippy::too_many_arguments)]
+pub fn sync_venv(
+    project: &Path,
+    python: &Interpreter,
+    uv_version: &str,
+    uv_sha256: &[[u8; 32]],
+    exclude: &[String],
+    cache: &Path,
+    offline: bool,
+    announce: &dyn Fn(),
+) -> Result<PathBuf, Error> {
+    let lock_path = project.join("uv.lock");
+    let lock = fs_err::read(&lock_path)?;
+    let mut excluded: Vec<&str> = exclude.iter().map(String::as_str).collect();
+    excluded.sort_unstable();
+    let flags = format!(
+        "sync --locked --no-dev --no-install-project --no-install-workspace; excluded: {}",
+        excluded.join(", ")
+    );
+    let mut h = sha2::Sha256::new();
+    for part in [
+        b"assemble-uv-sync-v1".as_slice(),
+        format!("uv {uv_version}").as_bytes(),
+        python.full_version.as_bytes(),
+        python.executable.as_os_str().as_encoded_bytes(),
+        flags.as_bytes(),
+        &lock,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    for dir in local_packages(&lock_path, &lock)? {
+        let file = project.join(&dir).join("pyproject.toml");
+        let bytes = fs_err::read(&file)?;
+        h.update((dir.len() as u64).to_le_bytes());
+        h.update(dir.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    let key = hex::encode(h.finalize());
+    let root = cache.join("venvs");
+    let dir = root.join(&key[..32]);
+    if dir.join("pyvenv.cfg").is_file() {
+        return Ok(dir);
+    }
+    fs_err::create_dir_all(&root)?;
+    let guard = fs_err::File::create(root.join(format!("{}.lock", &key[..32])))?;
+    guard.file().lock()?;
+    if dir.join("pyvenv.cfg").is_file() {
+        return Ok(dir);
+    }
+    if offline {
+        return Err(Error::Offline {
+            what: format!("the virtualenv of the uv project {}", project.display()),
+            cached_at: dir,
+        });
+    }
+    announce();
+    let uv = bootstrap_uv(uv_version, uv_sha256, python, cache)?;
+    let tmp = root.join(format!("{}.partial", &key[..32]));
+    if tmp.exists() {
+        fs_err::remove_dir_all(&tmp)?;
+    }
+    let mut args: Vec<&OsStr> = [
+        "sync",
+        "--locked",
+        "--no-dev",
+        "--no-install-project",
+        "--no-install-workspace",
+        "--no-config",
+        "--python",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    args.push(python.executable.as_os_str());
+    args.push(OsStr::new("--project"));
+    args.push(project.as_os_str());
+    for x in &excluded {
+        args.push(OsStr::new("--no-install-package"));
+        args.push(OsStr::new(x));
+    }
+    let env = [
+        ("UV_PROJECT_ENVIRONMENT", tmp.as_os_str()),
+        ("UV_PYTHON_DOWNLOADS", OsStr::new("never")),
+    ];
+    if let Err(e) = output_env(&uv, &args, Some(project), &env) {
+        let _ = fs_err::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    assemble_fs::files::place(&tmp, &dir)?;
+    Ok(dir)
+}
+
+/// The folders (relative to the project) of the local packages `uv.lock`
+/// names: the project itself and its workspace members (`editable`,
+/// `virtual` or `directory` sources), sorted.
+fn local_packages(path: &Path, lock: &[u8]) -> Result<Vec<String>, Error> {
+    let text = String::from_utf8_lossy(lock);
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::Malformed {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut dirs: Vec<String> = doc
+        .get("package")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("source")?.as_table())
+        .filter_map(|s| {
+            ["editable", "virtual", "directory"]
+                .iter()
+                .find_map(|k| s.get(*k)?.as_str().map(str::to_string))
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    Ok(dirs)
 }

@@ -153,6 +153,7 @@ struct RawPython {
 struct RawUnit {
     venv: Option<String>,
     requirements: Option<String>,
+    uv_project: Option<String>,
     pypi: Option<String>,
     sha256: Option<String>,
     github: Option<String>,
@@ -245,6 +246,17 @@ impl Installer {
     }
 }
 
+/// Where a uv project is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Project {
+    Path(PathBuf),
+    /// In another unit's source.
+    In {
+        unit: String,
+        subdir: String,
+    },
+}
+
 /// Where a unit's files come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -252,6 +264,10 @@ pub enum Source {
     Venv { path: PathBuf },
     /// A virtualenv built from a requirements file into the cache.
     Requirements { path: PathBuf },
+    /// A virtualenv synced with uv from a uv project's lock (`uv-project`):
+    /// the folder holding `pyproject.toml` and `uv.lock`, a path or a
+    /// sub-folder of another unit's source (`UNIT:SUBDIR`).
+    UvProject { project: Project },
     /// A pinned remote source, fetched once into the cache.
     Remote(Remote),
     /// A sub-tree of another unit's source.
@@ -266,6 +282,7 @@ impl Source {
         match self {
             Source::Venv { .. } => "venv",
             Source::Requirements { .. } => "requirements",
+            Source::UvProject { .. } => "uv-project",
             Source::Remote(r) => r.key(),
             Source::From { .. } => "from",
             Source::Path { .. } => "path",
@@ -279,6 +296,12 @@ impl Source {
         match self {
             Source::Venv { path } => format!("venv {}", path.display()),
             Source::Requirements { path } => format!("requirements {}", path.display()),
+            Source::UvProject {
+                project: Project::Path(path),
+            } => format!("uv project {}", path.display()),
+            Source::UvProject {
+                project: Project::In { unit, subdir },
+            } => format!("uv project {unit}:{subdir}"),
             Source::Path { path } => format!("path {}", path.display()),
             Source::From { unit, subdir } => format!("from {unit}:{subdir}"),
             Source::Remote(Remote::Pypi { spec, sha256 }) => {
@@ -307,7 +330,10 @@ impl Source {
 
     /// True for the unit that provides the virtualenv at the output root.
     pub fn is_venv(&self) -> bool {
-        matches!(self, Source::Venv { .. } | Source::Requirements { .. })
+        matches!(
+            self,
+            Source::Venv { .. } | Source::Requirements { .. } | Source::UvProject { .. }
+        )
     }
 }
 
@@ -578,6 +604,27 @@ impl Recipe {
             if let Some(p) = &u.requirements {
                 kinds.push(Source::Requirements { path: dir.join(p) });
             }
+            if let Some(p) = &u.uv_project {
+                let project = match p.split_once(':') {
+                    Some((unit, subdir)) => {
+                        let subdir = subdir.trim_matches('/');
+                        if unit.is_empty() || (!subdir.is_empty() && !plain_relative(subdir)) {
+                            return Err(invalid(
+                                span,
+                                format!(
+                                    "unit {name}: uv-project = {p:?} must read \"UNIT:SUBDIR\" (a plain relative sub-folder) or be a path"
+                                ),
+                            ));
+                        }
+                        Project::In {
+                            unit: unit.to_string(),
+                            subdir: subdir.to_string(),
+                        }
+                    }
+                    None => Project::Path(dir.join(p)),
+                };
+                kinds.push(Source::UvProject { project });
+            }
             match remote(u) {
                 Ok(Some(r)) => kinds.push(Source::Remote(r)),
                 Ok(None) => {}
@@ -714,7 +761,14 @@ impl Recipe {
             });
         }
         for u in &units {
-            if let Source::From { unit, .. } = &u.source {
+            let other = match &u.source {
+                Source::From { unit, .. }
+                | Source::UvProject {
+                    project: Project::In { unit, .. },
+                } => Some(unit),
+                _ => None,
+            };
+            if let Some(unit) = other {
                 let span = raw.units[&u.name].span();
                 match units.iter().find(|o| &o.name == unit) {
                     None => {
@@ -722,8 +776,9 @@ impl Recipe {
                         return Err(invalid(
                             span,
                             format!(
-                                "unit {}: from names unit `{unit}`, which the recipe does not have{}",
+                                "unit {}: {} names unit `{unit}`, which the recipe does not have{}",
                                 u.name,
+                                u.source.key(),
                                 did_you_mean(&suggest(unit, &names))
                             ),
                         ));
@@ -732,8 +787,9 @@ impl Recipe {
                         return Err(invalid(
                             span,
                             format!(
-                                "unit {}: from = `{unit}:...` needs a `path` or remote unit; {unit} is a `{}` unit",
+                                "unit {}: {} = `{unit}:...` needs a `path` or remote unit; {unit} is a `{}` unit",
                                 u.name,
+                                u.source.key(),
                                 o.source.key()
                             ),
                         ));
