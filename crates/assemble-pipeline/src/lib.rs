@@ -140,7 +140,7 @@ pub enum Error {
         #[source]
         source: assemble_fetch::Error,
     },
-    #[error("unit {unit}: {} {why}; run `cargo xtask lock` (--locked forbids changing it)", .lock.display())]
+    #[error("unit {unit}: {} {why}", .lock.display())]
     Locked {
         unit: String,
         lock: PathBuf,
@@ -422,7 +422,7 @@ impl Session {
         Report {
             output: self.layout.out,
             prefix: self.ctx.prefix,
-            installer: self.recipe.installer.describe(),
+            installer: assemble_plan::installer(&self.recipe).label(),
             name: self.recipe.name,
             version: self.recipe.version,
             dry_run,

@@ -81,8 +81,12 @@ pub(crate) fn resolve(
                         unit: unit.name.clone(),
                         lock: lock.path.clone(),
                         why: match found {
-                            Locked::Stale => "is stale: it pins another source than the recipe's",
-                            _ => "has no entry for it",
+                            Locked::Stale => {
+                                "is stale: it pins another source than the recipe's; run `cargo xtask lock` (--locked forbids updating it)"
+                            }
+                            _ => {
+                                "has no entry for it; run `cargo xtask lock` (--locked forbids adding one)"
+                            }
                         },
                     });
                 }
@@ -90,7 +94,7 @@ pub(crate) fn resolve(
                     return Err(Error::Locked {
                         unit: unit.name.clone(),
                         lock: lock.path.clone(),
-                        why: "has no entry for it, and --offline forbids fetching it to find its hash",
+                        why: "has no entry for it, and --offline forbids fetching it to find its hash; run `cargo xtask lock` once online",
                     });
                 }
                 let Remote::Github {
@@ -128,8 +132,12 @@ pub(crate) fn resolve(
             status,
         });
     }
-    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-    lock.retain(&keep);
-    lock.store().map_err(lock_err)?;
+    // A --locked run never changes the lock, not even to drop the entries
+    // of units the recipe no longer has.
+    if !locked {
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        lock.retain(&keep);
+        lock.store().map_err(lock_err)?;
+    }
     Ok(done)
 }

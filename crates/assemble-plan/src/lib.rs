@@ -431,12 +431,7 @@ fn resolve_source(
             if !path.is_file() {
                 return Err(missing("requirements", path, ""));
             }
-            let installer = match &recipe.installer {
-                assemble_recipe::Installer::Pip => assemble_python::Installer::Pip,
-                assemble_recipe::Installer::Uv { version, sha256 } => {
-                    assemble_python::Installer::Uv { version, sha256 }
-                }
-            };
+            let installer = installer(recipe);
             let announce = || {
                 progress(&format!(
                     "{}: building a virtualenv from {} with {} (once; then cached)",
@@ -727,6 +722,16 @@ impl Builder {
             Some(Content::Bytes(b)) => Ok(b.to_vec()),
             Some(Content::Copy(src)) => Ok(fs_err::read(src)?),
             None => Err(std::io::Error::other(format!("{path}: not a file")).into()),
+        }
+    }
+}
+
+/// The tool that builds the recipe's venvs (`[python] installer`).
+pub fn installer(recipe: &Recipe) -> assemble_python::Installer<'_> {
+    match &recipe.installer {
+        assemble_recipe::Installer::Pip => assemble_python::Installer::Pip,
+        assemble_recipe::Installer::Uv { version, sha256 } => {
+            assemble_python::Installer::Uv { version, sha256 }
         }
     }
 }

@@ -236,16 +236,6 @@ pub enum Installer {
     },
 }
 
-impl Installer {
-    /// The installer as a line for keys, fingerprints and reports.
-    pub fn describe(&self) -> String {
-        match self {
-            Installer::Pip => "pip (the interpreter's own)".to_string(),
-            Installer::Uv { version, .. } => format!("uv {version}"),
-        }
-    }
-}
-
 /// Where a uv project is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Project {
