@@ -113,37 +113,17 @@ pub fn build_venv(
     h.update(python.full_version.as_bytes());
     h.update(b"\0");
     h.update(python.executable.as_os_str().as_encoded_bytes());
-    let key = hex::encode(h.finalize());
-    let root = cache.join("venvs");
-    let dir = root.join(&key[..32]);
-    if dir.join("pyvenv.cfg").is_file() {
-        return Ok(dir);
-    }
-    fs_err::create_dir_all(&root)?;
-    let lock = fs_err::File::create(root.join(format!("{}.lock", &key[..32])))?;
-    lock.file().lock()?;
-    if dir.join("pyvenv.cfg").is_file() {
-        return Ok(dir);
-    }
-    if offline {
-        return Err(Error::Offline {
-            what: format!("the virtualenv of {}", requirements.display()),
-            cached_at: dir,
-        });
-    }
-    announce();
-    let tmp = root.join(format!("{}.partial", &key[..32]));
-    if tmp.exists() {
-        fs_err::remove_dir_all(&tmp)?;
-    }
-    let cwd = requirements.parent();
-    let req_path = requirements.as_os_str();
-    let tmp_python = tmp.join("bin/python");
-    let uv = match installer {
-        Installer::Pip => None,
-        Installer::Uv { version, sha256 } => Some(bootstrap_uv(version, sha256, python, cache)?),
-    };
-    let result = (|| {
+    let what = || format!("the virtualenv of {}", requirements.display());
+    cached_venv(cache, h, offline, &what, announce, |tmp| {
+        let cwd = requirements.parent();
+        let req_path = requirements.as_os_str();
+        let tmp_python = tmp.join("bin/python");
+        let uv = match installer {
+            Installer::Pip => None,
+            Installer::Uv { version, sha256 } => {
+                Some(bootstrap_uv(version, sha256, python, cache)?)
+            }
+        };
         if let Some(uv) = &uv {
             output(
                 uv,
@@ -194,14 +174,8 @@ pub fn build_venv(
                 cwd,
             )?;
         }
-        Ok::<_, Error>(())
-    })();
-    if let Err(e) = result {
-        let _ = fs_err::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    assemble_fs::files::place(&tmp, &dir)?;
-    Ok(dir)
+        Ok(())
+    })
 }
 
 /// Which artifact of a release to download.
@@ -369,6 +343,51 @@ pub fn sync_venv(
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
     }
+    let what = || format!("the virtualenv of the uv project {}", project.display());
+    cached_venv(cache, h, offline, &what, announce, |tmp| {
+        let uv = bootstrap_uv(uv_version, uv_sha256, python, cache)?;
+        let mut args: Vec<&OsStr> = [
+            "sync",
+            "--locked",
+            "--no-dev",
+            "--no-install-project",
+            "--no-install-workspace",
+            "--no-config",
+            "--python",
+        ]
+        .iter()
+        .map(OsStr::new)
+        .collect();
+        args.push(python.executable.as_os_str());
+        args.push(OsStr::new("--project"));
+        args.push(project.as_os_str());
+        for x in &excluded {
+            args.push(OsStr::new("--no-install-package"));
+            args.push(OsStr::new(x));
+        }
+        let env = [
+            ("UV_PROJECT_ENVIRONMENT", tmp.as_os_str()),
+            ("UV_PYTHON_DOWNLOADS", OsStr::new("never")),
+        ];
+        output_env(&uv, &args, Some(project), &env)?;
+        Ok(())
+    })
+}
+
+/// The venv cached under the key `h` makes, in `cache/venvs`: there
+/// already, or built by `build` into an empty temporary folder (under a
+/// lock, so that two runs build it once) and renamed into place when it
+/// succeeds; nothing is left in the cache when it fails. `offline` forbids
+/// building (the installer would use the network), saying `what` is
+/// missing; `announce` is called when a build starts.
+fn cached_venv(
+    cache: &Path,
+    h: sha2::Sha256,
+    offline: bool,
+    what: &dyn Fn() -> String,
+    announce: &dyn Fn(),
+    build: impl FnOnce(&Path) -> Result<(), Error>,
+) -> Result<PathBuf, Error> {
     let key = hex::encode(h.finalize());
     let root = cache.join("venvs");
     let dir = root.join(&key[..32]);
@@ -376,47 +395,23 @@ pub fn sync_venv(
         return Ok(dir);
     }
     fs_err::create_dir_all(&root)?;
-    let guard = fs_err::File::create(root.join(format!("{}.lock", &key[..32])))?;
-    guard.file().lock()?;
+    let lock = fs_err::File::create(root.join(format!("{}.lock", &key[..32])))?;
+    lock.file().lock()?;
     if dir.join("pyvenv.cfg").is_file() {
         return Ok(dir);
     }
     if offline {
         return Err(Error::Offline {
-            what: format!("the virtualenv of the uv project {}", project.display()),
+            what: what(),
             cached_at: dir,
         });
     }
     announce();
-    let uv = bootstrap_uv(uv_version, uv_sha256, python, cache)?;
     let tmp = root.join(format!("{}.partial", &key[..32]));
     if tmp.exists() {
         fs_err::remove_dir_all(&tmp)?;
     }
-    let mut args: Vec<&OsStr> = [
-        "sync",
-        "--locked",
-        "--no-dev",
-        "--no-install-project",
-        "--no-install-workspace",
-        "--no-config",
-        "--python",
-    ]
-    .iter()
-    .map(OsStr::new)
-    .collect();
-    args.push(python.executable.as_os_str());
-    args.push(OsStr::new("--project"));
-    args.push(project.as_os_str());
-    for x in &excluded {
-        args.push(OsStr::new("--no-install-package"));
-        args.push(OsStr::new(x));
-    }
-    let env = [
-        ("UV_PROJECT_ENVIRONMENT", tmp.as_os_str()),
-        ("UV_PYTHON_DOWNLOADS", OsStr::new("never")),
-    ];
-    if let Err(e) = output_env(&uv, &args, Some(project), &env) {
+    if let Err(e) = build(&tmp) {
         let _ = fs_err::remove_dir_all(&tmp);
         return Err(e);
     }
