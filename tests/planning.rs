@@ -276,3 +276,46 @@ fn the_shipped_recipes_are_valid() {
         }
     }
 }
+
+/// The root recipe on a machine without its interpreter stops before
+/// anything is fetched or built, saying where it looked and both ways to
+/// name one (exit 1), and leaves no output and no lock file.
+#[test]
+fn the_root_recipe_without_its_interpreter_says_where_it_looked() {
+    let s = Scratch::new();
+    let recipe = s.path("root/assemble.toml");
+    fs_err::create_dir_all(recipe.parent().unwrap()).unwrap();
+    fs_err::copy(support::root().join("assemble.toml"), &recipe).unwrap();
+    // A PATH with nothing on it: no python3.14, whatever this machine has.
+    let empty = s.path("empty-bin");
+    fs_err::create_dir_all(&empty).unwrap();
+    let out = s.path("out");
+    let r = support::xtask_env(
+        s.dir.path(),
+        &[
+            "assemble",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("PATH", empty.to_str().unwrap())],
+    );
+    let err = r.fails(1);
+    assert!(
+        err.contains(&format!(
+            "python interpreter `python3.14` not found; looked on PATH ({})",
+            empty.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("--python PATH (or ASSEMBLE_PYTHON=PATH)"),
+        "{err}"
+    );
+    assert!(!out.exists(), "no output");
+    assert!(
+        !s.path("root/assemble.lock").exists(),
+        "nothing was fetched or locked"
+    );
+}
