@@ -380,18 +380,14 @@ fn python_flag_and_variable_name_the_interpreter() {
     );
     assert!(ok, "{msg}");
     let out2 = s.path("out2");
-    let dir = s.dir.path();
-    let recipe = s.recipe();
-    let args = [
-        "assemble",
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out2.to_str().unwrap(),
-        "--prefix",
-        "/opt/authentik",
-    ];
-    support::xtask_env(dir, &args, &[("ASSEMBLE_PYTHON", python.to_str().unwrap())]).ok();
+    support::assemble_into(
+        s.dir.path(),
+        &s.recipe(),
+        &out2,
+        &["--prefix", "/opt/authentik"],
+        &[("ASSEMBLE_PYTHON", python.to_str().unwrap())],
+    )
+    .ok();
     assert_same_tree(&by_flag, &listing(&out2), "--python and ASSEMBLE_PYTHON");
     let err = s
         .assemble(&[
@@ -621,17 +617,7 @@ fn installer_bookkeeping_at_the_venv_root_is_not_in_the_tree() {
     )
     .unwrap();
     let out = s.path("out");
-    support::xtask(
-        s.dir.path(),
-        &[
-            "assemble",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    support::assemble_into(s.dir.path(), &recipe, &out, &[], &[]).ok();
     let tree = listing(&out);
     let at_root: Vec<&String> = tree
         .iter()
@@ -732,19 +718,10 @@ fn a_uv_on_path_is_not_the_installer() {
     let recipe = s.recipe();
     let assemble = |out: &str, env: &[(&str, &str)]| {
         let out = s.path(out);
-        let args = [
-            "assemble",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--prefix",
-            "/opt/authentik",
-            "--json",
-        ];
         let mut env = env.to_vec();
         env.push(("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()));
-        let report = support::xtask_env(s.dir.path(), &args, &env).json();
+        let extra = ["--prefix", "/opt/authentik", "--json"];
+        let report = support::assemble_into(s.dir.path(), &recipe, &out, &extra, &env).json();
         (listing(&out), report)
     };
     // A cache of its own: the venv is built here, with the decoy on PATH.
@@ -772,14 +749,9 @@ fn the_pinned_uv_is_bootstrapped_and_builds_the_venv() {
     let cache = s.path("own-cache");
     let out = s.path("out");
     let recipe = s.recipe();
-    let args = [
-        "assemble",
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ];
+    let assemble = |env: &[(&str, &str)]| {
+        support::assemble_into(s.dir.path(), &recipe, &out, &["--json"], env)
+    };
     let env = [
         ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
         ("PATH", path.as_str()),
@@ -791,7 +763,7 @@ fn the_pinned_uv_is_bootstrapped_and_builds_the_venv() {
             &format!("interpreter = \"python3\"\ninstaller = \"uv=={UV_VERSION}\"\ninstaller-sha256 = [\"{zeros}\"]"),
         )
     });
-    let err = support::xtask_env(s.dir.path(), &args, &env).fails(1);
+    let err = assemble(&env).fails(1);
     assert!(
         err.contains(&format!("uv's wheel has sha256 {UV_WHEEL_SHA256}")),
         "{err}"
@@ -803,7 +775,7 @@ fn the_pinned_uv_is_bootstrapped_and_builds_the_venv() {
     assert!(!out.exists(), "a refused run leaves no output");
 
     s.edit_recipe(|t| t.replace(&zeros, UV_WHEEL_SHA256));
-    let report = support::xtask_env(s.dir.path(), &args, &env).json();
+    let report = assemble(&env).json();
     assert_eq!(report["installer"], format!("uv {UV_VERSION}"), "{report}");
     assert!(cache.join(format!("tools/uv-{UV_VERSION}/uv")).is_file());
     assert!(!mark.exists(), "the uv on PATH was run");
@@ -876,20 +848,8 @@ fn a_uv_project_venv_is_synced_from_its_lock() {
     )
     .unwrap();
     let out = s.path("out");
-    let assemble = || {
-        support::xtask_env(
-            s.dir.path(),
-            &[
-                "assemble",
-                "--recipe",
-                recipe.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())],
-        )
-        .ok()
-    };
+    let env = [("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
+    let assemble = || support::assemble_into(s.dir.path(), &recipe, &out, &[], &env).ok();
     let synced = |err: &str| err.matches("syncing a virtualenv").count();
     assert_eq!(synced(&assemble()), 1, "the first run syncs");
     let py = out.join("bin/python");

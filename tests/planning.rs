@@ -290,18 +290,8 @@ fn the_root_recipe_without_its_interpreter_says_where_it_looked() {
     let empty = s.path("empty-bin");
     fs_err::create_dir_all(&empty).unwrap();
     let out = s.path("out");
-    let r = support::xtask_env(
-        s.dir.path(),
-        &[
-            "assemble",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[("PATH", empty.to_str().unwrap())],
-    );
-    let err = r.fails(1);
+    let path = [("PATH", empty.to_str().unwrap())];
+    let err = support::assemble_into(s.dir.path(), &recipe, &out, &[], &path).fails(1);
     assert!(
         err.contains(&format!(
             "python interpreter `python3.14` not found; looked on PATH ({})",

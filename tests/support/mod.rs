@@ -176,6 +176,26 @@ pub fn xtask_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// Runs `xtask assemble --recipe RECIPE --out OUT EXTRA...` in `cwd`, with
+/// `env` added to what [`xtask_env`] sets.
+pub fn assemble_into(
+    cwd: &Path,
+    recipe: &Path,
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let mut args = vec![
+        "assemble",
+        "--recipe",
+        recipe.to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    xtask_env(cwd, &args, env)
+}
+
 /// Runs a command that must succeed and returns its trimmed stdout; a
 /// failure shows the command and its stderr.
 pub fn stdout_ok(cmd: &mut Command) -> String {
