@@ -483,6 +483,30 @@ fn resolve_source(
                     "a uv project's venv is synced with uv: set [python] installer = \"uv==X.Y.Z\" with installer-sha256".into(),
                 ));
             };
+            // uv skips a `--no-install-package` it does not know: a name
+            // the lock does not have would leave the package installed.
+            let locked = assemble_python::locked_packages(&dir.join("uv.lock")).map_err(py_err)?;
+            for wanted in &unit.exclude {
+                let wanted_n = assemble_python::normalize_name(wanted);
+                if !locked
+                    .iter()
+                    .any(|p| assemble_python::normalize_name(p) == wanted_n)
+                {
+                    let have: Vec<&str> = locked.iter().map(String::as_str).collect();
+                    return Err(recipe_error(
+                        recipe,
+                        &unit.name,
+                        &format!("{wanted:?}"),
+                        format!(
+                            "`exclude` names {wanted}, which {} does not have{}",
+                            dir.join("uv.lock").display(),
+                            assemble_recipe::suggest(wanted, &have)
+                                .map(|s| format!("; did you mean `{s}`?"))
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
             let announce = || {
                 progress(&format!(
                     "{}: syncing a virtualenv from {} with uv {version} (once; then cached)",
@@ -784,9 +808,17 @@ fn venv_overlap(
             })
         })
         .map_or_else(|| "DISTRIBUTION".to_string(), |d| d.name);
+    // The whole list to write, with what the unit already leaves out.
+    let exclude: Vec<String> = venv
+        .exclude
+        .iter()
+        .chain([&dist])
+        .map(|d| format!("{d:?}"))
+        .collect();
     Error::Conflict {
         fix: format!(
-            "the venv has it too. If {other} is to provide it, leave it out of the venv: `exclude = [\"{dist}\"]` in [units.{}]; else change {other}'s `install` mappings",
+            "the venv has it too. If {other} is to provide it, leave it out of the venv: `exclude = [{}]` in [units.{}]; else change {other}'s `install` mappings",
+            exclude.join(", "),
             venv.name
         ),
         path,

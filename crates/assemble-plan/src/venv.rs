@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use assemble_manifest::{Digest, Entry, Kind};
-use assemble_python::{Dist, launcher, read_dists, rewrite_pyvenv_cfg, rewrite_shebang};
+use assemble_manifest::{Content, Digest, Entry, Kind};
+use assemble_python::{Dist, InTree, launcher, read_dists, rewrite_pyvenv_cfg, rewrite_shebang};
 use assemble_recipe::{Recipe, Scripts, Unit, Vars};
 
 use crate::{Builder, Context, Error, recipe_error};
@@ -136,6 +136,36 @@ pub(crate) fn plan_venv(
         }
         let entry = script_entry(recipe, &name, root, &dists, script, &python, ctx)?;
         b.insert(format!("bin/{script}"), entry)?;
+    }
+
+    // RECORD's rows for bin/ describe the tree's bin/, not the installer's
+    // (whose launchers named the cache folder): so the tree does not depend
+    // on where the cache is, and RECORD lists no file the tree lacks.
+    for d in &dists {
+        let record = {
+            let tree = |script: &str| match b.desired.get(format!("bin/{script}").as_str()) {
+                Some(Entry {
+                    content: Some(Content::Bytes(bytes)),
+                    ..
+                }) => InTree::Written(bytes),
+                Some(_) => InTree::Copied,
+                None => InTree::Absent,
+            };
+            d.record_for_tree(tree)
+                .map_err(|e| python_err(assemble_python::Error::Io(e)))?
+        };
+        let Some(record) = record else { continue };
+        let Some(info) = d.dist_info.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let path = format!("{site_rel}/{info}/RECORD");
+        if b.desired.contains_key(path.as_str()) {
+            b.desired.remove(path.as_str());
+            b.insert(
+                path,
+                Entry::bytes(&name, "RECORD", record.into_bytes(), false),
+            )?;
+        }
     }
     Ok(())
 }

@@ -24,6 +24,16 @@ pub struct Dist {
     pub scripts: Vec<EntryPoint>,
 }
 
+/// What a tree holds at `bin/NAME`, for [`Dist::record_for_tree`].
+#[derive(Debug, Clone, Copy)]
+pub enum InTree<'a> {
+    /// Bytes the tree writes (a launcher of its own).
+    Written(&'a [u8]),
+    /// The venv's own file, copied as it is.
+    Copied,
+    Absent,
+}
+
 /// A file a distribution installed into `bin/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinFile {
@@ -57,6 +67,52 @@ impl Dist {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
         }
+    }
+
+    /// RECORD as it must read in a tree whose `bin/` is not the
+    /// installer's: each row for a file in `bin/` takes the hash and size
+    /// `tree` gives ([`InTree::Written`]), stays ([`InTree::Copied`]), or
+    /// goes, when the tree does not have that file ([`InTree::Absent`]).
+    /// `None` when RECORD has no such row (or no RECORD): nothing to change.
+    ///
+    /// The installer hashed the launchers it wrote, whose shebang names
+    /// the folder the venv was built in; the tree's launchers are ours.
+    pub fn record_for_tree<'a>(
+        &self,
+        tree: impl Fn(&str) -> InTree<'a>,
+    ) -> std::io::Result<Option<String>> {
+        use base64::Engine;
+        use sha2::Digest;
+        let text = match read_lossy(&self.dist_info.join("RECORD")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut out = String::with_capacity(text.len());
+        let mut changed = false;
+        for line in text.split_inclusive('\n') {
+            let (path, _) = record_path(line.trim_end_matches(['\n', '\r']));
+            let name = path
+                .strip_prefix("../../../bin/")
+                .filter(|n| !n.contains('/'));
+            match name.map(&tree) {
+                None | Some(InTree::Copied) => out.push_str(line),
+                Some(InTree::Written(bytes)) => {
+                    let digest = sha2::Sha256::digest(bytes);
+                    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+                    let quoted = if path.contains([',', '"']) {
+                        format!("\"{}\"", path.replace('"', "\"\""))
+                    } else {
+                        path.to_string()
+                    };
+                    let row = format!("{quoted},sha256={b64},{}\n", bytes.len());
+                    changed |= row != line;
+                    out.push_str(&row);
+                }
+                Some(InTree::Absent) => changed = true,
+            }
+        }
+        Ok(changed.then_some(out))
     }
 
     /// Whether this is the distribution `name` names, compared as PEP 503

@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 
 use assemble_fs::StatCache;
 
-pub use dist::{BinFile, Dist, EntryPoint, read_dists};
+pub use dist::{BinFile, Dist, EntryPoint, InTree, normalize_name, read_dists};
 pub use launcher::{carriable, launcher, rewrite_pyvenv_cfg, rewrite_shebang, shebang};
 pub use recover::recover_data_script;
-pub use run::{Artifact, Installer, bootstrap_uv, build_venv, pip_download, sync_venv};
+pub use run::{
+    Artifact, Installer, bootstrap_uv, build_venv, locked_packages, pip_download, sync_venv,
+};
 
 /// An error of this crate; each names the file or command it failed on.
 #[derive(Debug, thiserror::Error)]

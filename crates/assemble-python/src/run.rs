@@ -419,15 +419,30 @@ fn cached_venv(
     Ok(dir)
 }
 
+/// The names of the packages `uv.lock` at `path` holds, as written there.
+pub fn locked_packages(path: &Path) -> Result<Vec<String>, Error> {
+    let doc = read_lock(path, &fs_err::read(path)?)?;
+    Ok(doc
+        .get("package")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some(p.get("name")?.as_str()?.to_string()))
+        .collect())
+}
+
+fn read_lock(path: &Path, lock: &[u8]) -> Result<toml::Table, Error> {
+    toml::from_str(&String::from_utf8_lossy(lock)).map_err(|e| Error::Malformed {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 /// The folders (relative to the project) of the local packages `uv.lock`
 /// names: the project itself and its workspace members (`editable`,
 /// `virtual` or `directory` sources), sorted.
 fn local_packages(path: &Path, lock: &[u8]) -> Result<Vec<String>, Error> {
-    let text = String::from_utf8_lossy(lock);
-    let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::Malformed {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let doc = read_lock(path, lock)?;
     let mut dirs: Vec<String> = doc
         .get("package")
         .and_then(toml::Value::as_array)
