@@ -36,6 +36,7 @@
 //! on-missing = "fail"
 //! ```
 
+mod extends;
 mod vars;
 
 use std::fmt;
@@ -43,6 +44,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+use toml::Value;
 
 pub use assemble_nar::Hash;
 
@@ -95,13 +97,41 @@ impl fmt::Display for Location {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One recipe file as written: every section optional, as a recipe that
+/// `extends` another gives only what it changes.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRecipe {
-    package: RawPackage,
-    python: RawPython,
+struct RawLayer {
+    extends: Option<String>,
+    #[expect(
+        dead_code,
+        reason = "read for its unknown-key check; merged as a table"
+    )]
+    package: Option<RawPackage>,
+    #[expect(
+        dead_code,
+        reason = "read for its unknown-key check; merged as a table"
+    )]
+    python: Option<RawPython>,
     #[serde(default)]
     units: IndexMap<String, toml::Spanned<RawUnit>>,
+    #[expect(
+        dead_code,
+        reason = "read for its unknown-key check; merged as a table"
+    )]
+    autopatchelf: Option<RawAutopatchelf>,
+}
+
+/// The recipe after its `extends` chain is merged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecipe {
+    #[serde(default)]
+    package: RawPackage,
+    #[serde(default)]
+    python: RawPython,
+    #[serde(default)]
+    units: IndexMap<String, RawUnit>,
     autopatchelf: Option<RawAutopatchelf>,
 }
 
@@ -132,17 +162,17 @@ pub struct Autopatchelf {
     pub canonical: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPackage {
-    name: String,
-    version: String,
+    name: Option<String>,
+    version: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawPython {
-    interpreter: String,
+    interpreter: Option<String>,
     installer: Option<String>,
     #[serde(default)]
     installer_sha256: Vec<String>,
@@ -208,6 +238,9 @@ pub struct Patch {
 pub struct Recipe {
     /// The recipe file, absolute and normalised by [`Recipe::load`].
     pub file: PathBuf,
+    /// The recipe file, then the one it `extends`, and so on: where its
+    /// text is written.
+    pub files: Vec<PathBuf>,
     /// The folder relative paths resolve against.
     pub dir: PathBuf,
     pub name: String,
@@ -549,9 +582,21 @@ impl Recipe {
         Recipe::parse(&file, &text)
     }
 
-    /// Validates recipe text; `file` is used for locations and relative paths.
+    /// Validates recipe text; `file` is used for locations and relative
+    /// paths. A recipe that `extends` another reads it (and its bases) from
+    /// disk; see [`extends`] for the merge.
     pub fn parse(file: &Path, text: &str) -> Result<Recipe, RecipeError> {
-        let raw: RawRecipe = toml::from_str(text).map_err(|e| de_error(file, text, &e))?;
+        let chain = extends::Chain::read(file, text)?;
+        let raw: RawRecipe =
+            Value::Table(chain.merged.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| RecipeError::Syntax {
+                    location: Location {
+                        file: file.to_path_buf(),
+                        line: None,
+                    },
+                    message: e.message().trim().to_string(),
+                })?;
         let dir = file
             .parent()
             .map(Path::to_path_buf)
@@ -561,32 +606,45 @@ impl Recipe {
         } else {
             dir
         };
-        let at = |span: std::ops::Range<usize>| Location {
-            file: file.to_path_buf(),
-            line: Some(line_col(text, span.start)),
+        let span_of = |name: &str| chain.units[name].clone();
+        let invalid = |(layer, span): (usize, std::ops::Range<usize>), message: String| {
+            RecipeError::Invalid {
+                location: chain.at(layer, span),
+                message,
+            }
         };
-        let invalid = |span: std::ops::Range<usize>, message: String| RecipeError::Invalid {
-            location: at(span),
-            message,
+        let missing = |table: &str, key: &str| RecipeError::Invalid {
+            location: chain.find(&format!("[{table}]")),
+            message: format!(
+                "[{table}] has no `{key}`: the recipe (or the one it extends) must give it"
+            ),
         };
+        let name = raw
+            .package
+            .name
+            .clone()
+            .ok_or_else(|| missing("package", "name"))?;
+        let version = raw
+            .package
+            .version
+            .clone()
+            .ok_or_else(|| missing("package", "version"))?;
+        let interpreter = raw
+            .python
+            .interpreter
+            .clone()
+            .ok_or_else(|| missing("python", "interpreter"))?;
 
-        if raw.package.name.is_empty() || raw.package.name.contains('/') {
+        if name.is_empty() || name.contains('/') {
             return Err(RecipeError::Invalid {
-                location: Location {
-                    file: file.to_path_buf(),
-                    line: find_line(text, "name"),
-                },
-                message: format!(
-                    "package.name {:?} must be a plain non-empty file name",
-                    raw.package.name
-                ),
+                location: chain.find("name"),
+                message: format!("package.name {name:?} must be a plain non-empty file name"),
             });
         }
 
         let mut units = Vec::new();
-        for (name, spanned) in &raw.units {
-            let span = spanned.span();
-            let u = spanned.get_ref();
+        for (name, u) in &raw.units {
+            let span = span_of(name);
             let mut kinds = Vec::new();
             if let Some(p) = &u.venv {
                 kinds.push(Source::Venv { path: dir.join(p) });
@@ -759,7 +817,7 @@ impl Recipe {
                 _ => None,
             };
             if let Some(unit) = other {
-                let span = raw.units[&u.name].span();
+                let span = span_of(&u.name);
                 match units.iter().find(|o| &o.name == unit) {
                     None => {
                         let names: Vec<&str> = units.iter().map(|o| o.name.as_str()).collect();
@@ -790,10 +848,7 @@ impl Recipe {
         }
 
         let installer = installer(&raw.python).map_err(|message| RecipeError::Invalid {
-            location: Location {
-                file: file.to_path_buf(),
-                line: find_line(text, "installer"),
-            },
+            location: chain.find("installer"),
             message,
         })?;
         let autopatchelf = raw.autopatchelf.as_ref().map(|a| Autopatchelf {
@@ -805,10 +860,11 @@ impl Recipe {
         });
         Ok(Recipe {
             file: file.to_path_buf(),
+            files: chain.layers.iter().map(|l| l.file.clone()).collect(),
             dir,
-            name: raw.package.name,
-            version: raw.package.version,
-            interpreter: raw.python.interpreter,
+            name,
+            version,
+            interpreter,
             installer,
             units,
             autopatchelf,
@@ -830,10 +886,12 @@ impl Recipe {
     }
 
     /// Where `needle` is first written in unit `unit`'s tables
-    /// (`[units.NAME]` and its sub-tables, up to the next other table).
+    /// (`[units.NAME]` and its sub-tables, up to the next other table), in
+    /// the recipe, then in the files it extends.
     pub fn locate(&self, unit: &str, needle: &str) -> Location {
-        let found = fs_err::read_to_string(&self.file).ok().and_then(|text| {
-            let header = format!("units.{unit}");
+        let header = format!("units.{unit}");
+        let in_file = |file: &PathBuf| {
+            let text = fs_err::read_to_string(file).ok()?;
             let mut inside = false;
             let mut offset = 0;
             for line in text.split_inclusive('\n') {
@@ -848,30 +906,38 @@ impl Recipe {
                     && !needle.is_empty()
                     && let Some(i) = line.find(needle)
                 {
-                    return Some(line_col(&text, offset + i));
+                    return Some(Location {
+                        file: file.clone(),
+                        line: Some(line_col(&text, offset + i)),
+                    });
                 }
                 offset += line.len();
             }
             None
-        });
-        match found {
-            Some(line) => Location {
-                file: self.file.clone(),
-                line: Some(line),
-            },
-            None => self.unit_location(unit),
-        }
+        };
+        self.files
+            .iter()
+            .find_map(in_file)
+            .unwrap_or_else(|| self.unit_location(unit))
     }
 
-    /// The location of a unit's table, for errors found after parsing.
+    /// The location of a unit's table, for errors found after parsing: in
+    /// the first file of the chain that writes it.
     pub fn unit_location(&self, name: &str) -> Location {
-        let line = fs_err::read_to_string(&self.file)
-            .ok()
-            .and_then(|t| find_line(&t, &format!("[units.{name}")));
-        Location {
-            file: self.file.clone(),
-            line,
-        }
+        let header = format!("[units.{name}");
+        self.files
+            .iter()
+            .find_map(|file| {
+                let text = fs_err::read_to_string(file).ok()?;
+                find_line(&text, &header).map(|line| Location {
+                    file: file.clone(),
+                    line: Some(line),
+                })
+            })
+            .unwrap_or_else(|| Location {
+                file: self.file.clone(),
+                line: None,
+            })
     }
 }
 
