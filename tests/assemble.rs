@@ -9,7 +9,9 @@ use crate::support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use support::{Scratch, assert_same_tree, listing, python_xy, run, which};
+use support::{
+    Scratch, UV_VERSION, UV_WHEEL_SHA256, assert_same_tree, listing, python_xy, run, which,
+};
 
 const OUR_PACKAGES: [&str; 7] = [
     "authentik",
@@ -57,7 +59,7 @@ fn demo_assembles_runs_and_matches_the_checked_listing() {
         .assemble(&["--out", out.to_str().unwrap(), "--prefix", prefix, "--json"])
         .json();
     assert_eq!(report["output"], out.to_str().unwrap());
-    assert!(report["files_written"].as_u64().unwrap() > 500, "{report}");
+    assert!(report["files_written"].as_u64().unwrap() > 400, "{report}");
     for (name, u) in report["units"].as_object().unwrap() {
         assert_eq!(u["status"], "built", "unit {name}");
     }
@@ -183,7 +185,7 @@ fn webui_is_substituted_when_given() {
 #[test]
 fn nix_fod_venv_assembles_to_the_same_tree() {
     let s = Scratch::new();
-    // Build the demo once so the pip-built venv is in the shared cache.
+    // Build the demo once so its venv is in the shared cache.
     s.assemble(&["--out", s.path("warm").to_str().unwrap(), "--json"])
         .json();
     let venvs = support::shared_cache().join("venvs");
@@ -212,11 +214,13 @@ fn nix_fod_venv_assembles_to_the_same_tree() {
     for (venv, out) in [(&normal, "out-normal"), (&fod, "out-fod")] {
         let text = fs_err::read_to_string(s.recipe()).unwrap();
         let recipe = s.path(&format!("demo/{out}.toml"));
+        // The demo with its venv unit's source replaced: that folder, with
+        // nothing to leave out (uv did not install opencontainers).
         fs_err::write(
             &recipe,
-            text.replace(
-                "requirements = \"requirements.txt\"",
-                &format!("venv = \"{}\"", venv.display()),
+            format!(
+                "{text}\n[units.python-deps]\nvenv = \"{}\"\nexclude = []\n",
+                venv.display()
             ),
         )
         .unwrap();
@@ -317,11 +321,13 @@ fn missing_path_names_unit_and_key() {
 fn toml_syntax_error_has_file_line_col() {
     let s = Scratch::new();
     let err = fails_and_keeps_output(&s, 2, |s| {
-        s.edit_recipe(|t| t.replace("version = \"2026.2.0\"", "version = \"2026.2.0"))
+        s.edit_base(|t| t.replace("version = \"2026.2.0\"", "version = \"2026.2.0"))
     });
-    let recipe = s.recipe();
+    // In the file the demo extends, where the mistake is.
+    let text = fs_err::read_to_string(s.base()).unwrap();
+    let line = text.lines().position(|l| l.starts_with("version")).unwrap() + 1;
     assert!(
-        err.contains(&format!("{}:7:", recipe.display())),
+        err.contains(&format!("{}:{line}:", s.base().display())),
         "names file:line:col: {err}"
     );
 }
@@ -330,7 +336,7 @@ fn toml_syntax_error_has_file_line_col() {
 fn unknown_key_is_named_with_a_suggestion() {
     let s = Scratch::new();
     let err = fails_and_keeps_output(&s, 2, |s| {
-        s.edit_recipe(|t| t.replacen("executable = [", "executabel = [", 1))
+        s.edit_base(|t| t.replacen("executable = [", "executabel = [", 1))
     });
     assert!(err.contains("unknown key `executabel`"), "{err}");
     assert!(err.contains("did you mean `executable`"), "{err}");
@@ -430,7 +436,7 @@ fn pattern_not_found_shows_the_closest_line() {
 fn two_units_writing_one_path_is_an_error_naming_both() {
     let s = Scratch::new();
     let err = fails_and_keeps_output(&s, 1, |s| {
-        s.edit_recipe(|t| {
+        s.edit_base(|t| {
             t.replace(
                 "install = { \"guardian\" = \"@site@/guardian\" }",
                 "install = { \"guardian\" = \"@site@/opencontainers\" }",
@@ -515,7 +521,7 @@ fn failed_first_build_leaves_no_output() {
 fn a_path_beneath_another_units_file_fails_before_writing() {
     let s = Scratch::new();
     let err = fails_and_keeps_output(&s, 1, |s| {
-        s.edit_recipe(|t| {
+        s.edit_base(|t| {
             t.replace(
                 "install = { \"guardian\" = \"@site@/guardian\" }",
                 "install = { \"guardian\" = \"manage.py/guardian\" }",
@@ -659,11 +665,16 @@ fn a_package_another_unit_provides_is_excluded_from_the_venv() {
     let err = s.assemble(&["--out", out.to_str().unwrap()]).fails(1);
     assert!(err.contains("produced by two units"), "{err}");
     assert!(
-        err.contains(r#"`exclude = ["h11"]` in [units.python-deps]"#),
+        err.contains(r#"`exclude = ["opencontainers", "h11"]` in [units.python-deps]"#),
         "names the way out: {err}"
     );
 
-    s.edit_recipe(|t| t.replacen("scripts = [", "exclude = [\"h11\"]\nscripts = [", 1));
+    s.edit_base(|t| {
+        t.replace(
+            r#"exclude = ["opencontainers"]"#,
+            r#"exclude = ["opencontainers", "h11"]"#,
+        )
+    });
     s.assemble(&["--out", out.to_str().unwrap()]).ok();
     let site = format!("lib/python{}/site-packages/", python_xy());
     let h11: Vec<String> = listing(&out)
@@ -680,64 +691,89 @@ fn a_package_another_unit_provides_is_excluded_from_the_venv() {
     assert!(ok && who.trim() == "ours", "{who}");
 
     // A name the venv does not have is a recipe error at its position.
-    s.edit_recipe(|t| t.replace("exclude = [\"h11\"]", "exclude = [\"h12\"]"));
+    s.edit_base(|t| t.replace(r#""h11"]"#, r#""h12"]"#));
     let err = s.assemble(&["--out", out.to_str().unwrap()]).fails(2);
     assert!(
-        err.contains("`exclude` names h12, which is not installed"),
+        err.contains("`exclude` names h12, which") && err.contains("uv.lock does not have"),
         "{err}"
     );
     assert!(err.contains("did you mean `h11`?"), "{err}");
-    let text = fs_err::read_to_string(s.recipe()).unwrap();
+    let text = fs_err::read_to_string(s.base()).unwrap();
     let line = text.lines().position(|l| l.contains("\"h12\"")).unwrap() + 1;
-    assert!(err.contains(&format!("assemble.toml:{line}:")), "{err}");
+    let at = format!("{}:{line}:", s.base().display());
+    assert!(err.contains(&at), "{err}");
 }
 
 /// A `uv` on PATH that fails, leaving a mark, if anything runs it.
 fn decoy_uv(s: &Scratch) -> (std::path::PathBuf, String) {
+    decoys(s, &["uv"])
+}
+
+/// Programs named `names` in a folder first on PATH, each failing and
+/// leaving a mark if anything runs it. Returns the mark and that PATH.
+fn decoys(s: &Scratch, names: &[&str]) -> (std::path::PathBuf, String) {
     let bin = s.path("decoy-bin");
     fs_err::create_dir_all(&bin).unwrap();
-    let mark = s.path("decoy-uv-ran");
-    fs_err::write(
-        bin.join("uv"),
-        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", mark.display()),
-    )
-    .unwrap();
-    fs_err::set_permissions(bin.join("uv"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mark = s.path("decoy-ran");
+    for name in names {
+        fs_err::write(
+            bin.join(name),
+            format!("#!/bin/sh\necho {name} >> '{}'\nexit 1\n", mark.display()),
+        )
+        .unwrap();
+        fs_err::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     (mark, path)
 }
 
 /// Guards "one installer, the recipe's": the venv was built with uv when
-/// one happened to be on PATH (444 paths, against 759 with pip). Now the
-/// default is the interpreter's pip, whatever else is on PATH.
+/// one happened to be on PATH (444 paths, against 759 with pip). The demo
+/// built twice, into caches of its own (sharing only the bootstrapped uv),
+/// once with a pip and a uv first on PATH and once with neither: the
+/// pinned uv builds both venvs, nothing on PATH runs, the trees are equal.
 #[test]
-fn a_uv_on_path_is_not_the_installer() {
+fn the_same_recipe_gives_the_same_tree_whatever_is_on_path() {
     let s = Scratch::new();
-    let (mark, path) = decoy_uv(&s);
-    let cache = s.path("own-cache");
+    let (mark, decoyed) = decoys(&s, &["uv", "pip", "pip3"]);
+    let python = support::real_python();
     let recipe = s.recipe();
-    let assemble = |out: &str, env: &[(&str, &str)]| {
-        let out = s.path(out);
-        let mut env = env.to_vec();
-        env.push(("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()));
-        let extra = ["--prefix", "/opt/authentik", "--json"];
+    let assemble = |name: &str, path: &str| {
+        let out = s.path(name);
+        let cache = support::cache_sharing_uv(s.dir.path(), &format!("{name}-cache"));
+        let env = [
+            ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+            ("PATH", path),
+        ];
+        let extra = [
+            "--prefix",
+            "/opt/authentik",
+            "--json",
+            "--python",
+            python.to_str().unwrap(),
+        ];
         let report = support::assemble_into(s.dir.path(), &recipe, &out, &extra, &env).json();
+        let synced = fs_err::read_dir(cache.join("venvs"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().join("pyvenv.cfg").is_file())
+            .count();
+        assert_eq!(synced, 1, "each cache syncs its own venv");
         (listing(&out), report)
     };
-    // A cache of its own: the venv is built here, with the decoy on PATH.
-    let (with_decoy, report) = assemble("out1", &[("PATH", &path)]);
-    assert!(!mark.exists(), "the uv on PATH was run");
-    assert_eq!(
-        report["installer"], "pip (the interpreter's own)",
-        "{report}"
+    let (with_decoys, report) = assemble("out1", &decoyed);
+    assert!(
+        !mark.exists(),
+        "ran from PATH: {:?}",
+        fs_err::read_to_string(&mark)
     );
-    let (without, _) = assemble("out2", &[]);
-    assert_same_tree(&with_decoy, &without, "with and without a uv on PATH");
+    assert_eq!(report["installer"], format!("uv {UV_VERSION}"), "{report}");
+    let (without, _) = assemble("out2", "/usr/bin:/bin");
+    assert_same_tree(
+        &with_decoys,
+        &without,
+        "with and without a pip and a uv on PATH",
+    );
 }
-
-const UV_VERSION: &str = "0.9.5";
-/// `pip download --no-deps --only-binary :all: uv==0.9.5` on Linux x86_64.
-const UV_WHEEL_SHA256: &str = "6507bbbcd788553ec4ad5a96fa19364dc0f58b023e31d79868773559a83ec181";
 
 /// `[python] installer = "uv==X"` bootstraps that uv from its wheel
 /// (through pip, checked by sha256) and builds the venv with it; a wheel
@@ -798,9 +834,7 @@ fn the_pinned_uv_is_bootstrapped_and_builds_the_venv() {
 fn a_uv_project_venv_is_synced_from_its_lock() {
     let s = Scratch::new();
     let python = assemble_python::Interpreter::probe("python3").unwrap();
-    let sha = <[u8; 32]>::try_from(hex::decode(UV_WHEEL_SHA256).unwrap()).unwrap();
-    let uv = assemble_python::bootstrap_uv(UV_VERSION, &[sha], &python, &support::shared_cache())
-        .unwrap();
+    let uv = support::shared_uv();
     let proj = s.path("proj");
     let files: &[(&str, &str)] = &[
         (
@@ -839,14 +873,8 @@ fn a_uv_project_venv_is_synced_from_its_lock() {
         ),
     )
     .unwrap();
-    let cache = s.path("own-cache");
-    fs_err::create_dir_all(cache.join("tools")).unwrap();
     // The bootstrapped uv is shared; the venvs are this test's own.
-    fs_err::os::unix::fs::symlink(
-        support::shared_cache().join(format!("tools/uv-{UV_VERSION}")),
-        cache.join(format!("tools/uv-{UV_VERSION}")),
-    )
-    .unwrap();
+    let cache = support::cache_sharing_uv(s.dir.path(), "own-cache");
     let out = s.path("out");
     let env = [("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
     let assemble = || support::assemble_into(s.dir.path(), &recipe, &out, &[], &env).ok();

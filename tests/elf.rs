@@ -82,7 +82,6 @@ fn build_fixtures(dir: &Path) -> String {
 
 fn add_native_unit(s: &Scratch, ext: &str, extra_install: &str, autopatchelf: &str) {
     s.edit_recipe(|t| {
-        let t = t.replace("[autopatchelf]\nlibs = []\n", "");
         format!(
             "{t}\n[units.native]\npath = \"../fixtures\"\ninstall = {{ \"native/foo-demo\" = \"bin/foo-demo\", \"native/{ext}\" = \"@site@/{ext}\"{extra_install} }}\n\n[autopatchelf]\n{autopatchelf}\n"
         )
@@ -197,7 +196,7 @@ fn missing_libraries_are_listed_together_and_globs_make_them_warnings() {
     assert!(err.contains("[autopatchelf] libs"), "names the fix: {err}");
     assert!(!out.exists(), "nothing written");
 
-    s.edit_recipe(|t| {
+    s.edit_base(|t| {
         t.replace(
             "[autopatchelf]\nlibs = []",
             "[autopatchelf]\nlibs = []\nignore-missing = [\"libfoo.so.*\"]",

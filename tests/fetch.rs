@@ -405,7 +405,7 @@ fn hash_command_prints_what_nix_prints() {
         run(&["hash", t, "--format", "hex"]),
         nix(&["path", "--base16", t])
     );
-    let f = s.path("demo/requirements.txt");
+    let f = s.path("demo/authentik/uv.lock");
     let f = f.to_str().unwrap();
     assert_eq!(run(&["hash", "--flat", f]), nix(&["file", f]));
 }

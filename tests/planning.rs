@@ -20,18 +20,18 @@ fn position(text: &str, needle: &str) -> (usize, usize) {
     (line, col)
 }
 
-/// Edits the demo recipe (`replace` -> `with`), plans it, and checks that
-/// the run exits 2 with `message` at the `file:line:col` of `at` (text of
-/// the edited recipe).
+/// Edits the authentik recipe the demo extends (`replace` -> `with`), plans
+/// the demo, and checks that the run exits 2 with `message` at the
+/// `file:line:col` of `at` in the file where it is written (the base).
 fn recipe_error(replace: &str, with: &str, at: &str, message: &str) {
     let s = Scratch::new();
-    s.edit_recipe(|t| t.replacen(replace, with, 1));
-    let text = fs_err::read_to_string(s.recipe()).unwrap();
+    s.edit_base(|t| t.replacen(replace, with, 1));
+    let text = fs_err::read_to_string(s.base()).unwrap();
     let (line, col) = position(&text, at);
     let out = s.path("out");
     for command in ["plan", "assemble"] {
         let err = s.run(command, &["--out", out.to_str().unwrap()]).fails(2);
-        let location = format!("{}:{line}:{col}", s.recipe().display());
+        let location = format!("{}:{line}:{col}", s.base().display());
         assert!(
             err.contains(&location),
             "{command}: wants {location}:\n{err}"
@@ -164,7 +164,7 @@ fn fingerprints_do_not_depend_on_how_the_recipe_is_spelled() {
         assert!(dirty.is_empty(), "--recipe {spelling}: {dirty:?}");
     }
     // The order mappings and links are written in does not matter...
-    s.edit_recipe(|t| {
+    s.edit_base(|t| {
         t.replace(
             r#"symlinks = { "lifecycle" = "@site@/lifecycle", "authentik" = "@site@/authentik" }"#,
             r#"symlinks = { "authentik" = "@site@/authentik", "lifecycle" = "@site@/lifecycle" }"#,
@@ -177,7 +177,7 @@ fn fingerprints_do_not_depend_on_how_the_recipe_is_spelled() {
     let dirty = dirty_units(&plan("demo/assemble.toml"));
     assert!(dirty.is_empty(), "reordered mappings: {dirty:?}");
     // ...but a change of what they say does (the check can fail).
-    s.edit_recipe(|t| t.replace(r#""manage.py" = "manage.py""#, r#""manage.py" = "run.py""#));
+    s.edit_base(|t| t.replace(r#""manage.py" = "manage.py""#, r#""manage.py" = "run.py""#));
     let dirty = dirty_units(&plan("demo/assemble.toml"));
     assert!(
         dirty.len() == 1 && dirty[0].starts_with("authentik: ") && dirty[0].contains("install"),

@@ -98,7 +98,7 @@ fn dirty_reasons_are_plain_sentences() {
     let settings = s.path("demo/authentik/authentik/root/settings.py");
     let text = fs_err::read_to_string(&settings).unwrap();
     fs_err::write(&settings, format!("{text}DEBUG = False\n")).unwrap();
-    s.edit_recipe(|t| {
+    s.edit_base(|t| {
         t.replace(
             "with = \"blueprints_dir: @out@/blueprints\"",
             "with = \"blueprints_dir: @out@/bp\"",

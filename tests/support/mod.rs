@@ -12,6 +12,14 @@ use std::process::{Command, Output};
 
 use sha2::Digest;
 
+/// Rewrites `file` with `f`, which must change it.
+pub fn edit(file: &Path, f: impl FnOnce(String) -> String) {
+    let text = fs_err::read_to_string(file).expect("read recipe");
+    let new = f(text.clone());
+    assert_ne!(text, new, "the edit changed nothing");
+    fs_err::write(file, new).expect("write recipe");
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,7 +33,45 @@ pub fn shared_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("assemble-cache")
 }
 
-/// One test's scratch folder, with the demo (recipe and fixtures) copied in.
+/// The uv the shipped recipes pin.
+pub const UV_VERSION: &str = "0.9.5";
+/// `pip download --no-deps --only-binary :all: uv==0.9.5` on Linux x86_64.
+pub const UV_WHEEL_SHA256: &str =
+    "6507bbbcd788553ec4ad5a96fa19364dc0f58b023e31d79868773559a83ec181";
+
+/// The interpreter behind `python3` on PATH, by its real path (a name on
+/// PATH may be a shim that forwards to it).
+pub fn real_python() -> PathBuf {
+    assemble_python::Interpreter::probe("python3")
+        .expect("python3 on PATH")
+        .executable
+}
+
+/// The pinned uv, bootstrapped (once for all tests) into the shared cache.
+pub fn shared_uv() -> PathBuf {
+    let python = assemble_python::Interpreter::probe("python3").expect("python3 on PATH");
+    let sha = <[u8; 32]>::try_from(hex::decode(UV_WHEEL_SHA256).expect("hex")).expect("32 bytes");
+    assemble_python::bootstrap_uv(UV_VERSION, &[sha], &python, &shared_cache())
+        .expect("bootstrap uv")
+}
+
+/// A cache `name` in `dir` of its own (venvs, sources), sharing only the
+/// bootstrapped uv with the other tests.
+pub fn cache_sharing_uv(dir: &Path, name: &str) -> PathBuf {
+    let uv = shared_uv();
+    let cache = dir.join(name);
+    let tools = cache.join("tools");
+    fs_err::create_dir_all(&tools).expect("cache");
+    fs_err::os::unix::fs::symlink(
+        uv.parent().expect("uv's folder"),
+        tools.join(format!("uv-{UV_VERSION}")),
+    )
+    .expect("link the shared uv");
+    cache
+}
+
+/// One test's scratch folder, with the demo (recipe and fixtures) copied
+/// in, and beside it the authentik recipe the demo's extends.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
 }
@@ -37,6 +83,11 @@ impl Scratch {
             .tempdir()
             .expect("tempdir");
         copy_dir(&root().join("demo"), &dir.path().join("demo"));
+        fs_err::copy(
+            root().join("assemble.toml"),
+            dir.path().join("assemble.toml"),
+        )
+        .expect("copy the base recipe");
         Scratch { dir }
     }
 
@@ -58,12 +109,20 @@ impl Scratch {
         self.path("demo/assemble.toml")
     }
 
-    /// Rewrites the scratch recipe with `f`.
+    /// The authentik recipe that the scratch recipe extends: the install
+    /// maps, patches, scripts and `[autopatchelf]` are written there.
+    pub fn base(&self) -> PathBuf {
+        self.path("assemble.toml")
+    }
+
+    /// Rewrites the scratch recipe (the demo's sources) with `f`.
     pub fn edit_recipe(&self, f: impl FnOnce(String) -> String) {
-        let text = fs_err::read_to_string(self.recipe()).expect("read recipe");
-        let new = f(text.clone());
-        assert_ne!(text, new, "the edit changed nothing");
-        fs_err::write(self.recipe(), new).expect("write recipe");
+        edit(&self.recipe(), f);
+    }
+
+    /// Rewrites the recipe the scratch recipe extends with `f`.
+    pub fn edit_base(&self, f: impl FnOnce(String) -> String) {
+        edit(&self.base(), f);
     }
 
     /// `xtask assemble --recipe <scratch recipe> ARGS...` with the shared

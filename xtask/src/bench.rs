@@ -91,7 +91,13 @@ fn write_file(path: &Path, size: usize, rng: &mut Rng, buf: &mut Vec<u8>) -> any
     Ok(())
 }
 
-fn generate(args: &BenchArgs, root: &Path, python: &Path, xy: &str) -> anyhow::Result<Inputs> {
+fn generate(
+    args: &BenchArgs,
+    root: &Path,
+    authentik_recipe: &Path,
+    python: &Path,
+    xy: &str,
+) -> anyhow::Result<Inputs> {
     let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut buf = Vec::new();
     let (venv_files, venv_mib, app_files) = if args.smoke {
@@ -245,57 +251,43 @@ fn generate(args: &BenchArgs, root: &Path, python: &Path, xy: &str) -> anyhow::R
         fs_err::create_dir_all(path.parent().unwrap_or(&app))?;
         write_file(&path, 500 + rng.below(8_000) as usize, &mut rng, &mut buf)?;
     }
-    // The interpreter by its real path, as a packager's recipe names it
-    // (a name on PATH may be a shim that costs a shell on every run).
+    // opencontainers' place, as the authentik recipe installs it.
+    let oci = root.join("inputs/oci/opencontainers");
+    fs_err::create_dir_all(&oci)?;
+    fs_err::write(oci.join("__init__.py"), "")?;
+    // The authentik recipe itself (its units, install maps and patches),
+    // with the sources replaced by the generated inputs. The interpreter by
+    // its real path, as a packager's recipe names it (a name on PATH may be
+    // a shim that costs a shell on every run).
+    let base = authentik_recipe
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", authentik_recipe.display()))?;
     fs_err::write(
         root.join("inputs/assemble.toml"),
         format!(
-            "[package]\nname = \"bench\"\nversion = \"0\"\n[python]\ninterpreter = {:?}\n",
-            python.display().to_string()
-        ) + r##"
+            r#"extends = {base:?}
+
+[package]
+name = "bench"
+version = "0"
+
+[python]
+interpreter = {python:?}
+installer = "pip"
+
 [units.python-deps]
 venv = "venv"
+exclude = []
 scripts = ["tool"]
-[units.ak-guardian]
-from = "authentik:packages/ak-guardian"
-install = { "guardian" = "@site@/guardian" }
-[units.django-channels-postgres]
-from = "authentik:packages/django-channels-postgres"
-install = { "django_channels_postgres" = "@site@/django_channels_postgres" }
-[units.django-dramatiq-postgres]
-from = "authentik:packages/django-dramatiq-postgres"
-install = { "django_dramatiq_postgres" = "@site@/django_dramatiq_postgres" }
-[units.django-postgres-cache]
-from = "authentik:packages/django-postgres-cache"
-install = { "django_postgres_cache" = "@site@/django_postgres_cache" }
+
+[units.opencontainers]
+path = "oci"
+
 [units.authentik]
 path = "app"
-install = { "authentik" = "@site@/authentik", "lifecycle" = "@site@/lifecycle", "blueprints" = "blueprints", "manage.py" = "manage.py" }
-executable = ["@site@/lifecycle/ak"]
-symlinks = { "lifecycle" = "@site@/lifecycle", "authentik" = "@site@/authentik" }
-[[units.authentik.patch]]
-file = "@site@/authentik/root/settings.py"
-replace = "BASE_DIR = Path(__file__).absolute().parent.parent.parent"
-with = 'BASE_DIR = Path("@out@")'
-[[units.authentik.patch]]
-file = "@site@/authentik/lib/default.yml"
-replace = "blueprints_dir: /blueprints"
-with = "blueprints_dir: @out@/blueprints"
-[[units.authentik.patch]]
-file = "@site@/authentik/stages/email/utils.py"
-replace = 'Path("web/icons/icon_left_brand.png")'
-with = 'Path("@webui@/icons/icon_left_brand.png")'
-[[units.authentik.patch]]
-file = "@site@/authentik/rbac/migrations/0010_remove_role_group_alter_role_name.py"
-replace = '("authentik_rbac", "0009_remove_initialpermissions_mode"),'
-with = '("authentik_rbac", "0009_remove_initialpermissions_mode"), ("authentik_core", "0056_user_roles"),'
-[[units.authentik.patch]]
-file = "@site@/lifecycle/ak"
-replace = "#!/usr/bin/env -S bash"
-with = "#!@bash@"
-[autopatchelf]
-libs = []
-"##,
+"#,
+            python = python.display().to_string()
+        ),
     )?;
     Ok(Inputs {
         venv_files: written + elf_files + packages * 3 + 2,
@@ -438,7 +430,13 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let xy = format!("{}.{}", python.major, python.minor);
     let runs = args.runs.max(1);
     eprintln!("{:>12} inputs in {}", "Generating", root.display());
-    let inputs = generate(args, &root, &python.executable, &xy)?;
+    let inputs = generate(
+        args,
+        &root,
+        &ws.root.join("assemble.toml"),
+        &python.executable,
+        &xy,
+    )?;
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let input_dir = root.join("inputs");
     let recipe = input_dir.join("assemble.toml");
