@@ -584,6 +584,72 @@ fn state_or_cache_inside_the_output_is_refused() {
     }
 }
 
+/// An interpreter that is not on PATH but among the installations uv
+/// manages is found through `uv python find` (with the recipe's uv,
+/// bootstrapped already; nothing downloaded). Without it there, the error
+/// says where it looked, PATH and uv's answer.
+#[test]
+fn an_interpreter_uv_manages_is_found_through_uv_python_find() {
+    let s = Scratch::new();
+    let python = assemble_python::Interpreter::probe("python3").unwrap();
+    let name = format!("python{}.{}", python.major, python.minor);
+    s.edit_recipe(|t| {
+        t.replace(
+            "interpreter = \"python3\"",
+            &format!("interpreter = \"{name}\""),
+        )
+    });
+    // uv's layout of a managed CPython, holding this machine's interpreter.
+    let managed = s.path("uv-pythons");
+    let bin = managed.join(format!(
+        "cpython-{}-linux-x86_64-gnu/bin",
+        python.full_version
+    ));
+    fs_err::create_dir_all(&bin).unwrap();
+    fs_err::os::unix::fs::symlink(&python.executable, bin.join(&name)).unwrap();
+    fs_err::os::unix::fs::symlink(&name, bin.join("python3")).unwrap();
+    // PATH has bash and nothing else.
+    let path = s.path("path");
+    fs_err::create_dir_all(&path).unwrap();
+    fs_err::os::unix::fs::symlink(which("bash"), path.join("bash")).unwrap();
+    support::shared_uv();
+    let plan = |install_dir: &std::path::Path| {
+        let out = s.path("out");
+        support::xtask_env(
+            s.dir.path(),
+            &[
+                "plan",
+                "--recipe",
+                s.recipe().to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--json",
+            ],
+            &[
+                ("PATH", path.to_str().unwrap()),
+                ("UV_PYTHON_INSTALL_DIR", install_dir.to_str().unwrap()),
+            ],
+        )
+    };
+    let report = plan(&managed).json();
+    assert_eq!(
+        report["interpreter"]["version"], python.full_version,
+        "{report}"
+    );
+
+    let err = plan(&s.path("no-pythons")).fails(1);
+    assert!(
+        err.contains(&format!("python interpreter `{name}` not found")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("on PATH ({})", path.display())),
+        "{err}"
+    );
+    assert!(err.contains(&format!("python find {name}`")), "{err}");
+    assert!(err.contains("--python PATH"), "{err}");
+}
+
 /// Guards the venv unit against the installer's bookkeeping: uv leaves a
 /// `.lock`, a `.gitignore` of `*` and a `CACHEDIR.TAG` at a venv's root,
 /// and they were copied to the output's root (where CACHEDIR.TAG makes

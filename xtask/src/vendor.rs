@@ -41,7 +41,8 @@ pub fn run(args: &VendorArgs) -> Result<(), Failure> {
         .any(|(_, r)| matches!(r, Remote::Pypi { .. }))
     {
         let named = args.common.python.as_ref().map(|p| ws.cwd.join(p));
-        let python = Interpreter::locate(&recipe.interpreter, named.as_deref())
+        let cache = ws.cache(args.common.cache_dir.as_deref());
+        let python = assemble_pipeline::locate_interpreter(&recipe, named.as_deref(), &cache)
             .and_then(|exe| Interpreter::probe(&exe.to_string_lossy()))
             .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
         fetcher.python = Some(python);

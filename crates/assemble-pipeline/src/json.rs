@@ -42,6 +42,8 @@ struct JsonReport<'a> {
     prefix: &'a str,
     /// What builds the recipe's virtualenvs, with its version.
     installer: &'a str,
+    /// The interpreter the tree runs on: its real path and version.
+    interpreter: Interpreter<'a>,
     /// `true` for `cargo xtask plan`: nothing was changed.
     dry_run: bool,
     files_written: usize,
@@ -66,6 +68,12 @@ struct JsonReport<'a> {
 }
 
 #[derive(Serialize)]
+struct Interpreter<'a> {
+    path: &'a Path,
+    version: &'a str,
+}
+
+#[derive(Serialize)]
 struct Phase {
     phase: &'static str,
     ms: f64,
@@ -81,6 +89,10 @@ impl Report {
             output: &self.output,
             prefix: &self.prefix,
             installer: &self.installer,
+            interpreter: Interpreter {
+                path: &self.interpreter,
+                version: &self.python_version,
+            },
             dry_run: self.dry_run,
             files_written: o.files_written,
             files_removed: o.files_removed,

@@ -241,7 +241,7 @@ impl Session {
             recipe: recipe.file.clone(),
             source,
         };
-        let exe = Interpreter::locate(&recipe.interpreter, opts.python.as_deref())
+        let exe = locate_interpreter(&recipe, opts.python.as_deref(), &opts.cache)
             .map_err(interpreter_error)?;
         let python = Interpreter::probe_cached(&exe.to_string_lossy(), &opts.cache)
             .map_err(interpreter_error)?;
@@ -423,6 +423,8 @@ impl Session {
             output: self.layout.out,
             prefix: self.ctx.prefix,
             installer: assemble_plan::installer(&self.recipe).label(),
+            interpreter: self.ctx.python.executable.clone(),
+            python_version: self.ctx.python.full_version.clone(),
             name: self.recipe.name,
             version: self.recipe.version,
             dry_run,
@@ -433,6 +435,18 @@ impl Session {
             plan,
         }
     }
+}
+
+/// The recipe's interpreter: `named` (`--python`), else its name on PATH,
+/// else `uv python find` with the recipe's uv when it is in `cache`, or a
+/// uv on PATH (see [`Interpreter::locate`]).
+pub fn locate_interpreter(
+    recipe: &Recipe,
+    named: Option<&Path>,
+    cache: &Path,
+) -> Result<PathBuf, assemble_python::Error> {
+    let uv = assemble_plan::installer(recipe).finder(cache);
+    Interpreter::locate(&recipe.interpreter, named, uv.as_deref())
 }
 
 /// `cargo xtask lock`: resolves every source of the recipe at `recipe`
@@ -519,6 +533,9 @@ pub struct Report {
     pub version: String,
     /// What builds the recipe's virtualenvs (`[python] installer`).
     pub installer: String,
+    /// The interpreter's real path and its version (`3.14.0`).
+    pub interpreter: PathBuf,
+    pub python_version: String,
     pub dry_run: bool,
     /// In recipe order.
     pub units: Vec<UnitReport>,

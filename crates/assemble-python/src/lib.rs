@@ -60,9 +60,11 @@ pub struct Interpreter {
 impl Interpreter {
     /// The interpreter to use: `named` when given (`--python`), else
     /// `name` (the recipe's `[python] interpreter`) as a path or a name on
-    /// PATH. When there is none, the error says where it looked and how to
-    /// name one; nothing is run to find out.
-    pub fn locate(name: &str, named: Option<&Path>) -> Result<PathBuf, Error> {
+    /// PATH, else what `uv python find` answers for `name` (installations
+    /// uv manages; never a download, never a virtualenv) when `uv` is
+    /// given (see [`Installer::finder`]). When there is none, the error
+    /// says where it looked and how to name one.
+    pub fn locate(name: &str, named: Option<&Path>, uv: Option<&Path>) -> Result<PathBuf, Error> {
         let not_found = |name: &str, looked: String| Error::InterpreterNotFound {
             name: name.to_string(),
             looked,
@@ -83,25 +85,71 @@ impl Interpreter {
         if let Some(p) = find_program(name) {
             return Ok(p);
         }
-        let looked = if name.contains('/') {
-            format!("at {name}, which is not an executable file")
+        if name.contains('/') {
+            return Err(not_found(
+                name,
+                format!("at {name}, which is not an executable file"),
+            ));
+        }
+        let dirs: Vec<String> = assemble_fs::path_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        let on_path = if dirs.is_empty() {
+            "on PATH, which is empty".to_string()
         } else {
-            let dirs: Vec<String> = assemble_fs::path_dirs()
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect();
-            if dirs.is_empty() {
-                "on PATH, which is empty".to_string()
-            } else {
-                format!("on PATH ({})", dirs.join(":"))
-            }
+            format!("on PATH ({})", dirs.join(":"))
         };
-        Err(not_found(name, looked))
+        let Some(uv) = uv else {
+            return Err(not_found(
+                name,
+                format!(
+                    "{on_path}; `uv python find` was not asked: no uv yet (the recipe's is not bootstrapped, and none is on PATH)"
+                ),
+            ));
+        };
+        let args = [
+            "python",
+            "find",
+            "--system",
+            "--no-project",
+            "--no-config",
+            "--no-python-downloads",
+            name,
+        ];
+        match run::output_env(
+            uv,
+            &args,
+            None,
+            &[("UV_PYTHON_DOWNLOADS", "never".as_ref())],
+        ) {
+            Ok(out) if assemble_fs::is_executable(Path::new(out.trim())) => {
+                Ok(PathBuf::from(out.trim()))
+            }
+            Ok(out) => Err(not_found(
+                name,
+                format!(
+                    "{on_path}; `{} python find {name}` answered {out:?}",
+                    uv.display()
+                ),
+            )),
+            Err(e) => Err(not_found(
+                name,
+                format!(
+                    "{on_path}; and in the installations uv manages (`{} python find {name}`: {})",
+                    uv.display(),
+                    match e {
+                        Error::Command { stderr, .. } => stderr.trim().to_string(),
+                        e => e.to_string(),
+                    }
+                ),
+            )),
+        }
     }
 
     /// Finds `name` (a name on PATH, or a path) and asks it about itself.
     pub fn probe(name: &str) -> Result<Interpreter, Error> {
-        let path = Interpreter::locate(name, None)?;
+        let path = Interpreter::locate(name, None, None)?;
         // -E -S: no environment, no site: a fast start, and an answer
         // about the interpreter itself.
         let code = "import os,sys;print(os.path.realpath(sys.executable));print(sys.base_prefix);print(sys.version_info[0]);print(sys.version_info[1]);print(sys.version.split()[0])";

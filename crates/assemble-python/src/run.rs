@@ -80,6 +80,20 @@ pub enum Installer<'a> {
 }
 
 impl Installer<'_> {
+    /// The uv that can look for an interpreter (`uv python find`) before
+    /// anything is fetched: the recipe's own uv if it is already
+    /// bootstrapped in `cache`, else a uv on PATH (it only finds; it never
+    /// builds anything).
+    pub fn finder(&self, cache: &Path) -> Option<PathBuf> {
+        if let Installer::Uv { version, .. } = self {
+            let own = uv_path(cache, version);
+            if own.is_file() {
+                return Some(own);
+            }
+        }
+        crate::find_program("uv")
+    }
+
     /// Its name and version, for the cache key and reports.
     pub fn label(&self) -> String {
         match self {
@@ -227,6 +241,11 @@ pub fn pip_download(
     }
 }
 
+/// Where [`bootstrap_uv`] keeps uv `version` in `cache`.
+fn uv_path(cache: &Path, version: &str) -> PathBuf {
+    cache.join("tools").join(format!("uv-{version}")).join("uv")
+}
+
 /// uv at `version`, from the cache or else from its wheel: downloaded with
 /// the interpreter's pip, accepted only if its sha256 is one of `sha256`,
 /// and its `uv` binary unpacked into `cache/tools/uv-VERSION/`. Returns the
@@ -237,12 +256,12 @@ pub fn bootstrap_uv(
     python: &Interpreter,
     cache: &Path,
 ) -> Result<PathBuf, Error> {
-    let root = cache.join("tools");
-    let dir = root.join(format!("uv-{version}"));
-    let bin = dir.join("uv");
+    let bin = uv_path(cache, version);
     if bin.is_file() {
         return Ok(bin);
     }
+    let dir = bin.parent().unwrap_or(cache).to_path_buf();
+    let root = cache.join("tools");
     fs_err::create_dir_all(&root)?;
     let lock = fs_err::File::create(root.join(format!("uv-{version}.lock")))?;
     lock.file().lock()?;
