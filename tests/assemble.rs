@@ -895,7 +895,8 @@ fn the_pinned_uv_is_bootstrapped_and_builds_the_venv() {
 /// authentik's image does: dependencies only (not the project, not its
 /// workspace members, not what `exclude` names), which the other units
 /// provide as the seed does. The installer runs again only when what
-/// decides the venv changes (uv.lock), not for an edit of the sources.
+/// decides the venv changes (uv.lock, the interpreter, uv's version), not
+/// for an edit of the sources.
 #[test]
 fn a_uv_project_venv_is_synced_from_its_lock() {
     let s = Scratch::new();
@@ -971,4 +972,52 @@ fn a_uv_project_venv_is_synced_from_its_lock() {
     let text = fs_err::read_to_string(&lock_file).unwrap();
     fs_err::write(&lock_file, format!("{text}\n# touched\n")).unwrap();
     assert_eq!(synced(&assemble()), 1, "a changed uv.lock syncs again");
+
+    // Another interpreter (this one copied into a venv of its own, so that
+    // its path is another): synced again; the first one's is still cached.
+    let other = s.path("other-python");
+    let (ok, msg) = run(
+        &python.executable,
+        &[
+            "-m",
+            "venv",
+            "--copies",
+            "--without-pip",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{msg}");
+    let other_python = other.join("bin/python3");
+    let with_python = support::assemble_into(
+        s.dir.path(),
+        &recipe,
+        &out,
+        &["--python", other_python.to_str().unwrap()],
+        &env,
+    )
+    .ok();
+    assert_eq!(synced(&with_python), 1, "another interpreter syncs again");
+    assert_eq!(
+        synced(&assemble()),
+        0,
+        "the first interpreter's venv is cached"
+    );
+
+    // Another uv, bootstrapped from its own pinned wheel: synced again.
+    support::edit(&recipe, |t| {
+        t.replace(UV_VERSION, OTHER_UV_VERSION)
+            .replace(UV_WHEEL_SHA256, OTHER_UV_WHEEL_SHA256)
+    });
+    assert_eq!(synced(&assemble()), 1, "another uv syncs again");
+    assert!(
+        cache
+            .join(format!("tools/uv-{OTHER_UV_VERSION}/uv"))
+            .is_file()
+    );
 }
+
+/// An older uv, for the test that a uv version is part of the venv's key.
+const OTHER_UV_VERSION: &str = "0.9.4";
+/// `pip download --no-deps --only-binary :all: uv==0.9.4` on Linux x86_64.
+const OTHER_UV_WHEEL_SHA256: &str =
+    "d89f88df09d571f6d06228b32a6a71100905eb64343247317d363bcd774ee870";
