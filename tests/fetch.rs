@@ -49,14 +49,19 @@ fn fake_upstream(s: &Scratch) -> (Vec<u8>, String) {
     }
     fs_err::create_dir_all(tree.join("docs/empty")).unwrap();
     fs_err::os::unix::fs::symlink("README.md", tree.join("README")).unwrap();
+    (tar_gz(&top, &tree), nix_hash_path(&tree))
+}
+
+/// `tree` as a `.tar.gz` with one top folder `top`, as GitHub archives a
+/// revision (links kept as links).
+fn tar_gz(top: &str, tree: &Path) -> Vec<u8> {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::default(),
     ));
     b.follow_symlinks(false);
-    b.append_dir_all(&top, &tree).unwrap();
-    let archive = b.into_inner().unwrap().finish().unwrap();
-    (archive, nix_hash_path(&tree))
+    b.append_dir_all(top, tree).unwrap();
+    b.into_inner().unwrap().finish().unwrap()
 }
 
 /// The path GitHub serves the archive of `REV` at.
@@ -515,12 +520,7 @@ fn the_lock_file_pins_a_tag_and_every_fetch_is_checked_against_it() {
     let top = s.path("tampered/oci-python-x");
     fs_err::create_dir_all(top.join("opencontainers")).unwrap();
     fs_err::write(top.join("opencontainers/__init__.py"), "evil = 1\n").unwrap();
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    b.append_dir_all("oci-python-x", &top).unwrap();
-    let tampered = b.into_inner().unwrap().finish().unwrap();
+    let tampered = tar_gz("oci-python-x", &top);
     other.route(at_tag, Reply::Ok(tampered));
     let fresh = s.path("fresh-cache");
     fs_err::create_dir_all(&fresh).unwrap();
@@ -569,4 +569,181 @@ fn the_lock_file_pins_a_tag_and_every_fetch_is_checked_against_it() {
         "only the tampered fetch reached the server"
     );
     assert!(hits >= 1);
+}
+
+/// The tag the root recipe pins authentik at.
+const AUTHENTIK_TAG: &str = "version/2026.2.0";
+
+/// The root recipe from pins alone, against a loopback "GitHub" serving
+/// our authentik-shaped fixture (a uv workspace with its uv.lock) as
+/// goauthentik/authentik at its release tag: `lock` records the NAR hash,
+/// `assemble --locked` fetches, syncs the venv from the fixture's uv.lock
+/// with the bootstrapped uv (without the workspace members and
+/// opencontainers, which their units install), applies the six patches,
+/// and the tree runs. One pin is replaced, in a recipe that extends the
+/// root one: opencontainers's (a git rev on GitHub, whose bytes cannot be
+/// served here) by the same package's sdist. The interpreter is this
+/// machine's python3, named with --python (the recipe asks for 3.14).
+#[test]
+fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
+    let s = Scratch::new();
+    let fixture = s.path("demo/authentik");
+    let hash = nix_hash_path(&fixture);
+    let at_tag = format!("/goauthentik/authentik/archive/{AUTHENTIK_TAG}.tar.gz");
+    let server = Server::start();
+    server.route(
+        &at_tag,
+        Reply::Ok(tar_gz("authentik-version-2026.2.0", &fixture)),
+    );
+    let recipe = s.path("packager/assemble.toml");
+    fs_err::create_dir_all(recipe.parent().unwrap()).unwrap();
+    fs_err::write(
+        &recipe,
+        format!("extends = \"../assemble.toml\"\n\n[units.opencontainers]\n{PYPI_PIN}\n"),
+    )
+    .unwrap();
+    let lock_file = s.path("packager/assemble.lock");
+    // `--python "$(command -v python3)"`, as the README says.
+    let python = support::which("python3");
+    let xtask = |args: &[&str], github: &str, cache: &Path| {
+        let mut all = args.to_vec();
+        all.extend(["--recipe", recipe.to_str().unwrap()]);
+        let env = [
+            ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+            ("ASSEMBLE_GITHUB_URL", github),
+        ];
+        xtask_env(s.dir.path(), &all, &env)
+    };
+    let assemble = |out: &Path, github: &str, cache: &Path| {
+        let args = [
+            "assemble",
+            "--locked",
+            "--json",
+            "--python",
+            python.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        xtask(&args, github, cache)
+    };
+    let cache = support::cache_sharing_uv(s.dir.path(), "cache");
+
+    // --locked before there is a lock: refused, naming the unit.
+    let out = s.path("out");
+    let err = assemble(&out, &server.base, &cache).fails(1);
+    assert!(err.contains("unit authentik:"), "{err}");
+    assert!(err.contains("has no entry for it"), "{err}");
+    assert!(!out.exists());
+
+    let err = xtask(&["lock"], &server.base, &cache).ok();
+    assert!(err.contains("Added authentik"), "{err}");
+    let text = fs_err::read_to_string(&lock_file).unwrap();
+    assert!(
+        text.contains(&format!(
+            "source = \"github goauthentik/authentik at {AUTHENTIK_TAG}\""
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("hash = \"{hash}\"")), "{text}");
+
+    let report = assemble(&out, &server.base, &cache).json();
+    assert_eq!(report["installer"], "uv 0.9.5", "{report}");
+    let site = site(&out);
+    let tree = support::listing(&out);
+    let from_venv: Vec<&String> = tree
+        .iter()
+        .filter(|l| {
+            l.contains("__editable__")
+                || (l.contains(".dist-info")
+                    && [
+                        "ak_guardian",
+                        "django_channels_postgres",
+                        "django_dramatiq_postgres",
+                        "django_postgres_cache",
+                        "opencontainers",
+                    ]
+                    .iter()
+                    .any(|p| l.contains(p)))
+        })
+        .collect();
+    assert!(from_venv.is_empty(), "not from the venv: {from_venv:?}");
+    for pkg in [
+        "guardian",
+        "django_channels_postgres",
+        "django_dramatiq_postgres",
+        "django_postgres_cache",
+        "opencontainers",
+    ] {
+        assert!(site.join(pkg).join("__init__.py").is_file(), "{pkg}");
+    }
+    // The six patches.
+    let read = |rel: &str| fs_err::read_to_string(site.join(rel)).unwrap();
+    let o = out.display();
+    assert!(read("authentik/root/settings.py").contains(&format!("BASE_DIR = Path(\"{o}\")")));
+    assert!(read("authentik/lib/default.yml").contains(&format!("blueprints_dir: {o}/blueprints")));
+    let utils = read("authentik/stages/email/utils.py");
+    assert!(
+        utils.contains("Path(\"@webui@/icons/icon_left_brand.png\")"),
+        "{utils}"
+    );
+    assert!(
+        utils.contains("Path(\"@webui@/dist/assets/icons/icon_left_brand.png\")"),
+        "{utils}"
+    );
+    assert!(
+        read("authentik/rbac/migrations/0010_remove_role_group_alter_role_name.py")
+            .contains("(\"authentik_core\", \"0056_user_roles\"),")
+    );
+    let ak = read("lifecycle/ak");
+    let bash = support::which("bash");
+    assert_eq!(
+        ak.lines().next(),
+        Some(format!("#!{}", bash.display()).as_str())
+    );
+    // The tree runs.
+    let (ok, msg) = support::run(&out.join("bin/gunicorn"), &["--version"]);
+    assert!(ok && msg.contains("gunicorn"), "{msg}");
+    let (ok, msg) = support::run(
+        &out.join("bin/python"),
+        &[
+            "-c",
+            "import authentik.root.settings as s, guardian, django_channels_postgres, django_dramatiq_postgres, django_postgres_cache, opencontainers; print(s.BASE_DIR)",
+        ],
+    );
+    assert!(ok && msg.trim() == o.to_string(), "{msg}");
+
+    // The server gone: the cache has the source, under its locked hash.
+    server.stop();
+    assemble(&s.path("out2"), "http://127.0.0.1:9", &cache).json();
+    assert_eq!(fs_err::read_to_string(&lock_file).unwrap(), text);
+
+    // Other bytes at the same tag, into an empty cache: the NAR check
+    // fails, naming the unit, the URL and both hashes.
+    let tampered = s.path("tampered");
+    support::copy_dir(&fixture, &tampered);
+    fs_err::write(tampered.join("manage.py"), "print('not authentik')\n").unwrap();
+    let other = Server::start();
+    other.route(&at_tag, Reply::Ok(tar_gz("authentik-x", &tampered)));
+    let fresh = support::cache_sharing_uv(s.dir.path(), "fresh-cache");
+    let err = assemble(&s.path("out3"), &other.base, &fresh).fails(1);
+    assert!(err.contains("unit authentik: hash mismatch"), "{err}");
+    assert!(err.contains(&other.url(&at_tag)), "{err}");
+    assert!(err.contains(&format!("expected: {hash}")), "{err}");
+    assert!(err.contains(&nix_hash_path(&tampered)), "{err}");
+    assert!(!s.path("out3").exists());
+
+    // A stale entry (the recipe now wants another tag): refused.
+    support::edit(&recipe, |t| {
+        format!(
+            "{t}\n[units.authentik]\ngithub = \"goauthentik/authentik\"\ntag = \"version/2026.2.1\"\n"
+        )
+    });
+    let err = assemble(&s.path("out4"), &other.base, &cache).fails(1);
+    assert!(err.contains("unit authentik:"), "{err}");
+    assert!(err.contains("is stale"), "{err}");
+    assert_eq!(
+        other.hits(),
+        1,
+        "only the tampered fetch reached the server"
+    );
 }
