@@ -208,9 +208,13 @@ pub fn pip_download(
     python: &Interpreter,
     dest: &Path,
 ) -> Result<PathBuf, Error> {
-    let only = match artifact {
-        Artifact::Sdist => "--no-binary",
-        Artifact::Wheel => "--only-binary",
+    // The sdist of this package only: `--no-binary :all:` would also build
+    // the setuptools that prepares its metadata from source (42 s against
+    // 4.7 s for opencontainers' sdist, with an empty pip cache).
+    let name = spec.split_once("==").map_or(spec, |(n, _)| n).trim();
+    let (only, which) = match artifact {
+        Artifact::Sdist => ("--no-binary", name),
+        Artifact::Wheel => ("--only-binary", ":all:"),
     };
     output(
         &python.executable,
@@ -222,7 +226,7 @@ pub fn pip_download(
             OsStr::new("--disable-pip-version-check"),
             OsStr::new("--no-deps"),
             OsStr::new(only),
-            OsStr::new(":all:"),
+            OsStr::new(which),
             OsStr::new("--dest"),
             dest.as_os_str(),
             OsStr::new(spec),
