@@ -120,12 +120,14 @@ use serde::Serialize;
 
 mod apply;
 mod diff;
+mod export;
 pub mod root;
 mod state;
 mod verify;
 
 pub use apply::{Outcome, UnitCounts, apply, predict, unit_counts};
 pub use diff::{Change, Diff, Snapshot, UnitReason, UnitStatus, diff, diff_snapshot};
+pub use export::{known_nar_hash, nar_hash, write_nar, write_tar};
 pub use state::{Entries, Layout, Lock, Recorded, State};
 pub use verify::{Difference, verify};
 
@@ -156,6 +158,8 @@ pub enum Error {
     },
     #[error("{}: no state recorded by `cargo xtask assemble`; nothing to verify", .0.display())]
     NoState(PathBuf),
+    #[error("{}: {why}; run `cargo xtask assemble` first", .path.display())]
+    Changed { path: PathBuf, why: &'static str },
 }
 
 /// Why a path is written or removed.

@@ -1,0 +1,194 @@
+//! The output as one artifact: its NAR (what `nix-store --restore` turns
+//! back into the tree; its sha256 is what `nix hash path` prints) and a tar
+//! that is the same bytes for the same tree. Both are streamed from the
+//! recorded manifest, in its order, with no walk of the tree and no temporary
+//! copy; each file is read through the output's root handle (nothing is
+//! followed) and must still have the stat the run recorded, so that what is
+//! exported is what was assembled.
+//!
+//! The NAR hash is remembered in the state folder (`nar-hash`) for the
+//! manifest it was computed from (the sha256 of every recorded path, kind,
+//! content hash, mode bit and link target): asking again for an unchanged
+//! tree reads nothing.
+
+use std::io::{self, Read, Write};
+
+use assemble_manifest::Kind;
+use assemble_nar::{Hash, Listed};
+use sha2::Digest as _;
+
+use crate::Error;
+use crate::root::Root;
+use crate::state::{Layout, State};
+
+/// The file in the state folder that remembers the NAR hash.
+const NAR_HASH_FILE: &str = "nar-hash";
+/// Its format's version: bumped when the manifest digest changes meaning.
+const NAR_HASH_VERSION: &str = "assemble-nar-hash-v1";
+
+/// The tree as recorded: its state, checked complete, and its root handle.
+struct Tree {
+    root: Root,
+    state: State,
+}
+
+impl Tree {
+    fn open(layout: &Layout) -> Result<Tree, Error> {
+        let no_state = || Error::NoState(layout.out.clone());
+        let root = Root::open(&layout.out).map_err(|_| no_state())?;
+        if !layout.owns(&root) {
+            return Err(no_state());
+        }
+        let state = State::load(&layout.state).ok_or_else(no_state)?;
+        if let Some(path) = state.pending.iter().next() {
+            return Err(Error::Changed {
+                path: root.display(path),
+                why: "the last assemble did not finish",
+            });
+        }
+        Ok(Tree { root, state })
+    }
+
+    /// A recorded file, opened, with its length: refused when its stat is
+    /// not the recorded one (changed since the run).
+    fn open_file(&self, path: &str) -> io::Result<(u64, std::fs::File)> {
+        let f = self.root.open_file(path)?;
+        let now = assemble_manifest::Stat::of(&f.metadata()?);
+        let recorded = self.state.entries.get(path).and_then(|r| r.stat);
+        if recorded != Some(now) {
+            return Err(io::Error::other(format!(
+                "{}: changed since the last assemble (run it again first)",
+                self.root.display(path).display()
+            )));
+        }
+        Ok((now.size, f))
+    }
+
+    fn listed(&self) -> impl Iterator<Item = (&str, Listed<'_>)> {
+        self.state.entries.iter().map(|(path, r)| {
+            let kind = match &r.kind {
+                Kind::Dir => Listed::Dir,
+                Kind::File { executable, .. } => Listed::File {
+                    executable: *executable,
+                },
+                Kind::Link { target } => Listed::Symlink {
+                    target: target.as_bytes(),
+                },
+            };
+            (path.as_str(), kind)
+        })
+    }
+
+    /// The sha256 of everything the manifest says of the tree.
+    fn digest(&self) -> String {
+        let mut h = sha2::Sha256::new();
+        for (path, r) in self.state.entries.iter() {
+            h.update((path.len() as u64).to_le_bytes());
+            h.update(path.as_bytes());
+            match &r.kind {
+                Kind::Dir => h.update(b"d"),
+                Kind::File { sha256, executable } => {
+                    h.update(if *executable { b"x" } else { b"f" });
+                    h.update(sha256.0);
+                }
+                Kind::Link { target } => {
+                    h.update(b"l");
+                    h.update((target.len() as u64).to_le_bytes());
+                    h.update(target.as_bytes());
+                }
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
+    fn remembered(&self, layout: &Layout) -> Option<Hash> {
+        let text = fs_err::read_to_string(layout.state.join(NAR_HASH_FILE)).ok()?;
+        let mut words = text.split_whitespace();
+        (words.next()? == NAR_HASH_VERSION && words.next()? == self.digest())
+            .then(|| Hash::parse(words.next()?).ok())
+            .flatten()
+    }
+}
+
+/// Writes the output's NAR to `out`.
+pub fn write_nar(layout: &Layout, out: &mut impl Write) -> Result<(), Error> {
+    let t = Tree::open(layout)?;
+    assemble_nar::write_nar_listed(t.listed(), |p| t.open_file(p), out)?;
+    Ok(())
+}
+
+/// The output's NAR hash, if it was computed for the tree as last
+/// recorded: nothing is read but the state.
+pub fn known_nar_hash(layout: &Layout) -> Option<Hash> {
+    Tree::open(layout).ok()?.remembered(layout)
+}
+
+/// The output's NAR hash: remembered for this tree, or computed (reading
+/// every file once) and remembered.
+pub fn nar_hash(layout: &Layout) -> Result<Hash, Error> {
+    let t = Tree::open(layout)?;
+    if let Some(h) = t.remembered(layout) {
+        return Ok(h);
+    }
+    let mut h = HashWriter(sha2::Sha256::new());
+    assemble_nar::write_nar_listed(t.listed(), |p| t.open_file(p), &mut h)?;
+    let hash = Hash(h.0.finalize().into());
+    assemble_fs::files::write_atomic(
+        &layout.state.join(NAR_HASH_FILE),
+        format!("{NAR_HASH_VERSION} {} {}\n", t.digest(), hash.to_sri()).as_bytes(),
+        assemble_fs::files::Durability::Unsynced,
+    )?;
+    Ok(hash)
+}
+
+/// Writes the output as a tar that depends on the tree alone: entries in
+/// path order (a folder before what it holds), owner and group 0 with no
+/// names, modes 0755/0644 (links 0777), every time `mtime`, no extended
+/// attributes; long names in GNU's way.
+pub fn write_tar(layout: &Layout, mtime: u64, out: &mut impl Write) -> Result<(), Error> {
+    let t = Tree::open(layout)?;
+    let mut b = tar::Builder::new(out);
+    for (path, r) in t.state.entries.iter() {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime);
+        match &r.kind {
+            Kind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{path}/"), io::empty())?;
+            }
+            Kind::File { executable, .. } => {
+                let (len, f) = t.open_file(path)?;
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(if *executable { 0o755 } else { 0o644 });
+                h.set_size(len);
+                b.append_data(&mut h, path, f.take(len))?;
+            }
+            Kind::Link { target } => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, path, target)?;
+            }
+        }
+    }
+    b.into_inner()?.flush()?;
+    Ok(())
+}
+
+/// A `Write` that hashes.
+struct HashWriter(sha2::Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
