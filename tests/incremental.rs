@@ -257,8 +257,8 @@ with = "blueprints_dir: @webui@/blueprints"
 
     /// Assembles into `out` (incrementally, with its state) through the
     /// pipeline's one entry point, as `cargo xtask assemble` does, and
-    /// returns the tree's listing.
-    fn assemble(&self, out: &Path) -> Vec<String> {
+    /// returns the tree's listing and the NAR hash the run reported.
+    fn assemble(&self, out: &Path) -> (Vec<String>, String) {
         let file = self.root.join("assemble.toml");
         fs_err::write(&file, self.recipe()).unwrap();
         let opts = Options {
@@ -268,6 +268,7 @@ with = "blueprints_dir: @webui@/blueprints"
             // A zero racy window: the stat cache is trusted even for files
             // changed a moment ago, so that this test exercises it.
             racy_window: Duration::ZERO,
+            nar_hash: true,
             ..Options::new(
                 file,
                 out.to_path_buf(),
@@ -277,20 +278,25 @@ with = "blueprints_dir: @webui@/blueprints"
         };
         let report = assemble_pipeline::assemble(&opts, Mode::Apply, &|_| {}).unwrap();
         assert!(!report.dry_run);
-        support::listing(out)
+        let hash = report.nar_hash.expect("asked for").to_sri();
+        (support::listing(out), hash)
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
 
+    /// The NAR hash each run reports is checked too: the incremental run's
+    /// (remembered when the manifest did not change, else computed) equals
+    /// the clean build's, and the last one equals Nix's `nix hash path`.
     #[test]
     fn incremental_equals_clean(ops in proptest::collection::vec(op(), 1..7)) {
         let tmp = tempfile::tempdir().unwrap();
         let mut fx = Fixture::new(tmp.path());
         let out = tmp.path().join("out");
-        let first = fx.assemble(&out);
+        let (first, _) = fx.assemble(&out);
         prop_assert!(!first.is_empty());
+        let mut last = String::new();
         for (i, op) in ops.iter().enumerate() {
             fx.apply(op);
             let incremental = fx.assemble(&out);
@@ -300,6 +306,8 @@ proptest! {
             // And a no-op run right after changes nothing.
             let again = fx.assemble(&out);
             prop_assert_eq!(&again, &clean, "no-op after step {}", i + 1);
+            last = again.1;
         }
+        prop_assert_eq!(last, support::nix_hash_path(&out), "nix hash path of the output");
     }
 }

@@ -331,17 +331,117 @@ fn two_clean_builds_with_one_prefix_are_identical() {
     let s = Scratch::new();
     let a = s.path("a");
     let b = s.path("elsewhere/b");
-    for out in [&a, &b] {
-        s.assemble(&[
-            "--out",
-            out.to_str().unwrap(),
-            "--prefix",
-            "/opt/authentik",
-            "--json",
-        ])
-        .json();
+    // Different folders and different caches (the second syncs its own
+    // venv), one prefix: the same tree, to the bit.
+    let mut hashes = Vec::new();
+    for (out, cache) in [(&a, "cache-a"), (&b, "cache-b")] {
+        let cache = support::cache_sharing_uv(s.dir.path(), cache);
+        let extra = ["--prefix", "/opt/authentik", "--json", "--nar-hash"];
+        let env = [("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
+        let report = support::assemble_into(s.dir.path(), &s.recipe(), out, &extra, &env).json();
+        hashes.push(report["nar_hash"].as_str().unwrap().to_string());
     }
     assert_same_tree(&listing(&a), &listing(&b), "two clean builds");
+    let diff = std::process::Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .args([&a, &b])
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "diff -r: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    assert_eq!(hashes[0], hashes[1], "the reported NAR hashes");
+    assert_eq!(hashes[0], support::nix_hash_path(&a), "nix hash path");
+
+    // Exports of the two builds are the same bytes; the NAR restores, by
+    // Nix's own `nix-store --restore`, to a tree of the reported hash, and
+    // the tar unpacks, by GNU tar, to one.
+    let export = |from: &Path, format: &str, file: &str| {
+        let file = s.path(file);
+        support::xtask(
+            s.dir.path(),
+            &[
+                "export",
+                "--recipe",
+                s.recipe().to_str().unwrap(),
+                "--from",
+                from.to_str().unwrap(),
+                "--format",
+                format,
+                "--out",
+                file.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        fs_err::read(file).unwrap()
+    };
+    for format in ["nar", "tar"] {
+        let one = export(&a, format, &format!("a.{format}"));
+        let two = export(&b, format, &format!("b.{format}"));
+        assert!(one == two, "two exports ({format}) differ");
+    }
+    let restored = s.path("restored");
+    let nar = fs_err::File::open(s.path("a.nar")).unwrap().into_parts().0;
+    let ok = std::process::Command::new("nix-store")
+        .arg("--restore")
+        .arg(&restored)
+        .stdin(nar)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "nix-store --restore");
+    assert_eq!(support::nix_hash_path(&restored), hashes[0], "restored NAR");
+    let untarred = s.path("untarred");
+    fs_err::create_dir_all(&untarred).unwrap();
+    let ok = std::process::Command::new("tar")
+        .arg("-xpf")
+        .arg(s.path("a.tar"))
+        .arg("-C")
+        .arg(&untarred)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "tar -x");
+    assert_eq!(support::nix_hash_path(&untarred), hashes[0], "unpacked tar");
+
+    // A tree changed after its assemble is not exported as if it were
+    // the recorded one; an export into the tree itself is refused.
+    let settings = site(&a).join("authentik/root/settings.py");
+    fs_err::write(&settings, "changed = True\n").unwrap();
+    let err = support::xtask(
+        s.dir.path(),
+        &[
+            "export",
+            "--format",
+            "nar",
+            "--from",
+            a.to_str().unwrap(),
+            "--out",
+            "x.nar",
+        ],
+    )
+    .fails(1);
+    assert!(
+        err.contains("settings.py: changed since the last assemble"),
+        "{err}"
+    );
+    assert!(!s.path("x.nar").exists(), "nothing half-written is left");
+    let inside = a.join("x.tar");
+    let err = support::xtask(
+        s.dir.path(),
+        &[
+            "export",
+            "--format",
+            "tar",
+            "--from",
+            a.to_str().unwrap(),
+            "--out",
+            inside.to_str().unwrap(),
+        ],
+    )
+    .fails(2);
+    assert!(err.contains("is inside the tree it exports"), "{err}");
 }
 
 /// A small generator, seeded from the clock unless CRASH_SEED is set; the

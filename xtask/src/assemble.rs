@@ -59,6 +59,7 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         offline: args.common.offline,
         locked: args.locked,
         wait: !args.no_wait,
+        nar_hash: args.nar_hash,
         racy_window,
     })
 }
@@ -134,5 +135,8 @@ fn report(args: &AssembleArgs, r: &Report) {
             o.files_written,
             o.files_removed
         );
+    }
+    if let Some(h) = &r.nar_hash {
+        eprintln!("{:>12} {}", "NAR hash", h.to_sri());
     }
 }

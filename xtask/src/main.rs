@@ -8,6 +8,7 @@ mod assemble;
 mod autopatchelf;
 mod bench;
 mod context;
+mod export;
 mod hash;
 mod lock;
 mod prefetch;
@@ -43,6 +44,8 @@ enum Command {
     Plan(AssembleArgs),
     /// Re-hash the output against its recorded manifest; exit 1 on any difference.
     Verify(verify::VerifyArgs),
+    /// Write the assembled tree as one NAR or tar file, the same bytes for the same tree.
+    Export(export::ExportArgs),
     /// Time cold, no-op and edit assembles of generated inputs against `cp -a`.
     Bench(bench::BenchArgs),
     /// Give every ELF file under PATHs a runpath that resolves its libraries.
@@ -106,6 +109,11 @@ pub struct AssembleArgs {
     /// resolving and recording it.
     #[arg(long)]
     pub locked: bool,
+    /// Report the output's NAR hash (what `nix hash path OUT` prints):
+    /// every file is read once when the tree changed, nothing when it is
+    /// the tree the hash was last computed for.
+    #[arg(long)]
+    pub nar_hash: bool,
 }
 
 /// A failure with its exit code.
@@ -140,6 +148,7 @@ fn main() -> ExitCode {
         Command::Assemble(args) => assemble::run(&args, assemble_pipeline::Mode::Apply),
         Command::Plan(args) => assemble::run(&args, assemble_pipeline::Mode::DryRun),
         Command::Verify(args) => verify::run(&args),
+        Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Autopatchelf(args) => autopatchelf::run(&args),
         Command::Hash(args) => hash::run(&args),

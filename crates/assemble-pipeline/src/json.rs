@@ -44,6 +44,8 @@ struct JsonReport<'a> {
     installer: &'a str,
     /// The interpreter the tree runs on: its real path and version.
     interpreter: Interpreter<'a>,
+    /// The output's NAR hash in SRI form, with `--nar-hash` (else null).
+    nar_hash: Option<String>,
     /// `true` for `cargo xtask plan`: nothing was changed.
     dry_run: bool,
     files_written: usize,
@@ -93,6 +95,7 @@ impl Report {
                 path: &self.interpreter,
                 version: &self.python_version,
             },
+            nar_hash: self.nar_hash.map(|h| h.to_sri()),
             dry_run: self.dry_run,
             files_written: o.files_written,
             files_removed: o.files_removed,

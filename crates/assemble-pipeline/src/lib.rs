@@ -56,6 +56,8 @@ pub struct Options {
     pub locked: bool,
     /// Wait for another run's lock (else fail at once).
     pub wait: bool,
+    /// Report the output's NAR hash (read under the lock, after the apply).
+    pub nar_hash: bool,
     /// How close to a run's start an input's timestamp may be and still be
     /// trusted next time (see `assemble_manifest::RACY_WINDOW`).
     pub racy_window: Duration,
@@ -75,6 +77,7 @@ impl Options {
             offline: false,
             locked: false,
             wait: true,
+            nar_hash: false,
             racy_window: assemble_manifest::RACY_WINDOW,
         }
     }
@@ -192,6 +195,7 @@ pub struct Session {
     racy_window: Duration,
     wait: bool,
     locked: bool,
+    nar_hash: bool,
 }
 
 impl Session {
@@ -267,6 +271,7 @@ impl Session {
             racy_window: opts.racy_window,
             wait: opts.wait,
             locked: opts.locked,
+            nar_hash: opts.nar_hash,
         })
     }
 
@@ -331,9 +336,22 @@ impl Session {
                 out: self.layout.out.clone(),
                 source: Box::new(source),
             })?;
-        drop(lock);
         phases.lap("apply");
-        Ok(self.report(plan, &statuses, outcome, mode, phases))
+        // Under the lock, so that no other run changes the tree meanwhile.
+        let nar_hash = if self.nar_hash {
+            let h = assemble_reconcile::nar_hash(&self.layout).map_err(|e| Error::ReadOutput {
+                out: self.layout.out.clone(),
+                source: Box::new(e),
+            })?;
+            phases.lap("NAR hash");
+            Some(h)
+        } else {
+            None
+        };
+        drop(lock);
+        let mut report = self.report(plan, &statuses, outcome, mode, phases);
+        report.nar_hash = nar_hash;
+        Ok(report)
     }
 
     /// The plan, and meanwhile on another thread a snapshot of the output.
@@ -425,6 +443,7 @@ impl Session {
             installer: assemble_plan::installer(&self.recipe).label(),
             interpreter: self.ctx.python.executable.clone(),
             python_version: self.ctx.python.full_version.clone(),
+            nar_hash: None,
             name: self.recipe.name,
             version: self.recipe.version,
             dry_run,
@@ -536,6 +555,8 @@ pub struct Report {
     /// The interpreter's real path and its version (`3.14.0`).
     pub interpreter: PathBuf,
     pub python_version: String,
+    /// The output's NAR hash, when asked for (`--nar-hash`).
+    pub nar_hash: Option<assemble_nar::Hash>,
     pub dry_run: bool,
     /// In recipe order.
     pub units: Vec<UnitReport>,
