@@ -147,6 +147,8 @@ mod tests {
             major: 3,
             minor: 11,
             full_version: "3.11.7".into(),
+            cache_tag: "cpython-311".into(),
+            magic: "a70d0d0a".into(),
         };
         let fod = "home = @python@/bin\ninclude-system-site-packages = false\nversion = 3.11.7\nexecutable = @python@/bin/python3.11\ncommand = @python@/bin/python3.11 -m venv /build/venv\n";
         assert_eq!(

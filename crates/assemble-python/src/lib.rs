@@ -4,6 +4,7 @@
 //! recipe names (the interpreter's pip, or a pinned uv bootstrapped from its
 //! wheel) to build a venv, and pip to download an sdist.
 
+pub mod bytecode;
 mod dist;
 mod launcher;
 mod recover;
@@ -55,6 +56,10 @@ pub struct Interpreter {
     pub minor: u32,
     /// `platform.python_version()`, e.g. `3.11.7`.
     pub full_version: String,
+    /// `sys.implementation.cache_tag`, e.g. `cpython-311`: the `.pyc` names.
+    pub cache_tag: String,
+    /// `importlib.util.MAGIC_NUMBER` in hex: the bytecode format.
+    pub magic: String,
 }
 
 impl Interpreter {
@@ -152,14 +157,14 @@ impl Interpreter {
         let path = Interpreter::locate(name, None, None)?;
         // -E -S: no environment, no site: a fast start, and an answer
         // about the interpreter itself.
-        let code = "import os,sys;print(os.path.realpath(sys.executable));print(sys.base_prefix);print(sys.version_info[0]);print(sys.version_info[1]);print(sys.version.split()[0])";
+        let code = "import os,sys,importlib.util as u;print(os.path.realpath(sys.executable));print(sys.base_prefix);print(sys.version_info[0]);print(sys.version_info[1]);print(sys.version.split()[0]);print(sys.implementation.cache_tag);print(u.MAGIC_NUMBER.hex())";
         let out = run::output(&path, &["-E", "-S", "-c", code], None)?;
         let lines: Vec<&str> = out.lines().collect();
         let bad = || Error::Malformed {
             path: path.clone(),
             message: format!("unexpected answer to the interpreter probe: {out:?}"),
         };
-        if lines.len() < 5 {
+        if lines.len() < 7 {
             return Err(bad());
         }
         Ok(Interpreter {
@@ -168,6 +173,8 @@ impl Interpreter {
             major: lines[2].parse().map_err(|_| bad())?,
             minor: lines[3].parse().map_err(|_| bad())?,
             full_version: lines[4].to_string(),
+            cache_tag: lines[5].to_string(),
+            magic: lines[6].to_string(),
         })
     }
 

@@ -174,6 +174,7 @@ struct RawPackage {
 struct RawPython {
     interpreter: Option<String>,
     installer: Option<String>,
+    compile_bytecode: Option<bool>,
     #[serde(default)]
     installer_sha256: Vec<String>,
 }
@@ -248,6 +249,8 @@ pub struct Recipe {
     pub interpreter: String,
     /// What builds virtualenvs (`requirements` units): `[python] installer`.
     pub installer: Installer,
+    /// `[python] compile-bytecode`: a `.pyc` for every `.py` of the tree.
+    pub compile_bytecode: bool,
     pub units: Vec<Unit>,
     /// `None` without an `[autopatchelf]` section: ELF files are copied as they are.
     pub autopatchelf: Option<Autopatchelf>,
@@ -866,6 +869,7 @@ impl Recipe {
             version,
             interpreter,
             installer,
+            compile_bytecode: raw.python.compile_bytecode.unwrap_or(false),
             units,
             autopatchelf,
         })

@@ -1,0 +1,106 @@
+//! `.pyc` files made by the tree's interpreter, many in one process.
+//!
+//! Each source is compiled as `py_compile` does (`compile(source, dfile,
+//! "exec", dont_inherit=True)`), and written as a hash-based pyc (PEP 552):
+//! its header holds the source's SipHash, not its mtime, so the bytes
+//! depend on the source, the interpreter and `dfile` alone. `dfile` (the
+//! name compiled into the code objects) is the file's path inside the tree:
+//! the import system puts the real path in its place when it loads a pyc,
+//! so the bytes do not depend on where the tree runs.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Interpreter};
+
+/// One source to compile.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The file holding the source's bytes.
+    pub source: PathBuf,
+    /// The name compiled into it: its path in the tree.
+    pub dfile: String,
+    /// Where the pyc goes (written beside it, then renamed over it).
+    pub dest: PathBuf,
+}
+
+/// Reads NUL-separated (source, dfile, dest) triples on stdin; prints one
+/// line per job: `ok`, or `err` and why the source does not compile.
+const COMPILE: &str = r#"
+import sys, os, importlib.util, importlib._bootstrap_external as be
+checked = sys.argv[1] == "checked"
+parts = sys.stdin.buffer.read().split(b"\0")
+out = []
+for i in range(0, len(parts) - 2, 3):
+    src, dfile, dest = (os.fsdecode(p) for p in parts[i:i + 3])
+    try:
+        with open(src, "rb") as f:
+            source = f.read()
+        code = compile(source, dfile, "exec", dont_inherit=True)
+        data = be._code_to_hash_pyc(code, importlib.util.source_hash(source), checked)
+        tmp = "%s.%d.tmp" % (dest, os.getpid())
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+        out.append("ok")
+    except (SyntaxError, ValueError, UnicodeDecodeError) as e:
+        # The source does not compile (ValueError: a NUL byte in it);
+        # anything else (a file that cannot be read) fails the batch.
+        out.append("err %s: %s" % (type(e).__name__, str(e).replace("\n", " ")))
+sys.stdout.write("".join(line + "\n" for line in out))
+"#;
+
+/// Compiles every job with one run of `python`; for each, `Ok` or the
+/// reason its source does not compile (as `compileall` reports it: that is
+/// not a failure of the batch).
+pub fn compile(
+    python: &Interpreter,
+    jobs: &[Job],
+    checked: bool,
+) -> Result<Vec<Result<(), String>>, Error> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stdin = Vec::new();
+    for j in jobs {
+        for part in [
+            j.source.as_os_str().as_bytes(),
+            j.dfile.as_bytes(),
+            j.dest.as_os_str().as_bytes(),
+        ] {
+            stdin.extend_from_slice(part);
+            stdin.push(0);
+        }
+    }
+    let sh = xshell::Shell::new().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let program: &Path = &python.executable;
+    let mode = if checked { "checked" } else { "unchecked" };
+    // -I: no environment or user site; -S: no site (nothing to import); -B:
+    // the script writes no bytecode of its own.
+    let out = xshell::cmd!(sh, "{program} -I -S -B -c {COMPILE} {mode}")
+        .stdin(stdin)
+        .quiet()
+        .ignore_status()
+        .output()
+        .map_err(|e| Error::Command {
+            program: program.display().to_string(),
+            status: "could not start".into(),
+            stderr: e.to_string(),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    if !out.status.success() || lines.len() != jobs.len() {
+        return Err(Error::Command {
+            program: format!("{} (compiling {} sources)", program.display(), jobs.len()),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(lines
+        .into_iter()
+        .map(|l| match l.strip_prefix("err ") {
+            Some(why) => Err(why.to_string()),
+            None => Ok(()),
+        })
+        .collect())
+}
