@@ -116,6 +116,19 @@ fn report(args: &AssembleArgs, r: &Report) {
             );
         }
     }
+    if let Some(b) = plan.bytecode.filter(|b| b.compiled > 0 || args.verbose) {
+        eprintln!(
+            "{:>12} {} compiled, {} from the cache{}",
+            "Bytecode",
+            b.compiled,
+            b.cached,
+            if b.failed > 0 {
+                format!(", {} that do not compile", b.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
     if dry_run {
         eprintln!(
             "{:>12} {} would write {} files and remove {} in {}",

@@ -55,6 +55,9 @@ struct JsonReport<'a> {
     warnings: &'a [String],
     /// ELF files whose runpath or interpreter autoPatchelf set.
     elf_patched: usize,
+    /// With `[python] compile-bytecode`: sources compiled by this run, taken
+    /// from the cache, and that do not compile (else null).
+    bytecode: Option<BytecodeReport>,
     /// Every path written or removed, with why.
     changes: Vec<ChangeReport<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +76,13 @@ struct JsonReport<'a> {
 struct Interpreter<'a> {
     path: &'a Path,
     version: &'a str,
+}
+
+#[derive(Serialize)]
+struct BytecodeReport {
+    compiled: usize,
+    cached: usize,
+    failed: usize,
 }
 
 #[derive(Serialize)]
@@ -118,6 +128,11 @@ impl Report {
                 .collect(),
             warnings: &plan.warnings,
             elf_patched: plan.elf.iter().filter(|d| d.changes()).count(),
+            bytecode: plan.bytecode.map(|b| BytecodeReport {
+                compiled: b.compiled,
+                cached: b.cached,
+                failed: b.failed,
+            }),
             changes: o
                 .changes
                 .iter()

@@ -17,6 +17,9 @@
 //! clean build (`Context::defer_hashes`) only ELF files are, and the others
 //! are hashed by the apply as it copies them, so each input is read once.
 
+mod bytecode;
+
+pub use bytecode::Bytecode;
 mod elf;
 mod fingerprint;
 mod patch;
@@ -172,6 +175,8 @@ pub struct Plan {
     /// Input files read to hash them (the stat cache vouched for the rest).
     pub hashed_files: u64,
     pub hashed_bytes: u64,
+    /// What `[python] compile-bytecode` did; `None` when it is off.
+    pub bytecode: Option<Bytecode>,
     /// How long each planning phase took, in order.
     pub phases: Vec<(&'static str, std::time::Duration)>,
 }
@@ -273,42 +278,14 @@ fn plan_with(
     let inputs_ref = &inputs;
     let hashed = std::sync::atomic::AtomicU64::new(0);
     let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
+    let compile = recipe.compile_bytecode;
     let looked_up: Vec<Looked> = b
         .desired
         .par_iter_mut()
-        .map(|(path, e)| -> Result<_, Error> {
-            Ok(match (&mut e.kind, &e.content) {
-                (Kind::File { sha256, executable }, Some(Content::Copy(src))) => {
-                    let found = if ctx.defer_hashes {
-                        inputs_ref.lookup_or_defer(src, e.input_stat)?
-                    } else {
-                        let (r, read) = inputs_ref.record(src, e.input_stat)?;
-                        Lookup::Known(r, read)
-                    };
-                    let (r, read) = match found {
-                        Lookup::Known(r, read) => (r, read),
-                        Lookup::Deferred(stat) => {
-                            *executable |= stat.mode & 0o100 != 0;
-                            e.input_stat = Some(stat);
-                            // Its digest stays `AfterCopy`.
-                            return Ok((None, None));
-                        }
-                    };
-                    // Executable if the input is, or the recipe marks it.
-                    *executable |= r.stat.mode & 0o100 != 0;
-                    if read {
-                        hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        hashed_bytes.fetch_add(r.stat.size, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    *sha256 = Digest::Known(r.sha256);
-                    e.source_sha = Some(r.sha256);
-                    (r.elf.then(|| path.clone()), Some(r))
-                }
-                (Kind::File { .. }, Some(Content::Bytes(bytes))) => {
-                    (assemble_elf::is_elf(bytes).then(|| path.clone()), None)
-                }
-                _ => (None, None),
-            })
+        .map(|(path, e)| {
+            // Sources to compile are hashed now: their hash keys the bytecode.
+            let defer = ctx.defer_hashes && !(compile && bytecode::is_source(path));
+            look_up(path, e, inputs_ref, defer, &hashed, &hashed_bytes)
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let mut elf_paths = Vec::new();
@@ -318,6 +295,29 @@ fn plan_with(
         records.extend(record);
     }
     phases.lap("input hashes");
+
+    let bytecode = if recipe.compile_bytecode {
+        let mut counts = Bytecode::default();
+        let added = bytecode::plan_bytecode(&mut b, ctx, &mut counts)?;
+        // Their hashes, as every copy's: from the stat cache once known.
+        for path in added {
+            if let Some(e) = b.desired.get_mut(&path) {
+                let (_, record) = look_up(
+                    &path,
+                    e,
+                    inputs_ref,
+                    ctx.defer_hashes,
+                    &hashed,
+                    &hashed_bytes,
+                )?;
+                records.extend(record);
+            }
+        }
+        phases.lap("bytecode");
+        Some(counts)
+    } else {
+        None
+    };
 
     let elf = match &recipe.autopatchelf {
         Some(ap) => elf::autopatchelf(&mut b, ap, &ctx.cache, &elf_paths)?,
@@ -347,6 +347,7 @@ fn plan_with(
         elf,
         hashed_files: hashed.into_inner(),
         hashed_bytes: hashed_bytes.into_inner(),
+        bytecode,
         phases: phases.done(),
     })
 }
@@ -560,6 +561,52 @@ fn resolve_source(
 }
 
 /// `path` as a manifest key, or the error naming its unit.
+/// The content hash of a copy, from the stat cache where it vouches for
+/// the input, else read (or, with `defer`, left to the copy unless it is
+/// ELF); the same read tells whether it is ELF. Returns the path if it is
+/// ELF, and the input's record for the cache.
+fn look_up(
+    path: &OutPath,
+    e: &mut Entry,
+    inputs: &InputCache,
+    defer: bool,
+    hashed: &std::sync::atomic::AtomicU64,
+    hashed_bytes: &std::sync::atomic::AtomicU64,
+) -> Result<(Option<OutPath>, Option<InputRecord>), Error> {
+    Ok(match (&mut e.kind, &e.content) {
+        (Kind::File { sha256, executable }, Some(Content::Copy(src))) => {
+            let found = if defer {
+                inputs.lookup_or_defer(src, e.input_stat)?
+            } else {
+                let (r, read) = inputs.record(src, e.input_stat)?;
+                Lookup::Known(r, read)
+            };
+            let (r, read) = match found {
+                Lookup::Known(r, read) => (r, read),
+                Lookup::Deferred(stat) => {
+                    *executable |= stat.mode & 0o100 != 0;
+                    e.input_stat = Some(stat);
+                    // Its digest stays `AfterCopy`.
+                    return Ok((None, None));
+                }
+            };
+            // Executable if the input is, or the recipe marks it.
+            *executable |= r.stat.mode & 0o100 != 0;
+            if read {
+                hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                hashed_bytes.fetch_add(r.stat.size, std::sync::atomic::Ordering::Relaxed);
+            }
+            *sha256 = Digest::Known(r.sha256);
+            e.source_sha = Some(r.sha256);
+            (r.elf.then(|| path.clone()), Some(r))
+        }
+        (Kind::File { .. }, Some(Content::Bytes(bytes))) => {
+            (assemble_elf::is_elf(bytes).then(|| path.clone()), None)
+        }
+        _ => (None, None),
+    })
+}
+
 fn out_path(path: String, unit: &str) -> Result<OutPath, Error> {
     OutPath::new(path).map_err(|source| bad_path(source, unit))
 }

@@ -1,0 +1,236 @@
+//! Bytecode: with `[python] compile-bytecode = true`, every `.py` file of
+//! the tree, venv and app units alike, gets the `.pyc` its interpreter
+//! would write (`DIR/__pycache__/NAME.<cache tag>.pyc`), as an ordinary
+//! entry of the manifest: verified, repaired when it drifts, never removed
+//! as a stray. The venv's own `__pycache__` files (pip writes them, with
+//! timestamps of the folder it installed into) are left out for these.
+//!
+//! Deterministic: hash-based pycs (PEP 552), compiled with the file's path
+//! in the tree as its name (see `assemble_python::bytecode`): no mtime, no
+//! prefix enters them. *Checked* hashes: at import the interpreter hashes
+//! the source (SipHash) and recompiles if it differs, so a source edited in
+//! the tree by hand is never shadowed by its old bytecode until the next
+//! assemble repairs both; unchecked ones skip that read. Measured (40
+//! interleaved runs, importing authentik's settings, guardian, gunicorn,
+//! psycopg, uvicorn, dramatiq, click and h11 from the demo tree): 0.222 s
+//! checked, 0.210 s unchecked, 0.437 s with no bytecode. 12 ms a start
+//! buys never running code the file no longer says: checked.
+//!
+//! Incremental, and shared across outputs: a pyc is kept in the cache
+//! (`<cache>/bytecode/<xx>/<key>.pyc`) under the sha256 of
+//!
+//! | part | why |
+//! |---|---|
+//! | `assemble-pyc-v1` | the layout's version |
+//! | the interpreter's magic number and cache tag | the bytecode format |
+//! | checked or unchecked | the header's flags |
+//! | the file's path in the tree | compiled into the code objects |
+//! | the source's sha256 | the content |
+//!
+//! so a run compiles only the sources whose key is new (a one-file edit:
+//! that file), all of them in one interpreter process per core. A source
+//! that does not compile is a warning naming it, as `compileall` reports
+//! it, and has no pyc; its key's `.err` file remembers why, so that later
+//! runs warn without compiling it again.
+
+use std::sync::Arc;
+
+use assemble_manifest::{Content, Digest, Entry, Kind, path::OutPath};
+use assemble_python::bytecode::Job;
+use sha2::Digest as _;
+
+use crate::{Builder, Context, Error};
+
+/// Hash-based pycs that the interpreter checks against the source.
+const CHECKED: bool = true;
+
+/// Whether `path` is a source that gets a pyc.
+pub(crate) fn is_source(path: &str) -> bool {
+    path.ends_with(".py") && !path.contains("/__pycache__/")
+}
+
+/// Whether `path` is bytecode an installer left beside a source.
+fn is_cached_bytecode(path: &str) -> bool {
+    path.ends_with(".pyc") && (path.starts_with("__pycache__/") || path.contains("/__pycache__/"))
+}
+
+/// What the bytecode step did, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bytecode {
+    /// Sources compiled by this run.
+    pub compiled: usize,
+    /// Sources whose pyc came from the cache.
+    pub cached: usize,
+    /// Sources that do not compile (each a warning).
+    pub failed: usize,
+}
+
+/// Adds a pyc for every source in `b` (see the module doc); returns the
+/// paths of the pyc entries added, for the input-hash step.
+pub(crate) fn plan_bytecode(
+    b: &mut Builder,
+    ctx: &Context,
+    counts: &mut Bytecode,
+) -> Result<Vec<OutPath>, Error> {
+    let py = &ctx.python;
+    let stale: Vec<OutPath> = b
+        .desired
+        .keys()
+        .filter(|p| is_cached_bytecode(p))
+        .cloned()
+        .collect();
+    for p in stale {
+        b.desired.remove(&p);
+    }
+
+    let root = ctx.cache.join("bytecode");
+    struct Source {
+        path: String,
+        unit: Arc<str>,
+        key: String,
+        /// The input file, or the bytes (patched content) to compile.
+        content: Content,
+    }
+    let mut sources = Vec::new();
+    for (path, e) in &b.desired {
+        if !is_source(path) {
+            continue;
+        }
+        let (Kind::File { sha256, .. }, Some(content)) = (&e.kind, &e.content) else {
+            continue;
+        };
+        let Digest::Known(sha) = sha256 else {
+            // Sources are hashed before this step; a deferred one is a bug.
+            return Err(Error::Unit {
+                unit: e.unit.to_string(),
+                message: format!("{path}: no content hash to key its bytecode by"),
+            });
+        };
+        let mut h = sha2::Sha256::new();
+        for part in [
+            b"assemble-pyc-v1".as_slice(),
+            py.magic.as_bytes(),
+            py.cache_tag.as_bytes(),
+            if CHECKED { b"checked" } else { b"unchecked" },
+            path.as_bytes(),
+            &sha.0,
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        sources.push(Source {
+            path: path.to_string(),
+            unit: e.unit.clone(),
+            key: hex::encode(h.finalize()),
+            content: content.clone(),
+        });
+    }
+
+    let pyc_of = |key: &str| root.join(&key[..2]).join(format!("{key}.pyc"));
+    let err_of = |key: &str| root.join(&key[..2]).join(format!("{key}.err"));
+    fs_err::create_dir_all(&root)?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".sources-")
+        .tempdir_in(&root)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
+    let mut jobs = Vec::new();
+    let mut pending = Vec::new();
+    let mut ready = Vec::new();
+    for s in sources {
+        let pyc = pyc_of(&s.key);
+        if pyc.is_file() {
+            counts.cached += 1;
+            ready.push((s.path, s.unit, pyc));
+            continue;
+        }
+        if let Ok(why) = fs_err::read_to_string(err_of(&s.key)) {
+            counts.failed += 1;
+            b.warnings.push(not_compiled(&s.unit, &s.path, why.trim()));
+            continue;
+        }
+        let io = |e: std::io::Error| Error::Unit {
+            unit: s.unit.to_string(),
+            message: format!("{}: {e}", root.display()),
+        };
+        fs_err::create_dir_all(pyc.parent().unwrap_or(&root)).map_err(io)?;
+        let source = match &s.content {
+            Content::Copy(src) => src.clone(),
+            Content::Bytes(bytes) => {
+                // Generated or patched content: in a file of this run's own
+                // (another run may compile the same source meanwhile).
+                let file = scratch.path().join(format!("{}.py", s.key));
+                fs_err::write(&file, bytes).map_err(io)?;
+                file
+            }
+        };
+        jobs.push(Job {
+            source,
+            dfile: s.path.clone(),
+            dest: pyc,
+        });
+        pending.push(s);
+    }
+
+    // One interpreter per core, each with its share of the sources.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = jobs.len().div_ceil(cores).max(64);
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || assemble_python::bytecode::compile(py, part, CHECKED)))
+            .collect();
+        let mut all = Vec::with_capacity(jobs.len());
+        for h in handles {
+            let done = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            all.extend(done.map_err(|source| Error::Python {
+                unit: "bytecode".into(),
+                source,
+            })?);
+        }
+        Ok::<_, Error>(all)
+    })?;
+    for (s, result) in pending.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                counts.compiled += 1;
+                let pyc = pyc_of(&s.key);
+                ready.push((s.path, s.unit, pyc));
+            }
+            Err(why) => {
+                counts.failed += 1;
+                // Remembered, so that later runs warn without compiling.
+                let _ = assemble_fs::files::write_atomic(
+                    &err_of(&s.key),
+                    why.as_bytes(),
+                    assemble_fs::files::Durability::Unsynced,
+                );
+                b.warnings.push(not_compiled(&s.unit, &s.path, &why));
+            }
+        }
+    }
+
+    let mut added = Vec::with_capacity(ready.len());
+    for (path, unit, pyc) in ready {
+        let (dir, file) = match path.rsplit_once('/') {
+            Some((d, f)) => (format!("{d}/"), f),
+            None => (String::new(), path.as_str()),
+        };
+        let stem = file.strip_suffix(".py").unwrap_or(file);
+        let cache_dir = format!("{dir}__pycache__");
+        let target = format!("{cache_dir}/{stem}.{}.pyc", py.cache_tag);
+        b.insert(cache_dir, Entry::dir(&unit, "bytecode"))?;
+        b.insert(
+            target.clone(),
+            Entry::copy(&unit, "bytecode", pyc, Digest::AfterCopy, false),
+        )?;
+        added.push(OutPath::new(target).map_err(|source| Error::BadPath {
+            unit: unit.to_string(),
+            source,
+        })?);
+    }
+    Ok(added)
+}
+
+fn not_compiled(unit: &str, path: &str, why: &str) -> String {
+    format!("unit {unit}: {path} does not compile ({why}); it has no .pyc")
+}
