@@ -35,11 +35,12 @@
 
 use std::sync::Arc;
 
-use assemble_manifest::{Content, Digest, Entry, Kind, path::OutPath};
+use assemble_manifest::{Content, Digest, Entry, InputRecord, Kind, Sha256, path::OutPath};
 use assemble_python::bytecode::Job;
+use rayon::prelude::*;
 use sha2::Digest as _;
 
-use crate::{Builder, Context, Error};
+use crate::{Builder, Context, Error, Hashing, look_up};
 
 /// Hash-based pycs that the interpreter checks against the source.
 const CHECKED: bool = true;
@@ -65,13 +66,15 @@ pub struct Bytecode {
     pub failed: usize,
 }
 
-/// Adds a pyc for every source in `b` (see the module doc); returns the
-/// paths of the pyc entries added, for the input-hash step.
+/// Adds a pyc for every source in `b` (see the module doc): one stat of
+/// each cached pyc (through the input cache, which also gives its hash),
+/// a compile of the missing ones. Returns the input records of the pycs.
 pub(crate) fn plan_bytecode(
     b: &mut Builder,
     ctx: &Context,
+    hashing: &Hashing<'_>,
     counts: &mut Bytecode,
-) -> Result<Vec<OutPath>, Error> {
+) -> Result<Vec<InputRecord>, Error> {
     let py = &ctx.python;
     let stale: Vec<OutPath> = b
         .desired
@@ -85,62 +88,86 @@ pub(crate) fn plan_bytecode(
 
     let root = ctx.cache.join("bytecode");
     struct Source {
-        path: String,
+        path: OutPath,
         unit: Arc<str>,
         key: String,
         /// The input file, or the bytes (patched content) to compile.
         content: Content,
     }
-    let mut sources = Vec::new();
-    for (path, e) in &b.desired {
-        if !is_source(path) {
-            continue;
-        }
-        let (Kind::File { sha256, .. }, Some(content)) = (&e.kind, &e.content) else {
-            continue;
-        };
-        let Digest::Known(sha) = sha256 else {
-            // Sources are hashed before this step; a deferred one is a bug.
-            return Err(Error::Unit {
-                unit: e.unit.to_string(),
-                message: format!("{path}: no content hash to key its bytecode by"),
-            });
-        };
-        let mut h = sha2::Sha256::new();
-        for part in [
-            b"assemble-pyc-v1".as_slice(),
-            py.magic.as_bytes(),
-            py.cache_tag.as_bytes(),
-            if CHECKED { b"checked" } else { b"unchecked" },
-            path.as_bytes(),
-            &sha.0,
-        ] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-        sources.push(Source {
-            path: path.to_string(),
-            unit: e.unit.clone(),
-            key: hex::encode(h.finalize()),
-            content: content.clone(),
-        });
-    }
+    let sources: Vec<Source> = b
+        .desired
+        .par_iter()
+        .filter(|(path, _)| is_source(path))
+        .filter_map(|(path, e)| match (&e.kind, &e.content) {
+            (Kind::File { sha256, .. }, Some(content)) => Some((path, e, sha256, content)),
+            _ => None,
+        })
+        .map(|(path, e, sha256, content)| {
+            let Digest::Known(sha) = sha256 else {
+                // Sources are hashed before this step; a deferred one is a bug.
+                return Err(Error::Unit {
+                    unit: e.unit.to_string(),
+                    message: format!("{path}: no content hash to key its bytecode by"),
+                });
+            };
+            Ok(Source {
+                path: path.clone(),
+                unit: e.unit.clone(),
+                key: key(py, path, sha),
+                content: content.clone(),
+            })
+        })
+        .collect::<Result<_, Error>>()?;
 
     let pyc_of = |key: &str| root.join(&key[..2]).join(format!("{key}.pyc"));
     let err_of = |key: &str| root.join(&key[..2]).join(format!("{key}.err"));
-    fs_err::create_dir_all(&root)?;
-    let scratch = tempfile::Builder::new()
-        .prefix(".sources-")
-        .tempdir_in(&root)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
+    // `DIR/__pycache__` and `DIR/__pycache__/NAME.TAG.pyc` of a source.
+    let pyc_path = |s: &Source| -> Result<(String, OutPath), Error> {
+        let (dir, file) = match s.path.rsplit_once('/') {
+            Some((d, f)) => (format!("{d}/"), f),
+            None => (String::new(), &*s.path),
+        };
+        let stem = file.strip_suffix(".py").unwrap_or(file);
+        let cache_dir = format!("{dir}__pycache__");
+        let target = format!("{cache_dir}/{stem}.{}.pyc", py.cache_tag);
+        let target = OutPath::new(target).map_err(|source| Error::BadPath {
+            unit: s.unit.to_string(),
+            source,
+        })?;
+        Ok((cache_dir, target))
+    };
+    // The cached pycs, looked up in parallel: an entry with its hash (or
+    // left to the copy), or `None` when the cache lacks it.
+    type Found = Option<(OutPath, Entry, Option<InputRecord>)>;
+    let looked: Vec<Found> = sources
+        .par_iter()
+        .map(|s| {
+            let (_, target) = pyc_path(s)?;
+            let mut e = Entry::copy(
+                &s.unit,
+                "bytecode",
+                pyc_of(&s.key),
+                Digest::AfterCopy,
+                false,
+            );
+            match look_up(&target, &mut e, hashing) {
+                Ok((_, record)) => Ok(Some((target, e, record))),
+                Err(Error::Io(io)) if io.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .collect::<Result<_, Error>>()?;
+
+    let mut ready = Vec::with_capacity(sources.len());
+    let mut records = Vec::new();
     let mut jobs = Vec::new();
     let mut pending = Vec::new();
-    let mut ready = Vec::new();
-    for s in sources {
-        let pyc = pyc_of(&s.key);
-        if pyc.is_file() {
+    let mut scratch: Option<tempfile::TempDir> = None;
+    for (s, found) in sources.iter().zip(looked) {
+        if let Some((target, e, record)) = found {
             counts.cached += 1;
-            ready.push((s.path, s.unit, pyc));
+            records.extend(record);
+            ready.push((s, target, e));
             continue;
         }
         if let Ok(why) = fs_err::read_to_string(err_of(&s.key)) {
@@ -148,24 +175,32 @@ pub(crate) fn plan_bytecode(
             b.warnings.push(not_compiled(&s.unit, &s.path, why.trim()));
             continue;
         }
-        let io = |e: std::io::Error| Error::Unit {
-            unit: s.unit.to_string(),
-            message: format!("{}: {e}", root.display()),
-        };
-        fs_err::create_dir_all(pyc.parent().unwrap_or(&root)).map_err(io)?;
+        let pyc = pyc_of(&s.key);
+        fs_err::create_dir_all(pyc.parent().unwrap_or(&root))?;
         let source = match &s.content {
             Content::Copy(src) => src.clone(),
             Content::Bytes(bytes) => {
-                // Generated or patched content: in a file of this run's own
-                // (another run may compile the same source meanwhile).
-                let file = scratch.path().join(format!("{}.py", s.key));
-                fs_err::write(&file, bytes).map_err(io)?;
+                // Generated or patched content: in a folder of this run's
+                // own (another run may compile the same source meanwhile).
+                let dir = match &scratch {
+                    Some(d) => d,
+                    None => scratch.insert(
+                        tempfile::Builder::new()
+                            .prefix(".sources-")
+                            .tempdir_in(&root)
+                            .map_err(|e| {
+                                std::io::Error::new(e.kind(), format!("{}: {e}", root.display()))
+                            })?,
+                    ),
+                };
+                let file = dir.path().join(format!("{}.py", s.key));
+                fs_err::write(&file, bytes)?;
                 file
             }
         };
         jobs.push(Job {
             source,
-            dfile: s.path.clone(),
+            dfile: s.path.to_string(),
             dest: pyc,
         });
         pending.push(s);
@@ -189,12 +224,22 @@ pub(crate) fn plan_bytecode(
         }
         Ok::<_, Error>(all)
     })?;
+    drop(scratch);
     for (s, result) in pending.into_iter().zip(results) {
         match result {
             Ok(()) => {
                 counts.compiled += 1;
-                let pyc = pyc_of(&s.key);
-                ready.push((s.path, s.unit, pyc));
+                let (_, target) = pyc_path(s)?;
+                let mut e = Entry::copy(
+                    &s.unit,
+                    "bytecode",
+                    pyc_of(&s.key),
+                    Digest::AfterCopy,
+                    false,
+                );
+                let (_, record) = look_up(&target, &mut e, hashing)?;
+                records.extend(record);
+                ready.push((s, target, e));
             }
             Err(why) => {
                 counts.failed += 1;
@@ -209,26 +254,33 @@ pub(crate) fn plan_bytecode(
         }
     }
 
-    let mut added = Vec::with_capacity(ready.len());
-    for (path, unit, pyc) in ready {
-        let (dir, file) = match path.rsplit_once('/') {
-            Some((d, f)) => (format!("{d}/"), f),
-            None => (String::new(), path.as_str()),
-        };
-        let stem = file.strip_suffix(".py").unwrap_or(file);
-        let cache_dir = format!("{dir}__pycache__");
-        let target = format!("{cache_dir}/{stem}.{}.pyc", py.cache_tag);
-        b.insert(cache_dir, Entry::dir(&unit, "bytecode"))?;
-        b.insert(
-            target.clone(),
-            Entry::copy(&unit, "bytecode", pyc, Digest::AfterCopy, false),
-        )?;
-        added.push(OutPath::new(target).map_err(|source| Error::BadPath {
-            unit: unit.to_string(),
-            source,
-        })?);
+    let mut last_dir = String::new();
+    for (s, target, e) in ready {
+        let (cache_dir, _) = pyc_path(s)?;
+        if cache_dir != last_dir {
+            b.insert(cache_dir.clone(), Entry::dir(&s.unit, "bytecode"))?;
+            last_dir = cache_dir;
+        }
+        b.insert(target.to_string(), e)?;
     }
-    Ok(added)
+    Ok(records)
+}
+
+/// The cache key of the pyc of the source `path` whose content is `sha`.
+fn key(py: &assemble_python::Interpreter, path: &str, sha: &Sha256) -> String {
+    let mut h = sha2::Sha256::new();
+    for part in [
+        b"assemble-pyc-v1".as_slice(),
+        py.magic.as_bytes(),
+        py.cache_tag.as_bytes(),
+        if CHECKED { b"checked" } else { b"unchecked" },
+        path.as_bytes(),
+        &sha.0,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
 }
 
 fn not_compiled(unit: &str, path: &str, why: &str) -> String {

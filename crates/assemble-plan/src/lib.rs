@@ -285,7 +285,13 @@ fn plan_with(
         .map(|(path, e)| {
             // Sources to compile are hashed now: their hash keys the bytecode.
             let defer = ctx.defer_hashes && !(compile && bytecode::is_source(path));
-            look_up(path, e, inputs_ref, defer, &hashed, &hashed_bytes)
+            let h = Hashing {
+                inputs: inputs_ref,
+                defer,
+                hashed: &hashed,
+                hashed_bytes: &hashed_bytes,
+            };
+            look_up(path, e, &h)
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let mut elf_paths = Vec::new();
@@ -298,21 +304,13 @@ fn plan_with(
 
     let bytecode = if recipe.compile_bytecode {
         let mut counts = Bytecode::default();
-        let added = bytecode::plan_bytecode(&mut b, ctx, &mut counts)?;
-        // Their hashes, as every copy's: from the stat cache once known.
-        for path in added {
-            if let Some(e) = b.desired.get_mut(&path) {
-                let (_, record) = look_up(
-                    &path,
-                    e,
-                    inputs_ref,
-                    ctx.defer_hashes,
-                    &hashed,
-                    &hashed_bytes,
-                )?;
-                records.extend(record);
-            }
-        }
+        let hashing = Hashing {
+            inputs: inputs_ref,
+            defer: ctx.defer_hashes,
+            hashed: &hashed,
+            hashed_bytes: &hashed_bytes,
+        };
+        records.extend(bytecode::plan_bytecode(&mut b, ctx, &hashing, &mut counts)?);
         phases.lap("bytecode");
         Some(counts)
     } else {
@@ -561,18 +559,25 @@ fn resolve_source(
 }
 
 /// `path` as a manifest key, or the error naming its unit.
+/// What [`look_up`] needs besides the entry: the input cache, whether a
+/// hash may be left to the copy, and the read counters.
+pub(crate) struct Hashing<'a> {
+    pub inputs: &'a InputCache,
+    pub defer: bool,
+    pub hashed: &'a std::sync::atomic::AtomicU64,
+    pub hashed_bytes: &'a std::sync::atomic::AtomicU64,
+}
+
 /// The content hash of a copy, from the stat cache where it vouches for
 /// the input, else read (or, with `defer`, left to the copy unless it is
 /// ELF); the same read tells whether it is ELF. Returns the path if it is
 /// ELF, and the input's record for the cache.
-fn look_up(
+pub(crate) fn look_up(
     path: &OutPath,
     e: &mut Entry,
-    inputs: &InputCache,
-    defer: bool,
-    hashed: &std::sync::atomic::AtomicU64,
-    hashed_bytes: &std::sync::atomic::AtomicU64,
+    h: &Hashing<'_>,
 ) -> Result<(Option<OutPath>, Option<InputRecord>), Error> {
+    let (inputs, defer, hashed, hashed_bytes) = (h.inputs, h.defer, h.hashed, h.hashed_bytes);
     Ok(match (&mut e.kind, &e.content) {
         (Kind::File { sha256, executable }, Some(Content::Copy(src))) => {
             let found = if defer {
