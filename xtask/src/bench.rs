@@ -719,7 +719,9 @@ const IMPORT_SET: &[&str] = &[
     "cryptography==50.0.2",
     "pydantic==2.14.4",
 ];
-const IMPORT_CODE: &str = "import django, rest_framework, cryptography.x509, pydantic";
+/// What an app's start imports of them (the packages' top levels are
+/// mostly lazy): models, forms and templates, DRF's fields, X.509, a model.
+const IMPORT_CODE: &str = "import django.db.models, django.forms, django.template, rest_framework.fields, cryptography.x509; from pydantic import BaseModel";
 
 /// A start's imports of a heavy set of real packages (a venv made once
 /// with pip, in `root/import-venv`), from a tree assembled with its
