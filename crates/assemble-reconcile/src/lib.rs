@@ -46,6 +46,8 @@
 //! <state>/inputs.log   changes to inputs.bin since it was written
 //! <state>/journal.bin  paths a run is changing (only while it runs)
 //! <state>/lock         held exclusively while the output is changed
+//! <state>/nar-hash     the output's NAR hash, for the digest of the manifest
+//!                      it was computed from (text: version, digest, SRI)
 //! ```
 //!
 //! Every file starts with a magic and [`assemble_manifest::STATE_VERSION`], which is bumped
