@@ -136,20 +136,25 @@ pub(crate) fn plan_bytecode(
         })?;
         Ok((cache_dir, target))
     };
+    // A source's pyc entry: a copy of its cache file, hashed by the lookup.
+    let pyc_entry = |s: &Source| -> Result<(OutPath, Entry), Error> {
+        let (_, target) = pyc_path(s)?;
+        let e = Entry::copy(
+            &s.unit,
+            "bytecode",
+            pyc_of(&s.key),
+            Digest::AfterCopy,
+            false,
+        );
+        Ok((target, e))
+    };
     // The cached pycs, looked up in parallel: an entry with its hash (or
     // left to the copy), or `None` when the cache lacks it.
     type Found = Option<(OutPath, Entry, Option<InputRecord>)>;
     let looked: Vec<Found> = sources
         .par_iter()
         .map(|s| {
-            let (_, target) = pyc_path(s)?;
-            let mut e = Entry::copy(
-                &s.unit,
-                "bytecode",
-                pyc_of(&s.key),
-                Digest::AfterCopy,
-                false,
-            );
+            let (target, mut e) = pyc_entry(s)?;
             match look_up(&target, &mut e, hashing) {
                 Ok((_, record)) => Ok(Some((target, e, record))),
                 Err(Error::Io(io)) if io.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -229,14 +234,7 @@ pub(crate) fn plan_bytecode(
         match result {
             Ok(()) => {
                 counts.compiled += 1;
-                let (_, target) = pyc_path(s)?;
-                let mut e = Entry::copy(
-                    &s.unit,
-                    "bytecode",
-                    pyc_of(&s.key),
-                    Digest::AfterCopy,
-                    false,
-                );
+                let (target, mut e) = pyc_entry(s)?;
                 let (_, record) = look_up(&target, &mut e, hashing)?;
                 records.extend(record);
                 ready.push((s, target, e));

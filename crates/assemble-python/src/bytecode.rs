@@ -9,7 +9,7 @@
 //! so the bytes do not depend on where the tree runs.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::{Error, Interpreter};
 
@@ -72,28 +72,20 @@ pub fn compile(
             stdin.push(0);
         }
     }
-    let sh = xshell::Shell::new().map_err(|e| std::io::Error::other(e.to_string()))?;
-    let program: &Path = &python.executable;
     let mode = if checked { "checked" } else { "unchecked" };
     // -I: no environment or user site; -S: no site (nothing to import); -B:
     // the script writes no bytecode of its own.
-    let out = xshell::cmd!(sh, "{program} -I -S -B -c {COMPILE} {mode}")
-        .stdin(stdin)
-        .quiet()
-        .ignore_status()
-        .output()
-        .map_err(|e| Error::Command {
-            program: program.display().to_string(),
-            status: "could not start".into(),
-            stderr: e.to_string(),
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let args = ["-I", "-S", "-B", "-c", COMPILE, mode];
+    let text = crate::run::output_stdin(&python.executable, &args, stdin)?;
     let lines: Vec<&str> = text.lines().collect();
-    if !out.status.success() || lines.len() != jobs.len() {
-        return Err(Error::Command {
-            program: format!("{} (compiling {} sources)", program.display(), jobs.len()),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    if lines.len() != jobs.len() {
+        return Err(Error::Malformed {
+            path: python.executable.clone(),
+            message: format!(
+                "compiling {} sources gave {} answers",
+                jobs.len(),
+                lines.len()
+            ),
         });
     }
     Ok(lines

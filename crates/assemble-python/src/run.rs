@@ -24,6 +24,25 @@ pub(crate) fn output_env<S: AsRef<OsStr>>(
     cwd: Option<&Path>,
     env: &[(&str, &OsStr)],
 ) -> Result<String, Error> {
+    run(program, args, cwd, env, None)
+}
+
+/// As [`output`], with `stdin` as the program's standard input.
+pub(crate) fn output_stdin<S: AsRef<OsStr>>(
+    program: &Path,
+    args: &[S],
+    stdin: Vec<u8>,
+) -> Result<String, Error> {
+    run(program, args, None, &[], Some(stdin))
+}
+
+fn run<S: AsRef<OsStr>>(
+    program: &Path,
+    args: &[S],
+    cwd: Option<&Path>,
+    env: &[(&str, &OsStr)],
+    stdin: Option<Vec<u8>>,
+) -> Result<String, Error> {
     let sh = xshell::Shell::new().map_err(|e| std::io::Error::other(e.to_string()))?;
     if let Some(d) = cwd {
         sh.change_dir(d);
@@ -31,6 +50,9 @@ pub(crate) fn output_env<S: AsRef<OsStr>>(
     let mut cmd = xshell::cmd!(sh, "{program} {args...}");
     for (k, v) in env {
         cmd = cmd.env(k, v);
+    }
+    if let Some(bytes) = stdin {
+        cmd = cmd.stdin(bytes);
     }
     let out = cmd
         .quiet()
