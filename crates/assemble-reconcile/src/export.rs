@@ -34,12 +34,7 @@ struct Tree {
 
 impl Tree {
     fn open(layout: &Layout) -> Result<Tree, Error> {
-        let no_state = || Error::NoState(layout.out.clone());
-        let root = Root::open(&layout.out).map_err(|_| no_state())?;
-        if !layout.owns(&root) {
-            return Err(no_state());
-        }
-        let state = State::load(&layout.state).ok_or_else(no_state)?;
+        let (root, state) = layout.open_recorded()?;
         if let Some(path) = state.pending.iter().next() {
             return Err(Error::Changed {
                 path: root.display(path),

@@ -158,7 +158,10 @@ pub enum Error {
         parent_unit: String,
         what: &'static str,
     },
-    #[error("{}: no state recorded by `cargo xtask assemble`; nothing to verify", .0.display())]
+    #[error(
+        "{}: no state recorded by `cargo xtask assemble` for this folder (never assembled, or moved since): assemble it first",
+        .0.display()
+    )]
     NoState(PathBuf),
     #[error("{}: {why}; run `cargo xtask assemble` first", .path.display())]
     Changed { path: PathBuf, why: &'static str },

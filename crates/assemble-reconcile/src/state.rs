@@ -494,6 +494,19 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The output's root handle and its recorded state, for the commands
+    /// that read a finished tree (`verify`, `export`): refused when the
+    /// output is not the one its state records.
+    pub(crate) fn open_recorded(&self) -> Result<(Root, State), Error> {
+        let no_state = || Error::NoState(self.out.clone());
+        let root = Root::open(&self.out).map_err(|_| no_state())?;
+        if !self.owns(&root) {
+            return Err(no_state());
+        }
+        let state = State::load(&self.state).ok_or_else(no_state)?;
+        Ok((root, state))
+    }
+
     /// The layout of `out` (absolute) with its state under `base`.
     pub fn new(out: &Path, base: &Path) -> Layout {
         use std::os::unix::ffi::OsStrExt;

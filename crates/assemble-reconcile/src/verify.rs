@@ -4,8 +4,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::Error;
-use crate::root::{EntryType, Root};
-use crate::state::{Layout, State};
+use crate::root::EntryType;
+use crate::state::Layout;
 use assemble_manifest::{Kind, hash_stream};
 
 /// One way the output differs from what the tool recorded.
@@ -21,12 +21,7 @@ pub struct Difference {
 /// `diff`, which trusts stats), through a handle of the output's root:
 /// nothing is followed.
 pub fn verify(layout: &Layout) -> Result<Vec<Difference>, Error> {
-    let no_state = || Error::NoState(layout.out.clone());
-    let root = Root::open(&layout.out).map_err(|_| no_state())?;
-    if !layout.owns(&root) {
-        return Err(no_state());
-    }
-    let state = State::load(&layout.state).ok_or_else(no_state)?;
+    let (root, state) = layout.open_recorded()?;
     let mut found: Vec<Difference> = state
         .entries
         .as_slice()
