@@ -118,8 +118,21 @@ fn generate(
     } else {
         (args.venv_files, args.venv_mib, args.app_files)
     };
+    // Everything from a previous run goes, but the import rows' venv (pip
+    // made it from pinned versions: it is the same every time).
     if root.exists() {
-        fs_err::remove_dir_all(root)?;
+        for entry in fs_err::read_dir(root)? {
+            let entry = entry?;
+            if entry.file_name() == IMPORT_VENV {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                fs_err::remove_dir_all(&path)?;
+            } else {
+                fs_err::remove_file(&path)?;
+            }
+        }
     }
     let venv = root.join("inputs/venv");
     let site = venv.join(format!("lib/python{xy}/site-packages"));
@@ -721,6 +734,8 @@ const IMPORT_SET: &[&str] = &[
 ];
 /// What an app's start imports of them (the packages' top levels are
 /// mostly lazy): models, forms and templates, DRF's fields, X.509, a model.
+/// The import rows' venv, in the bench folder, kept from one run to the next.
+const IMPORT_VENV: &str = "import-venv";
 const IMPORT_CODE: &str = "import django.db.models, django.forms, django.template, rest_framework.fields, cryptography.x509; from pydantic import BaseModel";
 
 /// A start's imports of a heavy set of real packages (a venv made once
@@ -734,7 +749,7 @@ fn import_times(
     cache: &Path,
     runs: usize,
 ) -> anyhow::Result<Vec<Stats>> {
-    let venv = root.join("import-venv");
+    let venv = root.join(IMPORT_VENV);
     if !venv.join("pyvenv.cfg").is_file() {
         eprintln!(
             "{:>12} {} (once) for the import rows",
@@ -765,7 +780,7 @@ fn import_times(
         fs_err::write(
             &recipe,
             format!(
-                "[package]\nname = \"{name}\"\nversion = \"0\"\n[python]\ninterpreter = {:?}\ncompile-bytecode = {bytecode}\n[units.deps]\nvenv = \"import-venv\"\nscripts = []\n",
+                "[package]\nname = \"{name}\"\nversion = \"0\"\n[python]\ninterpreter = {:?}\ncompile-bytecode = {bytecode}\n[units.deps]\nvenv = \"{IMPORT_VENV}\"\nscripts = []\n",
                 python.display().to_string()
             ),
         )?;

@@ -112,12 +112,6 @@ pub fn write_nar(layout: &Layout, out: &mut impl Write) -> Result<(), Error> {
     Ok(())
 }
 
-/// The output's NAR hash, if it was computed for the tree as last
-/// recorded: nothing is read but the state.
-pub fn known_nar_hash(layout: &Layout) -> Option<Hash> {
-    Tree::open(layout).ok()?.remembered(layout)
-}
-
 /// The output's NAR hash: remembered for this tree, or computed (reading
 /// every file once) and remembered.
 pub fn nar_hash(layout: &Layout) -> Result<Hash, Error> {

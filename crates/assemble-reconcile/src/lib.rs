@@ -129,7 +129,7 @@ mod verify;
 
 pub use apply::{Outcome, UnitCounts, apply, predict, unit_counts};
 pub use diff::{Change, Diff, Snapshot, UnitReason, UnitStatus, diff, diff_snapshot};
-pub use export::{known_nar_hash, nar_hash, write_nar, write_tar};
+pub use export::{nar_hash, write_nar, write_tar};
 pub use state::{Entries, Layout, Lock, Recorded, State};
 pub use verify::{Difference, verify};
 
