@@ -361,8 +361,9 @@ fn two_clean_builds_with_one_prefix_are_identical() {
     // Different folders and different caches (the second syncs its own
     // venv), one prefix: the same tree, to the bit.
     let mut hashes = Vec::new();
-    for (out, cache) in [(&a, "cache-a"), (&b, "cache-b")] {
-        let cache = support::cache_sharing_uv(s.dir.path(), cache);
+    let cache_a = support::cache_sharing_uv(s.dir.path(), "cache-a");
+    let cache_b = support::cache_sharing_uv(s.dir.path(), "cache-b");
+    for (out, cache) in [(&a, &cache_a), (&b, &cache_b)] {
         let extra = ["--prefix", "/opt/authentik", "--json", "--nar-hash"];
         let env = [("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
         let report = support::assemble_into(s.dir.path(), &s.recipe(), out, &extra, &env).json();
@@ -382,6 +383,36 @@ fn two_clean_builds_with_one_prefix_are_identical() {
     );
     assert_eq!(hashes[0], hashes[1], "the reported NAR hashes");
     assert_eq!(hashes[0], support::nix_hash_path(&a), "nix hash path");
+
+    // Once computed, the hash is reported by every run whose tree is that
+    // one, without `--nar-hash` (nothing is read for it); a run that
+    // changes the tree reports none until asked, and going back to the
+    // same tree reports it again.
+    let plain = || {
+        let extra = ["--prefix", "/opt/authentik", "--json"];
+        let env = [("ASSEMBLE_CACHE_DIR", cache_a.to_str().unwrap())];
+        support::assemble_into(s.dir.path(), &s.recipe(), &a, &extra, &env).json()["nar_hash"]
+            .clone()
+    };
+    assert_eq!(
+        plain(),
+        serde_json::json!(hashes[0]),
+        "a no-op after --nar-hash"
+    );
+    let urls = s.path("demo/authentik/authentik/root/__init__.py");
+    let before = fs_err::read_to_string(&urls).unwrap();
+    fs_err::write(&urls, format!("{before}# edited\n")).unwrap();
+    assert_eq!(
+        plain(),
+        serde_json::Value::Null,
+        "a run that changed the tree"
+    );
+    fs_err::write(&urls, &before).unwrap();
+    assert_eq!(
+        plain(),
+        serde_json::json!(hashes[0]),
+        "back to the same tree"
+    );
 
     // Exports of the two builds are the same bytes; the NAR restores, by
     // Nix's own `nix-store --restore`, to a tree of the reported hash, and

@@ -111,7 +111,8 @@ pub struct AssembleArgs {
     pub locked: bool,
     /// Report the output's NAR hash (what `nix hash path OUT` prints):
     /// every file is read once when the tree changed, nothing when it is
-    /// the tree the hash was last computed for.
+    /// the tree the hash was last computed for. Once computed, the hash is
+    /// reported by every run that leaves the same tree, without this flag.
     #[arg(long)]
     pub nar_hash: bool,
 }

@@ -349,8 +349,9 @@ impl Session {
             None
         };
         drop(lock);
+        let remembered = outcome.nar_hash;
         let mut report = self.report(plan, &statuses, outcome, mode, phases);
-        report.nar_hash = nar_hash;
+        report.nar_hash = nar_hash.or(remembered);
         Ok(report)
     }
 
@@ -555,7 +556,8 @@ pub struct Report {
     /// The interpreter's real path and its version (`3.14.0`).
     pub interpreter: PathBuf,
     pub python_version: String,
-    /// The output's NAR hash, when asked for (`--nar-hash`).
+    /// The output's NAR hash: when asked for (`--nar-hash`), or when one is
+    /// remembered for exactly this tree.
     pub nar_hash: Option<assemble_nar::Hash>,
     pub dry_run: bool,
     /// In recipe order.

@@ -43,6 +43,10 @@ pub struct Outcome {
     pub state_written: bool,
     /// Input files hashed while they were copied (a clean build's).
     pub hashed_on_copy: usize,
+    /// The tree's NAR hash, when one is remembered for exactly this tree
+    /// (computed by an earlier `nar_hash`); nothing is read for it.
+    #[serde(skip)]
+    pub nar_hash: Option<assemble_nar::Hash>,
 }
 
 /// Applies `diff` (computed by [`crate::diff`] for `target`) to the output
@@ -66,6 +70,7 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
     let touched = !writes.is_empty() || !removes.is_empty() || !prev.pending.is_empty();
     let record_changed = touched || !refresh.is_empty() || prev.units != target.units;
     if !record_changed {
+        outcome.nar_hash = remembered_nar_hash(state_dir, desired, &FxHashMap::default());
         if target.inputs.changed() {
             target.inputs.store(state_dir)?;
             outcome.state_written = true;
@@ -243,6 +248,7 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
     }
     changes.sort_by(|a, b| a.0.cmp(&b.0));
     changes.dedup_by(|a, b| a.0 == b.0);
+    outcome.nar_hash = remembered_nar_hash(state_dir, desired, &hashed_on_copy);
     prev.commit(state_dir, changes, &target.units, root.stat_self().ok())?;
     State::clear_journal(state_dir)?;
     // Inputs hashed while copied join the input cache.
@@ -267,6 +273,31 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
     outcome.state_written = true;
     outcome.changes.sort();
     Ok(outcome)
+}
+
+/// A NAR hash remembered for exactly the tree `desired` describes (its
+/// copies' hashes in `hashed_on_copy`): a digest of the manifest, computed
+/// only when a hash is remembered at all; nothing of the tree is read.
+fn remembered_nar_hash(
+    state_dir: &std::path::Path,
+    desired: &Desired,
+    hashed_on_copy: &FxHashMap<&str, Sha256>,
+) -> Option<assemble_nar::Hash> {
+    let (digest, hash) = crate::export::remembered(state_dir)?;
+    let kinds: Vec<(&str, Kind)> = desired
+        .iter()
+        .map(|(p, e)| {
+            let kind = match (&e.kind, hashed_on_copy.get(p.as_str())) {
+                (Kind::File { executable, .. }, Some(sha)) => Kind::File {
+                    sha256: *sha,
+                    executable: *executable,
+                },
+                (kind, _) => kind.known()?,
+            };
+            Some((p.as_str(), kind))
+        })
+        .collect::<Option<_>>()?;
+    (crate::export::manifest_digest(kinds.into_iter()) == digest).then_some(hash)
 }
 
 /// What [`apply`] would report for `diff`, counted from the diff alone

@@ -9,7 +9,8 @@
 //! The NAR hash is remembered in the state folder (`nar-hash`) for the
 //! manifest it was computed from (the sha256 of every recorded path, kind,
 //! content hash, mode bit and link target): asking again for an unchanged
-//! tree reads nothing.
+//! tree reads nothing, and every assemble that leaves that tree reports it
+//! (the apply digests its manifest when a hash is remembered).
 
 use std::io::{self, Read, Write};
 
@@ -74,35 +75,52 @@ impl Tree {
         })
     }
 
-    /// The sha256 of everything the manifest says of the tree.
-    fn digest(&self) -> String {
-        let mut h = sha2::Sha256::new();
-        for (path, r) in self.state.entries.iter() {
-            h.update((path.len() as u64).to_le_bytes());
-            h.update(path.as_bytes());
-            match &r.kind {
-                Kind::Dir => h.update(b"d"),
-                Kind::File { sha256, executable } => {
-                    h.update(if *executable { b"x" } else { b"f" });
-                    h.update(sha256.0);
-                }
-                Kind::Link { target } => {
-                    h.update(b"l");
-                    h.update((target.len() as u64).to_le_bytes());
-                    h.update(target.as_bytes());
-                }
+    fn remembered(&self, layout: &Layout) -> Option<Hash> {
+        let (digest, hash) = remembered(&layout.state)?;
+        (digest
+            == manifest_digest(
+                self.state
+                    .entries
+                    .iter()
+                    .map(|(p, r)| (p.as_str(), r.kind.clone())),
+            ))
+        .then_some(hash)
+    }
+}
+
+/// The sha256 of everything a manifest says of the tree (path, kind,
+/// content hash, mode bit, link target), in path order: the key the NAR
+/// hash is remembered under.
+pub(crate) fn manifest_digest<'a>(entries: impl Iterator<Item = (&'a str, Kind)>) -> String {
+    let mut h = sha2::Sha256::new();
+    for (path, kind) in entries {
+        h.update((path.len() as u64).to_le_bytes());
+        h.update(path.as_bytes());
+        match kind {
+            Kind::Dir => h.update(b"d"),
+            Kind::File { sha256, executable } => {
+                h.update(if executable { b"x" } else { b"f" });
+                h.update(sha256.0);
+            }
+            Kind::Link { target } => {
+                h.update(b"l");
+                h.update((target.len() as u64).to_le_bytes());
+                h.update(target.as_bytes());
             }
         }
-        hex::encode(h.finalize())
     }
+    hex::encode(h.finalize())
+}
 
-    fn remembered(&self, layout: &Layout) -> Option<Hash> {
-        let text = fs_err::read_to_string(layout.state.join(NAR_HASH_FILE)).ok()?;
-        let mut words = text.split_whitespace();
-        (words.next()? == NAR_HASH_VERSION && words.next()? == self.digest())
-            .then(|| Hash::parse(words.next()?).ok())
-            .flatten()
+/// The remembered NAR hash and the manifest digest it is for, if any.
+pub(crate) fn remembered(state_dir: &std::path::Path) -> Option<(String, Hash)> {
+    let text = fs_err::read_to_string(state_dir.join(NAR_HASH_FILE)).ok()?;
+    let mut words = text.split_whitespace();
+    if words.next()? != NAR_HASH_VERSION {
+        return None;
     }
+    let digest = words.next()?.to_string();
+    Some((digest, Hash::parse(words.next()?).ok()?))
 }
 
 /// Writes the output's NAR to `out`.
@@ -124,7 +142,17 @@ pub fn nar_hash(layout: &Layout) -> Result<Hash, Error> {
     let hash = Hash(h.0.finalize().into());
     assemble_fs::files::write_atomic(
         &layout.state.join(NAR_HASH_FILE),
-        format!("{NAR_HASH_VERSION} {} {}\n", t.digest(), hash.to_sri()).as_bytes(),
+        format!(
+            "{NAR_HASH_VERSION} {} {}\n",
+            manifest_digest(
+                t.state
+                    .entries
+                    .iter()
+                    .map(|(p, r)| (p.as_str(), r.kind.clone()))
+            ),
+            hash.to_sri()
+        )
+        .as_bytes(),
         assemble_fs::files::Durability::Unsynced,
     )?;
     Ok(hash)
