@@ -703,6 +703,18 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             get(IMPORT_WITH) / get(IMPORT_WITHOUT),
             Some(1.0 / 3.0),
         ),
+        // What bytecode can give at most: the imports' remaining time is
+        // the modules' own work (C extensions, module bodies).
+        ratio(
+            "import with the tree's bytecode / the interpreter's own pycs",
+            get(IMPORT_WITH) / get(IMPORT_OWN),
+            None,
+        ),
+        ratio(
+            "import without bytecode / the interpreter's own pycs",
+            get(IMPORT_WITHOUT) / get(IMPORT_OWN),
+            None,
+        ),
     ];
     let report = BenchReport {
         machine: machine(),
@@ -725,6 +737,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
 const IMPORT_WITH: &str =
     "import django, rest_framework, cryptography, pydantic: the tree's bytecode";
 const IMPORT_WITHOUT: &str = "import django, rest_framework, cryptography, pydantic: no bytecode";
+const IMPORT_OWN: &str =
+    "import django, rest_framework, cryptography, pydantic: the interpreter's own pycs";
 /// What the import rows install (pinned), and import.
 const IMPORT_SET: &[&str] = &[
     "django==5.2.19",
@@ -740,8 +754,10 @@ const IMPORT_CODE: &str = "import django.db.models, django.forms, django.templat
 
 /// A start's imports of a heavy set of real packages (a venv made once
 /// with pip, in `root/import-venv`), from a tree assembled with its
-/// bytecode and from one without (`-B`: nothing is written back, as when
-/// every assemble removed what the interpreter wrote).
+/// bytecode, from one without (`-B`: nothing is written back, as when
+/// every assemble removed what the interpreter wrote), and from one where
+/// a first start wrote the interpreter's own pycs: the most bytecode can
+/// give, against which the first two are read.
 fn import_times(
     root: &Path,
     python: &Path,
@@ -775,7 +791,11 @@ fn import_times(
         }
     }
     let mut trees = Vec::new();
-    for (name, bytecode) in [("import-with", true), ("import-without", false)] {
+    for (name, bytecode) in [
+        ("import-with", true),
+        ("import-without", false),
+        ("import-own", false),
+    ] {
         let recipe = root.join(format!("{name}.toml"));
         fs_err::write(
             &recipe,
@@ -804,6 +824,14 @@ fn import_times(
     }
     let with = trees[0].join("bin/python");
     let without = trees[1].join("bin/python");
+    // The floor: what the interpreter's own timestamp pycs give, once a
+    // first start has written them (into a tree that no assemble touches
+    // again before the runs).
+    let own = trees[2].join("bin/python");
+    let first = Command::new(&own).args(["-c", IMPORT_CODE]).status()?;
+    if !first.success() {
+        bail!("the first start of the import-own tree failed");
+    }
     measure_interleaved(
         runs,
         vec![
@@ -822,6 +850,15 @@ fn import_times(
                 cmd: Box::new(|| {
                     let mut c = Command::new(&without);
                     c.args(["-B", "-c", IMPORT_CODE]);
+                    c
+                }),
+            },
+            Series {
+                name: IMPORT_OWN,
+                setup: Box::new(|_| Ok(())),
+                cmd: Box::new(|| {
+                    let mut c = Command::new(&own);
+                    c.args(["-c", IMPORT_CODE]);
                     c
                 }),
             },
