@@ -87,17 +87,20 @@ pub(crate) fn plan_bytecode(
     }
 
     let root = ctx.cache.join("bytecode");
-    struct Source {
-        path: OutPath,
-        unit: Arc<str>,
+    // Borrowed from the manifest, which is not changed until the end.
+    struct Source<'a> {
+        path: &'a str,
+        unit: &'a Arc<str>,
         key: String,
         /// The input file, or the bytes (patched content) to compile.
-        content: Content,
+        content: &'a Content,
     }
-    let sources: Vec<Source> = b
+    let sources: Vec<Source<'_>> = b
         .desired
-        .par_iter()
+        .iter()
         .filter(|(path, _)| is_source(path))
+        .collect::<Vec<_>>()
+        .into_par_iter()
         .filter_map(|(path, e)| match (&e.kind, &e.content) {
             (Kind::File { sha256, .. }, Some(content)) => Some((path, e, sha256, content)),
             _ => None,
@@ -111,10 +114,10 @@ pub(crate) fn plan_bytecode(
                 });
             };
             Ok(Source {
-                path: path.clone(),
-                unit: e.unit.clone(),
+                path: path.as_str(),
+                unit: &e.unit,
                 key: key(py, path, sha),
-                content: content.clone(),
+                content,
             })
         })
         .collect::<Result<_, Error>>()?;
@@ -125,7 +128,7 @@ pub(crate) fn plan_bytecode(
     let pyc_path = |s: &Source| -> Result<(String, OutPath), Error> {
         let (dir, file) = match s.path.rsplit_once('/') {
             Some((d, f)) => (format!("{d}/"), f),
-            None => (String::new(), &*s.path),
+            None => (String::new(), s.path),
         };
         let stem = file.strip_suffix(".py").unwrap_or(file);
         let cache_dir = format!("{dir}__pycache__");
@@ -136,53 +139,49 @@ pub(crate) fn plan_bytecode(
         })?;
         Ok((cache_dir, target))
     };
-    // A source's pyc entry: a copy of its cache file, hashed by the lookup.
-    let pyc_entry = |s: &Source| -> Result<(OutPath, Entry), Error> {
-        let (_, target) = pyc_path(s)?;
-        let e = Entry::copy(
-            &s.unit,
-            "bytecode",
-            pyc_of(&s.key),
-            Digest::AfterCopy,
-            false,
-        );
-        Ok((target, e))
+    // A source's pyc entry, a copy of its cache file (hashed by the
+    // lookup), with the folder it goes in.
+    let pyc_entry = |s: &Source| -> Result<(String, OutPath, Entry), Error> {
+        let (cache_dir, target) = pyc_path(s)?;
+        let e = Entry::copy(s.unit, "bytecode", pyc_of(&s.key), Digest::AfterCopy, false);
+        Ok((cache_dir, target, e))
     };
+    type Ready = (String, OutPath, Entry);
     // The cached pycs, looked up in parallel: an entry with its hash (or
     // left to the copy), or `None` when the cache lacks it.
-    type Found = Option<(OutPath, Entry, Option<InputRecord>)>;
-    let looked: Vec<Found> = sources
+    let looked: Vec<Option<(Ready, Option<InputRecord>)>> = sources
         .par_iter()
         .map(|s| {
-            let (target, mut e) = pyc_entry(s)?;
+            let (cache_dir, target, mut e) = pyc_entry(s)?;
             match look_up(&target, &mut e, hashing) {
-                Ok((_, record)) => Ok(Some((target, e, record))),
+                Ok((_, record)) => Ok(Some(((cache_dir, target, e), record))),
                 Err(Error::Io(io)) if io.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
             }
         })
         .collect::<Result<_, Error>>()?;
 
-    let mut ready = Vec::with_capacity(sources.len());
+    let mut ready: Vec<Ready> = Vec::with_capacity(sources.len());
     let mut records = Vec::new();
     let mut jobs = Vec::new();
     let mut pending = Vec::new();
+    let mut warnings = Vec::new();
     let mut scratch: Option<tempfile::TempDir> = None;
     for (s, found) in sources.iter().zip(looked) {
-        if let Some((target, e, record)) = found {
+        if let Some((r, record)) = found {
             counts.cached += 1;
             records.extend(record);
-            ready.push((s, target, e));
+            ready.push(r);
             continue;
         }
         if let Ok(why) = fs_err::read_to_string(err_of(&s.key)) {
             counts.failed += 1;
-            b.warnings.push(not_compiled(&s.unit, &s.path, why.trim()));
+            warnings.push(not_compiled(s.unit, s.path, why.trim()));
             continue;
         }
         let pyc = pyc_of(&s.key);
         fs_err::create_dir_all(pyc.parent().unwrap_or(&root))?;
-        let source = match &s.content {
+        let source = match s.content {
             Content::Copy(src) => src.clone(),
             Content::Bytes(bytes) => {
                 // Generated or patched content: in a folder of this run's
@@ -234,10 +233,10 @@ pub(crate) fn plan_bytecode(
         match result {
             Ok(()) => {
                 counts.compiled += 1;
-                let (target, mut e) = pyc_entry(s)?;
+                let (cache_dir, target, mut e) = pyc_entry(s)?;
                 let (_, record) = look_up(&target, &mut e, hashing)?;
                 records.extend(record);
-                ready.push((s, target, e));
+                ready.push((cache_dir, target, e));
             }
             Err(why) => {
                 counts.failed += 1;
@@ -247,20 +246,25 @@ pub(crate) fn plan_bytecode(
                     why.as_bytes(),
                     assemble_fs::files::Durability::Unsynced,
                 );
-                b.warnings.push(not_compiled(&s.unit, &s.path, &why));
+                warnings.push(not_compiled(s.unit, s.path, &why));
             }
         }
     }
 
+    // Into the manifest in one merge: each `__pycache__` folder, then the
+    // pycs (a folder may hold pycs compiled now and pycs from the cache).
+    drop(sources);
+    let mut batch = Vec::with_capacity(ready.len() + ready.len() / 8);
     let mut last_dir = String::new();
-    for (s, target, e) in ready {
-        let (cache_dir, _) = pyc_path(s)?;
+    for (cache_dir, target, e) in ready {
         if cache_dir != last_dir {
-            b.insert(cache_dir.clone(), Entry::dir(&s.unit, "bytecode"))?;
+            batch.push((cache_dir.clone(), Entry::dir(&e.unit, "bytecode")));
             last_dir = cache_dir;
         }
-        b.insert(target.to_string(), e)?;
+        batch.push((target.into(), e));
     }
+    b.warnings.extend(warnings);
+    b.insert_sorted(batch)?;
     Ok(records)
 }
 

@@ -755,7 +755,7 @@ impl Builder {
     /// Adds entries sorted by path, as [`Builder::insert`] would one by one,
     /// but a large batch goes into the manifest in one merge, not a search
     /// per path.
-    fn insert_sorted(&mut self, batch: Vec<(String, Entry)>) -> Result<(), Error> {
+    pub(crate) fn insert_sorted(&mut self, batch: Vec<(String, Entry)>) -> Result<(), Error> {
         if self.desired.is_empty() {
             // Nothing to collide with (a walk yields each path once): the
             // batch, its paths checked on every core, becomes the manifest,
