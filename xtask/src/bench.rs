@@ -826,9 +826,12 @@ fn import_times(
     let without = trees[1].join("bin/python");
     // The floor: what the interpreter's own timestamp pycs give, once a
     // first start has written them (into a tree that no assemble touches
-    // again before the runs).
+    // again before the runs; whatever the environment says about writing).
     let own = trees[2].join("bin/python");
-    let first = Command::new(&own).args(["-c", IMPORT_CODE]).status()?;
+    let first = Command::new(&own)
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .args(["-c", IMPORT_CODE])
+        .status()?;
     if !first.success() {
         bail!("the first start of the import-own tree failed");
     }
