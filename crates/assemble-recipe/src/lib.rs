@@ -68,6 +68,42 @@ pub enum RecipeError {
     Invalid { location: Location, message: String },
 }
 
+impl RecipeError {
+    /// Where in which file, when the error has a place.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            RecipeError::Read(_) => None,
+            RecipeError::Syntax { location, .. }
+            | RecipeError::UnknownKey { location, .. }
+            | RecipeError::Invalid { location, .. } => Some(location),
+        }
+    }
+
+    /// The message without its place or its hint.
+    pub fn detail(&self) -> String {
+        match self {
+            RecipeError::Read(e) => format!("cannot read recipe: {e}"),
+            RecipeError::Syntax { message, .. } | RecipeError::Invalid { message, .. } => {
+                message.clone()
+            }
+            RecipeError::UnknownKey { key, table, .. } => {
+                format!("unknown key `{key}`{}", in_table(table))
+            }
+        }
+    }
+
+    /// What to write instead, when it is known.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RecipeError::UnknownKey {
+                suggestion: Some(s),
+                ..
+            } => Some(format!("did you mean `{s}`?")),
+            _ => None,
+        }
+    }
+}
+
 fn in_table(table: &Option<String>) -> String {
     table
         .as_ref()
@@ -1063,14 +1099,28 @@ fn de_error(file: &Path, text: &str, e: &toml::de::Error) -> RecipeError {
     RecipeError::Syntax { location, message }
 }
 
-/// The `[table]` header that an offset falls under.
+/// The table a key at `offset` belongs to: the `[table]` header it falls
+/// under, or, for a name in a header itself (`[pyhton]`, `[units.a.bogus]`),
+/// the table that header's path goes through; "the top level" when none.
 fn enclosing_table(text: &str, offset: usize) -> Option<String> {
-    text[..offset.min(text.len())]
+    const TOP: &str = "the top level";
+    let before = &text[..offset.min(text.len())];
+    let current = before.rsplit('\n').next().unwrap_or(before).trim_start();
+    if current.starts_with('[') {
+        let path = current.trim_start_matches('[').trim().trim_end_matches('.');
+        return Some(if path.is_empty() {
+            TOP.to_string()
+        } else {
+            format!("[{path}]")
+        });
+    }
+    let header = before
         .lines()
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(|l| l.split('#').next().unwrap_or(l).trim().to_string())
+        .map(|l| l.split('#').next().unwrap_or(l).trim().to_string());
+    Some(header.unwrap_or_else(|| TOP.to_string()))
 }
 
 #[cfg(test)]
@@ -1125,6 +1175,20 @@ with = "b"
         assert!(e.contains("did you mean `replace`"), "{e}");
         assert!(e.contains("[[units.app.patch]]"), "{e}");
         assert!(e.starts_with("r/assemble.toml:19:"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_table_is_named_in_the_top_level_or_its_parent() {
+        let t = OK.replace("[python]", "[pyhton]");
+        let e = parse(&t).expect_err("typo must fail").to_string();
+        assert!(e.contains("unknown key `pyhton` in the top level"), "{e}");
+        assert!(e.contains("did you mean `python`"), "{e}");
+        let t = OK.replace("[units.deps]", "[units.deps]\nbogus = 1");
+        let e = parse(&t).expect_err("unknown key").to_string();
+        assert!(e.contains("`bogus` in [units.deps]"), "{e}");
+        let t = format!("nmae = 1\n{OK}");
+        let e = parse(&t).expect_err("unknown key").to_string();
+        assert!(e.contains("`nmae` in the top level"), "{e}");
     }
 
     #[test]
