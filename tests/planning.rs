@@ -40,6 +40,19 @@ fn recipe_error(replace: &str, with: &str, at: &str, message: &str) {
             err.contains(message),
             "{command}: wants {message:?}:\n{err}"
         );
+        // With --json, the same place as data, in one object on stdout.
+        let run = s.run(command, &["--out", out.to_str().unwrap(), "--json"]);
+        run.fails(2);
+        let e = crate::cli::failure(&run);
+        assert_eq!(e["kind"], "recipe", "{e}");
+        assert_eq!(e["file"], s.base().to_str().unwrap(), "{e}");
+        assert_eq!(
+            (e["line"].as_u64(), e["column"].as_u64()),
+            (Some(line as u64), Some(col as u64)),
+            "{e}"
+        );
+        assert!(e["message"].as_str().unwrap().contains(message), "{e}");
+        assert_eq!(e["exit_code"], 2, "{e}");
     }
     assert!(!out.exists(), "a refused run leaves no output");
 }

@@ -6,26 +6,26 @@ use std::time::Duration;
 use assemble_pipeline::{Event, Mode, Options, Report, Status};
 
 use crate::context::{Workspace, output};
+use crate::shell::Shell;
 use crate::{AssembleArgs, Failure};
 
 /// `cargo xtask assemble` (or, with `DryRun`, `cargo xtask plan`: what
 /// `assemble` would do, and why; changes nothing in the output).
-pub fn run(args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
+pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
     let opts = options(args)?;
-    let quiet = args.json;
+    let quiet = args.json || sh.quiet();
     let events = move |e: Event| match e {
-        Event::Preparing(m) if !quiet => eprintln!("{:>12} {m}", "Preparing"),
+        Event::Preparing(m) if !quiet => sh.status("Preparing", m),
         Event::Preparing(_) => {}
-        Event::Waiting(out) => {
-            eprintln!(
-                "{:>12} waiting for the lock on {}",
-                "Blocking",
-                out.display()
-            )
-        }
+        // Said even when quiet: a run that waits must say why.
+        Event::Waiting(out) => anstream::eprintln!(
+            "{:>12} waiting for the lock on {}",
+            "Blocking",
+            out.display()
+        ),
     };
     let r = assemble_pipeline::assemble(&opts, mode, &events).map_err(Failure::from_pipeline)?;
-    report(args, &r);
+    report(sh, args, &r);
     // The process ends here: freeing the manifest's ~100,000 allocations
     // one by one would only delay the exit.
     std::mem::forget(r);
@@ -64,92 +64,111 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
     })
 }
 
-fn report(args: &AssembleArgs, r: &Report) {
+fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
     let dry_run = r.dry_run;
     let plan = &r.plan;
     let o = &r.outcome;
     let seconds = r.elapsed.as_secs_f64();
+    let verbose = sh.verbose();
     if args.json {
         // Streamed: a clean build reports tens of thousands of changes.
         let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-        let _ = r.write_json(args.verbose, &mut stdout);
+        let _ = r.write_json(verbose, &mut stdout);
         return;
     }
     for w in &plan.warnings {
-        eprintln!("warning: {w}");
+        sh.warn(w);
     }
     for u in &r.units {
-        if args.verbose || dry_run {
+        if verbose || dry_run {
             for reason in &u.reasons {
-                eprintln!("{:>12} {}: {reason}", "Dirty", u.name);
+                sh.note("Dirty", format!("{}: {reason}", u.name));
             }
         }
         match u.status {
-            Status::Fresh => eprintln!("{:>12} {} ({} paths)", "Fresh", u.name, u.entries),
-            status => eprintln!(
-                "{:>12} {} ({} paths: {} {}, {} {})",
+            Status::Fresh => sh.status("Fresh", format!("{} ({} paths)", u.name, u.entries)),
+            status => sh.status(
                 if status == Status::Dirty {
                     "Would build"
                 } else {
                     "Built"
                 },
-                u.name,
-                u.entries,
-                u.written,
-                if dry_run { "to write" } else { "written" },
-                u.removed,
-                if dry_run { "to remove" } else { "removed" },
+                format!(
+                    "{} ({} paths: {} {}, {} {})",
+                    u.name,
+                    u.entries,
+                    u.written,
+                    if dry_run { "to write" } else { "written" },
+                    u.removed,
+                    if dry_run { "to remove" } else { "removed" },
+                ),
             ),
         }
     }
-    if args.verbose || dry_run {
+    if verbose || dry_run {
         for c in o.changes.iter().filter(|c| c.unit.is_none()) {
-            eprintln!("{:>12} {c}", "Dirty");
+            sh.note("Dirty", c);
         }
         for d in plan.elf.iter().filter(|d| d.changes()) {
-            eprintln!(
-                "{:>12} {}: runpath {} -> {}",
+            sh.note(
                 "Patchelf",
-                d.path,
-                d.old_runpath.as_deref().unwrap_or("(none)"),
-                d.new_runpath.as_deref().unwrap_or("(none)")
+                format!(
+                    "{}: runpath {} -> {}",
+                    d.path,
+                    d.old_runpath.as_deref().unwrap_or("(none)"),
+                    d.new_runpath.as_deref().unwrap_or("(none)")
+                ),
             );
         }
     }
-    if let Some(b) = plan.bytecode.filter(|b| b.compiled > 0 || args.verbose) {
-        eprintln!(
-            "{:>12} {} compiled, {} from the cache{}",
+    if let Some(b) = plan.bytecode.filter(|b| b.compiled > 0 || verbose) {
+        sh.status(
             "Bytecode",
-            b.compiled,
-            b.cached,
-            if b.failed > 0 {
-                format!(", {} that do not compile", b.failed)
-            } else {
-                String::new()
-            }
+            format!(
+                "{} compiled, {} from the cache{}",
+                b.compiled,
+                b.cached,
+                if b.failed > 0 {
+                    format!(", {} that do not compile", b.failed)
+                } else {
+                    String::new()
+                }
+            ),
         );
     }
+    if sh.very_verbose() {
+        for (phase, time) in &r.phases {
+            sh.note(
+                "Phase",
+                format!("{phase}: {:.1} ms", time.as_secs_f64() * 1e3),
+            );
+        }
+    }
     if dry_run {
-        eprintln!(
-            "{:>12} {} would write {} files and remove {} in {}",
+        sh.status(
             "Planned",
-            r.name,
-            o.files_written,
-            o.files_removed,
-            r.output.display()
+            format!(
+                "{} would write {} files and remove {} in {}",
+                r.name,
+                o.files_written,
+                o.files_removed,
+                r.output.display()
+            ),
         );
     } else {
-        eprintln!(
-            "{:>12} {} {} in {} ({} files written, {} removed) in {seconds:.2}s",
+        sh.status(
             "Finished",
-            r.name,
-            r.version,
-            r.output.display(),
-            o.files_written,
-            o.files_removed
+            format!(
+                "{} {} in {} ({} files written, {} removed) in {seconds:.2}s",
+                r.name,
+                r.version,
+                r.output.display(),
+                o.files_written,
+                o.files_removed
+            ),
         );
     }
     if let Some(h) = &r.nar_hash {
-        eprintln!("{:>12} {}", "NAR hash", h.to_sri());
+        sh.status("NAR hash", h.to_sri());
     }
 }

@@ -27,15 +27,12 @@ pub struct AutopatchelfArgs {
     /// Set this interpreter on every dynamic executable.
     #[arg(long, value_name = "PATH")]
     pub dynamic_linker: Option<String>,
-    /// List every ELF file with its old and new runpath.
-    #[arg(short, long)]
-    pub verbose: bool,
     /// Print the decisions as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(args: &AutopatchelfArgs) -> Result<(), Failure> {
+pub fn run(sh: &crate::shell::Shell, args: &AutopatchelfArgs) -> Result<(), Failure> {
     let opts = Options {
         libs: args.libs.clone(),
         ignore_missing: args.ignore_missing.clone(),
@@ -48,27 +45,29 @@ pub fn run(args: &AutopatchelfArgs) -> Result<(), Failure> {
         let (tree, base) = scan_tree(root)?;
         let report = assemble_elf::resolve(&tree, &opts)?;
         for w in &report.warnings {
-            eprintln!("warning: {w}");
+            sh.warn(w);
         }
         for d in &report.decisions {
             if d.changes() {
                 rewrite(&base.join(&d.path), d)?;
             }
-            if args.verbose && !args.json {
-                eprintln!(
-                    "{:>12} {}: {} -> {}{}",
+            if sh.verbose() && !args.json {
+                sh.note(
                     if d.changes() { "Patched" } else { "Kept" },
-                    base.join(&d.path).display(),
-                    d.old_runpath.as_deref().unwrap_or("(none)"),
-                    d.new_runpath.as_deref().unwrap_or("(none)"),
-                    if d.old_interp != d.new_interp {
-                        format!(
-                            " (interpreter {})",
-                            d.new_interp.as_deref().unwrap_or("(none)")
-                        )
-                    } else {
-                        String::new()
-                    }
+                    format!(
+                        "{}: {} -> {}{}",
+                        base.join(&d.path).display(),
+                        d.old_runpath.as_deref().unwrap_or("(none)"),
+                        d.new_runpath.as_deref().unwrap_or("(none)"),
+                        if d.old_interp != d.new_interp {
+                            format!(
+                                " (interpreter {})",
+                                d.new_interp.as_deref().unwrap_or("(none)")
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
                 );
             }
         }
@@ -84,10 +83,9 @@ pub fn run(args: &AutopatchelfArgs) -> Result<(), Failure> {
             serde_json::json!({ "files": all, "patched": patched })
         );
     } else {
-        eprintln!(
-            "{:>12} {} ELF files, {patched} patched",
+        sh.status(
             "Finished",
-            all.len()
+            format!("{} ELF files, {patched} patched", all.len()),
         );
     }
     Ok(())

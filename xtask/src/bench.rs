@@ -446,7 +446,7 @@ struct BenchReport {
     ratios: Vec<Ratio>,
 }
 
-pub fn run(args: &BenchArgs) -> Result<(), Failure> {
+pub fn run(sh: &crate::shell::Shell, args: &BenchArgs) -> Result<(), Failure> {
     let ws = Workspace::locate()?;
     let root = args
         .dir
@@ -456,7 +456,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let python = assemble_python::Interpreter::probe("python3")?;
     let xy = format!("{}.{}", python.major, python.minor);
     let runs = args.runs.max(1);
-    eprintln!("{:>12} inputs in {}", "Generating", root.display());
+    sh.status("Generating", format!("inputs in {}", root.display()));
     let inputs = generate(
         args,
         &root,
@@ -494,13 +494,15 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         "extends = \"assemble.toml\"\n\n[python]\ncompile-bytecode = false\n",
     )?;
     let (plain_out, plain_state) = (root.join("out-no-bytecode"), root.join("state-no-bytecode"));
-    eprintln!(
-        "{:>12} {} venv files ({} MiB), {} app files, {} runs each",
+    sh.status(
         "Measuring",
-        inputs.venv_files,
-        inputs.venv_bytes >> 20,
-        inputs.app_files,
-        runs
+        format!(
+            "{} venv files ({} MiB), {} app files, {} runs each",
+            inputs.venv_files,
+            inputs.venv_bytes >> 20,
+            inputs.app_files,
+            runs
+        ),
     );
     let mut ms = Vec::new();
     let copy = root.join("copy");
@@ -642,6 +644,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     )?);
 
     ms.extend(import_times(
+        sh,
         &root,
         &python.executable,
         &exe,
@@ -759,6 +762,7 @@ const IMPORT_CODE: &str = "import django.db.models, django.forms, django.templat
 /// a first start wrote the interpreter's own pycs: the most bytecode can
 /// give, against which the first two are read.
 fn import_times(
+    sh: &crate::shell::Shell,
     root: &Path,
     python: &Path,
     exe: &Path,
@@ -767,10 +771,9 @@ fn import_times(
 ) -> anyhow::Result<Vec<Stats>> {
     let venv = root.join(IMPORT_VENV);
     if !venv.join("pyvenv.cfg").is_file() {
-        eprintln!(
-            "{:>12} {} (once) for the import rows",
+        sh.status(
             "Installing",
-            IMPORT_SET.join(" ")
+            format!("{} (once) for the import rows", IMPORT_SET.join(" ")),
         );
         let ok = Command::new(python)
             .args(["-m", "venv"])

@@ -16,13 +16,13 @@ pub struct LockArgs {
     pub update: Vec<String>,
 }
 
-pub fn run(args: &LockArgs) -> Result<(), Failure> {
+pub fn run(sh: &crate::shell::Shell, args: &LockArgs) -> Result<(), Failure> {
     let ws = Workspace::locate()?;
     let recipe = ws.recipe_path(&args.common);
     let cache = ws.cache(args.common.cache_dir.as_deref());
     let events = |e: Event| {
         if let Event::Preparing(m) = e {
-            eprintln!("{:>12} {m}", "Fetching");
+            sh.status("Fetching", m);
         }
     };
     let units =
@@ -34,14 +34,16 @@ pub fn run(args: &LockArgs) -> Result<(), Failure> {
             LockStatus::Added => "Added",
             LockStatus::Updated => "Updated",
         };
-        eprintln!("{status:>12} {} ({}) {}", u.unit, u.source, u.hash);
+        sh.status(status, format!("{} ({}) {}", u.unit, u.source, u.hash));
     }
-    eprintln!(
-        "{:>12} {} ({} source{})",
+    sh.status(
         "Finished",
-        recipe.with_file_name("assemble.lock").display(),
-        units.len(),
-        if units.len() == 1 { "" } else { "s" }
+        format!(
+            "{} ({} source{})",
+            recipe.with_file_name("assemble.lock").display(),
+            units.len(),
+            if units.len() == 1 { "" } else { "s" }
+        ),
     );
     Ok(())
 }

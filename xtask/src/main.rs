@@ -12,6 +12,7 @@ mod export;
 mod hash;
 mod lock;
 mod prefetch;
+mod shell;
 mod vendor;
 mod verify;
 
@@ -26,14 +27,29 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `0.0.0 (COMMIT)`: the commit the tool was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("XTASK_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "xtask",
+    version = VERSION,
     about = "Assemble the authentik Python/Django backend tree"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print nothing but errors (no status lines, no warnings).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Say more: -v why each path is written or removed, -vv also the
+    /// time of each phase.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Colour the status words: auto (a terminal without NO_COLOR), always, never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    color: shell::ColorChoice,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +74,23 @@ enum Command {
     Prefetch(prefetch::PrefetchArgs),
     /// Copy every remote unit's verified source into vendor/<unit>/ beside the recipe.
     Vendor(vendor::VendorArgs),
+    /// Print the completion script for SHELL (for the `xtask` binary).
+    Completions(CompletionsArgs),
+    /// Write the manual pages (xtask.1 and one per command) into DIR.
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// The folder to write the pages into (created if missing).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    out: PathBuf,
 }
 
 /// Options every command that reads a recipe takes.
@@ -96,12 +129,10 @@ pub struct AssembleArgs {
     /// The web UI's path (`@webui@`); without it the placeholder stays, as in the seed.
     #[arg(long, value_name = "PATH")]
     pub webui: Option<String>,
-    /// Print a JSON report on stdout instead of the human one.
+    /// Print a JSON report on stdout instead of the human one (on a
+    /// failure too: one JSON object with the error).
     #[arg(long)]
     pub json: bool,
-    /// Say why each path is written or removed.
-    #[arg(short, long)]
-    pub verbose: bool,
     /// Fail at once if another assemble holds the output's lock.
     #[arg(long)]
     pub no_wait: bool,
@@ -143,28 +174,110 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+impl Command {
+    /// Whether the command was asked for JSON on stdout (`--json`).
+    fn json(&self) -> bool {
+        match self {
+            Command::Assemble(a) | Command::Plan(a) => a.json,
+            Command::Verify(a) => a.json,
+            Command::Autopatchelf(a) => a.json,
+            Command::Bench(a) => a.json,
+            _ => false,
+        }
+    }
+}
+
+/// A failure as the one JSON object `--json` prints on stdout: the
+/// pipeline's [`assemble_pipeline::Diagnostic`] (or, for any other error,
+/// its kind `error` and message), its causes, and the exit code.
+fn failure_json(f: &Failure) -> serde_json::Value {
+    let e = &f.error;
+    let d = e
+        .downcast_ref::<assemble_pipeline::Error>()
+        .map(assemble_pipeline::Error::diagnostic)
+        .or_else(|| {
+            e.downcast_ref::<assemble_recipe::RecipeError>()
+                .map(assemble_pipeline::Diagnostic::of_recipe)
+        })
+        .unwrap_or_else(|| assemble_pipeline::Diagnostic {
+            kind: "error",
+            message: f.error.to_string(),
+            ..Default::default()
+        });
+    let mut v = serde_json::to_value(d).unwrap_or_default();
+    v["causes"] = serde_json::json!(shell::causes(&f.error));
+    v["exit_code"] = serde_json::json!(f.code);
+    v
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.command.json();
+    let shell = shell::Shell::new(
+        shell::Verbosity::from_flags(cli.quiet, cli.verbose),
+        cli.color,
+    );
+    let sh = &shell;
     let result = match cli.command {
-        Command::Assemble(args) => assemble::run(&args, assemble_pipeline::Mode::Apply),
-        Command::Plan(args) => assemble::run(&args, assemble_pipeline::Mode::DryRun),
-        Command::Verify(args) => verify::run(&args),
+        Command::Assemble(args) => assemble::run(sh, &args, assemble_pipeline::Mode::Apply),
+        Command::Plan(args) => assemble::run(sh, &args, assemble_pipeline::Mode::DryRun),
+        Command::Verify(args) => verify::run(sh, &args),
         Command::Export(args) => export::run(&args),
-        Command::Bench(args) => bench::run(&args),
-        Command::Autopatchelf(args) => autopatchelf::run(&args),
+        Command::Bench(args) => bench::run(sh, &args),
+        Command::Autopatchelf(args) => autopatchelf::run(sh, &args),
         Command::Hash(args) => hash::run(&args),
-        Command::Lock(args) => lock::run(&args),
-        Command::Prefetch(args) => prefetch::run(&args),
-        Command::Vendor(args) => vendor::run(&args),
+        Command::Lock(args) => lock::run(sh, &args),
+        Command::Prefetch(args) => prefetch::run(sh, &args),
+        Command::Vendor(args) => vendor::run(sh, &args),
+        Command::Completions(args) => completions(&args),
+        Command::Man(args) => man(sh, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.error);
-            for cause in f.error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            if json {
+                println!("{}", failure_json(&f));
             }
+            shell.error(&f.error);
             ExitCode::from(f.code)
         }
     }
+}
+
+fn completions(args: &CompletionsArgs) -> Result<(), Failure> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(args.shell, &mut cmd, "xtask", &mut std::io::stdout());
+    Ok(())
+}
+
+/// `xtask.1`, and `xtask-COMMAND.1` for each command.
+fn man(sh: &shell::Shell, args: &ManArgs) -> Result<(), Failure> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // Built, so that the global flags reach every command's page.
+    cmd.build();
+    fs_err::create_dir_all(&args.out)?;
+    let mut pages = vec![("xtask".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("xtask-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .name(name.clone())
+            .display_name(name.clone())
+            .bin_name(format!("xtask {}", sub.get_name()));
+        pages.push((name, page));
+    }
+    for (name, page) in &pages {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page.clone())
+            .title(name.as_str())
+            .render(&mut buf)?;
+        fs_err::write(args.out.join(format!("{name}.1")), buf)?;
+    }
+    sh.status(
+        "Written",
+        format!("{} manual pages in {}", pages.len(), args.out.display()),
+    );
+    Ok(())
 }

@@ -53,7 +53,7 @@ fn target(what: &str, flat: bool) -> anyhow::Result<Target> {
     bail!("{what}: expected github:OWNER/REPO@REV or url:URL")
 }
 
-pub fn run(args: &PrefetchArgs) -> Result<(), Failure> {
+pub fn run(sh: &crate::shell::Shell, args: &PrefetchArgs) -> Result<(), Failure> {
     let target = target(&args.what, args.flat).map_err(|e| Failure { code: 2, error: e })?;
     let want = args
         .hash
@@ -67,7 +67,7 @@ pub fn run(args: &PrefetchArgs) -> Result<(), Failure> {
     let ws = Workspace::locate()?;
     let fetcher = Fetcher::new(ws.cache(args.cache_dir.as_deref()));
     let (got, path) = fetcher.prefetch(&target)?;
-    eprintln!("{:>12} {}", "Cached", path.display());
+    sh.status("Cached", path.display());
     println!("{}", got.format(args.format.into()));
     if let Some(want) = want
         && want != got

@@ -15,7 +15,7 @@ pub struct VendorArgs {
     pub common: RecipeArgs,
 }
 
-pub fn run(args: &VendorArgs) -> Result<(), Failure> {
+pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
     let ws = Workspace::locate()?;
     // With the hashes assemble.lock pins filled in.
     let recipe = assemble_pipeline::locked_recipe(
@@ -52,7 +52,7 @@ pub fn run(args: &VendorArgs) -> Result<(), Failure> {
         fetcher
             .vendor(unit, remote, &dest)
             .with_context(|| format!("vendoring unit {unit}"))?;
-        eprintln!("{:>12} {unit} into {}", "Vendored", dest.display());
+        sh.status("Vendored", format!("{unit} into {}", dest.display()));
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
-pub fn run(args: &VerifyArgs) -> Result<(), Failure> {
+pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
     let ws = Workspace::locate()?;
     let out = match &args.out {
         Some(o) => output(&ws, None, Some(o)),
@@ -36,18 +36,20 @@ pub fn run(args: &VerifyArgs) -> Result<(), Failure> {
         );
     } else {
         for d in &found {
-            eprintln!("{:>12} {}: {}", "Differs", d.path, d.what);
+            sh.note("Differs", format!("{}: {}", d.path, d.what));
         }
-        eprintln!(
-            "{:>12} {}: {} difference{}",
+        sh.status(
             if found.is_empty() {
                 "Verified"
             } else {
                 "Failed"
             },
-            out.display(),
-            found.len(),
-            if found.len() == 1 { "" } else { "s" }
+            format!(
+                "{}: {} difference{}",
+                out.display(),
+                found.len(),
+                if found.len() == 1 { "" } else { "s" }
+            ),
         );
     }
     if found.is_empty() {

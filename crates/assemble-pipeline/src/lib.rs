@@ -176,6 +176,129 @@ impl Error {
     }
 }
 
+/// A failure as data: what `--json` prints instead of the report. Which
+/// fields are set depends on the kind; `message` always is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    /// What failed: `recipe`, `usage`, `interpreter`, `missing-path`,
+    /// `conflict`, `patch`, `unit`, `python`, `fetch`, `elf`,
+    /// `output-path`, `io`, `output`, `refused`, `lock`, `busy`,
+    /// `missing-tool`.
+    pub kind: &'static str,
+    /// The recipe unit at fault, when one is.
+    pub unit: Option<String>,
+    /// The file at fault (the recipe, for a recipe error), when one is.
+    pub file: Option<PathBuf>,
+    /// 1-based line and column in `file`, when known.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// What went wrong, without the place or the hint.
+    pub message: String,
+    /// What to do about it, when the tool knows.
+    pub hint: Option<String>,
+}
+
+impl Error {
+    /// This failure as data (see [`Diagnostic`]).
+    pub fn diagnostic(&self) -> Diagnostic {
+        let plain = |kind| Diagnostic {
+            kind,
+            message: self.to_string(),
+            ..Diagnostic::default()
+        };
+        match self {
+            Error::Recipe(r) => Diagnostic::of_recipe(r),
+            Error::Option { .. } | Error::InterpreterPath(_) => plain("usage"),
+            Error::Interpreter { recipe, .. } => Diagnostic {
+                file: Some(recipe.clone()),
+                ..plain("interpreter")
+            },
+            Error::NoBash => Diagnostic {
+                hint: Some("install bash".into()),
+                ..plain("missing-tool")
+            },
+            Error::Plan(p) => plan_diagnostic(p),
+            Error::Inputs { recipe, .. } => Diagnostic {
+                file: Some(recipe.clone()),
+                ..plain("io")
+            },
+            Error::ReadOutput { .. } | Error::Write { .. } => plain("output"),
+            Error::Refused(_) => plain("refused"),
+            Error::Lock { recipe, .. } => Diagnostic {
+                file: Some(recipe.with_file_name("assemble.lock")),
+                ..plain("lock")
+            },
+            Error::Locked { unit, lock, why } => Diagnostic {
+                kind: "lock",
+                unit: Some(unit.clone()),
+                file: Some(lock.clone()),
+                message: format!("{} {why}", lock.display()),
+                hint: Some("run `cargo xtask lock` (online), then assemble again".into()),
+                ..Diagnostic::default()
+            },
+            Error::Fetch { unit, .. } => Diagnostic {
+                unit: Some(unit.clone()),
+                ..plain("fetch")
+            },
+            Error::Busy { .. } => Diagnostic {
+                hint: Some("wait for the other run, or leave out --no-wait".into()),
+                ..plain("busy")
+            },
+        }
+    }
+}
+
+impl Diagnostic {
+    /// A recipe error, at its place.
+    pub fn of_recipe(r: &RecipeError) -> Diagnostic {
+        let location = r.location();
+        Diagnostic {
+            kind: "recipe",
+            unit: None,
+            file: location.map(|l| l.file.clone()),
+            line: location.and_then(|l| l.line).map(|(l, _)| l),
+            column: location.and_then(|l| l.line).map(|(_, c)| c),
+            message: r.detail(),
+            hint: r.hint(),
+        }
+    }
+}
+
+fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
+    use assemble_plan::Error as P;
+    let (kind, unit) = match p {
+        P::MissingPath { unit, .. } => ("missing-path", Some(unit)),
+        P::Conflict { .. } => ("conflict", None),
+        P::PatchNotFound(m) => ("patch", Some(&m.unit)),
+        P::Recipe(r) => return Diagnostic::of_recipe(r),
+        P::Unit { unit, .. } => ("unit", Some(unit)),
+        P::Python { unit, .. } => ("python", Some(unit)),
+        P::Fetch { unit, .. } => ("fetch", Some(unit)),
+        P::Elf(_) => ("elf", None),
+        P::BadPath { unit, .. } => ("output-path", Some(unit)),
+        P::Io(_) => ("io", None),
+    };
+    let hint = match p {
+        P::MissingPath { .. } => Some("fix the path in the recipe".to_string()),
+        P::Conflict { fix, .. } => Some(fix.clone()),
+        _ => None,
+    };
+    let file = match p {
+        P::PatchNotFound(m) => Some(m.source_file.clone()),
+        P::MissingPath { path, .. } => Some(path.clone()),
+        _ => None,
+    };
+    Diagnostic {
+        kind,
+        unit: unit.cloned(),
+        file,
+        line: None,
+        column: None,
+        message: p.to_string(),
+        hint,
+    }
+}
+
 impl From<assemble_plan::Error> for Error {
     /// A recipe mistake that only planning finds is a recipe error.
     fn from(e: assemble_plan::Error) -> Error {

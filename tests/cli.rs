@@ -1,0 +1,353 @@
+//! The command line as people meet it: the version, how much it says
+//! (`-q`, `-vv`), colour on a terminal only (a real pseudo-terminal, from
+//! util-linux's `script`), completions that bash and zsh load, and manual
+//! pages groff reads, and one JSON object for each way a `--json` run fails.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{self, Scratch};
+
+/// Escape sequences (colour) in `text`.
+fn coloured(text: &str) -> bool {
+    text.contains("\u{1b}[")
+}
+
+/// The demo assembled into `out` once; returns the arguments that
+/// assemble it again (a no-op).
+fn demo(s: &Scratch) -> Vec<String> {
+    let out = s.path("out");
+    s.assemble(&["--out", out.to_str().unwrap()]).ok();
+    vec![
+        "assemble".into(),
+        "--recipe".into(),
+        s.recipe().to_str().unwrap().into(),
+        "--out".into(),
+        out.to_str().unwrap().into(),
+    ]
+}
+
+/// The xtask binary with `args` under a pseudo-terminal: what a person at
+/// a terminal sees (stdout and stderr together).
+fn on_a_terminal(cwd: &Path, args: &[String], env: &[(&str, &str)]) -> String {
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_xtask").to_string())
+        .chain(args.iter().cloned())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"])
+        .current_dir(cwd)
+        .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
+        .env("ASSEMBLE_STATE_DIR", cwd.join("state"))
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("CLICOLOR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run script(1)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "under a terminal: {text}");
+    text
+}
+
+/// The xtask binary with `args` through pipes, colour variables unset.
+fn through_a_pipe(cwd: &Path, args: &[String], extra: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .args(extra)
+        .current_dir(cwd)
+        .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
+        .env("ASSEMBLE_STATE_DIR", cwd.join("state"))
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("CLICOLOR")
+        .output()
+        .expect("run xtask");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "through a pipe: {stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let s = Scratch::new();
+    let v = support::xtask(s.dir.path(), &["--version"]).stdout();
+    assert!(v.starts_with("cargo xtask 0.0.0 ("), "{v}");
+    let head = support::stdout_ok(
+        Command::new("git")
+            .args(["log", "-1", "--format=%h"])
+            .current_dir(support::root()),
+    );
+    assert!(v.contains(&head), "{v} does not name HEAD {head}");
+}
+
+#[test]
+fn quiet_says_nothing_on_a_no_op_and_very_verbose_times_each_phase() {
+    let s = Scratch::new();
+    let args = demo(&s);
+    let (_, stderr) = through_a_pipe(s.dir.path(), &args, &["-q"]);
+    assert_eq!(stderr, "", "-q on a no-op");
+    let (_, normal) = through_a_pipe(s.dir.path(), &args, &[]);
+    assert!(normal.contains("Finished"), "{normal}");
+    assert!(!normal.contains("Phase"), "{normal}");
+    let (_, vv) = through_a_pipe(s.dir.path(), &args, &["-vv"]);
+    for phase in ["manifest", "diff", "apply"] {
+        assert!(
+            vv.lines()
+                .any(|l| l.trim_start().starts_with("Phase") && l.contains(phase)),
+            "-vv names the phase {phase}:\n{vv}"
+        );
+    }
+    // -q and -v say opposite things: refused, as a usage error.
+    let mut both = args.clone();
+    both.extend(["-q".into(), "-v".into()]);
+    let refs: Vec<&str> = both.iter().map(String::as_str).collect();
+    support::xtask(s.dir.path(), &refs).fails(2);
+}
+
+#[test]
+fn status_words_are_coloured_on_a_terminal_only() {
+    let s = Scratch::new();
+    let args = demo(&s);
+    let tty = on_a_terminal(s.dir.path(), &args, &[]);
+    assert!(tty.contains("Finished"), "{tty}");
+    assert!(coloured(&tty), "a terminal gets colour:\n{tty}");
+
+    let plain = on_a_terminal(s.dir.path(), &args, &[("NO_COLOR", "1")]);
+    assert!(plain.contains("Finished"), "{plain}");
+    assert!(!coloured(&plain), "NO_COLOR is honoured:\n{plain}");
+    let mut never = args.clone();
+    never.extend(["--color".into(), "never".into()]);
+    let plain = on_a_terminal(s.dir.path(), &never, &[]);
+    assert!(!coloured(&plain), "--color never:\n{plain}");
+
+    let (stdout, stderr) = through_a_pipe(s.dir.path(), &args, &[]);
+    assert!(stderr.contains("Finished"), "{stderr}");
+    assert!(
+        !coloured(&stderr) && !coloured(&stdout),
+        "a pipe gets none:\n{stderr}"
+    );
+    let (_, forced) = through_a_pipe(s.dir.path(), &args, &["--color", "always"]);
+    assert!(coloured(&forced), "--color always:\n{forced}");
+    // The JSON report is never coloured, whatever is asked.
+    let (json, _) = through_a_pipe(s.dir.path(), &args, &["--json", "--color", "always"]);
+    assert!(!coloured(&json));
+    serde_json::from_str::<serde_json::Value>(&json).expect("JSON");
+}
+
+#[test]
+fn completions_load_in_bash_and_zsh_and_complete_the_commands() {
+    let s = Scratch::new();
+    let write = |shell: &str| {
+        let script = support::xtask(s.dir.path(), &["completions", shell]).stdout();
+        let file = s.path(&format!("xtask.{shell}"));
+        fs_err::write(&file, script).unwrap();
+        file
+    };
+    let bash = write("bash");
+    let completed = support::stdout_ok(Command::new("bash").arg("-c").arg(format!(
+        "source '{}' && COMP_WORDS=(xtask as) COMP_CWORD=1 && _xtask xtask as xtask && echo \"${{COMPREPLY[@]}}\" \
+         && COMP_WORDS=(xtask assemble --nar) COMP_CWORD=2 && _xtask xtask --nar assemble && echo \"${{COMPREPLY[@]}}\"",
+        bash.display()
+    )));
+    assert_eq!(completed, "assemble\n--nar-hash", "bash");
+
+    let zsh = write("zsh");
+    let registered = support::stdout_ok(Command::new("zsh").arg("-fc").arg(format!(
+        "autoload -U compinit && compinit -u -D && source '{}' && print -r -- $_comps[xtask]",
+        zsh.display()
+    )));
+    assert_eq!(registered, "_xtask", "zsh registers the completion");
+    let script = fs_err::read_to_string(&zsh).unwrap();
+    for word in ["assemble", "export", "--nar-hash", "--color"] {
+        assert!(script.contains(word), "zsh completes {word}");
+    }
+}
+
+#[test]
+fn man_pages_for_the_tool_and_each_command_read_cleanly() {
+    let s = Scratch::new();
+    let dir = s.path("man");
+    support::xtask(s.dir.path(), &["man", "--out", dir.to_str().unwrap()]).ok();
+    let commands = [
+        "assemble",
+        "plan",
+        "verify",
+        "export",
+        "bench",
+        "autopatchelf",
+        "hash",
+        "lock",
+        "prefetch",
+        "vendor",
+        "completions",
+        "man",
+    ];
+    let main = fs_err::read_to_string(dir.join("xtask.1")).unwrap();
+    for c in commands {
+        let page = dir.join(format!("xtask-{c}.1"));
+        let text = fs_err::read_to_string(&page).unwrap();
+        assert!(text.contains(&format!(".TH xtask-{c} 1")), "{c}: {text}");
+        assert!(main.contains(c), "xtask.1 lists {c}");
+        // groff reads it without a warning (-ww: all of them).
+        let out = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&page)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "groff on {c}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every command's page has the global flags.
+    let assemble = fs_err::read_to_string(dir.join("xtask-assemble.1")).unwrap();
+    for flag in [r"\-\-quiet", r"\-\-verbose", r"\-\-color", r"\-\-nar\-hash"] {
+        assert!(assemble.contains(flag), "xtask-assemble.1 has {flag}");
+    }
+}
+
+/// The one JSON object a failed `--json` run prints on stdout, checked
+/// against the documented shape (README, "JSON on failure"): these keys
+/// and no others, each of its type.
+pub fn failure(run: &support::Run) -> serde_json::Value {
+    let stdout = run.stdout();
+    let mut lines = stdout.lines();
+    let v: serde_json::Value = serde_json::from_str(lines.next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("not one JSON object on stdout ({e}):\n{stdout}"));
+    assert_eq!(lines.next(), None, "one line on stdout:\n{stdout}");
+    let object = v.as_object().expect("an object");
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "causes",
+            "column",
+            "exit_code",
+            "file",
+            "hint",
+            "kind",
+            "line",
+            "message",
+            "unit"
+        ],
+        "{v}"
+    );
+    let string_or_null = |k: &str| v[k].is_string() || v[k].is_null();
+    let number_or_null = |k: &str| v[k].is_u64() || v[k].is_null();
+    assert!(v["kind"].is_string() && v["message"].is_string(), "{v}");
+    assert!(
+        string_or_null("unit") && string_or_null("file") && string_or_null("hint"),
+        "{v}"
+    );
+    assert!(number_or_null("line") && number_or_null("column"), "{v}");
+    assert!(
+        v["causes"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c.is_string())),
+        "{v}"
+    );
+    assert_eq!(v["exit_code"].as_i64(), run.code().map(i64::from), "{v}");
+    v
+}
+
+/// Guards the JSON failure report: a script that asked for `--json` gets
+/// a reason it can read for each way a run fails, not an empty stdout.
+#[test]
+fn each_failure_kind_is_one_json_object_on_stdout() {
+    let s = Scratch::new();
+    let out = s.path("out");
+    let json = |extra: &[&str]| {
+        let mut args = vec!["--out", out.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        s.assemble(&args)
+    };
+
+    // A recipe mistake: where it is, and what was meant.
+    s.edit_recipe(|t| t.replacen("[python]", "[pyhton]", 1));
+    let run = json(&[]);
+    run.fails(2);
+    let e = failure(&run);
+    assert_eq!(e["kind"], "recipe", "{e}");
+    assert_eq!(e["file"], s.recipe().to_str().unwrap(), "{e}");
+    assert!(e["line"].is_u64() && e["column"].is_u64(), "{e}");
+    assert_eq!(e["message"], "unknown key `pyhton` in the top level", "{e}");
+    assert_eq!(e["hint"], "did you mean `python`?", "{e}");
+    s.edit_recipe(|t| t.replacen("[pyhton]", "[python]", 1));
+
+    // A flag that cannot be used: exit 2, a usage error.
+    let run = json(&["--prefix", "relative/path"]);
+    run.fails(2);
+    let e = failure(&run);
+    assert_eq!(e["kind"], "usage", "{e}");
+
+    // No such interpreter: where it looked, as the cause.
+    let run = json(&["--python", "/nonexistent/python3"]);
+    run.fails(1);
+    let e = failure(&run);
+    assert_eq!(e["kind"], "interpreter", "{e}");
+    assert!(e["causes"][0].as_str().unwrap().contains("/nonexistent/python3"), "{e}");
+
+    // A unit whose path is missing: the unit, the path, the fix.
+    let app = s.path("demo/authentik");
+    fs_err::rename(&app, s.path("moved")).unwrap();
+    let run = json(&[]);
+    run.fails(1);
+    let e = failure(&run);
+    assert_eq!(e["kind"], "missing-path", "{e}");
+    assert_eq!(e["unit"], "authentik", "{e}");
+    assert_eq!(e["file"], app.to_str().unwrap(), "{e}");
+    assert_eq!(e["hint"], "fix the path in the recipe", "{e}");
+    fs_err::rename(s.path("moved"), &app).unwrap();
+
+    // A patch that no longer matches: the unit and the file it read.
+    let settings = s.path("demo/authentik/authentik/root/settings.py");
+    support::edit(&settings, |t| {
+        t.replace("BASE_DIR = Path(__file__)", "BASE = Path(__file__)")
+    });
+    let run = json(&[]);
+    run.fails(1);
+    let e = failure(&run);
+    assert_eq!(e["kind"], "patch", "{e}");
+    assert_eq!(e["unit"], "authentik", "{e}");
+    assert_eq!(e["file"], settings.to_str().unwrap(), "{e}");
+    support::edit(&settings, |t| {
+        t.replace("BASE = Path(__file__)", "BASE_DIR = Path(__file__)")
+    });
+
+    // An output that is not the tool's: refused, nothing written.
+    let home = s.path("home");
+    fs_err::create_dir_all(&home).unwrap();
+    fs_err::write(home.join("notes.txt"), "mine").unwrap();
+    let run = s.assemble(&["--out", home.to_str().unwrap(), "--json"]);
+    run.fails(1);
+    let e = failure(&run);
+    assert_eq!(e["kind"], "refused", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("refusing to write into"),
+        "{e}"
+    );
+    assert_eq!(
+        fs_err::read_to_string(home.join("notes.txt")).unwrap(),
+        "mine"
+    );
+
+    // And a success is the report, not a failure object.
+    let report = json(&[]).json();
+    assert!(
+        report.get("kind").is_none() && report["files_written"].is_u64(),
+        "{report}"
+    );
+}

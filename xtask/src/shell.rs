@@ -1,0 +1,155 @@
+//! Where the command line talks to people: cargo's status lines (a
+//! right-aligned word, coloured when stderr is a terminal that allows it),
+//! warnings and errors, at the verbosity the flags chose.
+//!
+//! Colour: `--color auto` (the default) colours only a terminal, and never
+//! when `NO_COLOR` is set (to anything but the empty string) or `TERM` is
+//! `dumb`; `CLICOLOR_FORCE` forces it as `--color always` does. The
+//! decision is anstream's, made once for the whole process.
+
+use std::fmt::Display;
+
+use anstyle::{AnsiColor, Style};
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when stderr is a terminal and the environment allows it.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// How much to say: `-q` (errors only), the default, `-v`, `-vv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+    VeryVerbose,
+}
+
+impl Verbosity {
+    pub fn from_flags(quiet: bool, verbose: u8) -> Verbosity {
+        match (quiet, verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            (false, _) => Verbosity::VeryVerbose,
+        }
+    }
+}
+
+const STATUS: Style = AnsiColor::Green.on_default().bold();
+const NOTE: Style = AnsiColor::Cyan.on_default().bold();
+const WARNING: Style = AnsiColor::Yellow.on_default().bold();
+const ERROR: Style = AnsiColor::Red.on_default().bold();
+
+/// The one place status, warnings and errors go through.
+#[derive(Debug, Clone, Copy)]
+pub struct Shell {
+    pub verbosity: Verbosity,
+}
+
+impl Shell {
+    /// A shell for these flags; sets the process's colour choice.
+    pub fn new(verbosity: Verbosity, color: ColorChoice) -> Shell {
+        let choice = match color {
+            ColorChoice::Auto => anstream::ColorChoice::Auto,
+            ColorChoice::Always => anstream::ColorChoice::Always,
+            ColorChoice::Never => anstream::ColorChoice::Never,
+        };
+        choice.write_global();
+        Shell { verbosity }
+    }
+
+    pub fn quiet(&self) -> bool {
+        self.verbosity == Verbosity::Quiet
+    }
+
+    /// `-v` or more.
+    pub fn verbose(&self) -> bool {
+        self.verbosity >= Verbosity::Verbose
+    }
+
+    /// `-vv`.
+    pub fn very_verbose(&self) -> bool {
+        self.verbosity >= Verbosity::VeryVerbose
+    }
+
+    /// `    Finished ...`: a status line, unless quiet.
+    pub fn status(&self, word: &str, message: impl Display) {
+        if !self.quiet() {
+            line(STATUS, word, message);
+        }
+    }
+
+    /// A status line of a detail (`Dirty`, `Patchelf`, timings): cyan.
+    pub fn note(&self, word: &str, message: impl Display) {
+        if !self.quiet() {
+            line(NOTE, word, message);
+        }
+    }
+
+    /// `warning: ...`, unless quiet.
+    pub fn warn(&self, message: impl Display) {
+        if !self.quiet() {
+            anstream::eprintln!("{WARNING}warning{WARNING:#}: {message}");
+        }
+    }
+
+    /// `error: ...`, then each cause not already said, as a chain; always
+    /// printed.
+    pub fn error(&self, error: &anyhow::Error) {
+        anstream::eprintln!("{ERROR}error{ERROR:#}: {error}");
+        for cause in causes(error) {
+            anstream::eprintln!("  {NOTE}caused by{NOTE:#}: {cause}");
+        }
+    }
+}
+
+fn line(style: Style, word: &str, message: impl Display) {
+    anstream::eprintln!("{style}{word:>12}{style:#} {message}");
+}
+
+/// The causes of `error` worth printing: one whose text the message before
+/// it already holds (an error that writes its source into its own message)
+/// would only say the same thing twice.
+pub fn causes(error: &anyhow::Error) -> Vec<String> {
+    let mut said = error.to_string();
+    let mut out = Vec::new();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !said.contains(&text) {
+            out.push(text.clone());
+        }
+        said = text;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the recipe: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_printed_again() {
+        let inner = std::io::Error::other("no such file");
+        let e = anyhow::Error::new(Repeats(inner)).context("assembling the demo");
+        // The context, then its cause (which already holds the io error).
+        assert_eq!(causes(&e), vec!["reading the recipe: no such file"]);
+    }
+
+    #[test]
+    fn distinct_causes_are_all_printed() {
+        let e = anyhow::anyhow!("the root cause")
+            .context("the middle")
+            .context("the top");
+        assert_eq!(causes(&e), vec!["the middle", "the root cause"]);
+    }
+}
