@@ -295,7 +295,13 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
     run.fails(1);
     let e = failure(&run);
     assert_eq!(e["kind"], "interpreter", "{e}");
-    assert!(e["causes"][0].as_str().unwrap().contains("/nonexistent/python3"), "{e}");
+    assert!(
+        e["causes"][0]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/python3"),
+        "{e}"
+    );
 
     // A unit whose path is missing: the unit, the path, the fix.
     let app = s.path("demo/authentik");
@@ -350,4 +356,37 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
         report.get("kind").is_none() && report["files_written"].is_u64(),
         "{report}"
     );
+}
+
+/// Guards the README's second command on a machine without Nix's hasher
+/// or patchelf: it names them with their Debian packages and the command
+/// that installs them, and stops (exit 1), instead of a test run that
+/// panics on the first missing tool.
+#[test]
+fn the_test_command_names_what_is_missing_and_how_to_install_it() {
+    let s = Scratch::new();
+    // A PATH with every tool the tests need but nix-hash and patchelf.
+    let bin = s.path("bin");
+    fs_err::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(support::real_python(), bin.join("python3")).unwrap();
+    for tool in ["bash", "git", "gcc", "unshare", "script", "zsh", "groff"] {
+        std::os::unix::fs::symlink(support::which(tool), bin.join(tool)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["test", "--no-install"])
+        .current_dir(s.dir.path())
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for named in ["nix-hash on PATH", "(Nix's hasher", "patchelf on PATH"] {
+        assert!(err.contains(named), "names {named}:\n{err}");
+    }
+    assert!(
+        err.contains("apt-get install -y --no-install-recommends nix-bin patchelf"),
+        "the command that installs exactly these:\n{err}"
+    );
+    assert!(!err.contains("zsh on PATH"), "only what is missing:\n{err}");
 }

@@ -13,6 +13,7 @@ mod hash;
 mod lock;
 mod prefetch;
 mod shell;
+mod test;
 mod vendor;
 mod verify;
 
@@ -74,6 +75,8 @@ enum Command {
     Prefetch(prefetch::PrefetchArgs),
     /// Copy every remote unit's verified source into vendor/<unit>/ beside the recipe.
     Vendor(vendor::VendorArgs),
+    /// Install what the tests need (apt-get, as root) and run them all.
+    Test(test::TestArgs),
     /// Print the completion script for SHELL (for the `xtask` binary).
     Completions(CompletionsArgs),
     /// Write the manual pages (xtask.1 and one per command) into DIR.
@@ -229,6 +232,7 @@ fn main() -> ExitCode {
         Command::Lock(args) => lock::run(sh, &args),
         Command::Prefetch(args) => prefetch::run(sh, &args),
         Command::Vendor(args) => vendor::run(sh, &args),
+        Command::Test(args) => test::run(sh, &args),
         Command::Completions(args) => completions(&args),
         Command::Man(args) => man(sh, &args),
     };
