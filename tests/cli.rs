@@ -390,3 +390,57 @@ fn the_test_command_names_what_is_missing_and_how_to_install_it() {
     );
     assert!(!err.contains("zsh on PATH"), "only what is missing:\n{err}");
 }
+
+/// The venv's installer says what it does, under a spinner, on a terminal
+/// only: a pipe (a CI log, `--json`) gets the status lines alone.
+#[test]
+fn the_installers_progress_shows_on_a_terminal_only() {
+    let s = Scratch::new();
+    let run_in = |cache: &str, out: &str| {
+        // A cache of its own (sharing only the bootstrapped uv): the venv
+        // is synced, not found.
+        let cache = support::cache_sharing_uv(s.dir.path(), cache);
+        let args: Vec<String> = [
+            "assemble",
+            "--recipe",
+            s.recipe().to_str().unwrap(),
+            "--out",
+            s.path(out).to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        (cache, args)
+    };
+    let (cache, args) = run_in("cache-tty", "out-tty");
+    let tty = on_a_terminal(
+        s.dir.path(),
+        &args,
+        &[("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())],
+    );
+    assert!(tty.contains("syncing a virtualenv"), "{tty}");
+    assert!(
+        tty.contains("Running ["),
+        "the spinner, with its time:\n{tty}"
+    );
+    assert!(
+        ["Resolved", "Prepared", "Installed", " + "]
+            .iter()
+            .any(|l| tty.contains(l)),
+        "uv's own lines:\n{tty}"
+    );
+
+    let (cache, args) = run_in("cache-pipe", "out-pipe");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(&args)
+        .current_dir(s.dir.path())
+        .env("ASSEMBLE_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("syncing a virtualenv"), "{err}");
+    assert!(
+        !err.contains("Running [") && !err.contains("Installed"),
+        "a pipe gets no progress:\n{err}"
+    );
+}

@@ -12,19 +12,32 @@ use crate::{AssembleArgs, Failure};
 /// `cargo xtask assemble` (or, with `DryRun`, `cargo xtask plan`: what
 /// `assemble` would do, and why; changes nothing in the output).
 pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
-    let opts = options(args)?;
+    let mut opts = options(args)?;
     let quiet = args.json || sh.quiet();
-    let events = move |e: Event| match e {
-        Event::Preparing(m) if !quiet => sh.status("Preparing", m),
+    // Progress (download bars, the installer's lines under a spinner) on
+    // a terminal only, and never with --json or -q.
+    let progress = !args.json && sh.progress();
+    opts.progress = progress;
+    let spinner = sh.spinner(progress);
+    let events = |e: Event| match e {
+        Event::Preparing(m) if !quiet => {
+            spinner.suspend(|| sh.status("Preparing", m));
+            spinner.reset_elapsed();
+        }
         Event::Preparing(_) => {}
+        Event::Output(line) => sh.spin(&spinner, line),
         // Said even when quiet: a run that waits must say why.
-        Event::Waiting(out) => anstream::eprintln!(
-            "{:>12} waiting for the lock on {}",
-            "Blocking",
-            out.display()
-        ),
+        Event::Waiting(out) => spinner.suspend(|| {
+            anstream::eprintln!(
+                "{:>12} waiting for the lock on {}",
+                "Blocking",
+                out.display()
+            )
+        }),
     };
-    let r = assemble_pipeline::assemble(&opts, mode, &events).map_err(Failure::from_pipeline)?;
+    let result = assemble_pipeline::assemble(&opts, mode, &events);
+    spinner.finish_and_clear();
+    let r = result.map_err(Failure::from_pipeline)?;
     report(sh, args, &r);
     // The process ends here: freeing the manifest's ~100,000 allocations
     // one by one would only delay the exit.
@@ -60,6 +73,8 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         locked: args.locked,
         wait: !args.no_wait,
         nar_hash: args.nar_hash,
+        // Decided by `run`, which knows the shell.
+        progress: false,
         racy_window,
     })
 }

@@ -65,7 +65,8 @@ pub fn run(sh: &crate::shell::Shell, args: &PrefetchArgs) -> Result<(), Failure>
             error: e.into(),
         })?;
     let ws = Workspace::locate()?;
-    let fetcher = Fetcher::new(ws.cache(args.cache_dir.as_deref()));
+    let mut fetcher = Fetcher::new(ws.cache(args.cache_dir.as_deref()));
+    fetcher.progress_bar = sh.progress();
     let (got, path) = fetcher.prefetch(&target)?;
     sh.status("Cached", path.display());
     println!("{}", got.format(args.format.into()));

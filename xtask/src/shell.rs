@@ -78,6 +78,36 @@ impl Shell {
         self.verbosity >= Verbosity::VeryVerbose
     }
 
+    /// Whether to draw progress: stderr is a terminal and not quiet.
+    pub fn progress(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.quiet() && std::io::stderr().is_terminal()
+    }
+
+    /// A spinner for a long step's own output (the installer's lines),
+    /// drawn only when `draw`; hidden otherwise.
+    pub fn spinner(&self, draw: bool) -> indicatif::ProgressBar {
+        if !draw {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>12} [{elapsed}] {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix("Running");
+        bar
+    }
+
+    /// Shows `line` on `spinner` (nothing when it is hidden).
+    pub fn spin(&self, spinner: &indicatif::ProgressBar, line: &str) {
+        if spinner.is_hidden() {
+            return;
+        }
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner.set_message(line.trim().to_string());
+    }
+
     /// `    Finished ...`: a status line, unless quiet.
     pub fn status(&self, word: &str, message: impl Display) {
         if !self.quiet() {

@@ -27,6 +27,7 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
     )
     .map_err(Failure::from_pipeline)?;
     let mut fetcher = Fetcher::new(ws.cache(args.common.cache_dir.as_deref()));
+    fetcher.progress_bar = sh.progress();
     fetcher.offline = args.common.offline;
     let remotes: Vec<(&str, &Remote)> = recipe
         .units

@@ -9,7 +9,7 @@ use crate::Error;
 /// Downloads `url` into `dest` (a new file). At most `max_bytes` are
 /// accepted. A failed download leaves `dest` behind only inside the
 /// caller's temporary folder, never in the cache.
-pub fn download(url: &str, dest: &Path, max_bytes: u64) -> Result<(), Error> {
+pub fn download(url: &str, dest: &Path, max_bytes: u64, progress_bar: bool) -> Result<(), Error> {
     let err = |why: String| Error::Http {
         url: url.to_string(),
         why,
@@ -26,7 +26,7 @@ pub fn download(url: &str, dest: &Path, max_bytes: u64) -> Result<(), Error> {
         return Err(err(format!("HTTP {status}")));
     }
     let total = response.body().content_length();
-    let bar = if std::io::stderr().is_terminal() {
+    let bar = if progress_bar && std::io::stderr().is_terminal() {
         let bar = match total {
             Some(n) => indicatif::ProgressBar::new(n),
             None => indicatif::ProgressBar::no_length(),

@@ -139,6 +139,9 @@ pub struct Fetcher {
     pub limits: Limits,
     /// For `pypi` sources.
     pub python: Option<Interpreter>,
+    /// Draw a download bar on stderr when it is a terminal; the caller
+    /// decides (not with `--json` or `-q`). Off by default.
+    pub progress_bar: bool,
 }
 
 impl Fetcher {
@@ -152,6 +155,7 @@ impl Fetcher {
             offline: false,
             limits: Limits::default(),
             python: None,
+            progress_bar: false,
         }
     }
 
@@ -481,7 +485,7 @@ impl Fetcher {
 
     fn download_tree(&self, url: &str, work: &Path) -> Result<PathBuf, Error> {
         let archive = work.join("archive");
-        http::download(url, &archive, self.limits.max_bytes)?;
+        http::download(url, &archive, self.limits.max_bytes, self.progress_bar)?;
         let tree = work.join("tree");
         unpack(&archive, &tree, self.limits)?;
         Ok(tree)
@@ -498,7 +502,12 @@ impl Fetcher {
             .unwrap_or("download");
         let dir = work.join("file");
         fs_err::create_dir(&dir)?;
-        http::download(url, &dir.join(name), self.limits.max_bytes)?;
+        http::download(
+            url,
+            &dir.join(name),
+            self.limits.max_bytes,
+            self.progress_bar,
+        )?;
         Ok(dir)
     }
 

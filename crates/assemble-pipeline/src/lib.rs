@@ -58,6 +58,9 @@ pub struct Options {
     pub wait: bool,
     /// Report the output's NAR hash (read under the lock, after the apply).
     pub nar_hash: bool,
+    /// Draw download bars on stderr when it is a terminal (the command
+    /// line says no with `--json` or `-q`).
+    pub progress: bool,
     /// How close to a run's start an input's timestamp may be and still be
     /// trusted next time (see `assemble_manifest::RACY_WINDOW`).
     pub racy_window: Duration,
@@ -78,6 +81,7 @@ impl Options {
             locked: false,
             wait: true,
             nar_hash: false,
+            progress: false,
             racy_window: assemble_manifest::RACY_WINDOW,
         }
     }
@@ -96,6 +100,9 @@ pub enum Mode {
 pub enum Event<'a> {
     /// Planning is doing slow work (building a venv, fetching a source).
     Preparing(&'a str),
+    /// A line of that work's own progress (the installer's, as it writes
+    /// it): for a terminal's spinner, not a log.
+    Output(&'a str),
     /// Another run holds the output's lock; this one waits for it.
     Waiting(&'a Path),
 }
@@ -386,6 +393,7 @@ impl Session {
             // A clean build hashes inputs as it copies them (read once);
             // if a state turns up after all, they are hashed before the diff.
             defer_hashes: !layout.recorded(),
+            progress_bars: opts.progress,
         };
         Ok(Session {
             recipe,
@@ -488,7 +496,10 @@ impl Session {
                 let start = Instant::now();
                 (Snapshot::take(&self.layout), start.elapsed())
             });
-            let progress = |m: &str| events(Event::Preparing(m));
+            let progress = |step: assemble_plan::Step<'_>| match step {
+                assemble_plan::Step::Start(m) => events(Event::Preparing(m)),
+                assemble_plan::Step::Output(line) => events(Event::Output(line)),
+            };
             let window = self.racy_window;
             let inputs =
                 || assemble_manifest::InputCache::load_with_racy_window(&self.layout.state, window);

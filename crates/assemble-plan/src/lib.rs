@@ -153,6 +153,8 @@ pub struct Context {
     /// aside) to the copy that writes them: for a clean build, which writes
     /// every file anyway and has no record to compare hashes with.
     pub defer_hashes: bool,
+    /// Draw download bars on a terminal (the command line's choice).
+    pub progress_bars: bool,
 }
 
 /// What planning found for one unit.
@@ -181,9 +183,18 @@ pub struct Plan {
     pub phases: Vec<(&'static str, std::time::Duration)>,
 }
 
-/// Something to tell the user while planning (a venv being built, a source
-/// being fetched): planning can take seconds when the cache is cold.
-pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+/// Something to tell the user while planning: planning can take seconds,
+/// or minutes, when the cache is cold.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    /// Slow work starts (a venv built, a source fetched).
+    Start(&'a str),
+    /// A line of a tool's own progress during it (the installer's).
+    Output(&'a str),
+}
+
+/// Where planning's [`Step`]s go.
+pub type Progress<'a> = &'a (dyn Fn(Step<'_>) + Sync);
 
 /// Computes the desired output of `recipe`. Input files are hashed only
 /// when the stat cache `inputs` returns does not vouch for them; it is
@@ -233,6 +244,7 @@ fn plan_with(
     let mut fetcher = assemble_fetch::Fetcher::new(ctx.cache.clone());
     fetcher.offline = ctx.offline;
     fetcher.python = Some(ctx.python.clone());
+    fetcher.progress_bar = ctx.progress_bars;
     let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
     let (derived, direct): (Vec<&Unit>, Vec<&Unit>) = recipe.units.iter().partition(|u| {
         matches!(
@@ -432,12 +444,12 @@ fn resolve_source(
             }
             let installer = installer(recipe);
             let announce = || {
-                progress(&format!(
+                progress(Step::Start(&format!(
                     "{}: building a virtualenv from {} with {} (once; then cached)",
                     unit.name,
                     path.display(),
                     installer.label()
-                ))
+                )))
             };
             assemble_python::build_venv(
                 path,
@@ -446,6 +458,7 @@ fn resolve_source(
                 &ctx.cache,
                 ctx.offline,
                 &announce,
+                &|line| progress(Step::Output(line)),
             )
             .map_err(py_err)
         }
@@ -507,11 +520,11 @@ fn resolve_source(
                 }
             }
             let announce = || {
-                progress(&format!(
+                progress(Step::Start(&format!(
                     "{}: syncing a virtualenv from {} with uv {version} (once; then cached)",
                     unit.name,
                     dir.join("uv.lock").display()
-                ))
+                )))
             };
             assemble_python::sync_venv(
                 &dir,
@@ -522,13 +535,14 @@ fn resolve_source(
                 &ctx.cache,
                 ctx.offline,
                 &announce,
+                &|line| progress(Step::Output(line)),
             )
             .map_err(py_err)
         }
         Source::Remote(remote) => {
             let vendor = recipe.dir.join("vendor").join(&unit.name);
             let fetched = fetcher
-                .fetch(&unit.name, remote, &vendor, progress)
+                .fetch(&unit.name, remote, &vendor, &|m| progress(Step::Start(m)))
                 .map_err(|source| Error::Fetch {
                     unit: unit.name.clone(),
                     source,

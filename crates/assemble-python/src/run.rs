@@ -78,6 +78,75 @@ fn run<S: AsRef<OsStr>>(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// What a long-running installer says as it goes: called with each line
+/// it writes on stderr (uv's and pip's own progress).
+pub type Lines<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// As [`output_env`], passing each line of the program's stderr to `lines`
+/// as it comes (and keeping them for the error's tail).
+pub(crate) fn output_lines<S: AsRef<OsStr>>(
+    program: &Path,
+    args: &[S],
+    cwd: Option<&Path>,
+    env: &[(&str, &OsStr)],
+    lines: Lines<'_>,
+) -> Result<String, Error> {
+    use std::io::{BufRead, Read};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let cmdline = || {
+        let mut c = program.display().to_string();
+        for a in args {
+            c.push(' ');
+            c.push_str(&a.as_ref().to_string_lossy());
+        }
+        c
+    };
+    let mut child = cmd.spawn().map_err(|e| Error::Command {
+        program: program.display().to_string(),
+        status: "could not start".into(),
+        stderr: e.to_string(),
+    })?;
+    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("the child's pipes were not set up").into());
+    };
+    // stdout on its own thread, so that neither pipe fills while the other
+    // is read.
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).map(|_| buf)
+    });
+    let mut said = String::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line?;
+        lines(line.trim_end());
+        said.push_str(&line);
+        said.push('\n');
+    }
+    let status = child.wait()?;
+    let stdout = out
+        .join()
+        .map_err(|_| std::io::Error::other("reading stdout panicked"))??;
+    if !status.success() {
+        return Err(Error::Command {
+            program: cmdline(),
+            status: status.to_string(),
+            stderr: tail(&said, 20),
+        });
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
 fn tail(s: &str, lines: usize) -> String {
     let v: Vec<&str> = s.trim_end().lines().collect();
     let start = v.len().saturating_sub(lines);
@@ -138,6 +207,7 @@ pub fn build_venv(
     cache: &Path,
     offline: bool,
     announce: &dyn Fn(),
+    lines: Lines<'_>,
 ) -> Result<PathBuf, Error> {
     let req = fs_err::read(requirements)?;
     let mut h = sha2::Sha256::new();
@@ -171,7 +241,7 @@ pub fn build_venv(
                 ],
                 cwd,
             )?;
-            output(
+            output_lines(
                 uv,
                 &[
                     OsStr::new("pip"),
@@ -182,6 +252,8 @@ pub fn build_venv(
                     req_path,
                 ],
                 cwd,
+                &[],
+                lines,
             )?;
         } else {
             output(
@@ -194,7 +266,7 @@ pub fn build_venv(
                 ],
                 cwd,
             )?;
-            output(
+            output_lines(
                 &python.executable,
                 &[
                     OsStr::new("-m"),
@@ -208,6 +280,8 @@ pub fn build_venv(
                     req_path,
                 ],
                 cwd,
+                &[],
+                lines,
             )?;
         }
         Ok(())
@@ -359,6 +433,7 @@ pub fn sync_venv(
     cache: &Path,
     offline: bool,
     announce: &dyn Fn(),
+    lines: Lines<'_>,
 ) -> Result<PathBuf, Error> {
     let lock_path = project.join("uv.lock");
     let lock = fs_err::read(&lock_path)?;
@@ -414,7 +489,7 @@ pub fn sync_venv(
             ("UV_PROJECT_ENVIRONMENT", tmp.as_os_str()),
             ("UV_PYTHON_DOWNLOADS", OsStr::new("never")),
         ];
-        output_env(&uv, &args, Some(project), &env)?;
+        output_lines(&uv, &args, Some(project), &env, lines)?;
         Ok(())
     })
 }
