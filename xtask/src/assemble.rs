@@ -47,7 +47,7 @@ pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
 
 /// The pipeline's options from the command line and the workspace.
 pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
-    let ws = Workspace::locate()?;
+    let ws = Workspace::for_recipe(&args.common)?;
     let recipe = ws.recipe_path(&args.common);
     let out = match &args.out {
         Some(o) => output(&ws, None, Some(o)),

@@ -47,6 +47,16 @@ impl Workspace {
         })
     }
 
+    /// As [`Workspace::locate`], with the target dir of the workspace the
+    /// recipe lives in (see [`target_dir_for`]): where the default output,
+    /// cache and state go.
+    pub fn for_recipe(args: &RecipeArgs) -> anyhow::Result<Workspace> {
+        let mut ws = Workspace::locate()?;
+        let recipe = ws.recipe_path(args);
+        ws.target_dir = target_dir_for(&recipe, &ws);
+        Ok(ws)
+    }
+
     /// The path of the recipe named by `--recipe`, else of the workspace's
     /// `assemble.toml`.
     pub fn recipe_path(&self, args: &RecipeArgs) -> PathBuf {
@@ -80,7 +90,7 @@ impl Workspace {
     }
 }
 
-/// `--out`, else `<cargo target dir>/<package name>`, made absolute.
+/// `--out`, else `<target dir>/<package name>`, made absolute.
 pub fn output(ws: &Workspace, recipe: Option<&Recipe>, arg: Option<&Path>) -> PathBuf {
     let out = match (arg, recipe) {
         (Some(o), _) => ws.cwd.join(o),
@@ -88,4 +98,42 @@ pub fn output(ws: &Workspace, recipe: Option<&Recipe>, arg: Option<&Path>) -> Pa
         (None, None) => ws.target_dir.clone(),
     };
     assemble_fs::normalize(&ws.cwd, &out)
+}
+
+/// The target dir of the cargo workspace `recipe` lives in: this tool's own
+/// (as built) when it is this workspace, else `$CARGO_TARGET_DIR` or the
+/// workspace's `target/`; for a recipe in no workspace, `target/` in the
+/// current folder. The workspace is the topmost folder above the recipe
+/// whose Cargo.toml has a `[workspace]` table, else the nearest folder
+/// with a Cargo.toml. (A `build.target-dir` in a `.cargo/config.toml` of
+/// another workspace is not read.)
+pub fn target_dir_for(recipe: &Path, ws: &Workspace) -> PathBuf {
+    let dir = assemble_fs::normalize(&ws.cwd, recipe.parent().unwrap_or(Path::new(".")));
+    let manifests: Vec<&Path> = dir
+        .ancestors()
+        .filter(|d| d.join("Cargo.toml").is_file())
+        .collect();
+    let is_workspace = |d: &&&Path| {
+        fs_err::read_to_string(d.join("Cargo.toml"))
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+    };
+    let root = manifests
+        .iter()
+        .rev()
+        .find(is_workspace)
+        .or(manifests.first());
+    match root {
+        None => ws.cwd.join("target"),
+        Some(r) if same_folder(r, &ws.root) => ws.target_dir.clone(),
+        Some(r) => std::env::var_os("CARGO_TARGET_DIR")
+            .map(|t| ws.cwd.join(t))
+            .unwrap_or_else(|| r.join("target")),
+    }
+}
+
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }

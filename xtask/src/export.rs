@@ -30,13 +30,13 @@ pub struct ExportArgs {
     /// default: standard output, when it is not a terminal.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// The assembled tree (default: <cargo target dir>/<package name>).
+    /// The assembled tree (default: TARGET/<package name>, as for assemble).
     #[arg(long, value_name = "DIR")]
     pub from: Option<PathBuf>,
 }
 
 pub fn run(args: &ExportArgs) -> Result<(), Failure> {
-    let ws = Workspace::locate()?;
+    let ws = Workspace::for_recipe(&args.common)?;
     let tree = match &args.from {
         Some(d) => output(&ws, None, Some(d)),
         None => output(&ws, Some(&ws.recipe(&args.common)?), None),

@@ -17,7 +17,7 @@ pub struct LockArgs {
 }
 
 pub fn run(sh: &crate::shell::Shell, args: &LockArgs) -> Result<(), Failure> {
-    let ws = Workspace::locate()?;
+    let ws = Workspace::for_recipe(&args.common)?;
     let recipe = ws.recipe_path(&args.common);
     let cache = ws.cache(args.common.cache_dir.as_deref());
     let events = |e: Event| {

@@ -103,11 +103,12 @@ pub struct RecipeArgs {
     #[arg(long, value_name = "FILE")]
     pub recipe: Option<PathBuf>,
     /// Where built venvs and fetched sources are cached
-    /// (default: $ASSEMBLE_CACHE_DIR, else <cargo target dir>/assemble-cache).
+    /// (default: $ASSEMBLE_CACHE_DIR, else TARGET/assemble-cache: TARGET is
+    /// the target dir of the cargo workspace the recipe is in, else ./target).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Where the tool keeps each output's state, outside the output
-    /// (default: $ASSEMBLE_STATE_DIR, else <cargo target dir>/assemble-state).
+    /// (default: $ASSEMBLE_STATE_DIR, else TARGET/assemble-state).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Never fetch: fail at once when a source is neither cached nor vendored.
@@ -123,7 +124,8 @@ pub struct RecipeArgs {
 pub struct AssembleArgs {
     #[command(flatten)]
     pub common: RecipeArgs,
-    /// Where to write the tree (default: <cargo target dir>/<package name>).
+    /// Where to write the tree (default: TARGET/<package name>: the target
+    /// dir of the cargo workspace the recipe is in, else ./target).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// The path the tree will run from (`@out@`; default: the output's absolute path).

@@ -16,7 +16,7 @@ pub struct VendorArgs {
 }
 
 pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
-    let ws = Workspace::locate()?;
+    let ws = Workspace::for_recipe(&args.common)?;
     // With the hashes assemble.lock pins filled in.
     let recipe = assemble_pipeline::locked_recipe(
         &ws.recipe_path(&args.common),

@@ -13,7 +13,7 @@ use crate::{Failure, RecipeArgs};
 pub struct VerifyArgs {
     #[command(flatten)]
     pub common: RecipeArgs,
-    /// The output to check (default: <cargo target dir>/<package name>).
+    /// The output to check (default: TARGET/<package name>, as for assemble).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print the differences as JSON on stdout.
@@ -22,7 +22,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
-    let ws = Workspace::locate()?;
+    let ws = Workspace::for_recipe(&args.common)?;
     let out = match &args.out {
         Some(o) => output(&ws, None, Some(o)),
         None => output(&ws, Some(&ws.recipe(&args.common)?), None),
