@@ -9,9 +9,15 @@ use std::process::Command;
 
 use crate::support::{self, Scratch};
 
-/// Escape sequences (colour) in `text`.
+/// Colour in `text`: an SGR escape sequence (`ESC [ digits/; m`), not
+/// the cursor movements a spinner uses.
 fn coloured(text: &str) -> bool {
-    text.contains("\u{1b}[")
+    text.split("\u{1b}[").skip(1).any(|rest| {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == ';'))
+            .unwrap_or(rest.len());
+        rest[end..].starts_with('m')
+    })
 }
 
 /// The demo assembled into `out` once; returns the arguments that
@@ -238,6 +244,7 @@ pub fn failure(run: &support::Run) -> serde_json::Value {
             "kind",
             "line",
             "message",
+            "related",
             "unit"
         ],
         "{v}"
@@ -257,6 +264,10 @@ pub fn failure(run: &support::Run) -> serde_json::Value {
         "{v}"
     );
     assert_eq!(v["exit_code"].as_i64(), run.code().map(i64::from), "{v}");
+    for r in v["related"].as_array().expect("related: an array") {
+        assert!(r["kind"].is_string() && r["message"].is_string(), "{r}");
+        assert!(r["line"].is_u64() || r["line"].is_null(), "{r}");
+    }
     v
 }
 
@@ -508,4 +519,55 @@ fn default_output_and_cache_follow_the_recipe_not_the_build() {
         before,
         "nothing in the tool's own target/"
     );
+}
+
+/// Guards against one run per mistake: a recipe with three unknown keys
+/// (a misspelt table, a key, an array of tables) reports all three, each
+/// at its `line:col`, as text and in `--json`'s `related`.
+#[test]
+fn three_mistakes_in_a_recipe_are_reported_in_one_run() {
+    let s = Scratch::new();
+    s.edit_recipe(|t| {
+        let t = t.replacen("[python]", "[pyhton]", 1).replacen(
+            "[units.authentik]",
+            "[units.authentik]\nbranch = \"main\"",
+            1,
+        );
+        format!("{t}\n[[units.authentik.ptach]]\nfile = \"x\"\n")
+    });
+    let text = fs_err::read_to_string(s.recipe()).unwrap();
+    let at = |needle: &str| {
+        let i = text.find(needle).unwrap();
+        let line = text[..i].matches('\n').count() + 1;
+        let col = i - text[..i].rfind('\n').map_or(0, |n| n + 1) + 1;
+        (line as u64, col as u64)
+    };
+    let wanted = [
+        (at("pyhton"), "unknown key `pyhton` in the top level"),
+        (at("branch"), "unknown key `branch` in [units.authentik]"),
+        (at("ptach"), "unknown key `ptach` in [units.authentik]"),
+    ];
+    let out = s.path("out");
+    let err = s.assemble(&["--out", out.to_str().unwrap()]).fails(2);
+    assert!(err.contains("3 mistakes in the recipe"), "{err}");
+    for ((line, col), message) in wanted {
+        let place = format!("{}:{line}:{col}: {message}", s.recipe().display());
+        assert!(err.contains(&place), "wants {place}:\n{err}");
+    }
+    let run = s.assemble(&["--out", out.to_str().unwrap(), "--json"]);
+    run.fails(2);
+    let e = failure(&run);
+    let all: Vec<((u64, u64), String)> = std::iter::once(&e)
+        .chain(e["related"].as_array().unwrap())
+        .map(|d| {
+            (
+                (d["line"].as_u64().unwrap(), d["column"].as_u64().unwrap()),
+                d["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<((u64, u64), String)> =
+        wanted.iter().map(|(at, m)| (*at, m.to_string())).collect();
+    assert_eq!(all, expected, "{e}");
+    assert!(!out.exists(), "nothing written");
 }

@@ -22,10 +22,10 @@ pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
     let events = |e: Event| match e {
         Event::Preparing(m) if !quiet => {
             spinner.suspend(|| sh.status("Preparing", m));
-            spinner.reset_elapsed();
+            spinner.restart();
         }
         Event::Preparing(_) => {}
-        Event::Output(line) => sh.spin(&spinner, line),
+        Event::Output(line) => spinner.spin(line),
         // Said even when quiet: a run that waits must say why.
         Event::Waiting(out) => spinner.suspend(|| {
             anstream::eprintln!(
@@ -36,7 +36,7 @@ pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
         }),
     };
     let result = assemble_pipeline::assemble(&opts, mode, &events);
-    spinner.finish_and_clear();
+    spinner.clear();
     let r = result.map_err(Failure::from_pipeline)?;
     report(sh, args, &r);
     // The process ends here: freeing the manifest's ~100,000 allocations

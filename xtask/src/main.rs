@@ -153,6 +153,19 @@ pub struct AssembleArgs {
     pub nar_hash: bool,
 }
 
+/// A failure that the command's own `--json` report already states (a
+/// verify that found differences): no second JSON object is printed.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
 /// A failure with its exit code.
 pub struct Failure {
     pub code: u8,
@@ -241,7 +254,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            if json {
+            if json && f.error.downcast_ref::<Reported>().is_none() {
                 println!("{}", failure_json(&f));
             }
             shell.error(&f.error);

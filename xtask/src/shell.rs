@@ -84,28 +84,18 @@ impl Shell {
         !self.quiet() && std::io::stderr().is_terminal()
     }
 
-    /// A spinner for a long step's own output (the installer's lines),
-    /// drawn only when `draw`; hidden otherwise.
-    pub fn spinner(&self, draw: bool) -> indicatif::ProgressBar {
-        if !draw {
-            return indicatif::ProgressBar::hidden();
-        }
-        let bar = indicatif::ProgressBar::new_spinner();
+    /// A spinner for a long step's own output (the installer's lines):
+    /// drawn from the first line it shows, and only when `draw`; a run
+    /// without such a step draws nothing.
+    pub fn spinner(&self, draw: bool) -> Spinner {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden());
         bar.set_style(
             indicatif::ProgressStyle::with_template("{prefix:>12} [{elapsed}] {wide_msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
         bar.set_prefix("Running");
-        bar
-    }
-
-    /// Shows `line` on `spinner` (nothing when it is hidden).
-    pub fn spin(&self, spinner: &indicatif::ProgressBar, line: &str) {
-        if spinner.is_hidden() {
-            return;
-        }
-        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        spinner.set_message(line.trim().to_string());
+        Spinner { bar, draw }
     }
 
     /// `    Finished ...`: a status line, unless quiet.
@@ -157,6 +147,43 @@ pub fn causes(error: &anyhow::Error) -> Vec<String> {
         said = text;
     }
     out
+}
+
+/// See [`Shell::spinner`].
+pub struct Spinner {
+    bar: indicatif::ProgressBar,
+    draw: bool,
+}
+
+impl Spinner {
+    /// Shows `line`; the spinner appears on stderr with the first one.
+    pub fn spin(&self, line: &str) {
+        if !self.draw {
+            return;
+        }
+        if self.bar.is_hidden() {
+            self.bar
+                .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            self.bar
+                .enable_steady_tick(std::time::Duration::from_millis(120));
+        }
+        self.bar.set_message(line.trim().to_string());
+    }
+
+    /// Runs `f` (which prints) with the spinner out of the way.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
+    }
+
+    /// A new step: the elapsed time starts again.
+    pub fn restart(&self) {
+        self.bar.reset_elapsed();
+    }
+
+    /// Gone, leaving nothing on the terminal.
+    pub fn clear(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 #[cfg(test)]

@@ -57,12 +57,13 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
     } else {
         Err(Failure {
             code: 1,
-            error: anyhow::anyhow!(
+            error: crate::Reported(format!(
                 "{} does not match its recorded manifest ({} difference{}); run `cargo xtask assemble` to repair it",
                 out.display(),
                 found.len(),
                 if found.len() == 1 { "" } else { "s" }
-            ),
+            ))
+            .into(),
         })
     }
 }

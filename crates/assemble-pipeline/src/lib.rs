@@ -203,6 +203,9 @@ pub struct Diagnostic {
     pub message: String,
     /// What to do about it, when the tool knows.
     pub hint: Option<String>,
+    /// The other mistakes found in the same run (a recipe's unknown keys
+    /// are all reported at once), each as this one is.
+    pub related: Vec<Diagnostic>,
 }
 
 impl Error {
@@ -256,17 +259,28 @@ impl Error {
 }
 
 impl Diagnostic {
-    /// A recipe error, at its place.
+    /// A recipe error, at its place; several, the first with the others
+    /// as `related`.
     pub fn of_recipe(r: &RecipeError) -> Diagnostic {
-        let location = r.location();
-        Diagnostic {
-            kind: "recipe",
-            unit: None,
-            file: location.map(|l| l.file.clone()),
-            line: location.and_then(|l| l.line).map(|(l, _)| l),
-            column: location.and_then(|l| l.line).map(|(_, c)| c),
-            message: r.detail(),
-            hint: r.hint(),
+        let one = |r: &RecipeError| {
+            let location = r.location();
+            Diagnostic {
+                kind: "recipe",
+                unit: None,
+                file: location.map(|l| l.file.clone()),
+                line: location.and_then(|l| l.line).map(|(l, _)| l),
+                column: location.and_then(|l| l.line).map(|(_, c)| c),
+                message: r.detail(),
+                hint: r.hint(),
+                related: Vec::new(),
+            }
+        };
+        match r.each().split_first() {
+            Some((head, rest)) => Diagnostic {
+                related: rest.iter().map(|r| one(r)).collect(),
+                ..one(head)
+            },
+            None => one(r),
         }
     }
 }
@@ -303,6 +317,7 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
         column: None,
         message: p.to_string(),
         hint,
+        related: Vec::new(),
     }
 }
 

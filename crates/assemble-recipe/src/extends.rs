@@ -74,7 +74,7 @@ impl Chain {
         let mut layers: Vec<Layer> = Vec::new();
         let mut next = Some((file.to_path_buf(), text.to_string()));
         while let Some((file, text)) = next.take() {
-            let raw: RawLayer = toml::from_str(&text).map_err(|e| de_error(&file, &text, &e))?;
+            let raw: RawLayer = crate::from_toml(&file, &text)?;
             if let Some(base) = &raw.extends {
                 let at = Location {
                     file: file.clone(),

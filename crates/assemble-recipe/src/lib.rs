@@ -66,13 +66,26 @@ pub enum RecipeError {
     },
     #[error("{location}: {message}")]
     Invalid { location: Location, message: String },
+    /// Several mistakes of one file, in the order they were found.
+    #[error("{} mistakes in the recipe:{}", .0.len(), .0.iter().map(|e| format!("\n  {e}")).collect::<String>())]
+    Many(Vec<RecipeError>),
 }
 
 impl RecipeError {
-    /// Where in which file, when the error has a place.
+    /// Each mistake on its own: the list of a `Many`, else this one.
+    pub fn each(&self) -> Vec<&RecipeError> {
+        match self {
+            RecipeError::Many(all) => all.iter().collect(),
+            e => vec![e],
+        }
+    }
+
+    /// Where in which file, when the error has a place (the first
+    /// mistake's, for several).
     pub fn location(&self) -> Option<&Location> {
         match self {
             RecipeError::Read(_) => None,
+            RecipeError::Many(all) => all.first().and_then(RecipeError::location),
             RecipeError::Syntax { location, .. }
             | RecipeError::UnknownKey { location, .. }
             | RecipeError::Invalid { location, .. } => Some(location),
@@ -89,6 +102,7 @@ impl RecipeError {
             RecipeError::UnknownKey { key, table, .. } => {
                 format!("unknown key `{key}`{}", in_table(table))
             }
+            RecipeError::Many(all) => all.first().map(RecipeError::detail).unwrap_or_default(),
         }
     }
 
@@ -99,6 +113,7 @@ impl RecipeError {
                 suggestion: Some(s),
                 ..
             } => Some(format!("did you mean `{s}`?")),
+            RecipeError::Many(all) => all.first().and_then(RecipeError::hint),
             _ => None,
         }
     }
@@ -1076,6 +1091,126 @@ pub fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
         .map(|(_, c)| c.to_string())
 }
 
+/// At most this many mistakes of one file are reported together.
+const MAX_REPORTED: usize = 20;
+
+/// Parses `text` (the content of `file`) as `T`, reporting every unknown
+/// key rather than only the first: each one found is blanked out (its key
+/// and value, or a misspelt table with all it holds; line breaks kept, so
+/// every later position stays right) and the text parsed again. Another
+/// kind of mistake ends the search: reported when it comes first, left
+/// for the next run when it comes after an unknown key (a blanked
+/// `replce = ...` makes `replace` missing: that is no second mistake).
+pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, RecipeError> {
+    let mut work = text.to_string();
+    let mut found = Vec::new();
+    loop {
+        let e = match toml::from_str::<T>(&work) {
+            Ok(v) if found.is_empty() => return Ok(v),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let err = de_error(file, &work, &e);
+        let unknown = matches!(err, RecipeError::UnknownKey { .. });
+        if !unknown && !found.is_empty() {
+            break;
+        }
+        found.push(err);
+        if !unknown || found.len() >= MAX_REPORTED {
+            break;
+        }
+        let Some(at) = e.span().map(|s| s.start) else {
+            break;
+        };
+        let mut ranges = Vec::new();
+        match toml::de::DeTable::parse(&work) {
+            Ok(doc) if find_entry(doc.get_ref(), at, &mut ranges) => {}
+            _ => break,
+        }
+        let mut bytes = std::mem::take(&mut work).into_bytes();
+        for r in ranges {
+            for b in &mut bytes[r.start.min(text.len())..r.end.min(text.len())] {
+                if *b != b'\n' && *b != b'\r' {
+                    *b = b' ';
+                }
+            }
+        }
+        // Whole characters were replaced by spaces: still UTF-8.
+        work = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    Err(if found.len() == 1 {
+        found.remove(0)
+    } else {
+        RecipeError::Many(found)
+    })
+}
+
+/// Finds the entry whose key starts at byte `at` and pushes the ranges
+/// that hold it.
+fn find_entry(
+    table: &toml::de::DeTable<'_>,
+    at: usize,
+    out: &mut Vec<std::ops::Range<usize>>,
+) -> bool {
+    use toml::de::DeValue;
+    for (k, v) in table.iter() {
+        if k.span().start == at {
+            entry_ranges(k.span(), v, out);
+            return true;
+        }
+        let found = match v.get_ref() {
+            DeValue::Table(t) => find_entry(t, at, out),
+            DeValue::Array(items) => items.iter().any(|item| match item.get_ref() {
+                DeValue::Table(t) => find_entry(t, at, out),
+                _ => false,
+            }),
+            _ => false,
+        };
+        if found {
+            return true;
+        }
+    }
+    false
+}
+
+/// The ranges of an entry: `key = value` from the key to the value's
+/// end; a table from a header, the header and everything it holds.
+fn entry_ranges(
+    key: std::ops::Range<usize>,
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    out: &mut Vec<std::ops::Range<usize>>,
+) {
+    use toml::de::DeValue;
+    let span = value.span();
+    if span.start >= key.end {
+        out.push(key.start..span.end);
+        return;
+    }
+    out.push(span);
+    match value.get_ref() {
+        DeValue::Table(t) => {
+            for (k, v) in t.iter() {
+                entry_ranges(k.span(), v, out);
+            }
+        }
+        DeValue::Array(items) => {
+            for item in items {
+                let item_span = item.span();
+                out.push(item_span);
+                if let DeValue::Table(t) = item.get_ref() {
+                    for (k, v) in t.iter() {
+                        entry_ranges(k.span(), v, out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn de_error(file: &Path, text: &str, e: &toml::de::Error) -> RecipeError {
     let location = Location {
         file: file.to_path_buf(),
@@ -1175,6 +1310,27 @@ with = "b"
         assert!(e.contains("did you mean `replace`"), "{e}");
         assert!(e.contains("[[units.app.patch]]"), "{e}");
         assert!(e.starts_with("r/assemble.toml:19:"), "{e}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_and_nothing_that_blanking_them_causes() {
+        let t = OK
+            .replace("replace = \"a\"", "replce = \"a\"")
+            .replace("[python]", "[pyhton]")
+            .replace(
+                "scripts = [\"gunicorn\"]",
+                "scripts = [\"gunicorn\"]\nsrcipts = 1",
+            );
+        let e = parse(&t).expect_err("three typos");
+        let each: Vec<String> = e.each().iter().map(|e| e.to_string()).collect();
+        assert_eq!(each.len(), 3, "{each:#?}");
+        assert!(each[0].contains("`pyhton` in the top level"), "{each:#?}");
+        assert!(each[1].contains("`srcipts` in [units.deps]"), "{each:#?}");
+        assert!(
+            each[2].contains("`replce` in [[units.app.patch]]"),
+            "{each:#?}"
+        );
+        assert!(!e.to_string().contains("missing field"), "{e}");
     }
 
     #[test]
