@@ -571,3 +571,74 @@ fn three_mistakes_in_a_recipe_are_reported_in_one_run() {
     assert_eq!(all, expected, "{e}");
     assert!(!out.exists(), "nothing written");
 }
+
+/// The tree's run-time library list, in the assemble report and from
+/// `autopatchelf`: psycopg-binary's bundled libraries resolve inside the
+/// tree, libc from the host, each with the files that need it.
+#[test]
+fn the_run_time_library_list_says_where_each_library_comes_from() {
+    let s = Scratch::new();
+    let out = s.path("out");
+    let report = s
+        .assemble(&["--out", out.to_str().unwrap(), "--json"])
+        .json();
+    let libs = report["libraries"].as_array().expect("libraries");
+    let find = |prefix: &str| {
+        libs.iter()
+            .find(|l| l["soname"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {libs:#?}"))
+    };
+    let libpq = find("libpq-");
+    assert_eq!(libpq["found"], "tree", "{libpq}");
+    let path = libpq["path"].as_str().unwrap();
+    assert!(path.contains("psycopg_binary.libs/"), "{libpq}");
+    assert!(out.join(path).is_file(), "{path} is in the tree");
+    let by = libpq["needed_by"].as_array().unwrap();
+    assert!(
+        !by.is_empty() && by.iter().all(|p| out.join(p.as_str().unwrap()).is_file()),
+        "{libpq}"
+    );
+
+    let libc = find("libc.so.6");
+    assert_eq!(libc["found"], "host", "{libc}");
+    assert!(
+        Path::new(libc["path"].as_str().unwrap()).is_file(),
+        "{libc}"
+    );
+    assert!(!libc["needed_by"].as_array().unwrap().is_empty(), "{libc}");
+    // Nothing the tree needs is missing, and nothing is listed twice.
+    let mut names: Vec<&str> = libs.iter().map(|l| l["soname"].as_str().unwrap()).collect();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(names.len(), n, "one entry per library and place");
+
+    // The same list, as text (-v) and from `autopatchelf` on the tree.
+    let text = s.assemble(&["--out", out.to_str().unwrap(), "-v"]).ok();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("Needs libc.so.6 from the host")),
+        "{text}"
+    );
+    let again: serde_json::Value = serde_json::from_str(
+        &support::xtask(
+            s.dir.path(),
+            &["autopatchelf", out.to_str().unwrap(), "--json"],
+        )
+        .stdout(),
+    )
+    .unwrap();
+    let sonames = |v: &[serde_json::Value]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|l| {
+                (
+                    l["soname"].as_str().unwrap().into(),
+                    l["found"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        sonames(again["libraries"].as_array().unwrap()),
+        sonames(libs)
+    );
+}

@@ -136,6 +136,11 @@ fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
             );
         }
     }
+    if verbose {
+        for l in &plan.libraries {
+            sh.note("Needs", crate::shell::library_line(l));
+        }
+    }
     if let Some(b) = plan.bytecode.filter(|b| b.compiled > 0 || verbose) {
         sh.status(
             "Bytecode",

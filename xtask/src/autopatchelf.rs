@@ -41,6 +41,7 @@ pub fn run(sh: &crate::shell::Shell, args: &AutopatchelfArgs) -> Result<(), Fail
         lib_cache: None,
     };
     let mut all = Vec::new();
+    let mut libraries = Vec::new();
     for root in &args.paths {
         let (tree, base) = scan_tree(root)?;
         let report = assemble_elf::resolve(&tree, &opts)?;
@@ -75,14 +76,31 @@ pub fn run(sh: &crate::shell::Shell, args: &AutopatchelfArgs) -> Result<(), Fail
             d.path = base.join(&d.path).to_string_lossy().into_owned();
             d
         }));
+        // Paths as given on the command line (the tree's are relative).
+        let at = |p: &str| base.join(p).to_string_lossy().into_owned();
+        libraries.extend(report.libraries.into_iter().map(|mut l| {
+            if l.found == assemble_elf::Found::Tree {
+                l.path = at(&l.path);
+            }
+            l.needed_by = l.needed_by.iter().map(|p| at(p)).collect();
+            l
+        }));
     }
     let patched = all.iter().filter(|d| d.changes()).count();
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "files": all, "patched": patched })
+            serde_json::json!({ "files": all, "patched": patched, "libraries": libraries })
         );
     } else {
+        for l in &libraries {
+            sh.status("Needs", crate::shell::library_line(l));
+            if sh.verbose() {
+                for by in &l.needed_by {
+                    sh.note("by", by);
+                }
+            }
+        }
         sh.status(
             "Finished",
             format!("{} ELF files, {patched} patched", all.len()),

@@ -149,6 +149,24 @@ pub fn causes(error: &anyhow::Error) -> Vec<String> {
     out
 }
 
+/// One line of the run-time library list: `libc.so.6 from the host
+/// (/lib/x86_64-linux-gnu/libc.so.6), for 3 files`.
+pub fn library_line(l: &assemble_elf::Library) -> String {
+    let place = match l.found {
+        assemble_elf::Found::Tree => "in the tree",
+        assemble_elf::Found::Libs => "from a libs folder",
+        assemble_elf::Found::Host => "from the host",
+        assemble_elf::Found::Absolute => "at an absolute path",
+    };
+    let n = l.needed_by.len();
+    format!(
+        "{} {place} ({}), for {n} file{}",
+        l.soname,
+        l.path,
+        if n == 1 { "" } else { "s" }
+    )
+}
+
 /// See [`Shell::spinner`].
 pub struct Spinner {
     bar: indicatif::ProgressBar,

@@ -120,10 +120,41 @@ impl Decision {
     }
 }
 
-/// Every file's decision, and the missing libraries that were ignored.
+/// Where a needed library resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Found {
+    /// Inside the tree (it ships with it).
+    Tree,
+    /// In a `libs` folder: the tree needs that folder at run time.
+    Libs,
+    /// Where the loader looks anyway (its default folders, `ld.so.conf`):
+    /// the host must provide it.
+    Host,
+    /// An absolute `NEEDED` path, or an absolute runpath entry the file
+    /// already had.
+    Absolute,
+}
+
+/// A library the tree's ELF files need at run time: the tree's run-time
+/// library list, one entry per name and place.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Library {
+    /// The `NEEDED` name (`libc.so.6`).
+    pub soname: String,
+    pub found: Found,
+    /// Where: relative to the tree for [`Found::Tree`], else absolute.
+    pub path: String,
+    /// The files that need it, relative to the tree.
+    pub needed_by: Vec<String>,
+}
+
+/// Every file's decision, the run-time library list, and the missing
+/// libraries that were ignored.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub decisions: Vec<Decision>,
+    pub libraries: Vec<Library>,
     pub warnings: Vec<String>,
 }
 
@@ -138,6 +169,12 @@ pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
     let mut loader = DirIndex::loader();
     let mut report = Report::default();
     let mut missing = Vec::new();
+    let mut used: BTreeMap<(String, Found, String), Vec<String>> = BTreeMap::new();
+    let mut use_lib = |soname: &str, found: Found, path: String, by: &str| {
+        used.entry((soname.to_string(), found, path))
+            .or_default()
+            .push(by.to_string());
+    };
 
     for (rel, info) in &tree.files {
         let origin = parent(rel);
@@ -151,6 +188,7 @@ pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
         for needed in &info.needed {
             if needed.contains('/') {
                 if Path::new(needed).is_absolute() && Path::new(needed).exists() {
+                    use_lib(needed, Found::Absolute, needed.clone(), rel);
                     continue;
                 }
                 // A relative path with a slash is resolved against the
@@ -168,20 +206,37 @@ pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
                 }
             }) {
                 kept[i] = true;
+                match origin_relative(old[i], origin) {
+                    Some(dir) => use_lib(needed, Found::Tree, join(&dir, needed), rel),
+                    None => use_lib(
+                        needed,
+                        Found::Absolute,
+                        Path::new(old[i])
+                            .join(needed)
+                            .to_string_lossy()
+                            .into_owned(),
+                        rel,
+                    ),
+                }
                 continue;
             }
             // 3. Inside the tree.
             if let Some(dir) = in_tree.find(needed, &info.arch) {
                 push_unique(&mut added, origin_entry(origin, &dir));
+                use_lib(needed, Found::Tree, join(&dir, needed), rel);
                 continue;
             }
             // 4. A libs folder.
             if let Some(dir) = libs.find(needed, &info.arch, &reader) {
                 push_unique(&mut added, dir.to_string_lossy().into_owned());
+                let path = dir.join(needed).to_string_lossy().into_owned();
+                use_lib(needed, Found::Libs, path, rel);
                 continue;
             }
             // 5. Where the loader looks anyway.
-            if loader.find(needed, &info.arch, &reader).is_some() {
+            if let Some(dir) = loader.find(needed, &info.arch, &reader) {
+                let path = dir.join(needed).to_string_lossy().into_owned();
+                use_lib(needed, Found::Host, path, rel);
                 continue;
             }
             match ignore.as_ref().and_then(|g| {
@@ -227,7 +282,25 @@ pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
     if !missing.is_empty() {
         return Err(Error::Missing(missing));
     }
+    report.libraries = used
+        .into_iter()
+        .map(|((soname, found, path), needed_by)| Library {
+            soname,
+            found,
+            path,
+            needed_by,
+        })
+        .collect();
     Ok(report)
+}
+
+/// `dir/name` for a tree-relative folder (`""`: the tree's top).
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 
 /// Rewrites `file` in place to carry `decision`'s runpath and interpreter.

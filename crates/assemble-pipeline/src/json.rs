@@ -55,6 +55,10 @@ struct JsonReport<'a> {
     warnings: &'a [String],
     /// ELF files whose runpath or interpreter autoPatchelf set.
     elf_patched: usize,
+    /// The tree's run-time library list: each library its ELF files need,
+    /// where it resolved (`tree`, `libs`, `host`, `absolute`), its path
+    /// and the files that need it.
+    libraries: &'a [assemble_elf::Library],
     /// With `[python] compile-bytecode`: sources compiled by this run, taken
     /// from the cache, and that do not compile (else null).
     bytecode: Option<BytecodeReport>,
@@ -128,6 +132,7 @@ impl Report {
                 .collect(),
             warnings: &plan.warnings,
             elf_patched: plan.elf.iter().filter(|d| d.changes()).count(),
+            libraries: &plan.libraries,
             bytecode: plan.bytecode.map(|b| BytecodeReport {
                 compiled: b.compiled,
                 cached: b.cached,

@@ -36,7 +36,7 @@ pub(crate) fn autopatchelf(
     ap: &Autopatchelf,
     cache: &Path,
     elf_paths: &[OutPath],
-) -> Result<Vec<Decision>, Error> {
+) -> Result<(Vec<Decision>, Vec<assemble_elf::Library>), Error> {
     let scan_dir = cache.join("elf").join("scan");
     let mut tree = Tree::default();
     for path in elf_paths {
@@ -86,7 +86,7 @@ pub(crate) fn autopatchelf(
             *slot = entry;
         }
     }
-    Ok(report.decisions)
+    Ok((report.decisions, report.libraries))
 }
 
 /// The ELF facts of a file, from the scan cache or by reading it.

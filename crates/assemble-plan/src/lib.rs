@@ -174,6 +174,9 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// autoPatchelf's decision for every dynamic ELF file.
     pub elf: Vec<assemble_elf::Decision>,
+    /// The tree's run-time library list: every library its ELF files need,
+    /// where it resolved, and who needs it.
+    pub libraries: Vec<assemble_elf::Library>,
     /// Input files read to hash them (the stat cache vouched for the rest).
     pub hashed_files: u64,
     pub hashed_bytes: u64,
@@ -329,9 +332,9 @@ fn plan_with(
         None
     };
 
-    let elf = match &recipe.autopatchelf {
+    let (elf, libraries) = match &recipe.autopatchelf {
         Some(ap) => elf::autopatchelf(&mut b, ap, &ctx.cache, &elf_paths)?,
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     phases.lap("autopatchelf");
 
@@ -355,6 +358,7 @@ fn plan_with(
         units,
         warnings: b.warnings,
         elf,
+        libraries,
         hashed_files: hashed.into_inner(),
         hashed_bytes: hashed_bytes.into_inner(),
         bytecode,
