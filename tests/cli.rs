@@ -642,3 +642,54 @@ fn the_run_time_library_list_says_where_each_library_comes_from() {
         sonames(libs)
     );
 }
+
+/// Guards against one run per missing input: offline, with an empty cache,
+/// the demo lacks its opencontainers sdist and its venv; both are named,
+/// each with its unit and how to get it, in text and in `--json`.
+#[test]
+fn offline_names_every_missing_input() {
+    let s = Scratch::new();
+    let out = s.path("out");
+    let cache = s.path("empty-cache");
+    let recipe = s.recipe();
+    let env = [("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "assemble",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--offline",
+        ];
+        args.extend_from_slice(extra);
+        support::xtask_env(s.dir.path(), &args, &env)
+    };
+    let err = run(&[]).fails(1);
+    assert!(
+        err.contains("2 inputs are missing, and --offline forbids fetching them"),
+        "{err}"
+    );
+    for (unit, what) in [
+        ("opencontainers", "the sdist of opencontainers==0.0.15"),
+        ("python-deps", "the virtualenv of the uv project"),
+    ] {
+        assert!(
+            err.contains(&format!("unit {unit}: {what}")),
+            "names {unit}:\n{err}"
+        );
+    }
+    assert!(err.contains("run once without --offline"), "{err}");
+    let r = run(&["--json"]);
+    r.fails(1);
+    let e = failure(&r);
+    let units: Vec<&str> = std::iter::once(&e)
+        .chain(e["related"].as_array().unwrap())
+        .map(|d| {
+            assert_eq!(d["kind"], "offline", "{d}");
+            d["unit"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(units, ["opencontainers", "python-deps"], "{e}");
+    assert!(!out.exists(), "nothing written");
+}

@@ -187,7 +187,7 @@ impl Error {
 /// fields are set depends on the kind; `message` always is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
-    /// What failed: `recipe`, `usage`, `interpreter`, `missing-path`,
+    /// What failed: `recipe`, `usage`, `interpreter`, `offline`, `missing-path`,
     /// `conflict`, `patch`, `unit`, `python`, `fetch`, `elf`,
     /// `output-path`, `io`, `output`, `refused`, `lock`, `busy`,
     /// `missing-tool`.
@@ -287,7 +287,23 @@ impl Diagnostic {
 
 fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
     use assemble_plan::Error as P;
+    if let P::Offline(all) = p {
+        // The first missing input, with the others as `related`.
+        let mut each = all.iter().map(plan_diagnostic);
+        let first = each.next().unwrap_or_else(|| Diagnostic {
+            kind: "offline",
+            message: p.to_string(),
+            ..Diagnostic::default()
+        });
+        return Diagnostic {
+            related: each.collect(),
+            ..first
+        };
+    }
     let (kind, unit) = match p {
+        P::Python { unit, .. } | P::Fetch { unit, .. } if p.is_offline_miss() => {
+            ("offline", Some(unit))
+        }
         P::MissingPath { unit, .. } => ("missing-path", Some(unit)),
         P::Conflict { .. } => ("conflict", None),
         P::PatchNotFound(m) => ("patch", Some(&m.unit)),
@@ -298,9 +314,14 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
         P::Elf(_) => ("elf", None),
         P::BadPath { unit, .. } => ("output-path", Some(unit)),
         P::Io(_) => ("io", None),
+        P::Offline(_) => ("offline", None),
     };
     let hint = match p {
         P::MissingPath { .. } => Some("fix the path in the recipe".to_string()),
+        _ if p.is_offline_miss() => Some(
+            "run once without --offline, or `cargo xtask vendor` for the remote sources"
+                .to_string(),
+        ),
         P::Conflict { fix, .. } => Some(fix.clone()),
         _ => None,
     };

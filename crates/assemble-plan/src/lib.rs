@@ -25,7 +25,7 @@ mod fingerprint;
 mod patch;
 mod venv;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,6 +92,26 @@ pub enum Error {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// With `--offline`, every input the cache and vendor/ lack.
+    #[error("{} inputs are missing, and --offline forbids fetching them:{}", .0.len(), .0.iter().map(|e| format!("\n  {e}")).collect::<String>())]
+    Offline(Vec<Error>),
+}
+
+impl Error {
+    /// An input that only a fetch or a build could provide, refused
+    /// because of `--offline`.
+    pub fn is_offline_miss(&self) -> bool {
+        matches!(
+            self,
+            Error::Fetch {
+                source: assemble_fetch::Error::Offline { .. },
+                ..
+            } | Error::Python {
+                source: assemble_python::Error::Offline { .. },
+                ..
+            }
+        )
+    }
 }
 
 /// A patch whose pattern is not in its file.
@@ -258,8 +278,15 @@ fn plan_with(
                 }
         )
     });
+    // Offline, every input the cache lacks is named, not only the first:
+    // a unit whose base is missing is left out of the count.
+    let mut misses: Vec<Error> = Vec::new();
+    let mut missed: BTreeSet<&str> = BTreeSet::new();
     for unit in direct.into_iter().chain(derived) {
-        let root = resolve_source(
+        if unit.source.base().is_some_and(|b| missed.contains(b)) {
+            continue;
+        }
+        match resolve_source(
             recipe,
             unit,
             ctx,
@@ -267,8 +294,21 @@ fn plan_with(
             &roots,
             &mut b.warnings,
             progress,
-        )?;
-        roots.insert(unit.name.clone(), root);
+        ) {
+            Ok(root) => {
+                roots.insert(unit.name.clone(), root);
+            }
+            Err(e) if ctx.offline && e.is_offline_miss() => {
+                missed.insert(&unit.name);
+                misses.push(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match misses.len() {
+        0 => {}
+        1 => return Err(misses.remove(0)),
+        _ => return Err(Error::Offline(misses)),
     }
     phases.lap("sources");
 

@@ -405,6 +405,18 @@ impl Source {
         }
     }
 
+    /// The unit whose source this one reads (`from`, or a uv project in
+    /// another unit's source), if any.
+    pub fn base(&self) -> Option<&str> {
+        match self {
+            Source::From { unit, .. }
+            | Source::UvProject {
+                project: Project::In { unit, .. },
+            } => Some(unit),
+            _ => None,
+        }
+    }
+
     /// True for the unit that provides the virtualenv at the output root.
     pub fn is_venv(&self) -> bool {
         matches!(
