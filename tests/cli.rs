@@ -439,6 +439,12 @@ fn the_installers_progress_shows_on_a_terminal_only() {
             .any(|l| tty.contains(l)),
         "uv's own lines:\n{tty}"
     );
+    // The cold copy's bar, counting files.
+    assert!(
+        tty.contains("Writing ["),
+        "the bar of the files written:\n{tty}"
+    );
+    assert!(tty.contains(" files"), "{tty}");
 
     let (cache, args) = run_in("cache-pipe", "out-pipe");
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -451,7 +457,7 @@ fn the_installers_progress_shows_on_a_terminal_only() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("syncing a virtualenv"), "{err}");
     assert!(
-        !err.contains("Running [") && !err.contains("Installed"),
+        !err.contains("Running [") && !err.contains("Installed") && !err.contains("Writing ["),
         "a pipe gets no progress:\n{err}"
     );
 }

@@ -26,6 +26,7 @@ pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
         }
         Event::Preparing(_) => {}
         Event::Output(line) => spinner.spin(line),
+        Event::Writing { done, total } => spinner.writing(done, total),
         // Said even when quiet: a run that waits must say why.
         Event::Waiting(out) => spinner.suspend(|| {
             anstream::eprintln!(

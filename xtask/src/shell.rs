@@ -188,6 +188,31 @@ impl Spinner {
         self.bar.set_message(line.trim().to_string());
     }
 
+    /// The write of `total` files, `done` so far: the spinner becomes a
+    /// bar (on a terminal, as for [`Spinner::spin`]).
+    pub fn writing(&self, done: usize, total: usize) {
+        if !self.draw {
+            return;
+        }
+        if self.bar.length() != Some(total as u64) {
+            self.bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:40}] {pos}/{len} files {elapsed}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            self.bar.set_prefix("Writing");
+            self.bar.set_message("");
+            self.bar.set_length(total as u64);
+            if self.bar.is_hidden() {
+                self.bar
+                    .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+        }
+        self.bar.set_position(done as u64);
+    }
+
     /// Runs `f` (which prints) with the spinner out of the way.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         self.bar.suspend(f)

@@ -103,6 +103,9 @@ pub enum Event<'a> {
     /// A line of that work's own progress (the installer's, as it writes
     /// it): for a terminal's spinner, not a log.
     Output(&'a str),
+    /// Files and links written so far of those this run writes (from any
+    /// of the writing threads).
+    Writing { done: usize, total: usize },
     /// Another run holds the output's lock; this one waits for it.
     Waiting(&'a Path),
 }
@@ -498,10 +501,13 @@ impl Session {
         let d = self.diff(&mut plan, snapshot)?;
         phases.lap("diff");
         let statuses = d.units.clone();
+        let written = |done, total| events(Event::Writing { done, total });
         let outcome =
-            assemble_reconcile::apply(&plan.target, d, &lock).map_err(|source| Error::Write {
-                out: self.layout.out.clone(),
-                source: Box::new(source),
+            assemble_reconcile::apply(&plan.target, d, &lock, &written).map_err(|source| {
+                Error::Write {
+                    out: self.layout.out.clone(),
+                    source: Box::new(source),
+                }
             })?;
         phases.lap("apply");
         // Under the lock, so that no other run changes the tree meanwhile.

@@ -51,8 +51,15 @@ pub struct Outcome {
 
 /// Applies `diff` (computed by [`crate::diff`] for `target`) to the output
 /// that `lock` holds. Every change goes through the lock's handle on the
-/// output root: beneath it, never through a link.
-pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error> {
+/// output root: beneath it, never through a link. `written(done, total)`
+/// is told how many files and links are written so far (for a progress
+/// bar), from any thread.
+pub fn apply(
+    target: &Target,
+    diff: Diff,
+    lock: &Lock,
+    written: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Outcome, Error> {
     let root = &lock.claim()?;
     let state_dir = lock.layout.state.as_path();
     let desired = &target.desired;
@@ -153,6 +160,8 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
             .iter()
             .flat_map(|(dir, files)| files.chunks(64).map(move |b| (*dir, b)))
             .collect();
+        let total: usize = batches.iter().map(|(_, files)| files.len()).sum();
+        let done = std::sync::atomic::AtomicUsize::new(0);
         let copied: Vec<Vec<(&str, Sha256)>> = batches
             .par_iter()
             .map(|(dir, files)| {
@@ -175,6 +184,8 @@ pub fn apply(target: &Target, diff: Diff, lock: &Lock) -> Result<Outcome, Error>
                         hashed.push((k, sha));
                     }
                 }
+                let so_far = done.fetch_add(files.len(), std::sync::atomic::Ordering::Relaxed);
+                written(so_far + files.len(), total);
                 Ok(hashed)
             })
             .collect::<Result<_, Error>>()?;
