@@ -361,12 +361,57 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
         "mine"
     );
 
-    // And a success is the report, not a failure object.
+    // And a success is the report, not a failure object: the keys the
+    // README documents (`elf` only with -v), each of its type.
     let report = json(&[]).json();
-    assert!(
-        report.get("kind").is_none() && report["files_written"].is_u64(),
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&report),
+        [
+            "bytecode",
+            "changes",
+            "dirs_created",
+            "dry_run",
+            "elf_patched",
+            "files_removed",
+            "files_written",
+            "installer",
+            "interpreter",
+            "io",
+            "libraries",
+            "nar_hash",
+            "output",
+            "phases",
+            "prefix",
+            "seconds",
+            "units",
+            "warnings"
+        ],
         "{report}"
     );
+    assert!(report["output"].is_string() && report["prefix"].is_string());
+    assert!(
+        report["interpreter"]["path"].is_string() && report["interpreter"]["version"].is_string()
+    );
+    assert!(report["nar_hash"].is_null() || report["nar_hash"].is_string());
+    assert_eq!(report["dry_run"], false);
+    assert!(report["files_written"].is_u64() && report["files_removed"].is_u64());
+    for (_, u) in report["units"].as_object().unwrap() {
+        assert_eq!(
+            keys(u),
+            ["entries", "reasons", "removed", "status", "written"],
+            "{u}"
+        );
+    }
+    assert_eq!(keys(&report["bytecode"]), ["cached", "compiled", "failed"]);
+    assert!(report["changes"].is_array() && report["warnings"].is_array());
+    assert!(report["phases"][0]["phase"].is_string() && report["phases"][0]["ms"].is_number());
+    let verbose = json(&["-v"]).json();
+    assert!(verbose["elf"].is_array(), "-v adds elf");
 }
 
 /// Guards the README's second command on a machine without Nix's hasher
