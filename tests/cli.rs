@@ -34,6 +34,19 @@ fn demo(s: &Scratch) -> Vec<String> {
     ]
 }
 
+/// `cmd` in `cwd` with the shared cache, a state folder there, a colour
+/// terminal's TERM and no colour variable: whether it colours is then the
+/// terminal's and the flags' doing alone.
+fn colourless_env(cmd: &mut Command, cwd: &Path) {
+    cmd.current_dir(cwd)
+        .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
+        .env("ASSEMBLE_STATE_DIR", cwd.join("state"))
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("CLICOLOR");
+}
+
 /// The xtask binary with `args` under a pseudo-terminal: what a person at
 /// a terminal sees (stdout and stderr together).
 fn on_a_terminal(cwd: &Path, args: &[String], env: &[(&str, &str)]) -> String {
@@ -42,14 +55,8 @@ fn on_a_terminal(cwd: &Path, args: &[String], env: &[(&str, &str)]) -> String {
         .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
         .collect();
     let mut cmd = Command::new("script");
-    cmd.args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"])
-        .current_dir(cwd)
-        .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
-        .env("ASSEMBLE_STATE_DIR", cwd.join("state"))
-        .env("TERM", "xterm-256color")
-        .env_remove("NO_COLOR")
-        .env_remove("CLICOLOR_FORCE")
-        .env_remove("CLICOLOR");
+    cmd.args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"]);
+    colourless_env(&mut cmd, cwd);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -61,18 +68,10 @@ fn on_a_terminal(cwd: &Path, args: &[String], env: &[(&str, &str)]) -> String {
 
 /// The xtask binary with `args` through pipes, colour variables unset.
 fn through_a_pipe(cwd: &Path, args: &[String], extra: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .args(extra)
-        .current_dir(cwd)
-        .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
-        .env("ASSEMBLE_STATE_DIR", cwd.join("state"))
-        .env("TERM", "xterm-256color")
-        .env_remove("NO_COLOR")
-        .env_remove("CLICOLOR_FORCE")
-        .env_remove("CLICOLOR")
-        .output()
-        .expect("run xtask");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args).args(extra);
+    colourless_env(&mut cmd, cwd);
+    let out = cmd.output().expect("run xtask");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -705,16 +704,8 @@ fn offline_names_every_missing_input() {
     let recipe = s.recipe();
     let env = [("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "assemble",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--offline",
-        ];
-        args.extend_from_slice(extra);
-        support::xtask_env(s.dir.path(), &args, &env)
+        let args = [&["--offline"], extra].concat();
+        support::assemble_into(s.dir.path(), &recipe, &out, &args, &env)
     };
     let err = run(&[]).fails(1);
     assert!(
