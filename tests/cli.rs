@@ -411,6 +411,40 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
     assert!(report["phases"][0]["phase"].is_string() && report["phases"][0]["ms"].is_number());
     let verbose = json(&["-v"]).json();
     assert!(verbose["elf"].is_array(), "-v adds elf");
+
+    // Another run holds the output's lock, and --no-wait: busy.
+    let layout = assemble_reconcile::Layout::new(&out, &s.path("state"));
+    let held = assemble_reconcile::Lock::acquire(&layout).unwrap();
+    let run = json(&["--no-wait"]);
+    run.fails(1);
+    let e = failure(&run);
+    assert_eq!(e["kind"], "busy", "{e}");
+    assert!(e["hint"].as_str().unwrap().contains("--no-wait"), "{e}");
+    drop(held);
+
+    // Two units writing one path: the path, and the way out.
+    let base = fs_err::read_to_string(s.recipe()).unwrap();
+    s.edit_recipe(|t| {
+        format!("{t}\n[units.twice]\npath = \"authentik\"\ninstall = {{ \"manage.py\" = \"manage.py\" }}\n")
+    });
+    let run = json(&[]);
+    run.fails(1);
+    let e = failure(&run);
+    assert_eq!(e["kind"], "conflict", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("manage.py"), "{e}");
+    assert!(e["hint"].is_string(), "{e}");
+    fs_err::write(s.recipe(), &base).unwrap();
+
+    // A uv.lock the venv's unit cannot read: python, naming the unit and
+    // the file.
+    let lock = s.path("demo/authentik/uv.lock");
+    support::edit(&lock, |t| format!("{t}\nthis is not toml [\n"));
+    let run = json(&[]);
+    run.fails(1);
+    let e = failure(&run);
+    assert_eq!(e["kind"], "python", "{e}");
+    assert_eq!(e["unit"], "python-deps", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("uv.lock"), "{e}");
 }
 
 /// Guards the README's second command on a machine without Nix's hasher
