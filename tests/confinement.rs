@@ -964,3 +964,73 @@ fn hostile_state_never_escapes() {
         panic!("{e}");
     }
 }
+
+/// Guards the defaults against the build's folder: the output, cache and
+/// state of a recipe outside this checkout go under the target dir of the
+/// cargo workspace the recipe is in, or `target/` in the current folder
+/// when it is in none, never into the checkout the tool was built in.
+#[test]
+fn default_output_and_cache_follow_the_recipe_not_the_build() {
+    // Were the defaults wrong, the tool would write into the checkout it
+    // was built in: here, a read-only bind.
+    if !sandboxed("default_output_and_cache_follow_the_recipe_not_the_build") {
+        return;
+    }
+    let s = support::Scratch::new();
+    let write_recipe = |dir: &Path| {
+        fs_err::create_dir_all(dir.join("src/app")).unwrap();
+        fs_err::write(dir.join("src/app/x.py"), "x = 1\n").unwrap();
+        fs_err::write(
+            dir.join("assemble.toml"),
+            "[package]\nname = \"tiny\"\nversion = \"1\"\n\n[python]\ninterpreter = \"python3\"\ncompile-bytecode = true\n\n[units.app]\npath = \"src\"\ninstall = { \"app\" = \"app\" }\n",
+        )
+        .unwrap();
+    };
+    let run = |cwd: &Path, recipe: &Path| {
+        let out = Command::new(xtask_bin())
+            .args(["assemble", "--recipe"])
+            .arg(recipe)
+            .current_dir(cwd)
+            .env_remove("ASSEMBLE_CACHE_DIR")
+            .env_remove("ASSEMBLE_STATE_DIR")
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let built_in = support::root().join("target");
+    let before = built_in.join("tiny").exists();
+
+    // In no workspace: target/ in the current folder.
+    let lone = s.path("lone");
+    write_recipe(&lone);
+    let cwd = s.path("elsewhere");
+    fs_err::create_dir_all(&cwd).unwrap();
+    run(&cwd, &lone.join("assemble.toml"));
+    let target = cwd.join("target");
+    assert!(target.join("tiny/app/x.py").is_file(), "the output");
+    assert!(target.join("assemble-cache/bytecode").is_dir(), "the cache");
+    assert!(target.join("assemble-state").is_dir(), "the state");
+
+    // In a workspace (its Cargo.toml has [workspace]), from anywhere: its target/.
+    let ws = s.path("ws");
+    fs_err::create_dir_all(&ws).unwrap();
+    fs_err::write(ws.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+    write_recipe(&ws.join("deploy"));
+    run(&cwd, &ws.join("deploy/assemble.toml"));
+    assert!(
+        ws.join("target/tiny/app/x.py").is_file(),
+        "the workspace's output"
+    );
+    assert!(ws.join("target/assemble-cache/bytecode").is_dir());
+
+    assert_eq!(
+        built_in.join("tiny").exists(),
+        before,
+        "nothing in the tool's own target/"
+    );
+}
