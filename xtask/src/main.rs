@@ -9,6 +9,7 @@ mod autopatchelf;
 mod bench;
 mod context;
 mod export;
+mod generate;
 mod hash;
 mod lock;
 mod prefetch;
@@ -78,22 +79,9 @@ enum Command {
     /// Install what the tests need (apt-get, as root) and run them all.
     Test(test::TestArgs),
     /// Print the completion script for SHELL (for the `xtask` binary).
-    Completions(CompletionsArgs),
+    Completions(generate::CompletionsArgs),
     /// Write the manual pages (xtask.1 and one per command) into DIR.
-    Man(ManArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct CompletionsArgs {
-    #[arg(value_enum)]
-    shell: clap_complete::Shell,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ManArgs {
-    /// The folder to write the pages into (created if missing).
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    out: PathBuf,
+    Man(generate::ManArgs),
 }
 
 /// Options every command that reads a recipe takes.
@@ -205,29 +193,6 @@ impl Command {
     }
 }
 
-/// A failure as the one JSON object `--json` prints on stdout: the
-/// pipeline's [`assemble_pipeline::Diagnostic`] (or, for any other error,
-/// its kind `error` and message), its causes, and the exit code.
-fn failure_json(f: &Failure) -> serde_json::Value {
-    let e = &f.error;
-    let d = e
-        .downcast_ref::<assemble_pipeline::Error>()
-        .map(assemble_pipeline::Error::diagnostic)
-        .or_else(|| {
-            e.downcast_ref::<assemble_recipe::RecipeError>()
-                .map(assemble_pipeline::Diagnostic::of_recipe)
-        })
-        .unwrap_or_else(|| assemble_pipeline::Diagnostic {
-            kind: "error",
-            message: f.error.to_string(),
-            ..Default::default()
-        });
-    let mut v = serde_json::to_value(d).unwrap_or_default();
-    v["causes"] = serde_json::json!(shell::causes(&f.error));
-    v["exit_code"] = serde_json::json!(f.code);
-    v
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.command.json();
@@ -248,55 +213,17 @@ fn main() -> ExitCode {
         Command::Prefetch(args) => prefetch::run(sh, &args),
         Command::Vendor(args) => vendor::run(sh, &args),
         Command::Test(args) => test::run(sh, &args),
-        Command::Completions(args) => completions(&args),
-        Command::Man(args) => man(sh, &args),
+        Command::Completions(args) => generate::completions(&args),
+        Command::Man(args) => generate::man(sh, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if json && f.error.downcast_ref::<Reported>().is_none() {
-                println!("{}", failure_json(&f));
+                println!("{}", shell::failure_json(&f));
             }
             shell.error(&f.error);
             ExitCode::from(f.code)
         }
     }
-}
-
-fn completions(args: &CompletionsArgs) -> Result<(), Failure> {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "xtask", &mut std::io::stdout());
-    Ok(())
-}
-
-/// `xtask.1`, and `xtask-COMMAND.1` for each command.
-fn man(sh: &shell::Shell, args: &ManArgs) -> Result<(), Failure> {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    // Built, so that the global flags reach every command's page.
-    cmd.build();
-    fs_err::create_dir_all(&args.out)?;
-    let mut pages = vec![("xtask".to_string(), cmd.clone())];
-    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        let name = format!("xtask-{}", sub.get_name());
-        let page = sub
-            .clone()
-            .name(name.clone())
-            .display_name(name.clone())
-            .bin_name(format!("xtask {}", sub.get_name()));
-        pages.push((name, page));
-    }
-    for (name, page) in &pages {
-        let mut buf = Vec::new();
-        clap_mangen::Man::new(page.clone())
-            .title(name.as_str())
-            .render(&mut buf)?;
-        fs_err::write(args.out.join(format!("{name}.1")), buf)?;
-    }
-    sh.status(
-        "Written",
-        format!("{} manual pages in {}", pages.len(), args.out.display()),
-    );
-    Ok(())
 }

@@ -149,6 +149,29 @@ pub fn causes(error: &anyhow::Error) -> Vec<String> {
     out
 }
 
+/// A failure as the one JSON object `--json` prints on stdout: the
+/// pipeline's [`assemble_pipeline::Diagnostic`] (or, for any other error,
+/// its kind `error` and message), its causes, and the exit code.
+pub fn failure_json(f: &crate::Failure) -> serde_json::Value {
+    let e = &f.error;
+    let d = e
+        .downcast_ref::<assemble_pipeline::Error>()
+        .map(assemble_pipeline::Error::diagnostic)
+        .or_else(|| {
+            e.downcast_ref::<assemble_recipe::RecipeError>()
+                .map(assemble_pipeline::Diagnostic::of_recipe)
+        })
+        .unwrap_or_else(|| assemble_pipeline::Diagnostic {
+            kind: "error",
+            message: f.error.to_string(),
+            ..Default::default()
+        });
+    let mut v = serde_json::to_value(d).unwrap_or_default();
+    v["causes"] = serde_json::json!(causes(&f.error));
+    v["exit_code"] = serde_json::json!(f.code);
+    v
+}
+
 /// One line of the run-time library list: `libc.so.6 from the host
 /// (/lib/x86_64-linux-gnu/libc.so.6), for 3 files`.
 pub fn library_line(l: &assemble_elf::Library) -> String {
