@@ -269,15 +269,8 @@ fn plan_with(
     fetcher.python = Some(ctx.python.clone());
     fetcher.progress_bar = ctx.progress_bars;
     let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let (derived, direct): (Vec<&Unit>, Vec<&Unit>) = recipe.units.iter().partition(|u| {
-        matches!(
-            u.source,
-            Source::From { .. }
-                | Source::UvProject {
-                    project: assemble_recipe::Project::In { .. }
-                }
-        )
-    });
+    let (derived, direct): (Vec<&Unit>, Vec<&Unit>) =
+        recipe.units.iter().partition(|u| u.source.base().is_some());
     // Offline, every input the cache lacks is named, not only the first:
     // a unit whose base is missing is left out of the count.
     let mut misses: Vec<Error> = Vec::new();
