@@ -49,7 +49,7 @@ fn colourless_env(cmd: &mut Command, cwd: &Path) {
 
 /// The xtask binary with `args` under a pseudo-terminal: what a person at
 /// a terminal sees (stdout and stderr together).
-fn on_a_terminal(cwd: &Path, args: &[String], env: &[(&str, &str)]) -> String {
+pub fn on_a_terminal(cwd: &Path, args: &[String], env: &[(&str, &str)]) -> String {
     let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_xtask").to_string())
         .chain(args.iter().cloned())
         .map(|a| format!("'{}'", a.replace('\'', r"'\''")))

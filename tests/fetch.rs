@@ -474,8 +474,15 @@ fn the_lock_file_pins_a_tag_and_every_fetch_is_checked_against_it() {
         ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
         ("ASSEMBLE_GITHUB_URL", server.base.as_str()),
     ];
-    // The first assemble records the missing entry, as cargo does...
-    assemble(&s, &s.path("out0"), &cache, Some(&server.base), &[]).ok();
+    // The first assemble records the missing entry, as cargo does
+    // (fetching it: on a terminal, with a bar of its bytes)...
+    let args = ["assemble", "--recipe", recipe.to_str().unwrap(), "--out"]
+        .map(String::from)
+        .into_iter()
+        .chain([s.path("out0").to_string_lossy().into_owned()])
+        .collect::<Vec<_>>();
+    let tty = crate::cli::on_a_terminal(s.dir.path(), &args, &env);
+    assert!(tty.contains("Downloading"), "the download's bar:\n{tty}");
     let text = fs_err::read_to_string(&lock_file).unwrap();
     // ...which `lock` keeps, and `lock --update` fetches again.
     let lock = |extra: &[&str]| {

@@ -25,9 +25,15 @@ pub fn run(sh: &crate::shell::Shell, args: &LockArgs) -> Result<(), Failure> {
             sh.status("Fetching", m);
         }
     };
-    let units =
-        assemble_pipeline::lock(&recipe, &cache, args.common.offline, &args.update, &events)
-            .map_err(Failure::from_pipeline)?;
+    let units = assemble_pipeline::lock(
+        &recipe,
+        &cache,
+        args.common.offline,
+        &args.update,
+        sh.progress(),
+        &events,
+    )
+    .map_err(Failure::from_pipeline)?;
     for u in &units {
         let status = match u.status {
             LockStatus::Unchanged => "Locked",

@@ -23,6 +23,7 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
         &ws.cache(args.common.cache_dir.as_deref()),
         args.common.offline,
         false,
+        sh.progress(),
         &|_| {},
     )
     .map_err(Failure::from_pipeline)?;

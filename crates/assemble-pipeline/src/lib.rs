@@ -463,6 +463,7 @@ impl Session {
             self.locked,
             self.ctx.offline,
             &[],
+            self.ctx.progress_bars,
             events,
         )?;
         phases.lap("lock file");
@@ -647,16 +648,26 @@ pub fn locate_interpreter(
 
 /// `cargo xtask lock`: resolves every source of the recipe at `recipe`
 /// that the lock pins (fetching into `cache` what is missing, stale, or
-/// named in `update`) and writes `assemble.lock` beside it.
+/// named in `update`) and writes `assemble.lock` beside it. `progress_bar`:
+/// draw download bars on a terminal.
 pub fn lock(
     recipe: &Path,
     cache: &Path,
     offline: bool,
     update: &[String],
+    progress_bar: bool,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Vec<LockedUnit>, Error> {
     let mut recipe = Recipe::load(recipe)?;
-    lock::resolve(&mut recipe, cache, false, offline, update, events)
+    lock::resolve(
+        &mut recipe,
+        cache,
+        false,
+        offline,
+        update,
+        progress_bar,
+        events,
+    )
 }
 
 /// The recipe at `path` with the hashes it leaves to `assemble.lock` filled
@@ -667,10 +678,19 @@ pub fn locked_recipe(
     cache: &Path,
     offline: bool,
     locked: bool,
+    progress_bar: bool,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Recipe, Error> {
     let mut recipe = Recipe::load(path)?;
-    lock::resolve(&mut recipe, cache, locked, offline, &[], events)?;
+    lock::resolve(
+        &mut recipe,
+        cache,
+        locked,
+        offline,
+        &[],
+        progress_bar,
+        events,
+    )?;
     Ok(recipe)
 }
 

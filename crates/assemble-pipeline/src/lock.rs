@@ -41,6 +41,7 @@ pub(crate) fn resolve(
     locked: bool,
     offline: bool,
     update: &[String],
+    progress_bar: bool,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Vec<LockedUnit>, Error> {
     for u in update {
@@ -61,7 +62,8 @@ pub(crate) fn resolve(
         source,
     };
     let mut lock = Lockfile::load(&recipe.file).map_err(lock_err)?;
-    let fetcher = Fetcher::new(cache.to_path_buf());
+    let mut fetcher = Fetcher::new(cache.to_path_buf());
+    fetcher.progress_bar = progress_bar;
     let mut done = Vec::new();
     let mut keep = Vec::new();
     for unit in &mut recipe.units {
