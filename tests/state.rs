@@ -353,6 +353,25 @@ fn concurrent_clean_builds_both_finish_and_the_output_verifies() {
     assert_eq!(r["files_written"], 0, "{r}");
 }
 
+/// Guards the creation of a fresh output's state folder against a second
+/// run making it at the same instant: the run is stopped between looking
+/// for the folder and creating it, the folder is made meanwhile (as the
+/// other run would), and the run must go on. Before the fix it exited 1
+/// with "failed to create directory `<state>`: File exists (os error 17)".
+#[test]
+fn a_state_folder_made_by_another_run_meanwhile_is_used() {
+    let s = Scratch::new();
+    let out = s.path("fresh");
+    let paused = support::Paused::start(
+        s.assemble_command(&["--out", out.to_str().unwrap()]),
+        "state-folder",
+    );
+    fs_err::create_dir_all(s.state_of(&out)).unwrap();
+    let (status, stderr) = paused.resume();
+    assert!(status.success(), "{stderr}");
+    support::xtask(s.dir.path(), &["verify", "--out", out.to_str().unwrap()]).ok();
+}
+
 #[test]
 fn two_clean_builds_with_one_prefix_are_identical() {
     let s = Scratch::new();

@@ -395,3 +395,60 @@ pub fn python_xy_of(python: impl AsRef<Path>) -> String {
     assert!(ok, "{out}");
     out.trim().to_string()
 }
+
+/// A run of the tool stopped at one of its pause points
+/// (`assemble_fs::pause`): the test does what another run would do at
+/// that instant, then lets it go on.
+pub struct Paused {
+    child: std::process::Child,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+    /// stderr up to the pause.
+    pub before: String,
+}
+
+impl Paused {
+    /// Spawns `cmd` with the pause point `point` and waits until the run
+    /// reaches it; a run that ends first fails the test, showing its stderr.
+    pub fn start(mut cmd: Command, point: &str) -> Paused {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = cmd
+            .env(assemble_fs::pause::VARIABLE, point)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn xtask");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut before = String::new();
+        loop {
+            let mut line = String::new();
+            let n = stderr.read_line(&mut line).expect("read stderr");
+            assert!(
+                n > 0,
+                "the run ended before the pause point {point}:\n{before}\n{:?}",
+                child.wait()
+            );
+            if line.starts_with(assemble_fs::pause::MARKER) {
+                break;
+            }
+            before.push_str(&line);
+        }
+        Paused {
+            child,
+            stderr,
+            before,
+        }
+    }
+
+    /// Lets the run go on, and returns its exit status and whole stderr.
+    pub fn resume(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::{Read, Write};
+        let mut stdin = self.child.stdin.take().expect("stdin");
+        stdin.write_all(b"\n").expect("resume");
+        drop(stdin);
+        let mut rest = String::new();
+        self.stderr.read_to_string(&mut rest).expect("read stderr");
+        let status = self.child.wait().expect("wait");
+        (status, format!("{}{rest}", self.before))
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`log`]: a checksummed file rewritten rarely and appended to often
 //!   (the recorded state and the input cache).
 //! - [`find_program`]: a program looked up on `PATH` the way a shell does.
+//! - [`pause`]: pause points that let a test make a race happen on purpose.
 //! - [`StatCache`]: small answers about a file (an interpreter's probe, a
 //!   library's ELF facts) kept in a cache folder under a key made of the
 //!   file's path and stat with sha256, so that the key is the same on every
@@ -17,6 +18,7 @@
 
 pub mod files;
 pub mod log;
+pub mod pause;
 mod stat_cache;
 mod which;
 

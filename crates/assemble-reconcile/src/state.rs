@@ -567,21 +567,16 @@ pub struct Lock {
 
 impl Lock {
     /// Makes the state folder a real folder of ours and opens its lock file.
+    /// Another run may be making the same folder at the same instant: it
+    /// is created without looking first, and "it exists" means that run
+    /// made it.
     fn open(layout: &Layout) -> Result<fs_err::File, Error> {
         let dir = &layout.state;
         if let Some(parent) = dir.parent() {
             fs_err::create_dir_all(parent)?;
         }
-        match Stat::lstat(dir) {
-            Some(s) if s.is_dir() => {}
-            // Something else at our own name (a link, a file): replaced,
-            // never followed.
-            Some(_) => {
-                fs_err::remove_file(dir)?;
-                fs_err::create_dir(dir)?;
-            }
-            None => fs_err::create_dir(dir)?,
-        }
+        assemble_fs::pause::at("state-folder");
+        own_folder(dir)?;
         use fs_err::os::unix::fs::OpenOptionsExt;
         let lock = dir.join(LOCK_FILE);
         if Stat::lstat(&lock).is_some_and(|s| !s.is_file()) {
@@ -683,6 +678,29 @@ impl Lock {
             layout: layout.clone(),
         })
     }
+}
+
+/// Makes `dir` a folder: created if missing, kept if it is one (whoever
+/// made it), and anything else at that name (a planted link, a file)
+/// removed and replaced, never followed.
+fn own_folder(dir: &Path) -> io::Result<()> {
+    // Each turn either makes the folder or removes what is in its way; a
+    // few turns suffice unless something keeps putting files there.
+    for _ in 0..4 {
+        match fs_err::create_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match Stat::lstat(dir) {
+                Some(s) if s.is_dir() => return Ok(()),
+                Some(_) => files::remove(dir)?,
+                None => {}
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: something keeps replacing this folder",
+        dir.display()
+    )))
 }
 
 #[cfg(test)]
