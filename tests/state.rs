@@ -299,7 +299,7 @@ fn a_second_assemble_waits_for_the_lock() {
             "ended without waiting: {seen}"
         );
         seen.push_str(&line);
-        if line.contains("Blocking waiting for the lock") {
+        if line.contains("Blocking waiting for file lock on the output") {
             break;
         }
     }

@@ -28,13 +28,8 @@ pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
         Event::Output(line) => spinner.spin(line),
         Event::Writing { done, total } => spinner.writing(done, total),
         // Said even when quiet: a run that waits must say why.
-        Event::Waiting(out) => spinner.suspend(|| {
-            anstream::eprintln!(
-                "{:>12} waiting for the lock on {}",
-                "Blocking",
-                out.display()
-            )
-        }),
+        Event::Waiting(what) => spinner
+            .suspend(|| anstream::eprintln!("{:>12} waiting for file lock on {what}", "Blocking")),
     };
     let result = assemble_pipeline::assemble(&opts, mode, &events);
     spinner.clear();

@@ -17,6 +17,7 @@
 //! `assemble-reconcile`'s alone, through its `Root` handle.
 
 pub mod files;
+pub mod lock;
 pub mod log;
 pub mod pause;
 mod stat_cache;

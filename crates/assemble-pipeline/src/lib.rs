@@ -106,8 +106,9 @@ pub enum Event<'a> {
     /// Files and links written so far of those this run writes (from any
     /// of the writing threads).
     Writing { done: usize, total: usize },
-    /// Another run holds the output's lock; this one waits for it.
-    Waiting(&'a Path),
+    /// Another run holds a lock this one needs (on `the output DIR`, `the
+    /// venv of python-deps`, `the bytecode cache`); this one waits for it.
+    Waiting(&'a str),
 }
 
 /// A failed run; which kind says who must act.
@@ -487,7 +488,10 @@ impl Session {
                 });
             }
             None => {
-                events(Event::Waiting(&self.layout.out));
+                events(Event::Waiting(&format!(
+                    "the output {}",
+                    self.layout.out.display()
+                )));
                 Lock::acquire(&self.layout).map_err(|e| Error::Refused(Box::new(e)))?
             }
         };
@@ -542,6 +546,7 @@ impl Session {
             let progress = |step: assemble_plan::Step<'_>| match step {
                 assemble_plan::Step::Start(m) => events(Event::Preparing(m)),
                 assemble_plan::Step::Output(line) => events(Event::Output(line)),
+                assemble_plan::Step::Waiting(what) => events(Event::Waiting(what)),
             };
             let window = self.racy_window;
             let inputs =

@@ -40,7 +40,7 @@ use assemble_python::bytecode::Job;
 use rayon::prelude::*;
 use sha2::Digest as _;
 
-use crate::{Builder, Context, Error, Hashing, look_up};
+use crate::{Builder, Context, Error, Hashing, Progress, Step, look_up};
 
 /// Hash-based pycs that the interpreter checks against the source.
 const CHECKED: bool = true;
@@ -74,6 +74,7 @@ pub(crate) fn plan_bytecode(
     ctx: &Context,
     hashing: &Hashing<'_>,
     counts: &mut Bytecode,
+    progress: Progress<'_>,
 ) -> Result<Vec<InputRecord>, Error> {
     let py = &ctx.python;
     let stale: Vec<OutPath> = b
@@ -209,6 +210,33 @@ pub(crate) fn plan_bytecode(
         });
         pending.push(s);
     }
+
+    // A source is compiled by one run: another that needs it meanwhile
+    // waits for the lock, then takes what the first made.
+    let _compiling = if jobs.is_empty() {
+        None
+    } else {
+        let lock = assemble_fs::lock::exclusive(&root.join(".lock"), &|| {
+            progress(Step::Waiting("the bytecode cache"))
+        })?;
+        let mut left = Vec::with_capacity(jobs.len());
+        for (job, s) in jobs.into_iter().zip(pending) {
+            if let Ok(why) = fs_err::read_to_string(err_of(&s.key)) {
+                counts.failed += 1;
+                warnings.push(not_compiled(s.unit, s.path, why.trim()));
+            } else if job.dest.is_file() {
+                counts.cached += 1;
+                let (cache_dir, target, mut e) = pyc_entry(s)?;
+                let (_, record) = look_up(&target, &mut e, hashing)?;
+                records.extend(record);
+                ready.push((cache_dir, target, e));
+            } else {
+                left.push((job, s));
+            }
+        }
+        (jobs, pending) = left.into_iter().unzip();
+        Some(lock)
+    };
 
     // One interpreter per core, each with its share of the sources.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);

@@ -214,6 +214,9 @@ pub enum Step<'a> {
     Start(&'a str),
     /// A line of a tool's own progress during it (the installer's).
     Output(&'a str),
+    /// Another run holds the lock on what this one needs (`the venv of
+    /// python-deps`): this one waits for it, then uses what it made.
+    Waiting(&'a str),
 }
 
 /// Where planning's [`Step`]s go.
@@ -358,7 +361,13 @@ fn plan_with(
             hashed: &hashed,
             hashed_bytes: &hashed_bytes,
         };
-        records.extend(bytecode::plan_bytecode(&mut b, ctx, &hashing, &mut counts)?);
+        records.extend(bytecode::plan_bytecode(
+            &mut b,
+            ctx,
+            &hashing,
+            &mut counts,
+            progress,
+        )?);
         phases.lap("bytecode");
         Some(counts)
     } else {

@@ -26,12 +26,20 @@ pub struct Job {
 
 /// Reads NUL-separated (source, dfile, dest) triples on stdin; prints one
 /// line per job: `ok`, or `err` and why the source does not compile.
+///
+/// A pyc already at `dest` is never replaced (the temporary file is linked
+/// to its name, which fails if the name is taken): a cache file, once
+/// made, is someone's input. A compiler whose run has died (SIGKILL leaves
+/// its children running) stops rather than keep writing into the cache.
 const COMPILE: &str = r#"
 import sys, os, importlib.util, importlib._bootstrap_external as be
 checked = sys.argv[1] == "checked"
+parent = os.getppid()
 parts = sys.stdin.buffer.read().split(b"\0")
 out = []
 for i in range(0, len(parts) - 2, 3):
+    if os.getppid() != parent:
+        sys.exit(3)
     src, dfile, dest = (os.fsdecode(p) for p in parts[i:i + 3])
     try:
         with open(src, "rb") as f:
@@ -41,7 +49,12 @@ for i in range(0, len(parts) - 2, 3):
         tmp = "%s.%d.tmp" % (dest, os.getpid())
         with open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, dest)
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
         out.append("ok")
     except (SyntaxError, ValueError, UnicodeDecodeError) as e:
         # The source does not compile (ValueError: a NUL byte in it);
