@@ -211,6 +211,8 @@ fn lay_sources() {
     fs_err::write("/box/case/src-a/f.py", "F = 1\n").unwrap();
     symlink(OUTSIDE, "/box/case/src-a/vlink").unwrap();
     symlink(OUTSIDE, "/box/case/src-a/pkg/vlink").unwrap();
+    // A link at a mapping's root that stays inside: followed.
+    symlink("pkg/sub", "/box/case/src-a/inlink").unwrap();
     fs_err::write("/box/case/src-b/x", "X\n").unwrap();
 }
 
@@ -479,7 +481,7 @@ interpreter = "/usr/bin/python3"
 
 [units.a]
 path = "src-a"
-install = {{ "pkg" = {t1}, "f.py" = {t2}, "vlink" = {t3} }}
+install = {{ "pkg" = {t1}, "f.py" = {t2}, "inlink" = {t3} }}
 symlinks = {{ {} = {} }}
 
 [units.b]
@@ -1033,4 +1035,165 @@ fn default_output_and_cache_follow_the_recipe_not_the_build() {
         before,
         "nothing in the tool's own target/"
     );
+}
+
+/// A source whose mapped path (or `from` sub-folder) is, or goes through,
+/// a link out of it. Each case was seen to copy the host's file into the
+/// output before the fix (issue 20, item 1): `manage.py ->
+/// /box/outside/secret` (mode 0640) became a 0644 file of the tree. Now
+/// each is refused before anything is written, naming the unit, the link
+/// and its target; a link that stays inside is followed.
+#[test]
+fn links_in_sources_never_lead_out() {
+    if !sandboxed("links_in_sources_never_lead_out") {
+        return;
+    }
+    const SECRET: &str = "/box/outside/secret";
+    let lay = || {
+        clear_box();
+        lay_sentinels();
+        fs_err::write(SECRET, "s3cret\n").unwrap();
+        fs_err::set_permissions(SECRET, std::fs::Permissions::from_mode(0o640)).unwrap();
+        for d in ["/box/case/src/scripts", "/box/case/src/pkg"] {
+            fs_err::create_dir_all(d).unwrap();
+        }
+        fs_err::write("/box/case/src/scripts/manage.py", "print('ok')\n").unwrap();
+        fs_err::write("/box/case/src/pkg/m.py", "M = 1\n").unwrap();
+        symlink(SECRET, "/box/case/src/manage.py").unwrap();
+        symlink("scripts/manage.py", "/box/case/src/inside.py").unwrap();
+        symlink("../../outside", "/box/case/src/up").unwrap();
+        symlink(OUTSIDE, "/box/case/src/pkg/out").unwrap();
+    };
+    let recipe = |source: &str, units: &str| {
+        format!(
+            r#"[package]
+name = "links"
+version = "0"
+
+[python]
+interpreter = "/usr/bin/python3"
+
+[units.app]
+{source}
+{units}
+"#
+        )
+    };
+    // A git repository holding the same link, pinned by commit.
+    let git_repo = || -> String {
+        let repo = "/box/case/repo";
+        fs_err::create_dir_all(repo).unwrap();
+        symlink(SECRET, format!("{repo}/manage.py")).unwrap();
+        fs_err::write(format!("{repo}/ok.py"), "OK = 1\n").unwrap();
+        let git = |args: &[&str]| {
+            support::stdout_ok(
+                Command::new("git")
+                    .args(["-C", repo])
+                    .args(args)
+                    .env("GIT_AUTHOR_NAME", "t")
+                    .env("GIT_AUTHOR_EMAIL", "t@t")
+                    .env("GIT_COMMITTER_NAME", "t")
+                    .env("GIT_COMMITTER_EMAIL", "t@t")
+                    .env("HOME", "/box"),
+            )
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "x"]);
+        git(&["rev-parse", "HEAD"])
+    };
+    let refused = [
+        (
+            "a mapping at a link to a host file",
+            r#"path = "src""#.to_string(),
+            r#"install = { "manage.py" = "manage.py" }"#,
+            "manage.py is a link to /box/outside/secret",
+        ),
+        (
+            "a mapping through a link to a folder outside",
+            r#"path = "src""#.to_string(),
+            r#"install = { "pkg/out/keep" = "keep" }"#,
+            "pkg/out is a link to /box/outside",
+        ),
+        (
+            "a mapping through a link that climbs out",
+            r#"path = "src""#.to_string(),
+            r#"install = { "up" = "up" }"#,
+            "up is a link to ../../outside",
+        ),
+        (
+            "a git source at a commit",
+            String::new(),
+            r#"install = { "manage.py" = "manage.py" }"#,
+            "manage.py is a link to /box/outside/secret",
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, source, units, says) in refused {
+        lay();
+        let source = if source.is_empty() {
+            let rev = git_repo();
+            format!("git = \"file:///box/case/repo\"\nrev = \"{rev}\"")
+        } else {
+            source
+        };
+        fs_err::write(
+            Path::new(CASE).join("assemble.toml"),
+            recipe(&source, units),
+        )
+        .unwrap();
+        let args = Hostile::sane().args();
+        let (code, err) = match run_checked(&args, name) {
+            Ok(r) => r,
+            Err(e) => {
+                failed.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        if code != 1 || !err.contains("unit app") || !err.contains(says) {
+            failed.push(format!(
+                "{name}: exit {code}, expected 1 naming `{says}`:\n{err}"
+            ));
+        }
+        if Path::new(OUT).exists() {
+            failed.push(format!("{name}: a refused run created the output"));
+        }
+    }
+    // `from` naming a link out of its unit's source.
+    lay();
+    fs_err::write(
+        Path::new(CASE).join("assemble.toml"),
+        recipe(
+            r#"path = "src""#,
+            "install = { \"pkg\" = \"pkg\" }\n\n[units.sub]\nfrom = \"app:up\"\ninstall = { \"keep\" = \"keep\" }",
+        ),
+    )
+    .unwrap();
+    match run_checked(&Hostile::sane().args(), "from") {
+        Ok((1, err)) if err.contains("unit sub") && err.contains("up is a link") => {}
+        Ok((code, err)) => failed.push(format!("from: exit {code}:\n{err}")),
+        Err(e) => failed.push(format!("from: {e}")),
+    }
+    // A link that stays inside the source is followed.
+    lay();
+    fs_err::write(
+        Path::new(CASE).join("assemble.toml"),
+        recipe(
+            r#"path = "src""#,
+            r#"install = { "inside.py" = "manage.py" }"#,
+        ),
+    )
+    .unwrap();
+    match run_checked(&Hostile::sane().args(), "inside") {
+        Ok((0, _)) => {
+            let m = fs_err::symlink_metadata(Path::new(OUT).join("manage.py")).unwrap();
+            let text = fs_err::read_to_string(Path::new(OUT).join("manage.py")).unwrap();
+            if !m.is_file() || text != "print('ok')\n" {
+                failed.push(format!("inside: manage.py is {m:?}, {text:?}"));
+            }
+        }
+        Ok((code, err)) => failed.push(format!("inside: exit {code}:\n{err}")),
+        Err(e) => failed.push(format!("inside: {e}")),
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
 }

@@ -322,3 +322,193 @@ fn the_root_recipe_without_its_interpreter_says_where_it_looked() {
         "nothing was fetched or locked"
     );
 }
+
+/// Guards against the tool eating its own folders (issue 20, item 3):
+/// `--out`, `--state-dir` or `--cache-dir` inside a unit's source, or a
+/// source inside one of them, is a usage error naming the unit and the
+/// flag, before anything is written. Before the fix each was accepted: an
+/// output inside its source copied itself and grew every run (19.5 -> 39
+/// -> 58.7 MB), the state or a cached venv landed in the tree.
+#[test]
+fn the_tools_folders_and_the_sources_stay_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs_err::create_dir_all(dir.join("src/pkg")).unwrap();
+    fs_err::write(dir.join("src/pkg/m.py"), "M = 1\n").unwrap();
+    let recipe = |source: &str| {
+        let file = dir.join("assemble.toml");
+        fs_err::write(
+            &file,
+            format!(
+                "[package]\nname = \"apart\"\nversion = \"0\"\n[python]\ninterpreter = \"python3\"\n[units.app]\npath = \"{source}\"\ninstall = {{ \"pkg\" = \"pkg\" }}\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let cases: [(&str, &str, &str, &str, &str); 6] = [
+        // (source, --out, --state-dir, --cache-dir, the flag at fault)
+        ("src", "src/out", "state", "cache", "--out"),
+        ("src", "out", "src/.state", "cache", "--state-dir"),
+        ("src", "out", "state", "src/.cache", "--cache-dir"),
+        ("out/src", "out", "state", "cache", "--out"),
+        ("state/src", "out", "state", "cache", "--state-dir"),
+        ("cache/src", "out", "state", "cache", "--cache-dir"),
+    ];
+    for (source, out, state, cache, flag) in cases {
+        if source != "src" {
+            fs_err::create_dir_all(dir.join(source).join("pkg")).unwrap();
+            fs_err::write(dir.join(source).join("pkg/m.py"), "M = 1\n").unwrap();
+        }
+        let file = recipe(source);
+        let args = [
+            "assemble",
+            "--recipe",
+            file.to_str().unwrap(),
+            "--out",
+            out,
+            "--state-dir",
+            state,
+            "--cache-dir",
+            cache,
+            "--json",
+        ];
+        let run = support::xtask(dir, &args);
+        let err = run.fails(2);
+        let case = format!("source {source}, {flag}");
+        assert!(
+            err.contains(flag) && err.contains("unit app"),
+            "{case}: {err}"
+        );
+        let e = crate::cli::failure(&run);
+        assert_eq!(
+            (&e["kind"], &e["unit"]),
+            (&"usage".into(), &"app".into()),
+            "{case}: {e}"
+        );
+        assert!(!dir.join("src/out").exists(), "{case}: an output was made");
+        if source != "src" {
+            fs_err::remove_dir_all(dir.join(source.split('/').next().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Guards every place a recipe names a file against special files (issue
+/// 20, item 4): a FIFO, `/dev/zero` and a 1 GB file as the recipe, the base
+/// it `extends`, `assemble.lock`, a requirements file, a uv project's
+/// `uv.lock` and `pyproject.toml`, and a `path`, `venv` or `from` folder.
+/// Each is refused with an error that says what is there, exit 1 or 2,
+/// never a hang or a panic. Before the fix `extends = "/dev/zero"` read
+/// until memory ran out, a 1 GB base aborted with `memory allocation of
+/// 7362801072 bytes failed` (exit 134), and a FIFO hung for ever.
+#[test]
+fn special_files_where_the_recipe_names_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fifo = dir.join("fifo");
+    support::stdout_ok(std::process::Command::new("mkfifo").arg(&fifo));
+    let large = dir.join("large");
+    fs_err::File::create(&large)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    fs_err::create_dir_all(dir.join("src/pkg")).unwrap();
+    fs_err::write(dir.join("src/pkg/m.py"), "M = 1\n").unwrap();
+    let head =
+        "[package]\nname = \"special\"\nversion = \"0\"\n[python]\ninterpreter = \"python3\"\n";
+    let uv = format!(
+        "installer = \"uv=={}\"\ninstaller-sha256 = [\"{}\"]\n",
+        support::UV_VERSION,
+        support::UV_WHEEL_SHA256
+    );
+    let app = "[units.app]\npath = \"src\"\ninstall = { \"pkg\" = \"pkg\" }\n";
+    // A uv project whose `name` file is the special file (a link to it).
+    let project = |name: &str, special: &Path| {
+        let p = dir.join("proj");
+        let _ = fs_err::remove_dir_all(&p);
+        fs_err::create_dir_all(&p).unwrap();
+        fs_err::write(
+            p.join("pyproject.toml"),
+            "[project]\nname = \"proj\"\nversion = \"0.1.0\"\n",
+        )
+        .unwrap();
+        fs_err::write(
+            p.join("uv.lock"),
+            "version = 1\nrequires-python = \">=3.8\"\n\n[[package]]\nname = \"proj\"\nversion = \"0.1.0\"\nsource = { virtual = \".\" }\n",
+        )
+        .unwrap();
+        fs_err::remove_file(p.join(name)).unwrap();
+        std::os::unix::fs::symlink(special, p.join(name)).unwrap();
+    };
+    let says = [
+        "a FIFO (named pipe)",
+        "a character device",
+        "more than the 8 MiB",
+        "is a regular file, not a folder",
+    ];
+    let mut failed = Vec::new();
+    for special in [fifo.as_path(), Path::new("/dev/zero"), large.as_path()] {
+        let s = special.display().to_string();
+        let places: Vec<(&str, String)> = vec![
+            ("extends", format!("extends = \"{s}\"\n{head}{app}")),
+            ("assemble.lock", format!("{head}{app}")),
+            (
+                "requirements",
+                format!("{head}[units.deps]\nrequirements = \"{s}\"\nscripts = []\n"),
+            ),
+            (
+                "uv.lock",
+                format!("{head}{uv}[units.deps]\nuv-project = \"proj\"\nscripts = []\n"),
+            ),
+            (
+                "pyproject.toml",
+                format!("{head}{uv}[units.deps]\nuv-project = \"proj\"\nscripts = []\n"),
+            ),
+            ("path", format!("{head}[units.app]\npath = \"{s}\"\n")),
+            (
+                "venv",
+                format!("{head}[units.deps]\nvenv = \"{s}\"\nscripts = []\n"),
+            ),
+            (
+                "from",
+                format!(
+                    "{head}{app}[units.sub]\nfrom = \"app:special\"\ninstall = {{ \"x\" = \"x\" }}\n"
+                ),
+            ),
+            ("--recipe", String::new()),
+        ];
+        for (place, text) in places {
+            let recipe = dir.join("assemble.toml");
+            let _ = fs_err::remove_file(&recipe);
+            let _ = fs_err::remove_file(dir.join("assemble.lock"));
+            let _ = fs_err::remove_file(dir.join("src/special"));
+            match place {
+                "--recipe" => std::os::unix::fs::symlink(special, &recipe).unwrap(),
+                _ => fs_err::write(&recipe, text).unwrap(),
+            }
+            match place {
+                "assemble.lock" => {
+                    std::os::unix::fs::symlink(special, dir.join("assemble.lock")).unwrap()
+                }
+                "uv.lock" | "pyproject.toml" => project(place, special),
+                "from" => std::os::unix::fs::symlink(special, dir.join("src/special")).unwrap(),
+                _ => {}
+            }
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"));
+            cmd.args(["plan", "--recipe", recipe.to_str().unwrap(), "--out"])
+                .arg(dir.join("out"))
+                .current_dir(dir)
+                .env("ASSEMBLE_CACHE_DIR", dir.join("cache"))
+                .env("ASSEMBLE_STATE_DIR", dir.join("state"));
+            let run = support::run_within(cmd, std::time::Duration::from_secs(120));
+            let err = run.stderr();
+            let case = format!("{s} as {place}");
+            let clear = says.iter().any(|w| err.contains(w))
+                || (place == "from" && err.contains("is a link to"));
+            if !matches!(run.code(), Some(1 | 2)) || !clear || err.contains("panicked") {
+                failed.push(format!("{case}: exit {:?}:\n{err}", run.code()));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}

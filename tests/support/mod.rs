@@ -452,3 +452,29 @@ impl Paused {
         (status, format!("{}{rest}", self.before))
     }
 }
+
+/// Runs `cmd` to its end, or kills it once `deadline` has passed: a run
+/// that hangs fails its test instead of the whole suite.
+pub fn run_within(mut cmd: Command, deadline: std::time::Duration) -> Run {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(output) => Run {
+            output: output.expect("wait"),
+        },
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{cmd:?} did not end within {deadline:?}");
+        }
+    }
+}

@@ -74,7 +74,10 @@ impl Lockfile {
             entries: BTreeMap::new(),
             changed: false,
         };
-        let text = match fs_err::read_to_string(&lock.path) {
+        let text = match assemble_fs::files::read_named_text(
+            &lock.path,
+            assemble_fs::files::NAMED_FILE_LIMIT,
+        ) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(lock),
             Err(e) => return Err(e.into()),

@@ -137,3 +137,88 @@ pub fn place(from: &Path, to: &Path) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// The most a file the user names may hold (a recipe, a base it extends,
+/// `assemble.lock`, a requirements file, a uv project's `pyproject.toml`
+/// and `uv.lock`): these are text of kilobytes; a larger one is a mistake.
+pub const NAMED_FILE_LIMIT: u64 = 8 << 20;
+
+/// What is at `path`, following links, in words: `a folder`, `a FIFO
+/// (named pipe)`, `a character device`, ...; `None` when nothing is there.
+pub fn describe(path: &Path) -> Option<&'static str> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| kind_words(m.file_type()))
+}
+
+fn kind_words(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_file() {
+        "a regular file"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a symbolic link"
+    }
+}
+
+/// Reads a file the user names: it must be a regular file (a link to one
+/// is followed) of at most `limit` bytes. Anything else is refused before a
+/// byte is read: a FIFO (opened without blocking, so one with no writer
+/// does not hang the run), a device such as `/dev/zero`, a socket, a
+/// folder, or a larger file. The error names the path and what is there.
+pub fn read_named(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let f = fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {}, not a regular file",
+                path.display(),
+                kind_words(meta.file_type())
+            ),
+        ));
+    }
+    let too_large = |size: u64| {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "{} holds {size} bytes, more than the {} MiB such a file may hold",
+                path.display(),
+                limit >> 20
+            ),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // At most one byte past the limit: a file that grew meanwhile.
+    io::Read::read_to_end(&mut io::Read::take(f, limit + 1), &mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// As [`read_named`], as UTF-8 text.
+pub fn read_named_text(path: &Path, limit: u64) -> io::Result<String> {
+    String::from_utf8(read_named(path, limit)?).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not UTF-8 text", path.display()),
+        )
+    })
+}

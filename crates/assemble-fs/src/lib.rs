@@ -4,8 +4,11 @@
 //! - [`files`]: read without following a link planted at the name, and
 //!   replace a file atomically (an exclusively created temporary renamed
 //!   over it), synced where a write is a commit point.
+//! - [`resolve_beneath`]: a path inside a source folder with its links
+//!   followed only while they stay inside it.
 //! - [`log`]: a checksummed file rewritten rarely and appended to often
 //!   (the recorded state and the input cache).
+//! - [`lock`]: exclusive locks between runs, a wait said before it starts.
 //! - [`find_program`]: a program looked up on `PATH` the way a shell does.
 //! - [`pause`]: pause points that let a test make a race happen on purpose.
 //! - [`StatCache`]: small answers about a file (an interpreter's probe, a
@@ -16,6 +19,7 @@
 //! Nothing here knows about the output tree: writing to it is
 //! `assemble-reconcile`'s alone, through its `Root` handle.
 
+mod beneath;
 pub mod files;
 pub mod lock;
 pub mod log;
@@ -23,6 +27,7 @@ pub mod pause;
 mod stat_cache;
 mod which;
 
+pub use beneath::{Escape, resolve_beneath};
 pub use files::{Durability, write_atomic};
 pub use stat_cache::StatCache;
 pub use which::{find_program, is_executable, path_dirs};
@@ -44,6 +49,19 @@ pub fn normalize(cwd: &std::path::Path, path: &std::path::Path) -> std::path::Pa
         }
     }
     out
+}
+
+/// `path` with every link in the part that exists resolved (what does not
+/// exist yet is kept as written): one spelling for a folder that may not
+/// be made yet, through whatever links lead to it.
+pub fn canonical(path: &std::path::Path) -> std::path::PathBuf {
+    if let Ok(c) = path.canonicalize() {
+        return c;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => canonical(parent).join(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 #[cfg(test)]

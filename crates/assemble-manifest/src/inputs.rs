@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use assemble_fs::Durability;
 use assemble_fs::log;
 
-use crate::{ELF_MAGIC, STATE_VERSION, Sha256, Stat, hash_stream};
+use crate::{ELF_MAGIC, STATE_VERSION, Sha256, Stat, hash_stream, open_input};
 
 const INPUTS_FILE: &str = "inputs.bin";
 const INPUTS_FORMAT: log::Format = log::Format {
@@ -197,7 +197,7 @@ impl InputCache {
         if let Some(r) = self.vouched(&stat) {
             return Ok((r, false));
         }
-        let (sha256, elf) = hash_stream(&mut fs_err::File::open(path)?, &[], |_| Ok(()))?;
+        let (sha256, elf) = hash_stream(&mut open_input(path, &stat)?, &[], |_| Ok(()))?;
         Ok((self.record_of(stat, sha256, elf), true))
     }
 
@@ -210,7 +210,7 @@ impl InputCache {
         if let Some(r) = self.vouched(&stat) {
             return Ok(Lookup::Known(r, false));
         }
-        let mut f = fs_err::File::open(path)?;
+        let mut f = open_input(path, &stat)?;
         let mut magic = [0u8; 4];
         let mut n = 0;
         while n < magic.len() {

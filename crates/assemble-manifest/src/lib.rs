@@ -192,6 +192,45 @@ impl Stat {
     }
 }
 
+/// Opens an input file that the plan stat'ed as `planned`, refusing
+/// anything but that very file: a link now at its name (never followed),
+/// another file put there, or the file changed since (its stat differs).
+/// So what a run hashes, patches or copies is the file its walk found
+/// inside the source, whatever happened to the name meanwhile.
+pub fn open_input(path: &Path, planned: &Stat) -> io::Result<fs_err::File> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    let changed = || {
+        io::Error::other(format!(
+            "{} changed while this run was reading its inputs (it is no longer the file the plan found); run again",
+            path.display()
+        ))
+    };
+    let f = fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                changed()
+            } else {
+                e
+            }
+        })?;
+    let now = Stat::of(&f.metadata()?);
+    if (now.dev, now.ino, now.size, now.mtime_ns, now.ctime_ns)
+        != (
+            planned.dev,
+            planned.ino,
+            planned.size,
+            planned.mtime_ns,
+            planned.ctime_ns,
+        )
+    {
+        return Err(changed());
+    }
+    Ok(f)
+}
+
 /// A file's content hash as the manifest knows it.
 ///
 /// A clean build leaves the hash of a copied input to the copy, which

@@ -126,6 +126,17 @@ pub enum Error {
         #[source]
         source: assemble_python::Error,
     },
+    /// One of the tool's own folders is inside a unit's source, or a
+    /// source inside one of them: the tree would copy the tool's files.
+    #[error("{}", in_source(.flag, .unit, .dir, .source_dir, *.dir_inside))]
+    InSource {
+        flag: &'static str,
+        unit: String,
+        dir: PathBuf,
+        source_dir: PathBuf,
+        /// The tool's folder is inside the source (else the other way).
+        dir_inside: bool,
+    },
     #[error("the interpreter's path {0}")]
     InterpreterPath(String),
     #[error("bash not found on PATH; @bash@ needs it (install bash)")]
@@ -182,7 +193,10 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::Recipe(_) | Error::Option { .. } | Error::InterpreterPath(_)
+            Error::Recipe(_)
+                | Error::Option { .. }
+                | Error::InterpreterPath(_)
+                | Error::InSource { .. }
         )
     }
 }
@@ -191,7 +205,7 @@ impl Error {
 /// fields are set depends on the kind; `message` always is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
-    /// What failed: `recipe`, `usage`, `interpreter`, `offline`, `missing-path`,
+    /// What failed: `recipe`, `usage`, `interpreter`, `offline`, `missing-path`, `link`,
     /// `conflict`, `patch`, `unit`, `python`, `fetch`, `elf`,
     /// `output-path`, `io`, `output`, `refused`, `lock`, `busy`,
     /// `missing-tool`.
@@ -223,6 +237,16 @@ impl Error {
         match self {
             Error::Recipe(r) => Diagnostic::of_recipe(r),
             Error::Option { .. } | Error::InterpreterPath(_) => plain("usage"),
+            Error::InSource {
+                unit, source_dir, ..
+            } => Diagnostic {
+                unit: Some(unit.clone()),
+                file: Some(source_dir.clone()),
+                hint: Some(
+                    "choose --out, --state-dir and --cache-dir outside every unit's source".into(),
+                ),
+                ..plain("usage")
+            },
             Error::Interpreter { recipe, .. } => Diagnostic {
                 file: Some(recipe.clone()),
                 ..plain("interpreter")
@@ -309,6 +333,7 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
             ("offline", Some(unit))
         }
         P::MissingPath { unit, .. } => ("missing-path", Some(unit)),
+        P::LinkOutside { unit, .. } => ("link", Some(unit)),
         P::Conflict { .. } => ("conflict", None),
         P::PatchNotFound(m) => ("patch", Some(&m.unit)),
         P::Recipe(r) => return Diagnostic::of_recipe(r),
@@ -332,6 +357,10 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
     let file = match p {
         P::PatchNotFound(m) => Some(m.source_file.clone()),
         P::MissingPath { path, .. } => Some(path.clone()),
+        P::LinkOutside { root, escape, .. } => match &**escape {
+            assemble_fs::Escape::Link { link, .. } => Some(root.join(link)),
+            _ => Some(root.clone()),
+        },
         _ => None,
     };
     Diagnostic {
@@ -409,6 +438,14 @@ impl Session {
                 });
             }
         }
+        check_sources_apart(
+            &recipe,
+            &[
+                ("--out", &out),
+                ("--state-dir", &normalize(&opts.state_base)),
+                ("--cache-dir", &normalize(&opts.cache)),
+            ],
+        )?;
         // Found before anything is fetched or built: a missing
         // interpreter is said at once, with where it was looked for.
         let interpreter_error = |source| Error::Interpreter {
@@ -637,6 +674,64 @@ impl Session {
             plan,
         }
     }
+}
+
+/// The message of [`Error::InSource`]: which folder is inside which, what
+/// that would do, and the way out.
+fn in_source(flag: &str, unit: &str, dir: &Path, source: &Path, dir_inside: bool) -> String {
+    let (dir, source) = (dir.display(), source.display());
+    let place = if dir_inside {
+        format!("{flag} {dir} is inside the source of unit {unit} ({source})")
+    } else {
+        format!("the source of unit {unit} ({source}) is inside {flag} {dir}")
+    };
+    let (what, fix) = match flag {
+        "--out" => (
+            "the tree would copy itself and grow every run",
+            "an output folder",
+        ),
+        "--state-dir" => (
+            "the tool's state would be copied into the tree",
+            "a state folder",
+        ),
+        _ => (
+            "built venvs and fetched sources would be copied into the tree",
+            "a cache folder",
+        ),
+    };
+    format!("{place}: {what}; choose {fix} apart from every unit's source")
+}
+
+/// Refuses a tool folder (`--out`, `--state-dir`, `--cache-dir`) inside a
+/// local source the tree copies (a `path` or `venv` unit), or such a
+/// source inside one of them, comparing paths with their links resolved.
+/// A remote source lives in the cache by design, and is never a folder
+/// the user chose.
+fn check_sources_apart(recipe: &Recipe, dirs: &[(&'static str, &Path)]) -> Result<(), Error> {
+    let dirs: Vec<(&'static str, PathBuf)> = dirs
+        .iter()
+        .map(|(flag, d)| (*flag, assemble_fs::canonical(d)))
+        .collect();
+    for unit in &recipe.units {
+        let source = match &unit.source {
+            assemble_recipe::Source::Path { path } | assemble_recipe::Source::Venv { path } => {
+                assemble_fs::canonical(path)
+            }
+            _ => continue,
+        };
+        for (flag, dir) in &dirs {
+            if dir.starts_with(&source) || source.starts_with(dir) {
+                return Err(Error::InSource {
+                    flag,
+                    unit: unit.name.clone(),
+                    dir: dir.clone(),
+                    dir_inside: dir.starts_with(&source),
+                    source_dir: source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The recipe's interpreter: `named` (`--python`), else its name on PATH,

@@ -22,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use assemble_elf::{Decision, ElfInfo, Options, Tree};
-use assemble_manifest::{Content, Digest, Entry, Kind, OutPath, Sha256};
+use assemble_manifest::{Content, Digest, Entry, Kind, OutPath, Sha256, Stat};
 use assemble_recipe::Autopatchelf;
 use sha2::Digest as _;
 
@@ -45,7 +45,7 @@ pub(crate) fn autopatchelf(
             continue;
         };
         let sha256 = known(path, *sha256)?;
-        if let Some(info) = scan_cached(&scan_dir, &sha256, e.content.as_ref(), path)? {
+        if let Some(info) = scan_cached(&scan_dir, &sha256, e, path)? {
             tree.files.push((path.to_string(), info));
         }
     }
@@ -69,10 +69,11 @@ pub(crate) fn autopatchelf(
     b.warnings.extend(report.warnings);
     for d in report.decisions.iter().filter(|d| d.changes()) {
         let e = &b.desired[d.path.as_str()];
-        let (Kind::File { sha256, executable }, Some(content)) = (&e.kind, &e.content) else {
+        let Kind::File { sha256, executable } = &e.kind else {
             continue;
         };
-        let (patched, sha) = patched_file(cache, &known(&d.path, *sha256)?, content, d)?;
+        let (patched, sha) = patched_file(cache, &known(&d.path, *sha256)?, e, d)?;
+        let stat = Stat::of(&fs_err::symlink_metadata(&patched)?);
         let mut entry = Entry::copy(
             &e.unit,
             "autopatchelf",
@@ -82,6 +83,7 @@ pub(crate) fn autopatchelf(
         );
         entry.source = e.source.clone();
         entry.source_sha = e.source_sha;
+        entry.input_stat = Some(stat);
         if let Some(slot) = b.desired.get_mut(d.path.as_str()) {
             *slot = entry;
         }
@@ -104,7 +106,7 @@ fn known(path: &str, digest: Digest) -> Result<Sha256, Error> {
 fn scan_cached(
     dir: &Path,
     sha256: &Sha256,
-    content: Option<&Content>,
+    e: &Entry,
     out_path: &str,
 ) -> Result<Option<ElfInfo>, Error> {
     // Keyed by content: the same bytes have the same facts.
@@ -113,11 +115,12 @@ fn scan_cached(
     if let Some(info) = cache.get::<Option<ElfInfo>>(&key) {
         return Ok(info);
     }
-    let (bytes, origin) = match content {
-        Some(Content::Copy(src)) => (fs_err::read(src)?, src.clone()),
-        Some(Content::Bytes(b)) => (b.to_vec(), PathBuf::from(out_path)),
+    let origin = match &e.content {
+        Some(Content::Copy(src)) => src.clone(),
+        Some(Content::Bytes(_)) => PathBuf::from(out_path),
         None => return Ok(None),
     };
+    let bytes = crate::read_content(e)?;
     let info = assemble_elf::scan(&bytes).map_err(|why| assemble_elf::Error::Corrupt {
         path: origin,
         why: format!("{why}; it would be {out_path} in the output"),
@@ -130,7 +133,7 @@ fn scan_cached(
 fn patched_file(
     cache: &Path,
     input: &Sha256,
-    content: &Content,
+    e: &Entry,
     d: &Decision,
 ) -> Result<(PathBuf, Sha256), Error> {
     let mut h = sha2::Sha256::new();
@@ -156,12 +159,16 @@ fn patched_file(
     }
     fs_err::create_dir_all(&dir)?;
     let sha = files::replace_with(&path, |tmp| -> Result<Sha256, Error> {
-        match content {
-            Content::Copy(src) => {
-                fs_err::copy(src, tmp)?;
-            }
-            Content::Bytes(b) => fs_err::write(tmp, b)?,
+        // Patched from the bytes whose hash keys the result.
+        let bytes = crate::read_content(e)?;
+        if Sha256::of(&bytes) != *input {
+            return Err(std::io::Error::other(format!(
+                "{}: changed while this run was reading its inputs; run again",
+                d.path
+            ))
+            .into());
         }
+        fs_err::write(tmp, &bytes)?;
         fs_err::set_permissions(tmp, std::fs::Permissions::from_mode(0o755))?;
         assemble_elf::apply(tmp, d)?;
         Ok(Sha256::of_file(tmp)?)

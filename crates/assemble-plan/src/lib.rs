@@ -44,12 +44,27 @@ pub use patch::{closest_lines, substitute};
 /// A planning error; each names the unit and the file or key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unit {unit}: `{key}` points at {}, which does not exist; fix the path in the recipe{hint}", .path.display())]
+    #[error("unit {unit}: `{key}` points at {}, which {found}; fix the path in the recipe{hint}", .path.display())]
     MissingPath {
         unit: String,
         key: String,
         path: PathBuf,
+        /// What is there: `does not exist`, or `is a FIFO (named pipe),
+        /// not a folder`.
+        found: String,
         hint: String,
+    },
+    /// A path the recipe names inside a unit's source leads out of it
+    /// through a link: refused before anything is read from it.
+    #[error("unit {unit}: {what} `{rel}` in {}: {escape}; a link inside a source is installed as a link, and one on the way to a path the recipe names is followed only while it stays in the source: make the link point inside, or name what it points at from a unit of its own", .root.display())]
+    LinkOutside {
+        unit: String,
+        /// Which key names the path (`install mapping`, `from`).
+        what: &'static str,
+        rel: String,
+        /// The unit's source folder.
+        root: PathBuf,
+        escape: Box<assemble_fs::Escape>,
     },
     #[error("output path {path} is produced by two units, {first} and {second}; {fix}")]
     Conflict {
@@ -111,6 +126,15 @@ impl Error {
                 ..
             }
         )
+    }
+}
+
+/// What is at `path` for [`Error::MissingPath`], where `wanted` (`a
+/// folder`) belongs.
+fn found_instead(path: &Path, wanted: &str) -> String {
+    match assemble_fs::files::describe(path) {
+        None => "does not exist".to_string(),
+        Some(f) => format!("is {f}, not {wanted}"),
     }
 }
 
@@ -448,6 +472,29 @@ impl Phases {
     }
 }
 
+/// `rel` inside the source folder `root` of `unit`, its links followed
+/// only while they stay inside (see [`assemble_fs::resolve_beneath`]).
+pub(crate) fn beneath(
+    unit: &str,
+    what: &'static str,
+    root: &Path,
+    rel: &str,
+) -> Result<PathBuf, Error> {
+    let resolved =
+        assemble_fs::resolve_beneath(root, rel).map_err(|escape| Error::LinkOutside {
+            unit: unit.to_string(),
+            what,
+            rel: rel.to_string(),
+            root: root.to_path_buf(),
+            escape: Box::new(escape),
+        })?;
+    Ok(if resolved.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(resolved)
+    })
+}
+
 fn resolve_source(
     recipe: &Recipe,
     unit: &Unit,
@@ -461,6 +508,14 @@ fn resolve_source(
         unit: unit.name.clone(),
         key: format!("units.{}.{key}", unit.name),
         path: path.to_path_buf(),
+        found: found_instead(
+            path,
+            if matches!(key, "requirements" | "uv-project") {
+                "a regular file"
+            } else {
+                "a folder"
+            },
+        ),
         hint: hint.to_string(),
     };
     let py_err = |source| Error::Python {
@@ -514,15 +569,15 @@ fn resolve_source(
                 assemble_recipe::Project::In {
                     unit: other,
                     subdir,
-                } => roots
-                    .get(other)
-                    .ok_or_else(|| Error::Unit {
+                } => {
+                    let base = roots.get(other).ok_or_else(|| Error::Unit {
                         unit: unit.name.clone(),
                         message: format!(
                             "uv-project names unit {other}, whose source is not resolved"
                         ),
-                    })?
-                    .join(subdir),
+                    })?;
+                    beneath(&unit.name, "uv-project", base, subdir)?
+                }
             };
             for file in ["pyproject.toml", "uv.lock"] {
                 if !dir.join(file).is_file() {
@@ -605,7 +660,7 @@ fn resolve_source(
                 unit: unit.name.clone(),
                 message: format!("from names unit {other}, whose source is not resolved"),
             })?;
-            let p = base.join(subdir);
+            let p = beneath(&unit.name, "from", base, subdir)?;
             if !p.is_dir() {
                 return Err(missing(
                     "from",
@@ -657,6 +712,7 @@ pub(crate) fn look_up(
             };
             // Executable if the input is, or the recipe marks it.
             *executable |= r.stat.mode & 0o100 != 0;
+            e.input_stat = Some(r.stat);
             if read {
                 hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 hashed_bytes.fetch_add(r.stat.size, std::sync::atomic::Ordering::Relaxed);
@@ -670,6 +726,27 @@ pub(crate) fn look_up(
         }
         _ => (None, None),
     })
+}
+
+/// The bytes of a desired file: its own, or its input's, read only if the
+/// input is still the file the plan found (`assemble_manifest::open_input`).
+pub(crate) fn read_content(e: &Entry) -> std::io::Result<Vec<u8>> {
+    match &e.content {
+        Some(Content::Bytes(b)) => Ok(b.to_vec()),
+        Some(Content::Copy(src)) => {
+            let stat = match e.input_stat {
+                Some(s) => s,
+                None => Stat::of(&fs_err::symlink_metadata(src)?),
+            };
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut assemble_manifest::open_input(src, &stat)?,
+                &mut bytes,
+            )?;
+            Ok(bytes)
+        }
+        None => Err(std::io::Error::other("not a file")),
+    }
 }
 
 fn out_path(path: String, unit: &str) -> Result<OutPath, Error> {
@@ -741,8 +818,10 @@ impl Builder {
             },
             e => Error::Io(e.into()),
         };
-        // The root is followed when it is a link (a venv is often a link
-        // into a store); links below it are copied as links.
+        // `src` is a unit's source folder, whose own path the recipe names
+        // (it may be a link: a venv is often one into a store), or a path
+        // inside one, resolved beneath it (`beneath`): its last part is no
+        // link then. Links below it are copied as links.
         let top = fs_err::metadata(src)?;
         let mut found = vec![walk::Walked {
             rel: String::new(),
@@ -854,11 +933,10 @@ impl Builder {
 
     /// The current bytes of a desired file.
     fn content(&self, path: &str) -> Result<Vec<u8>, Error> {
-        match self.desired.get(path).and_then(|e| e.content.as_ref()) {
-            Some(Content::Bytes(b)) => Ok(b.to_vec()),
-            Some(Content::Copy(src)) => Ok(fs_err::read(src)?),
-            None => Err(std::io::Error::other(format!("{path}: not a file")).into()),
-        }
+        let Some(e) = self.desired.get(path) else {
+            return Err(std::io::Error::other(format!("{path}: not in the tree")).into());
+        };
+        Ok(read_content(e)?)
     }
 }
 
@@ -972,12 +1050,13 @@ fn plan_unit(
     };
     let mut produced: Vec<String> = Vec::new();
     for (from, to) in &unit.install {
-        let src = root.join(from);
+        let src = beneath(&unit.name, "install mapping", root, from)?;
         if std::fs::symlink_metadata(&src).is_err() {
             return Err(Error::MissingPath {
                 unit: unit.name.clone(),
                 key: format!("units.{}.install.\"{from}\"", unit.name),
                 path: src,
+                found: "does not exist".to_string(),
                 hint: format!(" (inside the unit's source {})", root.display()),
             });
         }

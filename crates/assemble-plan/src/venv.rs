@@ -27,7 +27,7 @@ pub(crate) fn plan_venv(
     };
     let py = &ctx.python;
     let site_rel = py.site_packages();
-    let site = root.join(&site_rel);
+    let site = crate::beneath(&unit.name, "the venv's", root, &site_rel)?;
     if !site.is_dir() {
         let have: Vec<String> = fs_err::read_dir(root.join("lib"))
             .map(|d| {
@@ -196,7 +196,7 @@ fn script_entry(
         })?;
         return Ok(Entry::bytes(unit, "script", text.into_bytes(), true));
     }
-    let mut src = root.join("bin").join(script);
+    let mut src = crate::beneath(unit, "script", root, &format!("bin/{script}"))?;
     if !src.is_file() {
         // Not in the venv's bin/: whose data file is it? RECORDs are read
         // only now, as most runs find every script above.

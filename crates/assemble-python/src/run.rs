@@ -209,7 +209,7 @@ pub fn build_venv(
     announce: &dyn Fn(),
     lines: Lines<'_>,
 ) -> Result<PathBuf, Error> {
-    let req = fs_err::read(requirements)?;
+    let req = read_named(requirements)?;
     let mut h = sha2::Sha256::new();
     h.update(b"assemble-venv-v2\0");
     h.update(installer.label().as_bytes());
@@ -436,7 +436,7 @@ pub fn sync_venv(
     lines: Lines<'_>,
 ) -> Result<PathBuf, Error> {
     let lock_path = project.join("uv.lock");
-    let lock = fs_err::read(&lock_path)?;
+    let lock = read_named(&lock_path)?;
     let mut excluded: Vec<&str> = exclude.iter().map(String::as_str).collect();
     excluded.sort_unstable();
     let flags = format!(
@@ -457,7 +457,7 @@ pub fn sync_venv(
     }
     for dir in local_packages(&lock_path, &lock)? {
         let file = project.join(&dir).join("pyproject.toml");
-        let bytes = fs_err::read(&file)?;
+        let bytes = read_named(&file)?;
         h.update((dir.len() as u64).to_le_bytes());
         h.update(dir.as_bytes());
         h.update((bytes.len() as u64).to_le_bytes());
@@ -539,9 +539,15 @@ fn cached_venv(
     Ok(dir)
 }
 
+/// A file the recipe names (a requirements file, a uv project's
+/// `pyproject.toml` and `uv.lock`): a regular file of at most a few MB.
+fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
+    assemble_fs::files::read_named(path, assemble_fs::files::NAMED_FILE_LIMIT)
+}
+
 /// The names of the packages `uv.lock` at `path` holds, as written there.
 pub fn locked_packages(path: &Path) -> Result<Vec<String>, Error> {
-    let doc = read_lock(path, &fs_err::read(path)?)?;
+    let doc = read_lock(path, &read_named(path)?)?;
     Ok(doc
         .get("package")
         .and_then(toml::Value::as_array)

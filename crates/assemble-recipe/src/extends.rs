@@ -99,7 +99,7 @@ impl Chain {
                         "extends = {base:?}: a chain of more than {MAX_DEPTH} recipes"
                     )));
                 }
-                let base_text = fs_err::read_to_string(&base_file)
+                let base_text = crate::read_text(&base_file)
                     .map_err(|e| invalid(format!("extends = {base:?}: {e}")))?;
                 next = Some((base_file, base_text));
             }

@@ -636,6 +636,12 @@ pub struct Unit {
     pub canonical: String,
 }
 
+/// A recipe file's text: a regular file of at most a few MB (a FIFO or a
+/// device is refused, never read).
+pub(crate) fn read_text(file: &Path) -> std::io::Result<String> {
+    assemble_fs::files::read_named_text(file, assemble_fs::files::NAMED_FILE_LIMIT)
+}
+
 impl Recipe {
     /// Reads and validates a recipe file.
     /// Its path is made absolute and normalised first, so that every
@@ -644,7 +650,7 @@ impl Recipe {
     pub fn load(file: &Path) -> Result<Recipe, RecipeError> {
         let cwd = std::env::current_dir().map_err(RecipeError::Read)?;
         let file = assemble_fs::normalize(&cwd, file);
-        let text = fs_err::read_to_string(&file).map_err(RecipeError::Read)?;
+        let text = read_text(&file).map_err(RecipeError::Read)?;
         Recipe::parse(&file, &text)
     }
 
@@ -958,7 +964,7 @@ impl Recipe {
     pub fn locate(&self, unit: &str, needle: &str) -> Location {
         let header = format!("units.{unit}");
         let in_file = |file: &PathBuf| {
-            let text = fs_err::read_to_string(file).ok()?;
+            let text = read_text(file).ok()?;
             let mut inside = false;
             let mut offset = 0;
             for line in text.split_inclusive('\n') {
@@ -995,7 +1001,7 @@ impl Recipe {
         self.files
             .iter()
             .find_map(|file| {
-                let text = fs_err::read_to_string(file).ok()?;
+                let text = read_text(file).ok()?;
                 find_line(&text, &header).map(|line| Location {
                     file: file.clone(),
                     line: Some(line),

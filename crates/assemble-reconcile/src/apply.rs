@@ -406,6 +406,17 @@ fn sweep_temp_files(root: &Root, pending: &BTreeSet<String>) -> Result<(), Error
     Ok(())
 }
 
+/// The input of a copy, checked to be the very file the plan found
+/// (`assemble_manifest::open_input`); one the plan did not stat is stat'ed
+/// now, and is still never read through a link.
+fn open_copied(src: &std::path::Path, e: &Entry) -> io::Result<fs_err::File> {
+    let stat = match e.input_stat {
+        Some(s) => s,
+        None => Stat::of(&fs_err::symlink_metadata(src)?),
+    };
+    assemble_manifest::open_input(src, &stat)
+}
+
 /// Writes one file or link `name` in `dir`: to a temporary name renamed over
 /// it, or, when `fresh` (its folder was just created), straight to `name`.
 /// Nothing is followed: a link at either name is replaced, a folder at
@@ -429,7 +440,7 @@ fn write_entry(dir: &impl AsFd, name: &str, e: &Entry, fresh: bool) -> io::Resul
                 Content::Bytes(b) => io::Write::write_all(&mut f, b)?,
                 Content::Copy(src) if e.after_copy() => {
                     // Read once: hashed on the way to the copy.
-                    let mut s = fs_err::File::open(src)?;
+                    let mut s = open_copied(src, e)?;
                     let copied = hash_stream(s.file_mut(), &[], |chunk| {
                         io::Write::write_all(&mut f, chunk)
                     });
@@ -440,7 +451,7 @@ fn write_entry(dir: &impl AsFd, name: &str, e: &Entry, fresh: bool) -> io::Resul
                 }
                 Content::Copy(src) => {
                     // std's File-to-File copy: copy_file_range, in the kernel.
-                    let mut s = fs_err::File::open(src)?;
+                    let mut s = open_copied(src, e)?;
                     io::copy(s.file_mut(), &mut f).map_err(|e| {
                         io::Error::new(e.kind(), format!("copying {}: {e}", src.display()))
                     })?;

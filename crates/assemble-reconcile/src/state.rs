@@ -510,7 +510,7 @@ impl Layout {
     /// The layout of `out` (absolute) with its state under `base`.
     pub fn new(out: &Path, base: &Path) -> Layout {
         use std::os::unix::ffi::OsStrExt;
-        let canonical = canonical(out);
+        let canonical = assemble_fs::canonical(out);
         let key = Sha256::of(canonical.as_os_str().as_bytes()).hex();
         Layout {
             out: out.to_path_buf(),
@@ -533,17 +533,6 @@ impl Layout {
             (Some(o), Ok(s)) => o.dev == s.dev && o.ino == s.ino,
             _ => false,
         }
-    }
-}
-
-/// `path` with every link in the part that exists resolved.
-fn canonical(path: &Path) -> PathBuf {
-    if let Ok(c) = path.canonicalize() {
-        return c;
-    }
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => canonical(parent).join(name),
-        _ => path.to_path_buf(),
     }
 }
 
