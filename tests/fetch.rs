@@ -118,7 +118,8 @@ fn cached_sources(cache: &Path) -> Vec<String> {
     match fs_err::read_dir(cache.join("sources")) {
         Ok(d) => d
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
+            // Entries, not their seals or the locks taken to make them.
+            .filter(|n| !n.starts_with('.') && !n.ends_with(".seal") && !n.ends_with(".lock"))
             .collect(),
         Err(_) => Vec::new(),
     }

@@ -11,6 +11,7 @@
 mod support;
 
 mod assemble;
+mod cache;
 mod cli;
 mod confinement;
 mod elf;

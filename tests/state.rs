@@ -58,10 +58,13 @@ fn a_no_op_run_writes_nothing_and_reads_no_input() {
         .json()
     };
     let first = run();
-    // The clean build read each input once: other files were hashed while
-    // they were copied, not in the plan beforehand; ELF files (the
-    // autoPatchelf step reads them) and Python sources (their hash keys
-    // their bytecode) are the only ones hashed ahead.
+    // The clean build read each input once at most: the venv's files (a
+    // sealed cache entry) not at all, since its seal vouches for them; the
+    // fixture's files while they were copied, or in the plan beforehand for
+    // ELF files (the autoPatchelf step reads them) and Python sources
+    // (their hash keys their bytecode); and the pycs the cache holds, in
+    // the plan, against their digest links (no record of this output
+    // vouches for them yet).
     let written = first["files_written"].as_u64().unwrap();
     let while_copied = first["io"]["inputs_hashed_while_copied"].as_u64().unwrap();
     let ahead = first["io"]["inputs_hashed"].as_u64().unwrap();
@@ -70,18 +73,35 @@ fn a_no_op_run_writes_nothing_and_reads_no_input() {
         .iter()
         .filter(|l| l.split(' ').next().is_some_and(|p| p.ends_with(".py")))
         .count() as u64;
+    let pycs = tree
+        .iter()
+        .filter(|l| l.split(' ').next().is_some_and(|p| p.ends_with(".pyc")))
+        .count() as u64;
     let elf = walkdir::WalkDir::new(&out)
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
         .filter(|e| fs_err::read(e.path()).unwrap().starts_with(b"\x7fELF"))
         .count() as u64;
-    assert!(while_copied > 100, "{first}");
+    let venv_files = first["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["unit"] == "python-deps")
+        .filter(|c| {
+            let p = c["path"].as_str().unwrap();
+            out.join(p).is_file() && !p.ends_with(".pyc") && !p.starts_with("bin/")
+        })
+        .count() as u64;
+    assert!(venv_files > 300, "{first}");
     assert!(
-        ahead <= sources + elf,
-        "only ELF files and sources are hashed ahead: {first}"
+        ahead <= sources + elf + pycs,
+        "only ELF files, sources and pycs are hashed ahead: {first}"
     );
-    assert!(while_copied + ahead <= written, "{first}");
+    assert!(
+        while_copied + ahead + venv_files <= written,
+        "no file of the venv is hashed ({venv_files} of them): {first}"
+    );
     let before = times(&out);
     // The pycs the first run compiled into the cache are younger than its
     // start: the racy rule has the next run hash them once more.

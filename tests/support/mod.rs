@@ -51,7 +51,7 @@ pub fn real_python() -> PathBuf {
 pub fn shared_uv() -> PathBuf {
     let python = assemble_python::Interpreter::probe("python3").expect("python3 on PATH");
     let sha = <[u8; 32]>::try_from(hex::decode(UV_WHEEL_SHA256).expect("hex")).expect("32 bytes");
-    assemble_python::bootstrap_uv(UV_VERSION, &[sha], &python, &shared_cache())
+    assemble_python::bootstrap_uv(UV_VERSION, &[sha], &python, &shared_cache(), &|| {})
         .expect("bootstrap uv")
 }
 
@@ -62,11 +62,14 @@ pub fn cache_sharing_uv(dir: &Path, name: &str) -> PathBuf {
     let cache = dir.join(name);
     let tools = cache.join("tools");
     fs_err::create_dir_all(&tools).expect("cache");
-    fs_err::os::unix::fs::symlink(
-        uv.parent().expect("uv's folder"),
-        tools.join(format!("uv-{UV_VERSION}")),
+    let folder = uv.parent().expect("uv's folder");
+    fs_err::os::unix::fs::symlink(folder, tools.join(format!("uv-{UV_VERSION}")))
+        .expect("link the shared uv");
+    fs_err::copy(
+        assemble_cache::seal_path(folder),
+        tools.join(format!("uv-{UV_VERSION}.seal")),
     )
-    .expect("link the shared uv");
+    .expect("copy the shared uv's seal");
     cache
 }
 

@@ -1,5 +1,7 @@
 //! `cargo xtask verify`: re-hash the whole output against the manifest the
-//! last assemble recorded; list every difference; exit 1 on any.
+//! last assemble recorded; list every difference; exit 1 on any. With
+//! `--cache`, the cache instead: every entry against the record made when
+//! it was made.
 
 use std::path::PathBuf;
 
@@ -19,10 +21,18 @@ pub struct VerifyArgs {
     /// Print the differences as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Re-hash every entry of the cache (`--cache-dir`) against the record
+    /// made when it was made (its seal or digest), instead of the output;
+    /// list what is corrupt or incomplete.
+    #[arg(long, conflicts_with = "out")]
+    pub cache: bool,
 }
 
 pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
     let ws = Workspace::for_recipe(&args.common)?;
+    if args.cache {
+        return cache(sh, args, &ws.cache(args.common.cache_dir.as_deref()));
+    }
     let out = match &args.out {
         Some(o) => output(&ws, None, Some(o)),
         None => output(&ws, Some(&ws.recipe(&args.common)?), None),
@@ -62,6 +72,62 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
                 out.display(),
                 found.len(),
                 if found.len() == 1 { "" } else { "s" }
+            ))
+            .into(),
+        })
+    }
+}
+
+/// `verify --cache`.
+fn cache(
+    sh: &crate::shell::Shell,
+    args: &VerifyArgs,
+    dir: &std::path::Path,
+) -> Result<(), Failure> {
+    use anyhow::Context as _;
+    let report = assemble_cache::verify::verify(dir)
+        .with_context(|| format!("verifying the cache {}", dir.display()))?;
+    let found = &report.findings;
+    if args.json {
+        let corrupt: Vec<serde_json::Value> = found
+            .iter()
+            .map(|f| serde_json::json!({ "entry": f.entry, "problem": f.problem }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "cache": dir, "checked": report.checked, "corrupt": corrupt })
+        );
+    } else {
+        for f in found {
+            sh.note("Corrupt", format!("{}: {}", f.entry.display(), f.problem));
+        }
+        sh.status(
+            if found.is_empty() {
+                "Verified"
+            } else {
+                "Failed"
+            },
+            format!(
+                "the cache {}: {} entr{} checked, {} corrupt or incomplete",
+                dir.display(),
+                report.checked,
+                if report.checked == 1 { "y" } else { "ies" },
+                found.len()
+            ),
+        );
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            error: crate::Reported(format!(
+                "{} of the cache {}'s entries {} not what {} made; an assemble that needs one discards it and makes it again (or remove {} by hand)",
+                found.len(),
+                dir.display(),
+                if found.len() == 1 { "is" } else { "are" },
+                if found.len() == 1 { "it was" } else { "they were" },
+                if found.len() == 1 { "it" } else { "them" },
             ))
             .into(),
         })

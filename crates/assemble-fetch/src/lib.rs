@@ -32,6 +32,7 @@ mod unpack;
 
 use std::path::{Path, PathBuf};
 
+use assemble_cache::{Files, Seal};
 use assemble_nar::{Hash, file_hash, nar_hash};
 use assemble_python::Interpreter;
 use assemble_recipe::Remote;
@@ -87,6 +88,18 @@ pub enum Error {
     },
     #[error("unit {unit}: {why}")]
     Unit { unit: String, why: String },
+    /// A cached source is not what it was fetched as.
+    #[error(transparent)]
+    Corrupt(Box<assemble_cache::Corrupt>),
+}
+
+impl From<assemble_cache::Error> for Error {
+    fn from(e: assemble_cache::Error) -> Error {
+        match e {
+            assemble_cache::Error::Io(e) => Error::Io(e),
+            assemble_cache::Error::Corrupt(c) => Error::Corrupt(c),
+        }
+    }
 }
 
 fn entry_name(e: &str) -> String {
@@ -108,8 +121,9 @@ pub enum Origin {
 /// A source ready to read.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    /// The unit's source folder.
-    pub root: PathBuf,
+    /// The unit's source folder: the vendored copy (checked whole), or the
+    /// sealed cache entry, whose files are checked as they are read.
+    pub files: Files,
     pub origin: Origin,
     /// E.g. a vendored copy that did not match and was ignored.
     pub warnings: Vec<String>,
@@ -235,12 +249,15 @@ impl Fetcher {
     }
 
     /// The unit's verified source folder: vendored, cached or fetched.
+    /// `announce` says a fetch starts; `waiting`, that another run is
+    /// fetching the same source (this one then uses it).
     pub fn fetch(
         &self,
         unit: &str,
         remote: &Remote,
         vendor: &Path,
         announce: &dyn Fn(&str),
+        waiting: &dyn Fn(&str),
     ) -> Result<Fetched, Error> {
         let mut warnings = Vec::new();
         if let Remote::Github { hash: None, .. } = remote {
@@ -248,9 +265,9 @@ impl Fetcher {
         }
         if vendor.exists() {
             match self.check_vendor(remote, vendor)? {
-                Ok(root) => {
+                Ok(files) => {
                     return Ok(Fetched {
-                        root,
+                        files,
                         origin: Origin::Vendor,
                         warnings,
                     });
@@ -261,12 +278,13 @@ impl Fetcher {
             }
         }
         let dest = self.cache_path(remote);
-        if dest.exists() {
-            return Ok(Fetched {
-                root: dest,
-                origin: Origin::Cache,
-                warnings,
-            });
+        let cached = |seal, warnings| Fetched {
+            files: Files::sealed(seal),
+            origin: Origin::Cache,
+            warnings,
+        };
+        if let Some(seal) = Seal::load(&dest) {
+            return Ok(cached(seal, warnings));
         }
         if self.offline {
             return Err(Error::Offline {
@@ -274,6 +292,11 @@ impl Fetcher {
                 cache: dest,
                 vendor: vendor.to_path_buf(),
             });
+        }
+        // One run fetches it; another that needs it waits, then uses it.
+        let _lock = self.lock(&dest, &|| waiting(&format!("the source of {unit}")))?;
+        if let Some(seal) = Seal::load(&dest) {
+            return Ok(cached(seal, warnings));
         }
         announce(&format!("{unit}: fetching {}", self.describe(remote)));
         let work = self.workdir()?;
@@ -292,11 +315,11 @@ impl Fetcher {
                 // Keep the archive too: `vendor` copies it.
                 let name = file.file_name().unwrap_or_default().to_os_string();
                 let files = self.file_path(&got);
-                if !files.exists() {
+                if Seal::load(&files).is_none() {
                     let keep = work.path().join("keep");
                     fs_err::create_dir(&keep)?;
                     fs_err::copy(&file, keep.join(&name))?;
-                    place(&keep, &files)?;
+                    self.place_sealed(&keep, &files)?;
                 }
                 let tree = work.path().join("tree");
                 unpack(&file, &tree, self.limits)?;
@@ -343,21 +366,35 @@ impl Fetcher {
                 tree
             }
         };
-        place(&built, &dest)?;
+        let seal = self.place_sealed(&built, &dest)?;
         Ok(Fetched {
-            root: dest,
+            files: Files::sealed(seal),
             origin: Origin::Network,
             warnings,
         })
     }
 
-    /// `Ok(Ok(root))` when the vendored copy matches the pin, `Ok(Err(why))`
+    /// The lock of the cache entry `dest`, its folder made first.
+    fn lock(&self, dest: &Path, waiting: &dyn Fn()) -> Result<fs_err::File, Error> {
+        if let Some(parent) = dest.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        Ok(assemble_cache::lock(dest, waiting)?)
+    }
+
+    /// Moves a verified result into the cache as the entry `dest` and
+    /// seals it: whatever was at that name unsealed (an interrupted run's,
+    /// or one made before entries were sealed) goes first. For a caller
+    /// that holds the entry's lock, or whose entry is named by its content.
+    fn place_sealed(&self, built: &Path, dest: &Path) -> Result<Seal, Error> {
+        assemble_cache::remove(dest)?;
+        place(built, dest)?;
+        Ok(Seal::make(dest)?)
+    }
+
+    /// `Ok(Ok(files))` when the vendored copy matches the pin, `Ok(Err(why))`
     /// when it does not.
-    fn check_vendor(
-        &self,
-        remote: &Remote,
-        vendor: &Path,
-    ) -> Result<Result<PathBuf, String>, Error> {
+    fn check_vendor(&self, remote: &Remote, vendor: &Path) -> Result<Result<Files, String>, Error> {
         let Some(want) = remote.hash() else {
             return Ok(Err(
                 "a git source without `hash` cannot be checked, so it is not vendored".into(),
@@ -373,18 +410,19 @@ impl Fetcher {
                     )));
                 }
                 let dest = self.cache_path(remote);
-                if !dest.exists() {
-                    let work = self.workdir()?;
-                    let tree = work.path().join("tree");
-                    unpack(&single_file(vendor)?, &tree, self.limits)?;
-                    place(&tree, &dest)?;
+                if let Some(seal) = Seal::load(&dest) {
+                    return Ok(Ok(Files::sealed(seal)));
                 }
-                Ok(Ok(dest))
+                let _lock = self.lock(&dest, &|| {})?;
+                let work = self.workdir()?;
+                let tree = work.path().join("tree");
+                unpack(&single_file(vendor)?, &tree, self.limits)?;
+                Ok(Ok(Files::sealed(self.place_sealed(&tree, &dest)?)))
             }
             Remote::Url { unpack: false, .. } => {
                 let got = single_file_hash(vendor)?;
                 Ok(if got == want {
-                    Ok(vendor.to_path_buf())
+                    Ok(Files::plain(vendor.to_path_buf()))
                 } else {
                     Err(format!("its file hashes to {got}, the recipe pins {want}"))
                 })
@@ -392,7 +430,7 @@ impl Fetcher {
             _ => {
                 let got = nar_hash(vendor)?;
                 Ok(if got == want {
-                    Ok(vendor.to_path_buf())
+                    Ok(Files::plain(vendor.to_path_buf()))
                 } else {
                     Err(format!("it hashes to {got}, the recipe pins {want}"))
                 })
@@ -422,8 +460,11 @@ impl Fetcher {
                 (tree, h, self.tree_path(&h))
             }
         };
-        if !dest.exists() {
-            place(&built, &dest)?;
+        if Seal::load(&dest).is_none() {
+            let _lock = self.lock(&dest, &|| {})?;
+            if Seal::load(&dest).is_none() {
+                self.place_sealed(&built, &dest)?;
+            }
         }
         Ok((hash, dest))
     }
@@ -437,11 +478,20 @@ impl Fetcher {
             });
         }
         let nowhere = self.cache.join(".no-vendor");
-        let fetched = self.fetch(unit, remote, &nowhere, &|_| {})?;
+        let fetched = self.fetch(unit, remote, &nowhere, &|_| {}, &|_| {})?;
         let source = match remote {
             Remote::Pypi { sha256, .. } => self.file_path(sha256),
-            _ => fetched.root,
+            _ => fetched.files.root().to_path_buf(),
         };
+        // Copied out whole: checked whole first.
+        let seal = Seal::load(&source).ok_or_else(|| Error::Unit {
+            unit: unit.to_string(),
+            why: format!(
+                "{} is incomplete in the cache; run `cargo xtask vendor` again",
+                source.display()
+            ),
+        })?;
+        seal.check_all()?;
         let parent = vendor.parent().unwrap_or(Path::new("."));
         fs_err::create_dir_all(parent)?;
         let tmp = tempfile::Builder::new()

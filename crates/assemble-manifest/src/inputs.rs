@@ -234,7 +234,7 @@ impl InputCache {
     }
 
     /// The cached record, if the stat matches it and it was not racy.
-    fn vouched(&self, stat: &Stat) -> Option<InputRecord> {
+    pub fn vouched(&self, stat: &Stat) -> Option<InputRecord> {
         self.entries
             .get(&(stat.dev, stat.ino))
             .filter(|r| r.stat == *stat && !r.racy)

@@ -30,7 +30,7 @@ pub use path::OutPath;
 
 /// Bumped whenever the format of `state.bin` or `inputs.bin` changes; a file
 /// of another version is read as "no state" and leads to a clean reconcile.
-pub const STATE_VERSION: u32 = 7;
+pub const STATE_VERSION: u32 = 8;
 
 /// A sha256 digest, printed as 64 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -194,9 +194,13 @@ impl Stat {
 
 /// Opens an input file that the plan stat'ed as `planned`, refusing
 /// anything but that very file: a link now at its name (never followed),
-/// another file put there, or the file changed since (its stat differs).
-/// So what a run hashes, patches or copies is the file its walk found
-/// inside the source, whatever happened to the name meanwhile.
+/// another file put there (device and inode), or the file written since
+/// (size and mtime). So what a run hashes, patches or copies is the file
+/// its walk found inside the source, whatever happened to the name
+/// meanwhile. The ctime is left out here: a hard link made to the file
+/// elsewhere changes it, not the content (uv links its cache's files into
+/// every venv it installs); the stat caches, which decide what need not be
+/// read at all, do compare it.
 pub fn open_input(path: &Path, planned: &Stat) -> io::Result<fs_err::File> {
     use fs_err::os::unix::fs::OpenOptionsExt;
     let changed = || {
@@ -217,14 +221,8 @@ pub fn open_input(path: &Path, planned: &Stat) -> io::Result<fs_err::File> {
             }
         })?;
     let now = Stat::of(&f.metadata()?);
-    if (now.dev, now.ino, now.size, now.mtime_ns, now.ctime_ns)
-        != (
-            planned.dev,
-            planned.ino,
-            planned.size,
-            planned.mtime_ns,
-            planned.ctime_ns,
-        )
+    if (now.dev, now.ino, now.size, now.mtime_ns)
+        != (planned.dev, planned.ino, planned.size, planned.mtime_ns)
     {
         return Err(changed());
     }

@@ -179,6 +179,13 @@ pub enum Error {
     },
     #[error("another assemble is writing {} (--no-wait was given)", .out.display())]
     Busy { out: PathBuf },
+    /// A corrupt cache entry could not be discarded.
+    #[error("discarding the corrupt cache entry {}", .entry.display())]
+    Cache {
+        entry: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("writing the output {}", .out.display())]
     Write {
         out: PathBuf,
@@ -206,7 +213,7 @@ impl Error {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
     /// What failed: `recipe`, `usage`, `interpreter`, `offline`, `missing-path`, `link`,
-    /// `conflict`, `patch`, `unit`, `python`, `fetch`, `elf`,
+    /// `conflict`, `patch`, `unit`, `python`, `fetch`, `elf`, `cache`,
     /// `output-path`, `io`, `output`, `refused`, `lock`, `busy`,
     /// `missing-tool`.
     pub kind: &'static str,
@@ -278,6 +285,11 @@ impl Error {
                 unit: Some(unit.clone()),
                 ..plain("fetch")
             },
+            Error::Cache { entry, .. } => Diagnostic {
+                file: Some(entry.clone()),
+                hint: Some("remove it by hand, then assemble again".into()),
+                ..plain("cache")
+            },
             Error::Busy { .. } => Diagnostic {
                 hint: Some("wait for the other run, or leave out --no-wait".into()),
                 ..plain("busy")
@@ -341,6 +353,7 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
         P::Python { unit, .. } => ("python", Some(unit)),
         P::Fetch { unit, .. } => ("fetch", Some(unit)),
         P::Elf(_) => ("elf", None),
+        P::Corrupt(_) => ("cache", None),
         P::BadPath { unit, .. } => ("output-path", Some(unit)),
         P::Io(_) => ("io", None),
         P::Offline(_) => ("offline", None),
@@ -352,6 +365,10 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
                 .to_string(),
         ),
         P::Conflict { fix, .. } => Some(fix.clone()),
+        _ if p.corrupt().is_some() => Some(
+            "it was made again and is corrupt again: check the disk, or remove the entry and `cargo xtask verify --cache`"
+                .to_string(),
+        ),
         _ => None,
     };
     let file = match p {
@@ -509,7 +526,7 @@ impl Session {
         // the cache, and a run that fails here leaves no trace in the
         // output. Beside it, the output's state is read and its paths
         // stat'ed.
-        let (mut plan, snapshot) = self.plan_and_snapshot(events)?;
+        let (mut plan, snapshot) = self.plan_discarding_corrupt(events)?;
         phases.extend(&plan.phases);
         if mode == Mode::DryRun {
             let d = self.diff(&mut plan, snapshot)?;
@@ -568,6 +585,43 @@ impl Session {
         let mut report = self.report(plan, &statuses, outcome, mode, phases);
         report.nar_hash = nar_hash.or(remembered);
         Ok(report)
+    }
+
+    /// The plan (see [`Session::plan_and_snapshot`]); each cache entry it
+    /// finds corrupt is discarded, said in the plan's warnings, and
+    /// planning starts again, which makes the entry anew. An entry found
+    /// corrupt again right after it was made fails the run.
+    fn plan_discarding_corrupt(
+        &self,
+        events: &(dyn Fn(Event) + Sync),
+    ) -> Result<(Plan, Snapshot), Error> {
+        let mut discarded: Vec<String> = Vec::new();
+        let mut seen: Vec<PathBuf> = Vec::new();
+        loop {
+            let e = match self.plan_and_snapshot(events) {
+                Ok((mut plan, snapshot)) => {
+                    discarded.append(&mut plan.warnings);
+                    plan.warnings = discarded;
+                    return Ok((plan, snapshot));
+                }
+                Err(e) => e,
+            };
+            let Error::Plan(p) = &e else { return Err(e) };
+            let Some(c) = p.corrupt() else { return Err(e) };
+            // Only what the cache holds is ever discarded.
+            if seen.contains(&c.entry) || !c.entry.starts_with(&self.ctx.cache) {
+                return Err(e);
+            }
+            let what = format!("the cache entry {}", c.entry.display());
+            assemble_cache::discard(&c.entry, &|| events(Event::Waiting(&what))).map_err(
+                |source| Error::Cache {
+                    entry: c.entry.clone(),
+                    source,
+                },
+            )?;
+            discarded.push(format!("{c}; discarded, making it again"));
+            seen.push(c.entry.clone());
+        }
     }
 
     /// The plan, and meanwhile on another thread a snapshot of the output.

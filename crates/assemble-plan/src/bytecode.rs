@@ -35,12 +35,14 @@
 
 use std::sync::Arc;
 
-use assemble_manifest::{Content, Digest, Entry, InputRecord, Kind, Sha256, path::OutPath};
-use assemble_python::bytecode::Job;
+use std::sync::atomic::Ordering;
+
+use assemble_manifest::{Content, Digest, Entry, InputRecord, Kind, Sha256, Stat, path::OutPath};
+use assemble_python::bytecode::{Compiled, Job};
 use rayon::prelude::*;
 use sha2::Digest as _;
 
-use crate::{Builder, Context, Error, Hashing, Progress, Step, look_up};
+use crate::{Builder, Context, Error, Hashing, Progress, Step};
 
 /// Hash-based pycs that the interpreter checks against the source.
 const CHECKED: bool = true;
@@ -93,6 +95,8 @@ pub(crate) fn plan_bytecode(
         path: &'a str,
         unit: &'a Arc<str>,
         key: String,
+        /// The source's sha256 (its key's part).
+        sha: Sha256,
         /// The input file, or the bytes (patched content) to compile.
         content: &'a Content,
     }
@@ -118,6 +122,7 @@ pub(crate) fn plan_bytecode(
                 path: path.as_str(),
                 unit: &e.unit,
                 key: key(py, path, sha),
+                sha: *sha,
                 content,
             })
         })
@@ -140,108 +145,114 @@ pub(crate) fn plan_bytecode(
         })?;
         Ok((cache_dir, target))
     };
-    // A source's pyc entry, a copy of its cache file (hashed by the
-    // lookup), with the folder it goes in.
-    let pyc_entry = |s: &Source| -> Result<(String, OutPath, Entry), Error> {
+    // A source's pyc entry, a copy of its cache file checked as `record`
+    // says, with the folder it goes in.
+    let pyc_entry = |s: &Source, r: &InputRecord| -> Result<Ready, Error> {
         let (cache_dir, target) = pyc_path(s)?;
-        let e = Entry::copy(s.unit, "bytecode", pyc_of(&s.key), Digest::AfterCopy, false);
+        let mut e = Entry::copy(
+            s.unit,
+            "bytecode",
+            pyc_of(&s.key),
+            Digest::Known(r.sha256),
+            false,
+        );
+        e.input_stat = Some(r.stat);
         Ok((cache_dir, target, e))
     };
     type Ready = (String, OutPath, Entry);
-    // The cached pycs, looked up in parallel: an entry with its hash (or
-    // left to the copy), or `None` when the cache lacks it.
-    let looked: Vec<Option<(Ready, Option<InputRecord>)>> = sources
+    let cached = |s: &Source| cached_pyc(&pyc_of(&s.key), hashing);
+    // The cached pycs, looked up in parallel.
+    let looked: Vec<Cached> = sources
         .par_iter()
-        .map(|s| {
-            let (cache_dir, target, mut e) = pyc_entry(s)?;
-            match look_up(&target, &mut e, hashing) {
-                Ok((_, record)) => Ok(Some(((cache_dir, target, e), record))),
-                Err(Error::Io(io)) if io.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
+        .map(cached)
         .collect::<Result<_, Error>>()?;
 
     let mut ready: Vec<Ready> = Vec::with_capacity(sources.len());
     let mut records = Vec::new();
-    let mut jobs = Vec::new();
-    let mut pending = Vec::new();
+    let mut wanted = Vec::new();
     let mut warnings = Vec::new();
-    let mut scratch: Option<tempfile::TempDir> = None;
     for (s, found) in sources.iter().zip(looked) {
-        if let Some((r, record)) = found {
-            counts.cached += 1;
-            records.extend(record);
-            ready.push(r);
-            continue;
-        }
-        if let Ok(why) = fs_err::read_to_string(err_of(&s.key)) {
-            counts.failed += 1;
-            warnings.push(not_compiled(s.unit, s.path, why.trim()));
-            continue;
-        }
-        let pyc = pyc_of(&s.key);
-        fs_err::create_dir_all(pyc.parent().unwrap_or(&root))?;
-        let source = match s.content {
-            Content::Copy(src) => src.clone(),
-            Content::Bytes(bytes) => {
-                // Generated or patched content: in a folder of this run's
-                // own (another run may compile the same source meanwhile).
-                let dir = match &scratch {
-                    Some(d) => d,
-                    None => scratch.insert(
-                        tempfile::Builder::new()
-                            .prefix(".sources-")
-                            .tempdir_in(&root)
-                            .map_err(|e| {
-                                std::io::Error::new(e.kind(), format!("{}: {e}", root.display()))
-                            })?,
-                    ),
-                };
-                let file = dir.path().join(format!("{}.py", s.key));
-                fs_err::write(&file, bytes)?;
-                file
+        match found {
+            Cached::Ready(r) => {
+                counts.cached += 1;
+                ready.push(pyc_entry(s, &r)?);
+                records.push(r);
             }
-        };
-        jobs.push(Job {
-            source,
-            dfile: s.path.to_string(),
-            dest: pyc,
-        });
-        pending.push(s);
+            Cached::Missing | Cached::Corrupt(_) => wanted.push(s),
+        }
     }
 
     // A source is compiled by one run: another that needs it meanwhile
-    // waits for the lock, then takes what the first made.
-    let _compiling = if jobs.is_empty() {
+    // waits for the lock, then takes what the first made. Under the lock,
+    // what is still missing or corrupt is compiled (a corrupt pyc is
+    // discarded first, and said).
+    let mut jobs = Vec::new();
+    let mut pending = Vec::new();
+    let mut scratch: Option<tempfile::TempDir> = None;
+    let _compiling = if wanted.is_empty() {
         None
     } else {
+        fs_err::create_dir_all(&root).map_err(|e| unwritable(&root, e))?;
         let lock = assemble_fs::lock::exclusive(&root.join(".lock"), &|| {
             progress(Step::Waiting("the bytecode cache"))
-        })?;
-        let mut left = Vec::with_capacity(jobs.len());
-        for (job, s) in jobs.into_iter().zip(pending) {
+        })
+        .map_err(|e| unwritable(&root, e))?;
+        for s in wanted {
             if let Ok(why) = fs_err::read_to_string(err_of(&s.key)) {
                 counts.failed += 1;
                 warnings.push(not_compiled(s.unit, s.path, why.trim()));
-            } else if job.dest.is_file() {
-                counts.cached += 1;
-                let (cache_dir, target, mut e) = pyc_entry(s)?;
-                let (_, record) = look_up(&target, &mut e, hashing)?;
-                records.extend(record);
-                ready.push((cache_dir, target, e));
-            } else {
-                left.push((job, s));
+                continue;
             }
+            let pyc = pyc_of(&s.key);
+            match cached(s)? {
+                Cached::Ready(r) => {
+                    counts.cached += 1;
+                    ready.push(pyc_entry(s, &r)?);
+                    records.push(r);
+                    continue;
+                }
+                Cached::Corrupt(c) => {
+                    warnings.push(format!("{c}; discarded, compiled again"));
+                    assemble_cache::digest::discard(&pyc)?;
+                }
+                Cached::Missing => {}
+            }
+            let bucket = pyc.parent().unwrap_or(&root);
+            fs_err::create_dir_all(bucket).map_err(|e| unwritable(&root, e))?;
+            let source = match s.content {
+                Content::Copy(src) => src.clone(),
+                Content::Bytes(bytes) => {
+                    // Generated or patched content: in a folder of this run's
+                    // own.
+                    let dir = match &scratch {
+                        Some(d) => d,
+                        None => scratch.insert(
+                            tempfile::Builder::new()
+                                .prefix(".sources-")
+                                .tempdir_in(&root)
+                                .map_err(|e| unwritable(&root, e))?,
+                        ),
+                    };
+                    let file = dir.path().join(format!("{}.py", s.key));
+                    fs_err::write(&file, bytes)?;
+                    file
+                }
+            };
+            jobs.push(Job {
+                source,
+                sha256: s.sha.0,
+                dfile: s.path.to_string(),
+                dest: pyc,
+            });
+            pending.push(s);
         }
-        (jobs, pending) = left.into_iter().unzip();
         Some(lock)
     };
 
     // One interpreter per core, each with its share of the sources.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = jobs.len().div_ceil(cores).max(64);
-    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+    let results: Vec<Compiled> = std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .chunks(chunk)
             .map(|part| scope.spawn(move || assemble_python::bytecode::compile(py, part, CHECKED)))
@@ -257,16 +268,21 @@ pub(crate) fn plan_bytecode(
         Ok::<_, Error>(all)
     })?;
     drop(scratch);
-    for (s, result) in pending.into_iter().zip(results) {
+    for ((s, job), result) in pending.into_iter().zip(&jobs).zip(results) {
         match result {
-            Ok(()) => {
+            Compiled::Done => {
                 counts.compiled += 1;
-                let (cache_dir, target, mut e) = pyc_entry(s)?;
-                let (_, record) = look_up(&target, &mut e, hashing)?;
-                records.extend(record);
-                ready.push((cache_dir, target, e));
+                let Cached::Ready(r) = cached(s)? else {
+                    return Err(std::io::Error::other(format!(
+                        "{}: compiled, but not found complete in the cache",
+                        job.dest.display()
+                    ))
+                    .into());
+                };
+                ready.push(pyc_entry(s, &r)?);
+                records.push(r);
             }
-            Err(why) => {
+            Compiled::Fails(why) => {
                 counts.failed += 1;
                 // Remembered, so that later runs warn without compiling.
                 let _ = assemble_fs::files::write_atomic(
@@ -275,6 +291,13 @@ pub(crate) fn plan_bytecode(
                     assemble_fs::files::Durability::Unsynced,
                 );
                 warnings.push(not_compiled(s.unit, s.path, &why));
+            }
+            Compiled::Changed => {
+                return Err(std::io::Error::other(format!(
+                    "{} changed while this run was reading its inputs; run again",
+                    job.source.display()
+                ))
+                .into());
             }
         }
     }
@@ -294,6 +317,58 @@ pub(crate) fn plan_bytecode(
     b.warnings.extend(warnings);
     b.insert_sorted(batch)?;
     Ok(records)
+}
+
+/// What the cache holds for a source's pyc.
+enum Cached {
+    /// A pyc checked: vouched for by the output's input stat cache (whose
+    /// records of cache files are made only after such a check), or hashed
+    /// against its digest link.
+    Ready(InputRecord),
+    Missing,
+    /// Not what it was made as (or without its record).
+    Corrupt(Box<assemble_cache::Corrupt>),
+}
+
+/// Looks up the cached pyc `pyc` (see [`Cached`]); a hash counts as a read.
+fn cached_pyc(pyc: &std::path::Path, h: &Hashing<'_>) -> Result<Cached, Error> {
+    let meta = match std::fs::symlink_metadata(pyc) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Cached::Missing),
+        Err(e) => {
+            return Err(std::io::Error::new(e.kind(), format!("{}: {e}", pyc.display())).into());
+        }
+    };
+    let stat = Stat::of(&meta);
+    if let Some(r) = h.inputs.vouched(&stat) {
+        return Ok(Cached::Ready(r));
+    }
+    match assemble_cache::digest::check(pyc, &stat) {
+        Ok(r) => {
+            h.hashed.fetch_add(1, Ordering::Relaxed);
+            h.hashed_bytes.fetch_add(stat.size, Ordering::Relaxed);
+            // Kept as any input's record: racy if written just now.
+            Ok(Cached::Ready(h.inputs.record_of(stat, r.sha256, r.elf)))
+        }
+        Err(assemble_cache::Error::Corrupt(c)) => Ok(Cached::Corrupt(c)),
+        Err(assemble_cache::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Cached::Missing)
+        }
+        Err(assemble_cache::Error::Io(e)) => Err(e.into()),
+    }
+}
+
+/// A bytecode cache that cannot be written, said as such (not as the
+/// compiler's failure).
+fn unwritable(root: &std::path::Path, e: std::io::Error) -> Error {
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "cannot write the bytecode cache {}: {e}; make it writable, or choose another --cache-dir",
+            root.display()
+        ),
+    )
+    .into()
 }
 
 /// The cache key of the pyc of the source `path` whose content is `sha`.

@@ -7,8 +7,13 @@
 //! ```text
 //! <cache>/elf/scan/<sha256 of the input>.json     the ELF facts of a file (or null)
 //! <cache>/elf/patched/<key>                       the patched file
-//! <cache>/elf/patched/<key>.sha256                its sha256
+//! <cache>/elf/patched/<key>.sha256                its digest link (assemble_cache::digest)
 //! ```
+//!
+//! A patched file is used only if the output's input stat cache vouches
+//! for it (its records of cache files are made after a check) or it hashes
+//! to its digest link; else it is discarded, with a warning, and made
+//! again.
 //!
 //! where `<key>` is the sha256 of (format version, input sha256, new runpath,
 //! new interpreter). An ELF file whose content is unchanged is therefore
@@ -16,27 +21,34 @@
 //! again; a change to `libs` re-runs the decision for every file, which
 //! only costs patching where the runpath really changes.
 
-use assemble_fs::{Durability, StatCache, files};
+use assemble_fs::{StatCache, files};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use assemble_elf::{Decision, ElfInfo, Options, Tree};
-use assemble_manifest::{Content, Digest, Entry, Kind, OutPath, Sha256, Stat};
+use assemble_manifest::{
+    Content, Digest, Entry, InputCache, InputRecord, Kind, OutPath, Sha256, Stat,
+};
 use assemble_recipe::Autopatchelf;
 use sha2::Digest as _;
 
 use crate::{Builder, Error};
 
 /// Bumped when the scan or patch cache format changes.
-const CACHE_VERSION: &str = "elf-v1";
+const CACHE_VERSION: &str = "elf-v2";
+
+/// What the step decided for every ELF file, the tree's run-time library
+/// list, and the input records of the patched files it took from the cache.
+pub(crate) type Patched = (Vec<Decision>, Vec<assemble_elf::Library>, Vec<InputRecord>);
 
 pub(crate) fn autopatchelf(
     b: &mut Builder,
     ap: &Autopatchelf,
     cache: &Path,
     elf_paths: &[OutPath],
-) -> Result<(Vec<Decision>, Vec<assemble_elf::Library>), Error> {
+    inputs: &InputCache,
+) -> Result<Patched, Error> {
     let scan_dir = cache.join("elf").join("scan");
     let mut tree = Tree::default();
     for path in elf_paths {
@@ -67,13 +79,22 @@ pub(crate) fn autopatchelf(
     };
     let report = assemble_elf::resolve(&tree, &opts)?;
     b.warnings.extend(report.warnings);
+    let mut records = Vec::new();
     for d in report.decisions.iter().filter(|d| d.changes()) {
         let e = &b.desired[d.path.as_str()];
         let Kind::File { sha256, executable } = &e.kind else {
             continue;
         };
-        let (patched, sha) = patched_file(cache, &known(&d.path, *sha256)?, e, d)?;
-        let stat = Stat::of(&fs_err::symlink_metadata(&patched)?);
+        let (patched, record) = patched_file(
+            cache,
+            &known(&d.path, *sha256)?,
+            e,
+            d,
+            inputs,
+            &mut b.warnings,
+        )?;
+        let (stat, sha) = (record.stat, record.sha256);
+        records.push(record);
         let mut entry = Entry::copy(
             &e.unit,
             "autopatchelf",
@@ -88,7 +109,7 @@ pub(crate) fn autopatchelf(
             *slot = entry;
         }
     }
-    Ok((report.decisions, report.libraries))
+    Ok((report.decisions, report.libraries, records))
 }
 
 /// The ELF facts of a file, from the scan cache or by reading it.
@@ -129,13 +150,18 @@ fn scan_cached(
     Ok(info)
 }
 
-/// The patched copy of a file for a decision, made once and cached.
+/// The patched copy of a file for a decision, made once and cached, with
+/// its input record (checked: vouched for by `inputs`, or hashed against
+/// its digest link). A corrupt one is discarded, said in `warnings`, and
+/// made again.
 fn patched_file(
     cache: &Path,
     input: &Sha256,
     e: &Entry,
     d: &Decision,
-) -> Result<(PathBuf, Sha256), Error> {
+    inputs: &InputCache,
+    warnings: &mut Vec<String>,
+) -> Result<(PathBuf, InputRecord), Error> {
     let mut h = sha2::Sha256::new();
     for part in [
         CACHE_VERSION,
@@ -149,16 +175,24 @@ fn patched_file(
     let key = hex::encode(h.finalize());
     let dir = cache.join("elf").join("patched");
     let path = dir.join(&key);
-    let sum = dir.join(format!("{key}.sha256"));
-    if path.is_file()
-        && let Ok(text) = std::fs::read_to_string(&sum)
-        && let Ok(bytes) = hex::decode(text.trim())
-        && let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice())
-    {
-        return Ok((path, Sha256(arr)));
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        let stat = Stat::of(&meta);
+        let checked = match inputs.vouched(&stat) {
+            Some(r) => Ok(r),
+            None => assemble_cache::digest::check(&path, &stat)
+                .map(|r| inputs.record_of(stat, r.sha256, r.elf)),
+        };
+        match checked {
+            Ok(r) => return Ok((path, r)),
+            Err(assemble_cache::Error::Corrupt(c)) => {
+                warnings.push(format!("{c}; discarded, patched again"));
+                assemble_cache::digest::discard(&path)?;
+            }
+            Err(assemble_cache::Error::Io(e)) => return Err(e.into()),
+        }
     }
     fs_err::create_dir_all(&dir)?;
-    let sha = files::replace_with(&path, |tmp| -> Result<Sha256, Error> {
+    files::replace_with(&path, |tmp| -> Result<(), Error> {
         // Patched from the bytes whose hash keys the result.
         let bytes = crate::read_content(e)?;
         if Sha256::of(&bytes) != *input {
@@ -171,8 +205,11 @@ fn patched_file(
         fs_err::write(tmp, &bytes)?;
         fs_err::set_permissions(tmp, std::fs::Permissions::from_mode(0o755))?;
         assemble_elf::apply(tmp, d)?;
-        Ok(Sha256::of_file(tmp)?)
+        // The record first: a patched file without one is incomplete.
+        assemble_cache::digest::record(&path, &Sha256::of_file(tmp)?)?;
+        Ok(())
     })?;
-    files::write_atomic(&sum, sha.hex().as_bytes(), Durability::Unsynced)?;
-    Ok((path, sha))
+    let stat = Stat::of(&fs_err::symlink_metadata(&path)?);
+    let r = assemble_cache::digest::check(&path, &stat)?;
+    Ok((path.clone(), inputs.record_of(stat, r.sha256, r.elf)))
 }

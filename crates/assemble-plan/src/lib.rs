@@ -30,6 +30,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use assemble_cache::Files;
 use assemble_manifest::walk;
 use assemble_manifest::{
     Content, Desired, Digest, Entry, InputCache, InputRecord, Kind, Lookup, OutPath, Sha256, Stat,
@@ -98,6 +99,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Elf(#[from] assemble_elf::Error),
+    /// A cache entry is not what it was made as: discard it and plan again.
+    #[error(transparent)]
+    Corrupt(Box<assemble_cache::Corrupt>),
     /// An output path breaks the rules of output paths (a name too long,
     /// a `..` from a variable's value): found before anything is written.
     #[error("unit {unit}: {source}")]
@@ -112,7 +116,42 @@ pub enum Error {
     Offline(Vec<Error>),
 }
 
+impl From<assemble_cache::Error> for Error {
+    fn from(e: assemble_cache::Error) -> Error {
+        match e {
+            assemble_cache::Error::Io(e) => Error::Io(e),
+            assemble_cache::Error::Corrupt(c) => Error::Corrupt(c),
+        }
+    }
+}
+
 impl Error {
+    /// The cache entry found corrupt, if that is what failed (directly, or
+    /// in the venv build or fetch that found it).
+    pub fn corrupt(&self) -> Option<&assemble_cache::Corrupt> {
+        match self {
+            Error::Corrupt(c)
+            | Error::Python {
+                source: assemble_python::Error::Corrupt(c),
+                ..
+            }
+            | Error::Fetch {
+                source: assemble_fetch::Error::Corrupt(c),
+                ..
+            } => Some(c),
+            Error::Io(e)
+            | Error::Python {
+                source: assemble_python::Error::Io(e),
+                ..
+            }
+            | Error::Fetch {
+                source: assemble_fetch::Error::Io(e),
+                ..
+            } => assemble_python::corrupt_in(e),
+            _ => None,
+        }
+    }
+
     /// An input that only a fetch or a build could provide, refused
     /// because of `--offline`.
     pub fn is_offline_miss(&self) -> bool {
@@ -286,6 +325,7 @@ fn plan_with(
     let mut b = Builder {
         desired: Desired::new(),
         warnings: Vec::new(),
+        sealed: Vec::new(),
     };
 
     // Resolve every unit's source folder first: fetching and venv building
@@ -295,7 +335,7 @@ fn plan_with(
     fetcher.offline = ctx.offline;
     fetcher.python = Some(ctx.python.clone());
     fetcher.progress_bar = ctx.progress_bars;
-    let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut roots: BTreeMap<String, Files> = BTreeMap::new();
     let (derived, direct): (Vec<&Unit>, Vec<&Unit>) =
         recipe.units.iter().partition(|u| u.source.base().is_some());
     // Offline, every input the cache lacks is named, not only the first:
@@ -347,9 +387,14 @@ fn plan_with(
         .push(("input cache (beside the manifest)", loading));
     phases.lap("waiting for the input cache");
 
-    // Content hashes of everything copied, in parallel, from the stat cache
+    // Content hashes of everything copied, in parallel: from the seals of
+    // cache entries (checked as they were walked), else from the stat cache
     // where it vouches for a file; the same read tells which files are ELF.
     type Looked = (Option<OutPath>, Option<InputRecord>);
+    let sealed: Sealed = std::mem::take(&mut b.sealed)
+        .into_iter()
+        .map(|r| ((r.stat.dev, r.stat.ino), r))
+        .collect();
     let inputs_ref = &inputs;
     let hashed = std::sync::atomic::AtomicU64::new(0);
     let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
@@ -362,6 +407,7 @@ fn plan_with(
             let defer = ctx.defer_hashes && !(compile && bytecode::is_source(path));
             let h = Hashing {
                 inputs: inputs_ref,
+                sealed: &sealed,
                 defer,
                 hashed: &hashed,
                 hashed_bytes: &hashed_bytes,
@@ -381,6 +427,7 @@ fn plan_with(
         let mut counts = Bytecode::default();
         let hashing = Hashing {
             inputs: inputs_ref,
+            sealed: &sealed,
             defer: ctx.defer_hashes,
             hashed: &hashed,
             hashed_bytes: &hashed_bytes,
@@ -399,7 +446,11 @@ fn plan_with(
     };
 
     let (elf, libraries) = match &recipe.autopatchelf {
-        Some(ap) => elf::autopatchelf(&mut b, ap, &ctx.cache, &elf_paths)?,
+        Some(ap) => {
+            let (d, l, r) = elf::autopatchelf(&mut b, ap, &ctx.cache, &elf_paths, inputs_ref)?;
+            records.extend(r);
+            (d, l)
+        }
         None => (Vec::new(), Vec::new()),
     };
     phases.lap("autopatchelf");
@@ -409,7 +460,7 @@ fn plan_with(
         .iter()
         .map(|u| UnitPlan {
             name: u.name.clone(),
-            root: roots[&u.name].clone(),
+            root: roots[&u.name].root().to_path_buf(),
         })
         .collect();
     let fingerprints = fingerprint::all(recipe, ctx);
@@ -473,13 +524,14 @@ impl Phases {
 }
 
 /// `rel` inside the source folder `root` of `unit`, its links followed
-/// only while they stay inside (see [`assemble_fs::resolve_beneath`]).
+/// only while they stay inside (see [`assemble_fs::resolve_beneath`]):
+/// the path, and the same relative to `root` with its links resolved.
 pub(crate) fn beneath(
     unit: &str,
     what: &'static str,
     root: &Path,
     rel: &str,
-) -> Result<PathBuf, Error> {
+) -> Result<(PathBuf, String), Error> {
     let resolved =
         assemble_fs::resolve_beneath(root, rel).map_err(|escape| Error::LinkOutside {
             unit: unit.to_string(),
@@ -488,11 +540,12 @@ pub(crate) fn beneath(
             root: root.to_path_buf(),
             escape: Box::new(escape),
         })?;
-    Ok(if resolved.is_empty() {
+    let path = if resolved.is_empty() {
         root.to_path_buf()
     } else {
-        root.join(resolved)
-    })
+        root.join(&resolved)
+    };
+    Ok((path, resolved))
 }
 
 fn resolve_source(
@@ -500,10 +553,10 @@ fn resolve_source(
     unit: &Unit,
     ctx: &Context,
     fetcher: &assemble_fetch::Fetcher,
-    roots: &BTreeMap<String, PathBuf>,
+    roots: &BTreeMap<String, Files>,
     warnings: &mut Vec<String>,
     progress: Progress<'_>,
-) -> Result<PathBuf, Error> {
+) -> Result<Files, Error> {
     let missing = |key: &str, path: &Path, hint: &str| Error::MissingPath {
         unit: unit.name.clone(),
         key: format!("units.{}.{key}", unit.name),
@@ -531,20 +584,20 @@ fn resolve_source(
                     " (a virtualenv folder; or build one from a requirements file with `requirements = \"...\"`)",
                 ));
             }
-            Ok(path.clone())
+            Ok(Files::plain(path.clone()))
         }
         Source::Path { path } => {
             if !path.is_dir() {
                 return Err(missing("path", path, ""));
             }
-            Ok(path.clone())
+            Ok(Files::plain(path.clone()))
         }
         Source::Requirements { path } => {
             if !path.is_file() {
                 return Err(missing("requirements", path, ""));
             }
             let installer = installer(recipe);
-            let announce = || {
+            let starting = || {
                 progress(Step::Start(&format!(
                     "{}: building a virtualenv from {} with {} (once; then cached)",
                     unit.name,
@@ -552,20 +605,24 @@ fn resolve_source(
                     installer.label()
                 )))
             };
+            let waiting = || progress(Step::Waiting(&format!("the venv of {}", unit.name)));
             assemble_python::build_venv(
                 path,
                 &ctx.python,
                 installer,
                 &ctx.cache,
                 ctx.offline,
-                &announce,
-                &|line| progress(Step::Output(line)),
+                assemble_python::Progress {
+                    starting: &starting,
+                    waiting: &waiting,
+                    lines: &|line| progress(Step::Output(line)),
+                },
             )
             .map_err(py_err)
         }
         Source::UvProject { project } => {
-            let dir = match project {
-                assemble_recipe::Project::Path(p) => p.clone(),
+            let files = match project {
+                assemble_recipe::Project::Path(p) => Files::plain(p.clone()),
                 assemble_recipe::Project::In {
                     unit: other,
                     subdir,
@@ -576,9 +633,11 @@ fn resolve_source(
                             "uv-project names unit {other}, whose source is not resolved"
                         ),
                     })?;
-                    beneath(&unit.name, "uv-project", base, subdir)?
+                    let (_, rel) = beneath(&unit.name, "uv-project", base.root(), subdir)?;
+                    base.sub(&rel)
                 }
             };
+            let dir = files.root();
             for file in ["pyproject.toml", "uv.lock"] {
                 if !dir.join(file).is_file() {
                     return Err(missing(
@@ -598,7 +657,7 @@ fn resolve_source(
             };
             // uv skips a `--no-install-package` it does not know: a name
             // the lock does not have would leave the package installed.
-            let locked = assemble_python::locked_packages(&dir.join("uv.lock")).map_err(py_err)?;
+            let locked = assemble_python::locked_packages(&files).map_err(py_err)?;
             for wanted in &unit.exclude {
                 let wanted_n = assemble_python::normalize_name(wanted);
                 if !locked
@@ -620,36 +679,46 @@ fn resolve_source(
                     ));
                 }
             }
-            let announce = || {
+            let starting = || {
                 progress(Step::Start(&format!(
                     "{}: syncing a virtualenv from {} with uv {version} (once; then cached)",
                     unit.name,
                     dir.join("uv.lock").display()
                 )))
             };
+            let waiting = || progress(Step::Waiting(&format!("the venv of {}", unit.name)));
             assemble_python::sync_venv(
-                &dir,
+                &files,
                 &ctx.python,
                 version,
                 sha256,
                 &unit.exclude,
                 &ctx.cache,
                 ctx.offline,
-                &announce,
-                &|line| progress(Step::Output(line)),
+                assemble_python::Progress {
+                    starting: &starting,
+                    waiting: &waiting,
+                    lines: &|line| progress(Step::Output(line)),
+                },
             )
             .map_err(py_err)
         }
         Source::Remote(remote) => {
             let vendor = recipe.dir.join("vendor").join(&unit.name);
             let fetched = fetcher
-                .fetch(&unit.name, remote, &vendor, &|m| progress(Step::Start(m)))
+                .fetch(
+                    &unit.name,
+                    remote,
+                    &vendor,
+                    &|m| progress(Step::Start(m)),
+                    &|what| progress(Step::Waiting(what)),
+                )
                 .map_err(|source| Error::Fetch {
                     unit: unit.name.clone(),
                     source,
                 })?;
             warnings.extend(fetched.warnings);
-            Ok(fetched.root)
+            Ok(fetched.files)
         }
         Source::From {
             unit: other,
@@ -660,7 +729,7 @@ fn resolve_source(
                 unit: unit.name.clone(),
                 message: format!("from names unit {other}, whose source is not resolved"),
             })?;
-            let p = beneath(&unit.name, "from", base, subdir)?;
+            let (p, rel) = beneath(&unit.name, "from", base.root(), subdir)?;
             if !p.is_dir() {
                 return Err(missing(
                     "from",
@@ -668,7 +737,7 @@ fn resolve_source(
                     &format!(" (`{subdir}` inside unit {other}'s source)"),
                 ));
             }
-            Ok(p)
+            Ok(base.sub(&rel))
         }
     }
 }
@@ -678,6 +747,8 @@ fn resolve_source(
 /// hash may be left to the copy, and the read counters.
 pub(crate) struct Hashing<'a> {
     pub inputs: &'a InputCache,
+    /// What the seals of the cache entries walked vouch for.
+    pub sealed: &'a Sealed,
     pub defer: bool,
     pub hashed: &'a std::sync::atomic::AtomicU64,
     pub hashed_bytes: &'a std::sync::atomic::AtomicU64,
@@ -695,6 +766,17 @@ pub(crate) fn look_up(
     let (inputs, defer, hashed, hashed_bytes) = (h.inputs, h.defer, h.hashed, h.hashed_bytes);
     Ok(match (&mut e.kind, &e.content) {
         (Kind::File { sha256, executable }, Some(Content::Copy(src))) => {
+            // A cache entry's file, checked against its seal when walked:
+            // not an input of the output's own (not kept in its stat cache).
+            if let Some(stat) = e.input_stat
+                && let Some(r) = h.sealed.get(&(stat.dev, stat.ino))
+                && r.stat == stat
+            {
+                *executable |= r.stat.mode & 0o100 != 0;
+                *sha256 = Digest::Known(r.sha256);
+                e.source_sha = Some(r.sha256);
+                return Ok((r.elf.then(|| path.clone()), None));
+            }
             let found = if defer {
                 inputs.lookup_or_defer(src, e.input_stat)?
             } else {
@@ -760,10 +842,17 @@ fn bad_path(source: assemble_manifest::path::PathError, unit: &str) -> Error {
     }
 }
 
+/// The records of cache entries' files that their seals vouch for, by
+/// (device, inode).
+pub(crate) type Sealed = rustc_hash::FxHashMap<(u64, u64), InputRecord>;
+
 /// The desired manifest under construction; enforces one owner per path.
 pub(crate) struct Builder {
     pub(crate) desired: Desired,
     pub(crate) warnings: Vec<String>,
+    /// The records of the cache entries' files copied so far, each checked
+    /// against its entry's seal when walked.
+    pub(crate) sealed: Vec<InputRecord>,
 }
 
 impl Builder {
@@ -801,10 +890,12 @@ impl Builder {
     /// `label` is `src`'s path relative to the unit's source, for provenance.
     /// Folders are walked in parallel, each entry stat'ed once; that stat
     /// goes with the entry to the hashing pass.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn copy_tree(
         &mut self,
         unit: &Arc<str>,
         step: &'static str,
+        files: &Files,
         src: &Path,
         label: &str,
         dest: &str,
@@ -837,6 +928,10 @@ impl Builder {
                 }
             };
             found.extend(walk::walk(src, &visit).map_err(unit_err)?);
+        }
+        // A cache entry's files are what its seal says, or it is corrupt.
+        if let Some(records) = files.check(src, &found, skip)? {
+            self.sealed.extend(records);
         }
         let mut batch = Vec::with_capacity(found.len());
         for item in found {
@@ -959,7 +1054,7 @@ const INSTALL_FIX: &str = "change one of their `install` mappings";
 fn venv_overlap(
     e: Error,
     recipe: &Recipe,
-    roots: &BTreeMap<String, PathBuf>,
+    roots: &BTreeMap<String, Files>,
     ctx: &Context,
 ) -> Error {
     let Error::Conflict {
@@ -987,7 +1082,7 @@ fn venv_overlap(
     let site_rel = ctx.python.site_packages();
     let dist = roots
         .get(&venv.name)
-        .and_then(|root| assemble_python::read_dists(&root.join(&site_rel)).ok())
+        .and_then(|files| assemble_python::read_dists(files, &files.root().join(&site_rel)).ok())
         .and_then(|dists| {
             let inside = path.strip_prefix(&format!("{site_rel}/"))?;
             dists.into_iter().find(|d| {
@@ -1027,9 +1122,10 @@ fn plan_unit(
     b: &mut Builder,
     recipe: &Recipe,
     unit: &Unit,
-    root: &Path,
+    files: &Files,
     vars: &Vars,
 ) -> Result<(), Error> {
+    let root = files.root();
     let name: Arc<str> = Arc::from(unit.name.as_str());
     // Every output path is checked after its variables are expanded: a
     // `--prefix` or `--webui` value can make `@out@/x` absolute or `@webui@/x`
@@ -1050,7 +1146,7 @@ fn plan_unit(
     };
     let mut produced: Vec<String> = Vec::new();
     for (from, to) in &unit.install {
-        let src = beneath(&unit.name, "install mapping", root, from)?;
+        let (src, _) = beneath(&unit.name, "install mapping", root, from)?;
         if std::fs::symlink_metadata(&src).is_err() {
             return Err(Error::MissingPath {
                 unit: unit.name.clone(),
@@ -1061,7 +1157,7 @@ fn plan_unit(
             });
         }
         let dest = expand_path(to)?;
-        b.copy_tree(&name, "copy", &src, from, &dest, &|_| false)?;
+        b.copy_tree(&name, "copy", files, &src, from, &dest, &|_| false)?;
         produced.push(dest);
     }
     let owns = |p: &str| {

@@ -2,11 +2,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Bound;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 
-use assemble_manifest::{Content, Digest, Entry, Kind};
+use assemble_cache::Files;
+use assemble_manifest::walk::{FileKind, Walked};
+use assemble_manifest::{Content, Digest, Entry, Kind, Stat};
 use assemble_python::{Dist, InTree, launcher, read_dists, rewrite_pyvenv_cfg, rewrite_shebang};
 use assemble_recipe::{Recipe, Scripts, Unit, Vars};
 
@@ -16,10 +16,11 @@ pub(crate) fn plan_venv(
     b: &mut Builder,
     recipe: &Recipe,
     unit: &Unit,
-    root: &Path,
+    files: &Files,
     ctx: &Context,
     vars: &Vars,
 ) -> Result<(), Error> {
+    let root = files.root();
     let name: Arc<str> = Arc::from(unit.name.as_str());
     let err = |message: String| Error::Unit {
         unit: unit.name.clone(),
@@ -27,7 +28,7 @@ pub(crate) fn plan_venv(
     };
     let py = &ctx.python;
     let site_rel = py.site_packages();
-    let site = crate::beneath(&unit.name, "the venv's", root, &site_rel)?;
+    let (site, _) = crate::beneath(&unit.name, "the venv's", root, &site_rel)?;
     if !site.is_dir() {
         let have: Vec<String> = fs_err::read_dir(root.join("lib"))
             .map(|d| {
@@ -49,14 +50,19 @@ pub(crate) fn plan_venv(
         )));
     }
     let cfg_path = root.join("pyvenv.cfg");
-    let cfg = fs_err::read_to_string(&cfg_path)
-        .map_err(|e| err(format!("{} is not a virtualenv: {e}", root.display())))?;
+    let cfg = match files.read(&cfg_path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(assemble_cache::Error::Io(e)) => {
+            return Err(err(format!("{} is not a virtualenv: {e}", root.display())));
+        }
+        Err(e) => return Err(e.into()),
+    };
 
     let python_err = |source| Error::Python {
         unit: unit.name.clone(),
         source,
     };
-    let mut dists = read_dists(&site).map_err(python_err)?;
+    let mut dists = read_dists(files, &site).map_err(python_err)?;
     // A uv project's venv was synced without them already.
     let excluded = if matches!(unit.source, assemble_recipe::Source::UvProject { .. }) {
         Excluded::default()
@@ -68,7 +74,7 @@ pub(crate) fn plan_venv(
     // at the venv's root is not part of the tree (uv writes a lock, a
     // .gitignore of `*`, and a CACHEDIR.TAG, which would make backup tools
     // and `tar --exclude-caches` skip the whole deployed tree).
-    b.copy_tree(&name, "venv", root, "", "", &|rel| {
+    b.copy_tree(&name, "venv", files, root, "", "", &|rel| {
         matches!(
             rel,
             "bin" | "pyvenv.cfg" | ".lock" | ".gitignore" | "CACHEDIR.TAG"
@@ -134,7 +140,7 @@ pub(crate) fn plan_venv(
                 format!("`scripts` entry {script:?} is not a script name"),
             ));
         }
-        let entry = script_entry(recipe, &name, root, &dists, script, &python, ctx)?;
+        let entry = script_entry(b, recipe, &name, files, &dists, script, &python, ctx)?;
         b.insert(format!("bin/{script}"), entry)?;
     }
 
@@ -170,16 +176,21 @@ pub(crate) fn plan_venv(
     Ok(())
 }
 
-/// The `bin/` entry for one script name, or why there is none.
+/// The `bin/` entry for one script name, or why there is none. A file
+/// copied as it is (an ELF data script) is checked like the walked ones:
+/// its record joins `b`'s.
+#[allow(clippy::too_many_arguments)]
 fn script_entry(
+    b: &mut Builder,
     recipe: &Recipe,
     unit: &Arc<str>,
-    root: &Path,
+    files: &Files,
     dists: &[Dist],
     script: &str,
     python: &str,
     ctx: &Context,
 ) -> Result<Entry, Error> {
+    let root = files.root();
     let err = |message: String| Error::Unit {
         unit: unit.to_string(),
         message,
@@ -196,7 +207,8 @@ fn script_entry(
         })?;
         return Ok(Entry::bytes(unit, "script", text.into_bytes(), true));
     }
-    let mut src = crate::beneath(unit, "script", root, &format!("bin/{script}"))?;
+    let (mut src, _) = crate::beneath(unit, "script", root, &format!("bin/{script}"))?;
+    let mut recovered = None;
     if !src.is_file() {
         // Not in the venv's bin/: whose data file is it? RECORDs are read
         // only now, as most runs find every script above.
@@ -230,30 +242,73 @@ fn script_entry(
             ));
         };
         // A Nix-FOD venv has no bin/: fetch the script from the wheel RECORD pins.
-        src = assemble_python::recover_data_script(d, script, &ctx.python, &ctx.cache, ctx.offline)
-            .map_err(|e| {
+        let (path, record) = assemble_python::recover_data_script(
+            d,
+            script,
+            &ctx.python,
+            &ctx.cache,
+            ctx.offline,
+        )
+        .map_err(|e| match e {
+            // Discarded and fetched again by the caller.
+            assemble_python::Error::Corrupt(c) => Error::Corrupt(c),
+            e => {
                 err(format!(
                     "script `{script}` is a data file of {} {} that {} lacks (a Nix-FOD venv has no bin/), and getting it from the wheel failed: {e}; use a venv that still has bin/{script}, or drop it from `scripts`",
                     d.name,
                     d.version,
                     root.join("bin").display()
                 ))
-            })?;
+            }
+        })?;
+        src = path;
+        recovered = Some(record);
     }
-    // Only a script (`#!`) is read whole, for its shebang; binaries are copied.
-    let mut head = [0u8; 2];
-    let n = std::io::Read::read(&mut fs_err::File::open(&src)?, &mut head)?;
-    if n == 2
-        && &head == b"#!"
-        && let Some(b) = rewrite_shebang(&fs_err::read(&src)?, python)
+    // A script (`#!`) is taken whole, for its shebang; binaries are copied.
+    let stat = Stat::of(&fs_err::symlink_metadata(&src)?);
+    let bytes = match &recovered {
+        Some(r) => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut assemble_manifest::open_input(&src, &r.stat)?,
+                &mut bytes,
+            )?;
+            bytes
+        }
+        None => files.read(&src)?,
+    };
+    if bytes.starts_with(b"#!")
+        && let Some(text) = rewrite_shebang(&bytes, python)
     {
-        return Ok(Entry::bytes(unit, "data-script", b, true).from_source(&format!("bin/{script}")));
+        return Ok(
+            Entry::bytes(unit, "data-script", text, true).from_source(&format!("bin/{script}"))
+        );
     }
-    let exec = fs_err::metadata(&src)?.permissions().mode() & 0o100 != 0;
-    Ok(
-        Entry::copy(unit, "data-script", src, Digest::AfterCopy, exec)
-            .from_source(&format!("bin/{script}")),
-    )
+    let record = match recovered {
+        Some(r) => Some(r),
+        None => {
+            let one = [Walked {
+                rel: String::new(),
+                kind: FileKind::File,
+                stat,
+            }];
+            // `None` for a venv the recipe names: hashed as an input.
+            files
+                .check(&src, &one, &|_| false)?
+                .and_then(|mut records| records.pop())
+        }
+    };
+    let stat = record.map_or(stat, |r| r.stat);
+    let mut e = Entry::copy(
+        unit,
+        "data-script",
+        src,
+        Digest::AfterCopy,
+        stat.mode & 0o100 != 0,
+    );
+    e.input_stat = Some(stat);
+    b.sealed.extend(record);
+    Ok(e.from_source(&format!("bin/{script}")))
 }
 
 /// The distributions a venv unit leaves out (`exclude`): their RECORDed

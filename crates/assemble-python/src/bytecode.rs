@@ -18,37 +18,65 @@ use crate::{Error, Interpreter};
 pub struct Job {
     /// The file holding the source's bytes.
     pub source: PathBuf,
+    /// Their sha256, as the plan hashed them: bytes read that differ are
+    /// not compiled (the pyc would be cached under the wrong key).
+    pub sha256: [u8; 32],
     /// The name compiled into it: its path in the tree.
     pub dfile: String,
-    /// Where the pyc goes (written beside it, then renamed over it).
+    /// Where the pyc goes (written beside it, then linked to its name).
     pub dest: PathBuf,
 }
 
-/// Reads NUL-separated (source, dfile, dest) triples on stdin; prints one
-/// line per job: `ok`, or `err` and why the source does not compile.
+/// How one job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compiled {
+    /// The pyc is at `dest`, its digest link beside it.
+    Done,
+    /// The source does not compile: why, as `compileall` says it.
+    Fails(String),
+    /// The source's bytes were not the ones planned.
+    Changed,
+}
+
+/// Reads NUL-separated (source, sha256, dfile, dest) quadruples on
+/// stdin; prints one line per job: `ok`, `changed` (the source's bytes do
+/// not have that sha256), or `err` and why the source does not compile.
 ///
-/// A pyc already at `dest` is never replaced (the temporary file is linked
-/// to its name, which fails if the name is taken): a cache file, once
-/// made, is someone's input. A compiler whose run has died (SIGKILL leaves
-/// its children running) stops rather than keep writing into the cache.
+/// Each pyc's digest link (`assemble_cache::digest`: `DEST.sha256`, a link
+/// to its sha256 in base64url) is written before the pyc itself, so that a
+/// pyc is never there without its record. A pyc already at `dest` is never
+/// replaced (the temporary file is linked to its name, which fails if the
+/// name is taken): a cache file, once made, is someone's input. A compiler
+/// whose run has died (SIGKILL leaves its children running) stops rather
+/// than keep writing into the cache.
 const COMPILE: &str = r#"
-import sys, os, importlib.util, importlib._bootstrap_external as be
+import sys, os, hashlib, base64, importlib.util, importlib._bootstrap_external as be
 checked = sys.argv[1] == "checked"
 parent = os.getppid()
 parts = sys.stdin.buffer.read().split(b"\0")
 out = []
-for i in range(0, len(parts) - 2, 3):
+for i in range(0, len(parts) - 3, 4):
     if os.getppid() != parent:
         sys.exit(3)
-    src, dfile, dest = (os.fsdecode(p) for p in parts[i:i + 3])
+    src, sha, dfile, dest = (os.fsdecode(p) for p in parts[i:i + 4])
     try:
         with open(src, "rb") as f:
             source = f.read()
+        if hashlib.sha256(source).hexdigest() != sha:
+            out.append("changed")
+            continue
         code = compile(source, dfile, "exec", dont_inherit=True)
         data = be._code_to_hash_pyc(code, importlib.util.source_hash(source), checked)
         tmp = "%s.%d.tmp" % (dest, os.getpid())
         with open(tmp, "wb") as f:
             f.write(data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+        link = dest + ".sha256"
+        link_tmp = "%s.%d.tmp" % (link, os.getpid())
+        if os.path.lexists(link_tmp):
+            os.unlink(link_tmp)
+        os.symlink(digest, link_tmp)
+        os.replace(link_tmp, link)
         try:
             os.link(tmp, dest)
         except FileExistsError:
@@ -63,21 +91,18 @@ for i in range(0, len(parts) - 2, 3):
 sys.stdout.write("".join(line + "\n" for line in out))
 "#;
 
-/// Compiles every job with one run of `python`; for each, `Ok` or the
-/// reason its source does not compile (as `compileall` reports it: that is
-/// not a failure of the batch).
-pub fn compile(
-    python: &Interpreter,
-    jobs: &[Job],
-    checked: bool,
-) -> Result<Vec<Result<(), String>>, Error> {
+/// Compiles every job with one run of `python`; for each, how it ended
+/// (a source that does not compile is not a failure of the batch).
+pub fn compile(python: &Interpreter, jobs: &[Job], checked: bool) -> Result<Vec<Compiled>, Error> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
     let mut stdin = Vec::new();
     for j in jobs {
+        let sha = hex::encode(j.sha256);
         for part in [
             j.source.as_os_str().as_bytes(),
+            sha.as_bytes(),
             j.dfile.as_bytes(),
             j.dest.as_os_str().as_bytes(),
         ] {
@@ -103,9 +128,10 @@ pub fn compile(
     }
     Ok(lines
         .into_iter()
-        .map(|l| match l.strip_prefix("err ") {
-            Some(why) => Err(why.to_string()),
-            None => Ok(()),
+        .map(|l| match (l, l.strip_prefix("err ")) {
+            (_, Some(why)) => Compiled::Fails(why.to_string()),
+            ("changed", _) => Compiled::Changed,
+            _ => Compiled::Done,
         })
         .collect())
 }

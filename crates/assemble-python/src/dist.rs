@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use assemble_cache::Files;
+
 use crate::Error;
 
 /// A `console_scripts` or `gui_scripts` entry point.
@@ -15,13 +17,16 @@ pub struct EntryPoint {
 }
 
 /// One installed distribution.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Dist {
     /// The `.dist-info` folder.
     pub dist_info: PathBuf,
     pub name: String,
     pub version: String,
     pub scripts: Vec<EntryPoint>,
+    /// The venv's files, through which its metadata is read (checked
+    /// against the seal of a cached venv).
+    files: Files,
 }
 
 /// What a tree holds at `bin/NAME`, for [`Dist::record_for_tree`].
@@ -47,7 +52,7 @@ impl Dist {
     /// with the sha256 RECORD gives for each. Read on demand: RECORD files
     /// are large, and most runs need none of them.
     pub fn bin_files(&self) -> std::io::Result<Vec<BinFile>> {
-        match read_lossy(&self.dist_info.join("RECORD")) {
+        match self.read("RECORD") {
             Ok(t) => Ok(record_bin_files(&t)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
@@ -57,7 +62,7 @@ impl Dist {
     /// Every path RECORD lists, as written (relative to site-packages;
     /// `../../../bin/x` for scripts). Empty when there is no RECORD.
     pub fn record_paths(&self) -> std::io::Result<Vec<String>> {
-        match read_lossy(&self.dist_info.join("RECORD")) {
+        match self.read("RECORD") {
             Ok(t) => Ok(t
                 .lines()
                 .map(|line| record_path(line).0)
@@ -83,7 +88,7 @@ impl Dist {
     ) -> std::io::Result<Option<String>> {
         use base64::Engine;
         use sha2::Digest;
-        let text = match read_lossy(&self.dist_info.join("RECORD")) {
+        let text = match self.read("RECORD") {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -115,6 +120,11 @@ impl Dist {
         Ok(changed.then_some(out))
     }
 
+    /// The dist-info's file `name` as text (see [`read_lossy`]).
+    fn read(&self, name: &str) -> std::io::Result<String> {
+        read_lossy(&self.files, &self.dist_info.join(name))
+    }
+
     /// Whether this is the distribution `name` names, compared as PEP 503
     /// normalises names (case, and runs of `-`, `_` and `.`).
     pub fn is_named(&self, name: &str) -> bool {
@@ -133,8 +143,9 @@ impl Dist {
     }
 }
 
-/// Reads every distribution installed in `site`, sorted by name.
-pub fn read_dists(site: &Path) -> Result<Vec<Dist>, Error> {
+/// Reads every distribution installed in `site`, a folder of the venv
+/// `files`, sorted by name.
+pub fn read_dists(files: &Files, site: &Path) -> Result<Vec<Dist>, Error> {
     let mut dists = Vec::new();
     for entry in fs_err::read_dir(site)? {
         let entry = entry?;
@@ -147,12 +158,14 @@ pub fn read_dists(site: &Path) -> Result<Vec<Dist>, Error> {
             Some((n, v)) => (n.to_string(), v.to_string()),
             None => (stem.to_string(), String::new()),
         };
-        if let Ok(f) = fs_err::File::open(dir.join("METADATA")) {
+        let metadata = match read_lossy(files, &dir.join("METADATA")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        {
             // Only the headers, which end at the first blank line.
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(f).split(b'\n') {
-                let Ok(line) = line else { break };
-                let line = String::from_utf8_lossy(&line);
+            for line in metadata.split('\n') {
                 let line = line.trim_end_matches('\r');
                 if line.is_empty() {
                     break;
@@ -164,7 +177,7 @@ pub fn read_dists(site: &Path) -> Result<Vec<Dist>, Error> {
                 }
             }
         }
-        let scripts = match read_lossy(&dir.join("entry_points.txt")) {
+        let scripts = match read_lossy(files, &dir.join("entry_points.txt")) {
             Ok(t) => parse_entry_points(&t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
@@ -174,6 +187,7 @@ pub fn read_dists(site: &Path) -> Result<Vec<Dist>, Error> {
             name: dname,
             version,
             scripts,
+            files: files.clone(),
         });
     }
     dists.sort_by(|a, b| a.name.cmp(&b.name));
@@ -181,9 +195,15 @@ pub fn read_dists(site: &Path) -> Result<Vec<Dist>, Error> {
 }
 
 /// A metadata file as text; bytes that are not UTF-8 (a broken or foreign
-/// file) become U+FFFD instead of failing the whole venv.
-fn read_lossy(path: &Path) -> std::io::Result<String> {
-    Ok(String::from_utf8_lossy(&fs_err::read(path)?).into_owned())
+/// file) become U+FFFD instead of failing the whole venv. A cached venv's
+/// file that is not what it was made as fails, as an `io::Error` carrying
+/// the [`assemble_cache::Corrupt`] (see [`crate::corrupt_in`]).
+fn read_lossy(files: &Files, path: &Path) -> std::io::Result<String> {
+    let bytes = files.read(path).map_err(|e| match e {
+        assemble_cache::Error::Io(e) => e,
+        assemble_cache::Error::Corrupt(c) => std::io::Error::other(*c),
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The `console_scripts` and `gui_scripts` of an `entry_points.txt`.

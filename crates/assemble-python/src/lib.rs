@@ -18,14 +18,19 @@ pub use dist::{BinFile, Dist, EntryPoint, InTree, normalize_name, read_dists};
 pub use launcher::{carriable, launcher, rewrite_pyvenv_cfg, rewrite_shebang, shebang};
 pub use recover::recover_data_script;
 pub use run::{
-    Artifact, Installer, bootstrap_uv, build_venv, locked_packages, pip_download, sync_venv,
+    Artifact, Installer, Progress, bootstrap_uv, build_venv, locked_packages, pip_download,
+    sync_venv,
 };
 
 /// An error of this crate; each names the file or command it failed on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// A cache entry (a venv, uv) is not what it was made as: it must be
+    /// discarded and made again.
+    #[error(transparent)]
+    Corrupt(Box<assemble_cache::Corrupt>),
     #[error(
         "python interpreter `{name}` not found; looked {looked}. Name one with --python PATH (or ASSEMBLE_PYTHON=PATH), or set [python] interpreter in the recipe to a name on PATH or an absolute path"
     )]
@@ -43,6 +48,32 @@ pub enum Error {
         .cached_at.display()
     )]
     Offline { what: String, cached_at: PathBuf },
+}
+
+impl From<std::io::Error> for Error {
+    /// An I/O error that carries a [`assemble_cache::Corrupt`] (a read of a
+    /// cached venv's file, through a reader that can only fail with
+    /// `io::Error`) is that corruption.
+    fn from(e: std::io::Error) -> Error {
+        match corrupt_in(&e) {
+            Some(c) => Error::Corrupt(Box::new(c.clone())),
+            None => Error::Io(e),
+        }
+    }
+}
+
+impl From<assemble_cache::Error> for Error {
+    fn from(e: assemble_cache::Error) -> Error {
+        match e {
+            assemble_cache::Error::Io(e) => e.into(),
+            assemble_cache::Error::Corrupt(c) => Error::Corrupt(c),
+        }
+    }
+}
+
+/// The cache corruption an I/O error carries, if any.
+pub fn corrupt_in(e: &std::io::Error) -> Option<&assemble_cache::Corrupt> {
+    e.get_ref()?.downcast_ref::<assemble_cache::Corrupt>()
 }
 
 /// A probed interpreter.

@@ -11,20 +11,22 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use assemble_manifest::{InputRecord, Stat};
 use sha2::Digest;
 
 use crate::run::{Artifact, pip_download};
 use crate::{Dist, Error, Interpreter};
 
-/// Returns a cached copy of `script`, verified against `dist`'s RECORD;
-/// `offline` forbids downloading the wheel.
+/// Returns a cached copy of `script`, verified against `dist`'s RECORD,
+/// with its input record (its stat and hash, just checked); `offline`
+/// forbids downloading the wheel.
 pub fn recover_data_script(
     dist: &Dist,
     script: &str,
     python: &Interpreter,
     cache: &Path,
     offline: bool,
-) -> Result<PathBuf, Error> {
+) -> Result<(PathBuf, InputRecord), Error> {
     let record = dist.dist_info.join("RECORD");
     let want = dist
         .bin_files()?
@@ -37,8 +39,9 @@ pub fn recover_data_script(
         })?;
     let root = cache.join("scripts");
     let dest = root.join(format!("sha256-{}", hex::encode(want)));
-    if dest.is_file() {
-        return Ok(dest);
+    if std::fs::symlink_metadata(&dest).is_ok() {
+        // A file that no longer has its hash is discarded and fetched again.
+        return Ok((dest.clone(), checked(&dest)?));
     }
     if offline {
         return Err(Error::Offline {
@@ -85,6 +88,14 @@ pub fn recover_data_script(
     let tmp = work.path().join("script");
     fs_err::write(&tmp, &bytes)?;
     fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    // The record first: a file without one is incomplete.
+    assemble_cache::digest::record(&dest, &assemble_manifest::Sha256(want))?;
     assemble_fs::files::place(&tmp, &dest)?;
-    Ok(dest)
+    Ok((dest.clone(), checked(&dest)?))
+}
+
+/// The cached script `dest` checked against its digest link.
+fn checked(dest: &Path) -> Result<InputRecord, Error> {
+    let stat = Stat::of(&fs_err::symlink_metadata(dest)?);
+    Ok(assemble_cache::digest::check(dest, &stat)?)
 }

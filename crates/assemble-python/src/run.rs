@@ -3,6 +3,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use assemble_cache::{Files, Seal};
 use sha2::Digest;
 
 use crate::{Error, Interpreter};
@@ -81,6 +82,29 @@ fn run<S: AsRef<OsStr>>(
 /// What a long-running installer says as it goes: called with each line
 /// it writes on stderr (uv's and pip's own progress).
 pub type Lines<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// What a cached build says while it goes.
+#[derive(Clone, Copy)]
+pub struct Progress<'a> {
+    /// The build starts (not called on a cache hit).
+    pub starting: &'a dyn Fn(),
+    /// Another run holds the lock of what this one needs (it is building
+    /// it): this one waits, then uses what that run made.
+    pub waiting: &'a dyn Fn(),
+    /// Each line the installer writes.
+    pub lines: Lines<'a>,
+}
+
+impl Progress<'_> {
+    /// Says nothing.
+    pub fn quiet() -> Progress<'static> {
+        Progress {
+            starting: &|| {},
+            waiting: &|| {},
+            lines: &|_| {},
+        }
+    }
+}
 
 /// As [`output_env`], passing each line of the program's stderr to `lines`
 /// as it comes (and keeping them for the error's tail).
@@ -178,7 +202,11 @@ impl Installer<'_> {
     pub fn finder(&self, cache: &Path) -> Option<PathBuf> {
         if let Installer::Uv { version, .. } = self {
             let own = uv_path(cache, version);
-            if own.is_file() {
+            // Only one that is what was bootstrapped; else the next
+            // bootstrap discards it and says so.
+            if let Some(dir) = own.parent()
+                && Seal::load(dir).is_some_and(|s| Files::sealed(s).check_whole().is_ok())
+            {
                 return Some(own);
             }
         }
@@ -197,18 +225,17 @@ impl Installer<'_> {
 /// Builds (once) a virtualenv from a requirements file into
 /// `cache/venvs/<key>`, where the key is the sha256 of the file's content,
 /// the interpreter's version and path, and the installer's name and
-/// version. A build that fails leaves nothing in the cache. `announce` is
-/// called when a build actually starts (not on a cache hit); `offline`
-/// forbids building (the installer would use the network).
+/// version. A build that fails leaves nothing in the cache; one that
+/// succeeds is sealed. `offline` forbids building (the installer would use
+/// the network).
 pub fn build_venv(
     requirements: &Path,
     python: &Interpreter,
     installer: Installer,
     cache: &Path,
     offline: bool,
-    announce: &dyn Fn(),
-    lines: Lines<'_>,
-) -> Result<PathBuf, Error> {
+    progress: Progress<'_>,
+) -> Result<Files, Error> {
     let req = read_named(requirements)?;
     let mut h = sha2::Sha256::new();
     h.update(b"assemble-venv-v2\0");
@@ -220,15 +247,19 @@ pub fn build_venv(
     h.update(b"\0");
     h.update(python.executable.as_os_str().as_encoded_bytes());
     let what = || format!("the virtualenv of {}", requirements.display());
-    cached_venv(cache, h, offline, &what, announce, |tmp| {
+    cached_venv(cache, h, offline, &what, progress, |tmp| {
         let cwd = requirements.parent();
         let req_path = requirements.as_os_str();
         let tmp_python = tmp.join("bin/python");
         let uv = match installer {
             Installer::Pip => None,
-            Installer::Uv { version, sha256 } => {
-                Some(bootstrap_uv(version, sha256, python, cache)?)
-            }
+            Installer::Uv { version, sha256 } => Some(bootstrap_uv(
+                version,
+                sha256,
+                python,
+                cache,
+                progress.waiting,
+            )?),
         };
         if let Some(uv) = &uv {
             output(
@@ -252,8 +283,8 @@ pub fn build_venv(
                     req_path,
                 ],
                 cwd,
-                &[],
-                lines,
+                &[uv_copies()],
+                progress.lines,
             )?;
         } else {
             output(
@@ -281,7 +312,7 @@ pub fn build_venv(
                 ],
                 cwd,
                 &[],
-                lines,
+                progress.lines,
             )?;
         }
         Ok(())
@@ -341,6 +372,15 @@ pub fn pip_download(
     }
 }
 
+/// uv installs a venv's files as copies, not hard links into its own cache
+/// (its default on Linux): a cache entry of ours shares no file with
+/// another tool, whose use would change it (a new link changes a file's
+/// ctime, so every other uv install of the same wheel made the sealed
+/// stats stale), or whose writes would change it unseen.
+fn uv_copies() -> (&'static str, &'static OsStr) {
+    ("UV_LINK_MODE", OsStr::new("copy"))
+}
+
 /// Where [`bootstrap_uv`] keeps uv `version` in `cache`.
 fn uv_path(cache: &Path, version: &str) -> PathBuf {
     cache.join("tools").join(format!("uv-{version}")).join("uv")
@@ -348,26 +388,34 @@ fn uv_path(cache: &Path, version: &str) -> PathBuf {
 
 /// uv at `version`, from the cache or else from its wheel: downloaded with
 /// the interpreter's pip, accepted only if its sha256 is one of `sha256`,
-/// and its `uv` binary unpacked into `cache/tools/uv-VERSION/`. Returns the
-/// binary's path.
+/// and its `uv` binary unpacked into `cache/tools/uv-VERSION/`, sealed.
+/// Returns the binary's path; a cached one is checked against its seal
+/// first (never run if it changed: `Error::Corrupt`). `waiting`: another
+/// run is bootstrapping it.
 pub fn bootstrap_uv(
     version: &str,
     sha256: &[[u8; 32]],
     python: &Interpreter,
     cache: &Path,
+    waiting: &dyn Fn(),
 ) -> Result<PathBuf, Error> {
     let bin = uv_path(cache, version);
-    if bin.is_file() {
-        return Ok(bin);
-    }
     let dir = bin.parent().unwrap_or(cache).to_path_buf();
+    let checked = |seal: Seal| -> Result<PathBuf, Error> {
+        Files::sealed(seal).check_whole()?;
+        Ok(bin.clone())
+    };
+    if let Some(seal) = Seal::load(&dir) {
+        return checked(seal);
+    }
     let root = cache.join("tools");
     fs_err::create_dir_all(&root)?;
-    let lock = fs_err::File::create(root.join(format!("uv-{version}.lock")))?;
-    lock.file().lock()?;
-    if bin.is_file() {
-        return Ok(bin);
+    let _lock = assemble_cache::lock(&dir, waiting)?;
+    if let Some(seal) = Seal::load(&dir) {
+        return checked(seal);
     }
+    // There but not sealed: interrupted, or made before entries were.
+    assemble_cache::remove(&dir)?;
     let work = tempfile::Builder::new()
         .prefix(".uv-")
         .tempdir_in(&root)
@@ -411,6 +459,7 @@ pub fn bootstrap_uv(
     out.set_permissions(std::fs::Permissions::from_mode(0o755))?;
     drop(out);
     assemble_fs::files::place(&unpacked, &dir)?;
+    Seal::make(&dir)?;
     Ok(bin)
 }
 
@@ -425,18 +474,18 @@ pub fn bootstrap_uv(
 /// an interpreter here.
 #[allow(clippy::too_many_arguments)]
 pub fn sync_venv(
-    project: &Path,
+    project: &Files,
     python: &Interpreter,
     uv_version: &str,
     uv_sha256: &[[u8; 32]],
     exclude: &[String],
     cache: &Path,
     offline: bool,
-    announce: &dyn Fn(),
-    lines: Lines<'_>,
-) -> Result<PathBuf, Error> {
-    let lock_path = project.join("uv.lock");
-    let lock = read_named(&lock_path)?;
+    progress: Progress<'_>,
+) -> Result<Files, Error> {
+    let dir = project.root();
+    let lock_path = dir.join("uv.lock");
+    let lock = read_project(project, &lock_path)?;
     let mut excluded: Vec<&str> = exclude.iter().map(String::as_str).collect();
     excluded.sort_unstable();
     let flags = format!(
@@ -455,17 +504,18 @@ pub fn sync_venv(
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    for dir in local_packages(&lock_path, &lock)? {
-        let file = project.join(&dir).join("pyproject.toml");
-        let bytes = read_named(&file)?;
-        h.update((dir.len() as u64).to_le_bytes());
-        h.update(dir.as_bytes());
+    for member in local_packages(&lock_path, &lock)? {
+        let file = assemble_fs::normalize(dir, Path::new(&member)).join("pyproject.toml");
+        let bytes = read_project(project, &file)?;
+        h.update((member.len() as u64).to_le_bytes());
+        h.update(member.as_bytes());
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
     }
-    let what = || format!("the virtualenv of the uv project {}", project.display());
-    cached_venv(cache, h, offline, &what, announce, |tmp| {
-        let uv = bootstrap_uv(uv_version, uv_sha256, python, cache)?;
+    let what = || format!("the virtualenv of the uv project {}", dir.display());
+    let project = dir;
+    cached_venv(cache, h, offline, &what, progress, |tmp| {
+        let uv = bootstrap_uv(uv_version, uv_sha256, python, cache, progress.waiting)?;
         let mut args: Vec<&OsStr> = [
             "sync",
             "--locked",
@@ -487,38 +537,38 @@ pub fn sync_venv(
         }
         let env = [
             ("UV_PROJECT_ENVIRONMENT", tmp.as_os_str()),
+            uv_copies(),
             ("UV_PYTHON_DOWNLOADS", OsStr::new("never")),
         ];
-        output_lines(&uv, &args, Some(project), &env, lines)?;
+        output_lines(&uv, &args, Some(project), &env, progress.lines)?;
         Ok(())
     })
 }
 
 /// The venv cached under the key `h` makes, in `cache/venvs`: there
-/// already, or built by `build` into an empty temporary folder (under a
-/// lock, so that two runs build it once) and renamed into place when it
-/// succeeds; nothing is left in the cache when it fails. `offline` forbids
-/// building (the installer would use the network), saying `what` is
-/// missing; `announce` is called when a build starts.
+/// already (sealed), or built by `build` into an empty temporary folder
+/// (under the entry's lock, so that two runs build it once: the second
+/// waits and uses it), renamed into place and sealed when it succeeds;
+/// nothing is left in the cache when it fails. `offline` forbids building
+/// (the installer would use the network), saying `what` is missing.
 fn cached_venv(
     cache: &Path,
     h: sha2::Sha256,
     offline: bool,
     what: &dyn Fn() -> String,
-    announce: &dyn Fn(),
+    progress: Progress<'_>,
     build: impl FnOnce(&Path) -> Result<(), Error>,
-) -> Result<PathBuf, Error> {
+) -> Result<Files, Error> {
     let key = hex::encode(h.finalize());
     let root = cache.join("venvs");
     let dir = root.join(&key[..32]);
-    if dir.join("pyvenv.cfg").is_file() {
-        return Ok(dir);
+    if let Some(seal) = Seal::load(&dir) {
+        return Ok(Files::sealed(seal));
     }
     fs_err::create_dir_all(&root)?;
-    let lock = fs_err::File::create(root.join(format!("{}.lock", &key[..32])))?;
-    lock.file().lock()?;
-    if dir.join("pyvenv.cfg").is_file() {
-        return Ok(dir);
+    let _lock = assemble_cache::lock(&dir, progress.waiting)?;
+    if let Some(seal) = Seal::load(&dir) {
+        return Ok(Files::sealed(seal));
     }
     if offline {
         return Err(Error::Offline {
@@ -526,7 +576,9 @@ fn cached_venv(
             cached_at: dir,
         });
     }
-    announce();
+    (progress.starting)();
+    // There but not sealed: interrupted, or made before entries were.
+    assemble_cache::remove(&dir)?;
     let tmp = root.join(format!("{}.partial", &key[..32]));
     if tmp.exists() {
         fs_err::remove_dir_all(&tmp)?;
@@ -536,7 +588,7 @@ fn cached_venv(
         return Err(e);
     }
     assemble_fs::files::place(&tmp, &dir)?;
-    Ok(dir)
+    Ok(Files::sealed(Seal::make(&dir)?))
 }
 
 /// A file the recipe names (a requirements file, a uv project's
@@ -545,9 +597,26 @@ fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
     assemble_fs::files::read_named(path, assemble_fs::files::NAMED_FILE_LIMIT)
 }
 
-/// The names of the packages `uv.lock` at `path` holds, as written there.
-pub fn locked_packages(path: &Path) -> Result<Vec<String>, Error> {
-    let doc = read_lock(path, &read_named(path)?)?;
+/// A file of a uv project (its `uv.lock`, a member's `pyproject.toml`):
+/// a regular file of at most a few MB, checked against the seal when the
+/// project is in a cached source.
+fn read_project(project: &Files, path: &Path) -> Result<Vec<u8>, Error> {
+    if project.seal().is_none() {
+        return Ok(read_named(path)?);
+    }
+    let meta = fs_err::metadata(path)?;
+    if !meta.is_file() || meta.len() > assemble_fs::files::NAMED_FILE_LIMIT {
+        // Said as a file the user names would be.
+        return Ok(read_named(path)?);
+    }
+    Ok(project.read(path)?)
+}
+
+/// The names of the packages `uv.lock` in the uv project `project` holds,
+/// as written there.
+pub fn locked_packages(project: &Files) -> Result<Vec<String>, Error> {
+    let path = project.root().join("uv.lock");
+    let doc = read_lock(&path, &read_project(project, &path)?)?;
     Ok(doc
         .get("package")
         .and_then(toml::Value::as_array)
