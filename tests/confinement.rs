@@ -25,13 +25,7 @@ use proptest::prelude::*;
 /// Set in the environment of the run inside the sandbox.
 const INSIDE: &str = "ASSEMBLE_TEST_IN_SANDBOX";
 
-/// The binary under test: this build's, or `ASSEMBLE_TEST_XTASK` (how these
-/// tests were seen to fail against the code before the fix), whose checkout
-/// `ASSEMBLE_TEST_XTASK_WORKSPACE` names.
-fn xtask_bin() -> PathBuf {
-    std::env::var_os("ASSEMBLE_TEST_XTASK")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_xtask")), PathBuf::from)
-}
+use support::xtask_bin;
 
 /// Outside the sandbox: runs `test` (a test of this binary) inside it,
 /// asserts that it passed, and returns `false`. Inside: returns `true`, and

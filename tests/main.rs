@@ -13,6 +13,7 @@ mod support;
 mod assemble;
 mod cache;
 mod cli;
+mod concurrency;
 mod confinement;
 mod elf;
 mod fetch;

@@ -304,6 +304,23 @@ fn a_second_assemble_waits_for_the_lock() {
         .assemble(&["--out", out.to_str().unwrap(), "--no-wait"])
         .fails(1);
     assert!(err.contains("--no-wait"), "{err}");
+    // It fails before any preparation: with an empty cache, nothing is
+    // fetched or built (before the fix it synced the venv first, then
+    // failed).
+    let empty = s.path("empty-cache");
+    let err = support::assemble_into(
+        s.dir.path(),
+        &s.recipe(),
+        &out,
+        &["--no-wait"],
+        &[("ASSEMBLE_CACHE_DIR", empty.to_str().unwrap())],
+    )
+    .fails(1);
+    assert!(
+        err.contains("--no-wait") && !err.contains("Preparing"),
+        "{err}"
+    );
+    assert!(!empty.join("venvs").exists(), "a venv was built: {err}");
 
     let mut child = s
         .assemble_command(&["--out", out.to_str().unwrap(), "--prefix", "/opt/other"])
@@ -328,6 +345,53 @@ fn a_second_assemble_waits_for_the_lock() {
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert!(child.wait().unwrap().success(), "{seen}{rest}");
     assert!(rest.contains("Finished"), "{rest}");
+}
+
+/// A run that needs a venv another run is building says so at once, as
+/// cargo does ("Blocking waiting for file lock on ..."), then uses that
+/// venv instead of building it again. The first run is stopped while it
+/// holds the venv's lock (before the fix the second waited 60 to 80 s on
+/// a real venv and printed nothing).
+#[test]
+fn a_run_waiting_for_a_venv_says_so_and_uses_it() {
+    let s = Scratch::new();
+    let cache = support::cache_sharing_uv(s.dir.path(), "cache");
+    let run = |out: &str| {
+        let mut c = s.assemble_command(&["--out", s.path(out).to_str().unwrap()]);
+        c.env("ASSEMBLE_CACHE_DIR", &cache);
+        c
+    };
+    let building = support::Paused::start(run("a"), "venv-build");
+    let mut waiting = run("b").stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(waiting.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "ended without saying it waits: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("Blocking waiting for file lock on the venv of python-deps") {
+            break;
+        }
+    }
+    let (status, a) = building.resume();
+    assert!(status.success(), "{a}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(waiting.wait().unwrap().success(), "{seen}{rest}");
+    assert!(
+        !format!("{seen}{rest}").contains("syncing a virtualenv"),
+        "the waiting run built the venv again: {seen}{rest}"
+    );
+    for out in ["a", "b"] {
+        support::xtask(
+            s.dir.path(),
+            &["verify", "--out", s.path(out).to_str().unwrap()],
+        )
+        .ok();
+    }
 }
 
 #[test]

@@ -20,6 +20,14 @@ pub fn edit(file: &Path, f: impl FnOnce(String) -> String) {
     fs_err::write(file, new).expect("write recipe");
 }
 
+/// The binary under test: this build's, or `ASSEMBLE_TEST_XTASK` (how the
+/// tests that take it were seen to fail against the code before a fix),
+/// whose checkout `ASSEMBLE_TEST_XTASK_WORKSPACE` names.
+pub fn xtask_bin() -> PathBuf {
+    std::env::var_os("ASSEMBLE_TEST_XTASK")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_xtask")), PathBuf::from)
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

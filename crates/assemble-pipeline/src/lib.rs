@@ -511,6 +511,15 @@ impl Session {
         events: &(dyn Fn(Event) + Sync),
         mut phases: Phases,
     ) -> Result<Report, Error> {
+        // With --no-wait, a busy output fails the run before anything is
+        // fetched or built: the lock is taken now and kept.
+        let early = if self.wait || mode == Mode::DryRun {
+            None
+        } else {
+            Some(self.try_lock()?.ok_or_else(|| Error::Busy {
+                out: self.layout.out.clone(),
+            })?)
+        };
         // The hashes the recipe leaves to assemble.lock, before planning.
         lock::resolve(
             &mut self.recipe,
@@ -522,10 +531,10 @@ impl Session {
             events,
         )?;
         phases.lap("lock file");
-        // Plan first, without the lock: planning only reads inputs and fills
-        // the cache, and a run that fails here leaves no trace in the
-        // output. Beside it, the output's state is read and its paths
-        // stat'ed.
+        // Plan first, without the lock (but with --no-wait): planning only
+        // reads inputs and fills the cache, and a run that fails here
+        // leaves no trace in the output. Beside it, the output's state is
+        // read and its paths stat'ed.
         let (mut plan, snapshot) = self.plan_discarding_corrupt(events)?;
         phases.extend(&plan.phases);
         if mode == Mode::DryRun {
@@ -534,20 +543,9 @@ impl Session {
             let outcome = assemble_reconcile::predict(&plan.target, &d);
             return Ok(self.report(plan, &d.units, outcome, mode, phases));
         }
-        let lock = match Lock::try_acquire(&self.layout).map_err(|e| Error::Refused(Box::new(e)))? {
+        let lock = match early {
             Some(l) => l,
-            None if !self.wait => {
-                return Err(Error::Busy {
-                    out: self.layout.out.clone(),
-                });
-            }
-            None => {
-                events(Event::Waiting(&format!(
-                    "the output {}",
-                    self.layout.out.display()
-                )));
-                Lock::acquire(&self.layout).map_err(|e| Error::Refused(Box::new(e)))?
-            }
+            None => self.lock(events)?,
         };
         phases.lap("lock");
         // Diff under the lock, against the state this run replaces: the
@@ -585,6 +583,24 @@ impl Session {
         let mut report = self.report(plan, &statuses, outcome, mode, phases);
         report.nar_hash = nar_hash.or(remembered);
         Ok(report)
+    }
+
+    /// The output's lock if it is free.
+    fn try_lock(&self) -> Result<Option<Lock>, Error> {
+        Lock::try_acquire(&self.layout).map_err(|e| Error::Refused(Box::new(e)))
+    }
+
+    /// The output's lock, waited for (and the wait said) when another run
+    /// holds it.
+    fn lock(&self, events: &(dyn Fn(Event) + Sync)) -> Result<Lock, Error> {
+        if let Some(lock) = self.try_lock()? {
+            return Ok(lock);
+        }
+        events(Event::Waiting(&format!(
+            "the output {}",
+            self.layout.out.display()
+        )));
+        Lock::acquire(&self.layout).map_err(|e| Error::Refused(Box::new(e)))
     }
 
     /// The plan (see [`Session::plan_and_snapshot`]); each cache entry it

@@ -577,6 +577,7 @@ fn cached_venv(
         });
     }
     (progress.starting)();
+    assemble_fs::pause::at("venv-build");
     // There but not sealed: interrupted, or made before entries were.
     assemble_cache::remove(&dir)?;
     let tmp = root.join(format!("{}.partial", &key[..32]));
