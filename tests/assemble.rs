@@ -1128,3 +1128,30 @@ fn bytecode_is_compiled_for_every_source_once() {
     assert!(site.join("broken.py").is_file());
     assert!(!site.join(format!("__pycache__/broken.{tag}.pyc")).exists());
 }
+
+/// Guards a source whose pyc's name would not fit a file system (issue 20,
+/// item 6): it gets no pyc, as CPython writes none, and a warning naming
+/// it; the build succeeds (it failed naming the derived pyc, with no fix).
+#[test]
+fn a_source_whose_pyc_name_is_too_long_gets_none_and_a_warning() {
+    let s = Scratch::new();
+    let name = format!("{}.py", "n".repeat(245));
+    fs_err::write(s.path("demo/authentik/authentik").join(&name), "X = 1\n").unwrap();
+    let out = s.path("out");
+    let r = s
+        .assemble(&["--out", out.to_str().unwrap(), "--json"])
+        .json();
+    let warned = r["warnings"].to_string();
+    assert!(
+        warned.contains(&name) && warned.contains("has no .pyc"),
+        "{warned}"
+    );
+    let pkg = out.join(format!("lib/python{}/site-packages/authentik", python_xy()));
+    assert!(pkg.join(&name).is_file());
+    let pycs: Vec<_> = fs_err::read_dir(pkg.join("__pycache__"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("nnnn"))
+        .collect();
+    assert!(pycs.is_empty(), "{pycs:?}");
+}

@@ -13,6 +13,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::support::{self, Run, Scratch};
 
@@ -239,4 +240,95 @@ fn cache_tag() -> String {
     );
     assert!(ok, "{tag}");
     tag.trim().to_string()
+}
+
+/// Guards the message for a bytecode cache that cannot be written (issue
+/// 20, item 6): the run stops with "cannot write the bytecode cache DIR"
+/// (it printed the compiler's whole 20-line script as a failed command).
+/// As root a mode does not stop a write: the cache's bytecode folder is
+/// made read-only by a bind mount, in a mount namespace of the run's own
+/// (`unshare -m`: nothing outside it sees the mount).
+#[test]
+fn a_read_only_bytecode_cache_is_said_as_such() {
+    let (s, cache, _) = built();
+    // A source the cache has no pyc for.
+    fs_err::write(s.path("demo/authentik/authentik/new_module.py"), "N = 1\n").unwrap();
+    let bytecode = cache.join("bytecode");
+    let script = r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#;
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", script, "sh"])
+        .arg(&bytecode)
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["assemble", "--recipe"])
+        .arg(s.recipe())
+        .arg("--out")
+        .arg(s.path("second"))
+        .current_dir(s.dir.path())
+        .env("ASSEMBLE_CACHE_DIR", &cache)
+        .env("ASSEMBLE_STATE_DIR", s.path("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot write the bytecode cache {}",
+            bytecode.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("importlib") && err.lines().count() < 6,
+        "{err}"
+    );
+}
+
+/// Guards the message of a uv bootstrap with no network at all (issue 20,
+/// item 6): pip's own words, cut to its errors and one line for its
+/// retries, under what was being done (it printed pip's every retry, each
+/// a line of urllib3 internals).
+#[test]
+fn a_failed_uv_bootstrap_says_why_in_a_few_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs_err::create_dir_all(dir.join("proj")).unwrap();
+    fs_err::write(
+        dir.join("proj/pyproject.toml"),
+        "[project]\nname = \"proj\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    fs_err::write(
+        dir.join("proj/uv.lock"),
+        "version = 1\nrequires-python = \">=3.8\"\n\n[[package]]\nname = \"proj\"\nversion = \"0.1.0\"\nsource = { virtual = \".\" }\n",
+    )
+    .unwrap();
+    fs_err::write(
+        dir.join("assemble.toml"),
+        format!(
+            "[package]\nname = \"nonet\"\nversion = \"0\"\n[python]\ninterpreter = \"python3\"\ninstaller = \"uv=={}\"\ninstaller-sha256 = [\"{}\"]\n[units.deps]\nuv-project = \"proj\"\nscripts = []\n",
+            support::UV_VERSION,
+            support::UV_WHEEL_SHA256
+        ),
+    )
+    .unwrap();
+    let out = Command::new("unshare")
+        .arg("-n")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["assemble", "--recipe", "assemble.toml", "--out", "out"])
+        .args(["--cache-dir", "cache", "--state-dir", "state"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "bootstrapping uv {} from its wheel",
+            support::UV_VERSION
+        )) && err.contains("ERROR: No matching distribution found")
+            && !err.contains("NewConnectionError")
+            && !err.contains("Traceback")
+            && err.lines().count() < 10,
+        "{err}"
+    );
 }

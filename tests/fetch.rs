@@ -218,6 +218,32 @@ fn http_errors_name_url_and_status_and_partial_downloads_do_not_count() {
         "{:?}",
         cached_sources(&cache)
     );
+    // What is not an archive, or holds what may not be unpacked, is said
+    // of the URL it came from (the temporary file it went to was named
+    // before).
+    for (body, says) in [
+        (b"not a gzip".to_vec(), "not a .tar.gz"),
+        (
+            {
+                let mut b = tar::Builder::new(Vec::new());
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, "lnk", "/etc/passwd").unwrap();
+                b.into_inner().unwrap()
+            },
+            "refusing to unpack entry",
+        ),
+    ] {
+        server.route(&path, Reply::Ok(body));
+        let err = assemble(&s, &s.path("out"), &cache, Some(&server.base), &[]).fails(1);
+        assert!(
+            err.contains(&format!("{}: refusing to unpack", server.url(&path)))
+                && err.contains(says)
+                && !err.contains(".fetch-"),
+            "{err}"
+        );
+    }
     let leftovers: Vec<_> = fs_err::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().file_name())

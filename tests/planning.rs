@@ -512,3 +512,31 @@ fn special_files_where_the_recipe_names_files_are_refused() {
     }
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
 }
+
+/// Guards the message for a tool folder that is a file (issue 20, item 6):
+/// `--state-dir` or `--cache-dir` naming a file is a usage error that says
+/// so, before anything is read (it said "failed to create directory ...:
+/// File exists (os error 17)").
+#[test]
+fn a_tool_folder_that_is_a_file_is_said_as_such() {
+    let s = Scratch::new();
+    let file = s.path("a-file");
+    fs_err::write(&file, "").unwrap();
+    for flag in ["--state-dir", "--cache-dir"] {
+        let err = s
+            .assemble(&[
+                "--out",
+                s.path("out").to_str().unwrap(),
+                flag,
+                file.to_str().unwrap(),
+            ])
+            .fails(2);
+        assert!(
+            err.contains(&format!(
+                "{flag} {} is a regular file, not a folder",
+                file.display()
+            )),
+            "{err}"
+        );
+    }
+}

@@ -588,6 +588,27 @@ fn two_clean_builds_with_one_prefix_are_identical() {
         "{err}"
     );
     assert!(!s.path("x.nar").exists(), "nothing half-written is left");
+    // So is one whose file became a link (it said "Too many levels of
+    // symbolic links" before).
+    fs_err::remove_file(&settings).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &settings).unwrap();
+    let err = support::xtask(
+        s.dir.path(),
+        &[
+            "export",
+            "--format",
+            "nar",
+            "--from",
+            a.to_str().unwrap(),
+            "--out",
+            "x.nar",
+        ],
+    )
+    .fails(1);
+    assert!(
+        err.contains("settings.py: changed since the last assemble"),
+        "{err}"
+    );
     let inside = a.join("x.tar");
     let err = support::xtask(
         s.dir.path(),

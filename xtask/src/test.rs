@@ -95,6 +95,11 @@ const NEEDS: &[Need] = &[
         packages: &["util-linux"],
     },
     Need {
+        check: Check::Program("mount"),
+        why: "a read-only bind mount in a mount namespace of a test's own",
+        packages: &["mount"],
+    },
+    Need {
         check: Check::Program("script"),
         why: "a pseudo-terminal for the command line's tests",
         packages: &["bsdutils"],

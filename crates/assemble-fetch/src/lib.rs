@@ -38,7 +38,7 @@ use assemble_python::Interpreter;
 use assemble_recipe::Remote;
 
 pub use lock::{Locked, Lockfile};
-pub use unpack::{Limits, unpack};
+pub use unpack::{Limits, unpack, unpack_named};
 
 /// An error of this crate; each names the unit, URL, archive or path.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +63,10 @@ pub enum Error {
         expected: String,
         got: String,
     },
-    #[error("{}: refusing to unpack{}: {why}", .archive.display(), entry_name(.entry))]
+    #[error("{archive}: refusing to unpack{}: {why}", entry_name(.entry))]
     Unsafe {
-        archive: PathBuf,
+        /// The archive, as its URL or its path.
+        archive: String,
         entry: String,
         why: String,
     },
@@ -322,7 +323,11 @@ impl Fetcher {
                     self.place_sealed(&keep, &files)?;
                 }
                 let tree = work.path().join("tree");
-                unpack(&file, &tree, self.limits)?;
+                let name = format!(
+                    "the sdist of {spec} ({})",
+                    file.file_name().unwrap_or_default().to_string_lossy()
+                );
+                unpack_named(&file, &name, &tree, self.limits)?;
                 tree
             }
             Remote::Github { hash: None, .. } => return Err(self.unpinned(unit, remote)),
@@ -537,7 +542,7 @@ impl Fetcher {
         let archive = work.join("archive");
         http::download(url, &archive, self.limits.max_bytes, self.progress_bar)?;
         let tree = work.join("tree");
-        unpack(&archive, &tree, self.limits)?;
+        unpack_named(&archive, url, &tree, self.limits)?;
         Ok(tree)
     }
 

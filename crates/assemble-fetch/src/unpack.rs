@@ -34,6 +34,12 @@ impl Default for Limits {
 /// Unpacks a `.tar.gz`, `.tar` or `.zip` (told apart by their first bytes)
 /// into `dest`, which must not exist yet, stripping the single top folder.
 pub fn unpack(archive: &Path, dest: &Path, limits: Limits) -> Result<(), Error> {
+    unpack_named(archive, &archive.display().to_string(), dest, limits)
+}
+
+/// As [`unpack`], calling the archive `name` in errors (the URL it came
+/// from, rather than the temporary file it was downloaded to).
+pub fn unpack_named(archive: &Path, name: &str, dest: &Path, limits: Limits) -> Result<(), Error> {
     let mut magic = [0u8; 262];
     let n = {
         let mut f = fs_err::File::open(archive)?;
@@ -42,6 +48,7 @@ pub fn unpack(archive: &Path, dest: &Path, limits: Limits) -> Result<(), Error> 
     let magic = &magic[..n];
     let mut u = Unpacker {
         archive: archive.to_path_buf(),
+        name: name.to_string(),
         dest: dest.to_path_buf(),
         limits,
         top: None,
@@ -59,7 +66,7 @@ pub fn unpack(archive: &Path, dest: &Path, limits: Limits) -> Result<(), Error> 
         u.tar(tar::Archive::new(fs_err::File::open(archive)?))
     } else {
         Err(Error::Unsafe {
-            archive: archive.to_path_buf(),
+            archive: name.to_string(),
             entry: String::new(),
             why: "not a .tar.gz, .tar or .zip archive (xz and bzip2 are not supported)".into(),
         })
@@ -79,6 +86,8 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 struct Unpacker {
     archive: PathBuf,
+    /// What errors call it.
+    name: String,
     dest: PathBuf,
     limits: Limits,
     top: Option<String>,
@@ -97,17 +106,14 @@ enum Kind {
 impl Unpacker {
     fn refuse(&self, entry: &str, why: impl Into<String>) -> Error {
         Error::Unsafe {
-            archive: self.archive.clone(),
+            archive: self.name.clone(),
             entry: entry.to_string(),
             why: why.into(),
         }
     }
 
     fn io(&self, e: io::Error) -> Error {
-        Error::Io(io::Error::new(
-            e.kind(),
-            format!("{}: {e}", self.archive.display()),
-        ))
+        Error::Io(io::Error::new(e.kind(), format!("{}: {e}", self.name)))
     }
 
     /// Checks an entry's path and returns it relative to the stripped top

@@ -444,6 +444,15 @@ impl Session {
             ("--cache-dir", &opts.cache),
         ] {
             let dir = normalize(dir);
+            if let Some(what) = assemble_fs::files::describe(&dir).filter(|w| *w != "a folder") {
+                return Err(Error::Option {
+                    flag,
+                    message: format!(
+                        "{} is {what}, not a folder; name a folder (made if missing)",
+                        dir.display()
+                    ),
+                });
+            }
             if dir.starts_with(&out) || out.starts_with(&dir) {
                 return Err(Error::Option {
                     flag,

@@ -100,10 +100,28 @@ pub(crate) fn plan_bytecode(
         /// The input file, or the bytes (patched content) to compile.
         content: &'a Content,
     }
+    // A source whose pyc's name would be too long for a file system gets
+    // none, as CPython writes none for it: said, not a failed build.
+    let max_stem = 255 - format!(".{}.pyc", py.cache_tag).len();
+    let too_long = |path: &str| {
+        let file = path.rsplit_once('/').map_or(path, |(_, f)| f);
+        file.strip_suffix(".py").unwrap_or(file).len() > max_stem
+    };
+    let mut warnings: Vec<String> = b
+        .desired
+        .iter()
+        .filter(|(path, _)| is_source(path) && too_long(path))
+        .map(|(path, e)| {
+            format!(
+                "unit {}: {path} has no .pyc: its name leaves no room for the pyc's ({} bytes at most before `.py`), and CPython writes none for it either; shorten the name if it is to have one",
+                e.unit, max_stem
+            )
+        })
+        .collect();
     let sources: Vec<Source<'_>> = b
         .desired
         .iter()
-        .filter(|(path, _)| is_source(path))
+        .filter(|(path, _)| is_source(path) && !too_long(path))
         .collect::<Vec<_>>()
         .into_par_iter()
         .filter_map(|(path, e)| match (&e.kind, &e.content) {
@@ -170,7 +188,6 @@ pub(crate) fn plan_bytecode(
     let mut ready: Vec<Ready> = Vec::with_capacity(sources.len());
     let mut records = Vec::new();
     let mut wanted = Vec::new();
-    let mut warnings = Vec::new();
     for (s, found) in sources.iter().zip(looked) {
         match found {
             Cached::Ready(r) => {

@@ -43,6 +43,13 @@ pub enum Error {
     },
     #[error("{}: {message}", .path.display())]
     Malformed { path: PathBuf, message: String },
+    /// The recipe's installer could not be fetched (its wheel, with pip).
+    #[error("bootstrapping {what} from its wheel: {source}")]
+    Bootstrap {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error(
         "{what} is not in the cache ({}) and --offline forbids building or fetching it; run once without --offline",
         .cached_at.display()

@@ -65,15 +65,10 @@ fn run<S: AsRef<OsStr>>(
             stderr: e.to_string(),
         })?;
     if !out.status.success() {
-        let mut cmdline = program.display().to_string();
-        for a in args {
-            cmdline.push(' ');
-            cmdline.push_str(&a.as_ref().to_string_lossy());
-        }
         return Err(Error::Command {
-            program: cmdline,
+            program: said(program, args),
             status: out.status.to_string(),
-            stderr: tail(&String::from_utf8_lossy(&out.stderr), 20),
+            stderr: summary(&String::from_utf8_lossy(&out.stderr)),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -128,14 +123,6 @@ pub(crate) fn output_lines<S: AsRef<OsStr>>(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let cmdline = || {
-        let mut c = program.display().to_string();
-        for a in args {
-            c.push(' ');
-            c.push_str(&a.as_ref().to_string_lossy());
-        }
-        c
-    };
     let mut child = cmd.spawn().map_err(|e| Error::Command {
         program: program.display().to_string(),
         status: "could not start".into(),
@@ -150,12 +137,12 @@ pub(crate) fn output_lines<S: AsRef<OsStr>>(
         let mut buf = Vec::new();
         stdout.read_to_end(&mut buf).map(|_| buf)
     });
-    let mut said = String::new();
+    let mut said_lines = String::new();
     for line in std::io::BufReader::new(stderr).lines() {
         let line = line?;
         lines(line.trim_end());
-        said.push_str(&line);
-        said.push('\n');
+        said_lines.push_str(&line);
+        said_lines.push('\n');
     }
     let status = child.wait()?;
     let stdout = out
@@ -163,22 +150,80 @@ pub(crate) fn output_lines<S: AsRef<OsStr>>(
         .map_err(|_| std::io::Error::other("reading stdout panicked"))??;
     if !status.success() {
         return Err(Error::Command {
-            program: cmdline(),
+            program: said(program, args),
             status: status.to_string(),
-            stderr: tail(&said, 20),
+            stderr: summary(&said_lines),
         });
     }
     Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
-fn tail(s: &str, lines: usize) -> String {
-    let v: Vec<&str> = s.trim_end().lines().collect();
-    let start = v.len().saturating_sub(lines);
-    let mut t = v[start..].join("\n");
-    if t.is_empty() {
-        t = "(no output on stderr)".into();
+/// What a failed installer said, cut to what matters: its `ERROR:` lines
+/// (pip's, uv's `error:`), the last line of a Python traceback (the
+/// exception), pip's network retries as one line with their cause; when
+/// none of these is there, its last lines.
+fn summary(s: &str) -> String {
+    let lines: Vec<&str> = s.trim_end().lines().collect();
+    let mut kept: Vec<String> = Vec::new();
+    let retries: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("WARNING: Retrying"))
+        .copied()
+        .collect();
+    if let Some(last) = retries.last() {
+        // `... Failed to establish a new connection: [Errno -3] ...')': /simple/x/`
+        let cause = last
+            .split("connection: ")
+            .nth(1)
+            .or_else(|| last.split("after ").nth(1))
+            .map_or(*last, |c| c.split("')").next().unwrap_or(c));
+        kept.push(format!("(retried {} times: {cause})", retries.len()));
     }
-    format!("\n{t}")
+    let retried = kept.len();
+    if let Some(at) = lines
+        .iter()
+        .rposition(|l| l.starts_with("Traceback (most recent call last)"))
+        && let Some(exception) = lines[at..]
+            .iter()
+            .rev()
+            .find(|l| !l.starts_with(' ') && !l.is_empty())
+    {
+        kept.push((*exception).to_string());
+    }
+    kept.extend(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("ERROR:") || l.starts_with("error:"))
+            .take(6)
+            .map(|l| l.to_string()),
+    );
+    if kept.len() == retried {
+        // Nothing says what failed: the end of what was said.
+        let start = lines.len().saturating_sub(8);
+        kept.extend(lines[start..].iter().map(|l| l.to_string()));
+    }
+    let t = kept.join("\n");
+    if t.is_empty() {
+        "\n(no output on stderr)".into()
+    } else {
+        format!("\n{t}")
+    }
+}
+
+/// A command line as said in an error: an argument of many lines or of
+/// more than 120 characters (a `-c` script) is shown as `<...>`.
+fn said(program: &Path, args: &[impl AsRef<OsStr>]) -> String {
+    let mut c = program.display().to_string();
+    for a in args {
+        let a = a.as_ref().to_string_lossy();
+        c.push(' ');
+        if a.contains('\n') || a.len() > 120 {
+            c.push_str("<...>");
+        } else {
+            c.push_str(&a);
+        }
+    }
+    c
 }
 
 /// The one tool that builds a venv, as the recipe names it: what else is
@@ -427,7 +472,11 @@ pub fn bootstrap_uv(
         Artifact::Wheel,
         python,
         &download,
-    )?;
+    )
+    .map_err(|e| Error::Bootstrap {
+        what: format!("uv {version}"),
+        source: Box::new(e),
+    })?;
     let bytes = fs_err::read(&wheel)?;
     let got: [u8; 32] = sha2::Sha256::digest(&bytes).into();
     if !sha256.contains(&got) {
@@ -654,4 +703,30 @@ fn local_packages(path: &Path, lock: &[u8]) -> Result<Vec<String>, Error> {
     dirs.sort();
     dirs.dedup();
     Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn a_failed_installer_is_summed_up() {
+        let pip_offline = "WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object at 0x7f>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': /simple/uv/\n\
+WARNING: Retrying (Retry(total=3)) after connection broken by 'NewConnectionError('<x>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': /simple/uv/\n\
+ERROR: Could not find a version that satisfies the requirement uv==0.9.5 (from versions: none)\n\
+ERROR: No matching distribution found for uv==0.9.5\n";
+        assert_eq!(
+            summary(pip_offline),
+            "\n(retried 2 times: [Errno -3] Temporary failure in name resolution)\n\
+             ERROR: Could not find a version that satisfies the requirement uv==0.9.5 (from versions: none)\n\
+             ERROR: No matching distribution found for uv==0.9.5"
+        );
+        let traceback = "Traceback (most recent call last):\n  File \"x\", line 1, in <module>\n    import nope\nModuleNotFoundError: No module named 'nope'\n";
+        assert_eq!(
+            summary(traceback),
+            "\nModuleNotFoundError: No module named 'nope'"
+        );
+        assert_eq!(summary("a\nb\n"), "\na\nb");
+        assert_eq!(summary(""), "\n(no output on stderr)");
+    }
 }

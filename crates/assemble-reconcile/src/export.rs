@@ -47,15 +47,23 @@ impl Tree {
 
     /// A recorded file, opened, with its length: refused when its stat is
     /// not the recorded one (changed since the run).
+    /// A file that became a link, went, or lost its folder to a file is
+    /// as changed as one edited.
     fn open_file(&self, path: &str) -> io::Result<(u64, std::fs::File)> {
-        let f = self.root.open_file(path)?;
+        let changed = || {
+            io::Error::other(format!(
+                "{}: changed since the last assemble (run it again first)",
+                self.root.display(path).display()
+            ))
+        };
+        let f = self
+            .root
+            .open_file(path)
+            .map_err(|e| if crate::root::gone(&e) { changed() } else { e })?;
         let now = assemble_manifest::Stat::of(&f.metadata()?);
         let recorded = self.state.entries.get(path).and_then(|r| r.stat);
         if recorded != Some(now) {
-            return Err(io::Error::other(format!(
-                "{}: changed since the last assemble (run it again first)",
-                self.root.display(path).display()
-            )));
+            return Err(changed());
         }
         Ok((now.size, f))
     }
