@@ -23,7 +23,9 @@
 //! A fetch works in a temporary folder inside the cache and renames the
 //! result into place only once it is verified, so an interrupted or failed
 //! fetch (a partial download, a hash mismatch, an unsafe archive) never
-//! counts as fetched.
+//! counts as fetched; it is then sealed (see `assemble_cache`), and read
+//! only through its seal. A second run that needs the same source waits
+//! for the first under the entry's lock, and uses what it fetched.
 
 mod git;
 mod http;

@@ -28,10 +28,21 @@
 //! | the source's sha256 | the content |
 //!
 //! so a run compiles only the sources whose key is new (a one-file edit:
-//! that file), all of them in one interpreter process per core. A source
-//! that does not compile is a warning naming it, as `compileall` reports
-//! it, and has no pyc; its key's `.err` file remembers why, so that later
-//! runs warn without compiling it again.
+//! that file), all of them in one interpreter process per core, under the
+//! bytecode cache's lock (a run that needs a source another is compiling
+//! waits for it, then takes its pyc). A source that does not compile is a
+//! warning naming it, as `compileall` reports it, and has no pyc; its key's
+//! `.err` file remembers why, so that later runs warn without compiling it
+//! again. A source whose pyc's name would pass 255 bytes has none, as in
+//! CPython, and a warning.
+//!
+//! A cached pyc is a file entry (`assemble_cache::digest`): the compiler
+//! writes its digest link `<key>.pyc.sha256` before it links the pyc into
+//! place (never over one already there), and compiles only bytes whose
+//! sha256 is the one in the key. A use takes it when the output's input
+//! stat cache vouches for its stat (such records of cache files are made
+//! only after a check), else hashes it against its digest link; one that
+//! does not match is discarded, compiled again, and said.
 
 use std::sync::Arc;
 
