@@ -268,8 +268,7 @@ fn a_read_only_bytecode_cache_is_said_as_such() {
         .env("ASSEMBLE_STATE_DIR", s.path("state"))
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = Run { output: out }.fails(1);
     assert!(
         err.contains(&format!(
             "cannot write the bytecode cache {}",
@@ -319,8 +318,7 @@ fn a_failed_uv_bootstrap_says_why_in_a_few_lines() {
         .current_dir(dir)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = Run { output: out }.fails(1);
     assert!(
         err.contains(&format!(
             "bootstrapping uv {} from its wheel",

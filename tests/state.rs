@@ -569,20 +569,23 @@ fn two_clean_builds_with_one_prefix_are_identical() {
     // A tree changed after its assemble is not exported as if it were
     // the recorded one; an export into the tree itself is refused.
     let settings = site(&a).join("authentik/root/settings.py");
+    let export_nar = || {
+        support::xtask(
+            s.dir.path(),
+            &[
+                "export",
+                "--format",
+                "nar",
+                "--from",
+                a.to_str().unwrap(),
+                "--out",
+                "x.nar",
+            ],
+        )
+        .fails(1)
+    };
     fs_err::write(&settings, "changed = True\n").unwrap();
-    let err = support::xtask(
-        s.dir.path(),
-        &[
-            "export",
-            "--format",
-            "nar",
-            "--from",
-            a.to_str().unwrap(),
-            "--out",
-            "x.nar",
-        ],
-    )
-    .fails(1);
+    let err = export_nar();
     assert!(
         err.contains("settings.py: changed since the last assemble"),
         "{err}"
@@ -592,19 +595,7 @@ fn two_clean_builds_with_one_prefix_are_identical() {
     // symbolic links" before).
     fs_err::remove_file(&settings).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", &settings).unwrap();
-    let err = support::xtask(
-        s.dir.path(),
-        &[
-            "export",
-            "--format",
-            "nar",
-            "--from",
-            a.to_str().unwrap(),
-            "--out",
-            "x.nar",
-        ],
-    )
-    .fails(1);
+    let err = export_nar();
     assert!(
         err.contains("settings.py: changed since the last assemble"),
         "{err}"

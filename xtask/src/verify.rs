@@ -49,11 +49,7 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
             sh.note("Differs", format!("{}: {}", d.path, d.what));
         }
         sh.status(
-            if found.is_empty() {
-                "Verified"
-            } else {
-                "Failed"
-            },
+            verdict(found.is_empty()),
             format!(
                 "{}: {} difference{}",
                 out.display(),
@@ -62,20 +58,30 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
             ),
         );
     }
-    if found.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure {
-            code: 1,
-            error: crate::Reported(format!(
-                "{} does not match its recorded manifest ({} difference{}); run `cargo xtask assemble` to repair it",
-                out.display(),
-                found.len(),
-                if found.len() == 1 { "" } else { "s" }
-            ))
-            .into(),
-        })
+    failed_if(found.len(), || {
+        format!(
+            "{} does not match its recorded manifest ({} difference{}); run `cargo xtask assemble` to repair it",
+            out.display(),
+            found.len(),
+            if found.len() == 1 { "" } else { "s" }
+        )
+    })
+}
+
+/// The status word of a check.
+fn verdict(passed: bool) -> &'static str {
+    if passed { "Verified" } else { "Failed" }
+}
+
+/// Exit 1 with `message` when anything was `found`.
+fn failed_if(found: usize, message: impl FnOnce() -> String) -> Result<(), Failure> {
+    if found == 0 {
+        return Ok(());
     }
+    Err(Failure {
+        code: 1,
+        error: crate::Reported(message()).into(),
+    })
 }
 
 /// `verify --cache`.
@@ -102,11 +108,7 @@ fn cache(
             sh.note("Corrupt", format!("{}: {}", f.entry.display(), f.problem));
         }
         sh.status(
-            if found.is_empty() {
-                "Verified"
-            } else {
-                "Failed"
-            },
+            verdict(found.is_empty()),
             format!(
                 "the cache {}: {} entr{} checked, {} corrupt or incomplete",
                 dir.display(),
@@ -116,20 +118,18 @@ fn cache(
             ),
         );
     }
-    if found.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure {
-            code: 1,
-            error: crate::Reported(format!(
-                "{} of the cache {}'s entries {} not what {} made; an assemble that needs one discards it and makes it again (or remove {} by hand)",
-                found.len(),
-                dir.display(),
-                if found.len() == 1 { "is" } else { "are" },
-                if found.len() == 1 { "it was" } else { "they were" },
-                if found.len() == 1 { "it" } else { "them" },
-            ))
-            .into(),
-        })
-    }
+    failed_if(found.len(), || {
+        format!(
+            "{} of the cache {}'s entries {} not what {} made; an assemble that needs one discards it and makes it again (or remove {} by hand)",
+            found.len(),
+            dir.display(),
+            if found.len() == 1 { "is" } else { "are" },
+            if found.len() == 1 {
+                "it was"
+            } else {
+                "they were"
+            },
+            if found.len() == 1 { "it" } else { "them" },
+        )
+    })
 }

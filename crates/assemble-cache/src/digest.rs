@@ -9,7 +9,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use assemble_manifest::{InputRecord, Sha256, Stat, hash_stream, open_input};
 use base64::Engine;
@@ -20,22 +19,13 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 
 /// Where the record of the file entry `file` is.
 pub fn path_of(file: &Path) -> PathBuf {
-    let mut name = file.file_name().unwrap_or_default().to_os_string();
-    name.push(".sha256");
-    file.with_file_name(name)
+    crate::beside(file, ".sha256")
 }
 
 /// Records that `file` holds `sha`, replacing any record there.
 pub fn record(file: &Path, sha: &Sha256) -> io::Result<()> {
-    static N: AtomicU64 = AtomicU64::new(0);
     let link = path_of(file);
-    let mut tmp = link.clone().into_os_string();
-    tmp.push(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = PathBuf::from(tmp);
+    let tmp = crate::unique_beside(&link, "tmp");
     fs_err::os::unix::fs::symlink(B64.encode(sha.0), &tmp)?;
     fs_err::rename(&tmp, &link)
 }

@@ -2,13 +2,10 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `X.lock` beside the entry `X`.
 pub(crate) fn lock_path(entry: &Path) -> PathBuf {
-    let mut name = entry.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    entry.with_file_name(name)
+    crate::beside(entry, ".lock")
 }
 
 /// Takes the lock of the entry `entry` (made while it is built or
@@ -30,19 +27,12 @@ pub fn discard(entry: &Path, waiting: &dyn Fn()) -> io::Result<()> {
 /// then the entry renamed aside (readers see it gone at once) and removed.
 /// A link at the entry's name is removed, never followed.
 pub fn remove(entry: &Path) -> io::Result<()> {
-    static N: AtomicU64 = AtomicU64::new(0);
     assemble_fs::files::remove(&crate::seal_path(entry))?;
     assemble_fs::files::remove(&crate::digest::path_of(entry))?;
     let Ok(meta) = std::fs::symlink_metadata(entry) else {
         return Ok(());
     };
-    let mut aside = entry.as_os_str().to_os_string();
-    aside.push(format!(
-        ".discarded-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let aside = PathBuf::from(aside);
+    let aside = crate::unique_beside(entry, "discarded");
     fs_err::rename(entry, &aside)?;
     if meta.is_dir() {
         fs_err::remove_dir_all(&aside)

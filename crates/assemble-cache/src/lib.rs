@@ -58,7 +58,30 @@ pub use entry::{discard, lock, remove};
 pub use files::Files;
 pub use seal::{Seal, Sealed, SealedKind, seal_path};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `X<suffix>` beside `X` (`X.seal`, `X.lock`, `F.sha256`): an entry's
+/// record and lock are named after it.
+pub(crate) fn beside(entry: &Path, suffix: &str) -> PathBuf {
+    let mut name = entry.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    entry.with_file_name(name)
+}
+
+/// A name beside `X` no other writer uses: `X.<word>-<process>-<n>`, for a
+/// temporary file renamed over something, or an entry renamed aside.
+pub(crate) fn unique_beside(entry: &Path, word: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    beside(
+        entry,
+        &format!(
+            ".{word}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ),
+    )
+}
 
 /// A cache entry that no longer holds what was recorded when it was made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -66,9 +66,7 @@ pub struct Seal {
 
 /// Where the seal of `entry` is kept: `X.seal` beside `X`.
 pub fn seal_path(entry: &Path) -> PathBuf {
-    let mut name = entry.file_name().unwrap_or_default().to_os_string();
-    name.push(".seal");
-    entry.with_file_name(name)
+    crate::beside(entry, ".seal")
 }
 
 fn now_ns() -> i64 {
