@@ -1168,6 +1168,33 @@ interpreter = "/usr/bin/python3"
         Ok((code, err)) => failed.push(format!("from: exit {code}:\n{err}")),
         Err(e) => failed.push(format!("from: {e}")),
     }
+    // A venv the recipe names whose pyvenv.cfg is a link to a host file:
+    // its lines were rewritten into the tree's pyvenv.cfg before.
+    lay();
+    support::stdout_ok(Command::new("/usr/bin/python3").args([
+        "-m",
+        "venv",
+        "--without-pip",
+        "/box/case/venv",
+    ]));
+    fs_err::remove_file("/box/case/venv/pyvenv.cfg").unwrap();
+    symlink(SECRET, "/box/case/venv/pyvenv.cfg").unwrap();
+    fs_err::write(
+        Path::new(CASE).join("assemble.toml"),
+        recipe("", "").replace(
+            "[units.app]\n",
+            "[units.deps]\nvenv = \"venv\"\nscripts = []\n",
+        ),
+    )
+    .unwrap();
+    match run_checked(&Hostile::sane().args(), "pyvenv.cfg") {
+        Ok((1, err)) if err.contains("pyvenv.cfg is a link to /box/outside/secret") => {}
+        Ok((code, err)) => failed.push(format!("pyvenv.cfg: exit {code}:\n{err}")),
+        Err(e) => failed.push(format!("pyvenv.cfg: {e}")),
+    }
+    if Path::new(OUT).exists() {
+        failed.push("pyvenv.cfg: a refused run created the output".into());
+    }
     // A link that stays inside the source is followed.
     lay();
     fs_err::write(

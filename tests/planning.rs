@@ -422,7 +422,8 @@ fn special_files_where_the_recipe_names_files_are_refused() {
         support::UV_WHEEL_SHA256
     );
     let app = "[units.app]\npath = \"src\"\ninstall = { \"pkg\" = \"pkg\" }\n";
-    // A uv project whose `name` file is the special file (a link to it).
+    // A uv project whose `name` file is the special file: made there (a
+    // FIFO, a large file), or a link to it (a device).
     let project = |name: &str, special: &Path| {
         let p = dir.join("proj");
         let _ = fs_err::remove_dir_all(&p);
@@ -437,8 +438,15 @@ fn special_files_where_the_recipe_names_files_are_refused() {
             "version = 1\nrequires-python = \">=3.8\"\n\n[[package]]\nname = \"proj\"\nversion = \"0.1.0\"\nsource = { virtual = \".\" }\n",
         )
         .unwrap();
-        fs_err::remove_file(p.join(name)).unwrap();
-        std::os::unix::fs::symlink(special, p.join(name)).unwrap();
+        let at = p.join(name);
+        fs_err::remove_file(&at).unwrap();
+        if special.ends_with("fifo") {
+            support::stdout_ok(std::process::Command::new("mkfifo").arg(&at));
+        } else if special.ends_with("large") {
+            fs_err::File::create(&at).unwrap().set_len(1 << 30).unwrap();
+        } else {
+            std::os::unix::fs::symlink(special, &at).unwrap();
+        }
     };
     let says = [
         "a FIFO (named pipe)",

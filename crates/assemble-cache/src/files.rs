@@ -1,7 +1,8 @@
 //! A unit's source as planning reads it.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use assemble_manifest::walk::Walked;
 use assemble_manifest::{InputRecord, Stat};
@@ -16,12 +17,19 @@ pub struct Files {
     root: PathBuf,
     /// The seal, and `root` relative to its entry (`""`: the entry).
     sealed: Option<(Arc<Seal>, String)>,
+    /// `root`, opened once for the reads beneath it (`None`: it could not
+    /// be; each read then resolves its path itself).
+    dir: Arc<OnceLock<Option<OwnedFd>>>,
 }
 
 impl Files {
     /// A folder the recipe names (a `path` or `venv` unit, a vendored copy).
     pub fn plain(root: PathBuf) -> Files {
-        Files { root, sealed: None }
+        Files {
+            root,
+            sealed: None,
+            dir: Arc::default(),
+        }
     }
 
     /// A sealed cache entry.
@@ -29,6 +37,7 @@ impl Files {
         Files {
             root: seal.entry().to_path_buf(),
             sealed: Some((Arc::new(seal), String::new())),
+            dir: Arc::default(),
         }
     }
 
@@ -56,11 +65,12 @@ impl Files {
                 .sealed
                 .as_ref()
                 .map(|(seal, prefix)| (seal.clone(), join(prefix, rel))),
+            dir: Arc::default(),
         }
     }
 
-    /// `path` (inside the folder) relative to its seal's entry.
-    fn in_entry(&self, path: &Path, prefix: &str) -> std::io::Result<String> {
+    /// `path` (inside the folder) relative to it.
+    fn relative<'p>(&self, path: &'p Path) -> std::io::Result<&'p str> {
         let rel = path.strip_prefix(&self.root).map_err(|_| {
             std::io::Error::other(format!(
                 "{} is not inside {}",
@@ -68,17 +78,34 @@ impl Files {
                 self.root.display()
             ))
         })?;
-        let rel = rel.to_str().ok_or_else(|| {
+        rel.to_str().ok_or_else(|| {
             std::io::Error::other(format!("{}: a name that is not UTF-8", path.display()))
-        })?;
-        Ok(join(prefix, rel))
+        })
     }
 
-    /// The bytes of the file `path` (inside the folder): for a cache
-    /// entry, checked against its seal (by the stat it was read with, or
-    /// by the bytes' hash).
+    /// `path` (inside the folder) relative to its seal's entry.
+    fn in_entry(&self, path: &Path, prefix: &str) -> std::io::Result<String> {
+        Ok(join(prefix, self.relative(path)?))
+    }
+
+    /// The bytes of the file `path` (inside the folder, its links already
+    /// resolved there: the seal knows a file by its own path), reached
+    /// without a link out of the folder (`assemble_fs::open_beneath`); for
+    /// a cache entry, checked against its seal (by the stat it was read
+    /// with, or by the bytes' hash).
     pub fn read(&self, path: &Path) -> Result<Vec<u8>, Error> {
-        let mut f = fs_err::File::open(path)?;
+        let rel = self.relative(path)?;
+        let dir = self.dir.get_or_init(|| {
+            rustix::fs::open(
+                &self.root,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ok()
+        });
+        let mut f = assemble_fs::open_beneath(&self.root, dir.as_ref().map(|d| d.as_fd()), rel)?;
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut f, &mut bytes)?;
         if let Some((seal, prefix)) = &self.sealed {

@@ -126,6 +126,68 @@ pub fn resolve_beneath(root: &Path, rel: &str) -> Result<String, Escape> {
     Ok(done.join("/"))
 }
 
+/// Whether `openat2` works here (unset after the first `ENOSYS`).
+static OPENAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Opens the file `rel` inside the folder `root` (whose open descriptor
+/// `dir` is, when the caller keeps one) for reading, following links only
+/// while they stay inside it: `openat2(RESOLVE_BENEATH)` where the kernel
+/// has it (the rule enforced as the path is walked: nothing can be swapped
+/// in between), else [`resolve_beneath`] and an open that follows no link
+/// at the last name. A link out of `root` is an error naming it.
+pub fn open_beneath(
+    root: &Path,
+    dir: Option<std::os::fd::BorrowedFd<'_>>,
+    rel: &str,
+) -> std::io::Result<fs_err::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::sync::atomic::Ordering;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let escape = |e: Escape| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: {e}; a link in a source is never followed out of it",
+                root.display()
+            ),
+        )
+    };
+    if let Some(dir) = dir
+        && OPENAT2.load(Ordering::Relaxed)
+    {
+        match rustix::fs::openat2(dir, rel, flags, Mode::empty(), ResolveFlags::BENEATH) {
+            Ok(fd) => {
+                let path = root.join(rel);
+                return Ok(fs_err::File::from_parts(std::fs::File::from(fd), path));
+            }
+            Err(rustix::io::Errno::NOSYS) => OPENAT2.store(false, Ordering::Relaxed),
+            // Leads out: said as the resolver says it.
+            Err(rustix::io::Errno::XDEV) => {
+                return Err(match resolve_beneath(root, rel) {
+                    Err(e) => escape(e),
+                    Ok(_) => std::io::Error::other(format!(
+                        "{}: changed while it was read",
+                        root.join(rel).display()
+                    )),
+                });
+            }
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", root.join(rel).display()),
+                ));
+            }
+        }
+    }
+    let resolved = resolve_beneath(root, rel).map_err(escape)?;
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NOCTTY).bits() as i32)
+        .open(root.join(resolved))
+}
+
 fn components(p: &Path, link: &str) -> Result<Vec<String>, Escape> {
     p.components()
         .filter(|c| !matches!(c, Component::RootDir))

@@ -27,7 +27,7 @@ pub mod pause;
 mod stat_cache;
 mod which;
 
-pub use beneath::{Escape, resolve_beneath};
+pub use beneath::{Escape, open_beneath, resolve_beneath};
 pub use files::{Durability, write_atomic};
 pub use stat_cache::StatCache;
 pub use which::{find_program, is_executable, path_dirs};

@@ -110,10 +110,22 @@ pub enum Error {
         source: assemble_manifest::path::PathError,
     },
     #[error(transparent)]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// With `--offline`, every input the cache and vendor/ lack.
     #[error("{} inputs are missing, and --offline forbids fetching them:{}", .0.len(), .0.iter().map(|e| format!("\n  {e}")).collect::<String>())]
     Offline(Vec<Error>),
+}
+
+impl From<std::io::Error> for Error {
+    /// An I/O error carrying a cache entry's corruption (a venv's metadata
+    /// is read through a reader that fails with `io::Error`) is that
+    /// corruption.
+    fn from(e: std::io::Error) -> Error {
+        match assemble_python::corrupt_in(&e) {
+            Some(c) => Error::Corrupt(Box::new(c.clone())),
+            None => Error::Io(e),
+        }
+    }
 }
 
 impl From<assemble_cache::Error> for Error {
@@ -139,15 +151,6 @@ impl Error {
                 source: assemble_fetch::Error::Corrupt(c),
                 ..
             } => Some(c),
-            Error::Io(e)
-            | Error::Python {
-                source: assemble_python::Error::Io(e),
-                ..
-            }
-            | Error::Fetch {
-                source: assemble_fetch::Error::Io(e),
-                ..
-            } => assemble_python::corrupt_in(e),
             _ => None,
         }
     }
@@ -557,18 +560,12 @@ fn resolve_source(
     warnings: &mut Vec<String>,
     progress: Progress<'_>,
 ) -> Result<Files, Error> {
-    let missing = |key: &str, path: &Path, hint: &str| Error::MissingPath {
+    // `wanted`: what belongs there (`a folder`, `a regular file`).
+    let missing = |key: &str, path: &Path, wanted: &str, hint: &str| Error::MissingPath {
         unit: unit.name.clone(),
         key: format!("units.{}.{key}", unit.name),
         path: path.to_path_buf(),
-        found: found_instead(
-            path,
-            if matches!(key, "requirements" | "uv-project") {
-                "a regular file"
-            } else {
-                "a folder"
-            },
-        ),
+        found: found_instead(path, wanted),
         hint: hint.to_string(),
     };
     let py_err = |source| Error::Python {
@@ -581,6 +578,7 @@ fn resolve_source(
                 return Err(missing(
                     "venv",
                     path,
+                    "a folder",
                     " (a virtualenv folder; or build one from a requirements file with `requirements = \"...\"`)",
                 ));
             }
@@ -588,13 +586,13 @@ fn resolve_source(
         }
         Source::Path { path } => {
             if !path.is_dir() {
-                return Err(missing("path", path, ""));
+                return Err(missing("path", path, "a folder", ""));
             }
             Ok(Files::plain(path.clone()))
         }
         Source::Requirements { path } => {
             if !path.is_file() {
-                return Err(missing("requirements", path, ""));
+                return Err(missing("requirements", path, "a regular file", ""));
             }
             let installer = installer(recipe);
             let starting = || {
@@ -643,6 +641,7 @@ fn resolve_source(
                     return Err(missing(
                         "uv-project",
                         &dir.join(file),
+                        "a regular file",
                         " (a uv project: its pyproject.toml and the uv.lock made by `uv lock`)",
                     ));
                 }
@@ -734,6 +733,7 @@ fn resolve_source(
                 return Err(missing(
                     "from",
                     &p,
+                    "a folder",
                     &format!(" (`{subdir}` inside unit {other}'s source)"),
                 ));
             }

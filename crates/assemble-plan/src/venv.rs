@@ -52,6 +52,10 @@ pub(crate) fn plan_venv(
     let cfg_path = root.join("pyvenv.cfg");
     let cfg = match files.read(&cfg_path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        // A link out of the venv: said as it is.
+        Err(assemble_cache::Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(err(e.to_string()));
+        }
         Err(assemble_cache::Error::Io(e)) => {
             return Err(err(format!("{} is not a virtualenv: {e}", root.display())));
         }

@@ -554,8 +554,14 @@ pub fn sync_venv(
         h.update(part);
     }
     for member in local_packages(&lock_path, &lock)? {
-        let file = assemble_fs::normalize(dir, Path::new(&member)).join("pyproject.toml");
-        let bytes = read_project(project, &file)?;
+        // A member's folder inside the project, its links resolved there.
+        let rel = assemble_fs::resolve_beneath(dir, &format!("{member}/pyproject.toml")).map_err(
+            |e| Error::Malformed {
+                path: lock_path.clone(),
+                message: format!("workspace member {member}: {e}"),
+            },
+        )?;
+        let bytes = read_project(project, &dir.join(rel))?;
         h.update((member.len() as u64).to_le_bytes());
         h.update(member.as_bytes());
         h.update((bytes.len() as u64).to_le_bytes());
