@@ -124,9 +124,10 @@ impl Seal {
         log::store(&path, FORMAT, &body, assemble_fs::Durability::Unsynced)
     }
 
-    /// The seal of `entry`; `None` when it is missing or unreadable, which
-    /// makes the entry incomplete.
+    /// The seal of `entry`; `None` when it is missing or unreadable, or the
+    /// entry itself is gone, which makes the entry incomplete.
     pub fn load(entry: &Path) -> Option<Seal> {
+        std::fs::metadata(entry).ok()?;
         let loaded = log::load(&seal_path(entry), FORMAT)?;
         let entries: Vec<Sealed> = postcard::from_bytes(loaded.body()).ok()?;
         if !entries.windows(2).all(|w| w[0].path < w[1].path) {
@@ -141,10 +142,6 @@ impl Seal {
     /// The entry this seal is of.
     pub fn entry(&self) -> &Path {
         &self.entry
-    }
-
-    pub fn entries(&self) -> &[Sealed] {
-        &self.entries
     }
 
     /// The sealed record of `path` (relative to the entry).

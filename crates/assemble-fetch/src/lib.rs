@@ -421,6 +421,9 @@ impl Fetcher {
                     return Ok(Ok(Files::sealed(seal)));
                 }
                 let _lock = self.lock(&dest, &|| {})?;
+                if let Some(seal) = Seal::load(&dest) {
+                    return Ok(Ok(Files::sealed(seal)));
+                }
                 let work = self.workdir()?;
                 let tree = work.path().join("tree");
                 unpack(&single_file(vendor)?, &tree, self.limits)?;

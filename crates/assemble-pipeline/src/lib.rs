@@ -444,7 +444,9 @@ impl Session {
             ("--cache-dir", &opts.cache),
         ] {
             let dir = normalize(dir);
-            if let Some(what) = assemble_fs::files::describe(&dir).filter(|w| *w != "a folder") {
+            if std::fs::metadata(&dir).is_ok_and(|m| !m.is_dir())
+                && let Some(what) = assemble_fs::files::describe(&dir)
+            {
                 return Err(Error::Option {
                     flag,
                     message: format!(

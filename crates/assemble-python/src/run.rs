@@ -90,17 +90,6 @@ pub struct Progress<'a> {
     pub lines: Lines<'a>,
 }
 
-impl Progress<'_> {
-    /// Says nothing.
-    pub fn quiet() -> Progress<'static> {
-        Progress {
-            starting: &|| {},
-            waiting: &|| {},
-            lines: &|_| {},
-        }
-    }
-}
-
 /// As [`output_env`], passing each line of the program's stderr to `lines`
 /// as it comes (and keeping them for the error's tail).
 pub(crate) fn output_lines<S: AsRef<OsStr>>(
