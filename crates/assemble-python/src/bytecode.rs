@@ -50,7 +50,18 @@ pub enum Compiled {
 /// whose run has died (SIGKILL leaves its children running) stops rather
 /// than keep writing into the cache.
 const COMPILE: &str = r#"
-import sys, os, hashlib, base64, importlib.util, importlib._bootstrap_external as be
+import sys, os, importlib.util, importlib._bootstrap_external as be
+from binascii import b2a_base64
+# The interpreter's own sha256 (hashlib's OpenSSL binding takes 2 ms to
+# import, per compiler process).
+try:
+    from _sha2 import sha256
+except ImportError:
+    try:
+        from _sha256 import sha256
+    except ImportError:
+        from hashlib import sha256
+URLSAFE = bytes.maketrans(b"+/", b"-_")
 checked = sys.argv[1] == "checked"
 parent = os.getppid()
 parts = sys.stdin.buffer.read().split(b"\0")
@@ -62,7 +73,7 @@ for i in range(0, len(parts) - 3, 4):
     try:
         with open(src, "rb") as f:
             source = f.read()
-        if hashlib.sha256(source).hexdigest() != sha:
+        if sha256(source).hexdigest() != sha:
             out.append("changed")
             continue
         code = compile(source, dfile, "exec", dont_inherit=True)
@@ -70,7 +81,7 @@ for i in range(0, len(parts) - 3, 4):
         tmp = "%s.%d.tmp" % (dest, os.getpid())
         with open(tmp, "wb") as f:
             f.write(data)
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+        digest = b2a_base64(sha256(data).digest(), newline=False).rstrip(b"=").translate(URLSAFE)
         link = dest + ".sha256"
         link_tmp = "%s.%d.tmp" % (link, os.getpid())
         if os.path.lexists(link_tmp):
