@@ -290,6 +290,64 @@ fn a_read_only_bytecode_cache_is_said_as_such() {
 fn a_failed_uv_bootstrap_says_why_in_a_few_lines() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    uv_project_recipe(dir);
+    let out = Command::new("unshare")
+        .arg("-n")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["assemble", "--recipe", "assemble.toml", "--out", "out"])
+        .args(["--cache-dir", "cache", "--state-dir", "state"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = Run { output: out }.fails(1);
+    assert!(
+        err.contains(&format!(
+            "bootstrapping uv {} from its wheel",
+            support::UV_VERSION
+        )) && err.contains("ERROR: No matching distribution found")
+            && !err.contains("NewConnectionError")
+            && !err.contains("Traceback")
+            && err.lines().count() < 10,
+        "{err}"
+    );
+}
+
+/// Guards what is not the tool's: a folder at uv's place in a cache that
+/// holds anything but what a bootstrap puts there, and no seal, is someone
+/// else's (a --cache-dir pointed at the wrong folder): it is left as it is,
+/// and the run says so, where an unsealed leftover of the tool's own is
+/// removed and made again.
+#[test]
+fn a_folder_at_uvs_place_that_is_not_the_tools_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    uv_project_recipe(dir);
+    let theirs = dir.join(format!("cache/tools/uv-{}", support::UV_VERSION));
+    fs_err::create_dir_all(&theirs).unwrap();
+    fs_err::write(theirs.join("notes.txt"), "mine").unwrap();
+    let err = support::xtask(
+        dir,
+        &[
+            "assemble",
+            "--recipe",
+            "assemble.toml",
+            "--out",
+            "out",
+            "--cache-dir",
+            "cache",
+        ],
+    )
+    .fails(1);
+    assert!(err.contains("it is not the tool's"), "{err}");
+    assert_eq!(
+        fs_err::read_to_string(theirs.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+/// A recipe in `dir` with one unit, a uv project's venv (uv bootstrapped
+/// into the cache when missing).
+fn uv_project_recipe(dir: &Path) {
     fs_err::create_dir_all(dir.join("proj")).unwrap();
     fs_err::write(
         dir.join("proj/pyproject.toml"),
@@ -310,23 +368,4 @@ fn a_failed_uv_bootstrap_says_why_in_a_few_lines() {
         ),
     )
     .unwrap();
-    let out = Command::new("unshare")
-        .arg("-n")
-        .arg(env!("CARGO_BIN_EXE_xtask"))
-        .args(["assemble", "--recipe", "assemble.toml", "--out", "out"])
-        .args(["--cache-dir", "cache", "--state-dir", "state"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let err = Run { output: out }.fails(1);
-    assert!(
-        err.contains(&format!(
-            "bootstrapping uv {} from its wheel",
-            support::UV_VERSION
-        )) && err.contains("ERROR: No matching distribution found")
-            && !err.contains("NewConnectionError")
-            && !err.contains("Traceback")
-            && err.lines().count() < 10,
-        "{err}"
-    );
 }

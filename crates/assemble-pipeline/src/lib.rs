@@ -635,8 +635,14 @@ impl Session {
             };
             let Error::Plan(p) = &e else { return Err(e) };
             let Some(c) = p.corrupt() else { return Err(e) };
-            // Only what the cache holds is ever discarded.
-            if seen.contains(&c.entry) || !c.entry.starts_with(&self.ctx.cache) {
+            // Only an entry of the cache is ever discarded: a folder or file
+            // at least two levels below it (`venvs/<key>`), never the cache
+            // or one of its kinds.
+            let depth = c
+                .entry
+                .strip_prefix(&self.ctx.cache)
+                .map_or(0, |rel| rel.components().count());
+            if seen.contains(&c.entry) || depth < 2 {
                 return Err(e);
             }
             let what = format!("the cache entry {}", c.entry.display());

@@ -448,8 +448,25 @@ pub fn bootstrap_uv(
     if let Some(seal) = Seal::load(&dir) {
         return checked(seal);
     }
-    // There but not sealed: interrupted, or made before entries were.
-    assemble_cache::remove(&dir)?;
+    // There but not sealed: interrupted, or made before entries were; a
+    // folder of that name holding anything else is not the tool's (a
+    // --cache-dir pointed at someone's folder), and stays.
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        let only_uv = fs_err::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name())
+                    .collect::<Vec<_>>()
+            })
+            .is_ok_and(|names| names.iter().all(|n| n == "uv"));
+        if !only_uv {
+            return Err(Error::Malformed {
+                path: dir,
+                message: "holds more than the uv this tool bootstraps there, and no seal of it: it is not the tool's; move it away, or choose another --cache-dir".into(),
+            });
+        }
+        assemble_cache::remove(&dir)?;
+    }
     let work = tempfile::Builder::new()
         .prefix(".uv-")
         .tempdir_in(&root)
