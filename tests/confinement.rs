@@ -1218,3 +1218,78 @@ interpreter = "/usr/bin/python3"
     }
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
 }
+
+/// Guards what discarding a corrupt cache entry may delete: only inside
+/// the cache's own folder. Here the cache's `sources` is a link to a folder
+/// outside it (someone's choice), and an entry fetched there is then edited:
+/// the run must fail naming it and delete nothing there. Before this guard
+/// (the entry's path was only checked to be below `--cache-dir` as
+/// written) it was discarded through the link and fetched again.
+#[test]
+fn a_corrupt_entry_outside_the_caches_own_folder_is_not_deleted() {
+    if !sandboxed("a_corrupt_entry_outside_the_caches_own_folder_is_not_deleted") {
+        return;
+    }
+    clear_box();
+    lay_sentinels();
+    let repo = "/box/case/repo";
+    fs_err::create_dir_all(format!("{repo}/pkg")).unwrap();
+    fs_err::write(format!("{repo}/pkg/m.py"), "M = 1\n").unwrap();
+    let git = |args: &[&str]| {
+        support::stdout_ok(
+            Command::new("git")
+                .args(["-C", repo])
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .env("HOME", "/box"),
+        )
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "x"]);
+    let rev = git(&["rev-parse", "HEAD"]);
+    fs_err::write(
+        Path::new(CASE).join("assemble.toml"),
+        format!(
+            "[package]\nname = \"c\"\nversion = \"0\"\n\n[python]\ninterpreter = \"/usr/bin/python3\"\n\n[units.app]\ngit = \"file://{repo}\"\nrev = \"{rev}\"\ninstall = {{ \"pkg\" = \"pkg\" }}\n"
+        ),
+    )
+    .unwrap();
+    let cache = "/box/c2";
+    fs_err::create_dir_all(cache).unwrap();
+    fs_err::create_dir_all("/box/outside/sources").unwrap();
+    symlink("/box/outside/sources", format!("{cache}/sources")).unwrap();
+    let run = |out: &str| {
+        xtask(&[
+            "assemble",
+            "--recipe",
+            &format!("{CASE}/assemble.toml"),
+            "--out",
+            out,
+            "--cache-dir",
+            cache,
+        ])
+    };
+    let (code, err) = run(OUT);
+    assert_eq!(code, 0, "{err}");
+    let entry = fs_err::read_dir("/box/outside/sources")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("the source fetched through the link");
+    fs_err::write(entry.join("pkg/m.py"), "M = 2\n").unwrap();
+    let (code, err) = run("/box/case/a/second");
+    assert_eq!(code, 1, "must fail, not discard:\n{err}");
+    assert!(
+        err.contains("is corrupt") && err.contains("pkg/m.py"),
+        "{err}"
+    );
+    assert_eq!(
+        fs_err::read_to_string(entry.join("pkg/m.py")).unwrap(),
+        "M = 2\n",
+        "the entry outside the cache's folder was deleted"
+    );
+}

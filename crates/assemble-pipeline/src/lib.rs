@@ -366,7 +366,7 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
         ),
         P::Conflict { fix, .. } => Some(fix.clone()),
         _ if p.corrupt().is_some() => Some(
-            "it was made again and is corrupt again: check the disk, or remove the entry and `cargo xtask verify --cache`"
+            "remove the entry (and its .seal) and assemble again: it was corrupt right after it was made, or it lies outside the cache's own folder, where the tool deletes nothing; `cargo xtask verify --cache` lists what is corrupt"
                 .to_string(),
         ),
         _ => None,
@@ -635,14 +635,7 @@ impl Session {
             };
             let Error::Plan(p) = &e else { return Err(e) };
             let Some(c) = p.corrupt() else { return Err(e) };
-            // Only an entry of the cache is ever discarded: a folder or file
-            // at least two levels below it (`venvs/<key>`), never the cache
-            // or one of its kinds.
-            let depth = c
-                .entry
-                .strip_prefix(&self.ctx.cache)
-                .map_or(0, |rel| rel.components().count());
-            if seen.contains(&c.entry) || depth < 2 {
+            if seen.contains(&c.entry) || !discardable(&c.entry, &self.ctx.cache) {
                 return Err(e);
             }
             let what = format!("the cache entry {}", c.entry.display());
@@ -761,6 +754,21 @@ impl Session {
             plan,
         }
     }
+}
+
+/// Whether the tool may discard `entry` of the cache `cache`: only an
+/// entry whose folder, links resolved, is inside the cache's own folder,
+/// at least two levels below it (`venvs/<key>`: never the cache or one of
+/// its kinds). A kind folder that is a link to somewhere else (`venvs ->
+/// /shared/venvs`) is someone's choice: what is there is not deleted; the
+/// run fails instead, naming the entry.
+fn discardable(entry: &Path, cache: &Path) -> bool {
+    let (Some(parent), Some(name)) = (entry.parent(), entry.file_name()) else {
+        return false;
+    };
+    let real = assemble_fs::canonical(parent).join(name);
+    real.strip_prefix(assemble_fs::canonical(cache))
+        .is_ok_and(|rel| rel.components().count() >= 2)
 }
 
 /// The message of [`Error::InSource`]: which folder is inside which, what
