@@ -598,7 +598,7 @@ fn state_or_cache_inside_the_output_is_refused() {
 #[test]
 fn an_interpreter_uv_manages_is_found_through_uv_python_find() {
     let s = Scratch::new();
-    let python = assemble_python::Interpreter::probe("python3").unwrap();
+    let python = assemble_install::probe("python3").unwrap();
     let name = format!("python{}.{}", python.major, python.minor);
     s.edit_recipe(|t| {
         t.replace(
@@ -907,7 +907,7 @@ fn the_pinned_uv_is_bootstrapped_and_builds_the_venv() {
 #[test]
 fn a_uv_project_venv_is_synced_from_its_lock() {
     let s = Scratch::new();
-    let python = assemble_python::Interpreter::probe("python3").unwrap();
+    let python = assemble_install::probe("python3").unwrap();
     let uv = support::shared_uv();
     let proj = s.path("proj");
     let files: &[(&str, &str)] = &[

@@ -23,7 +23,7 @@ use proptest::prelude::*;
 
 fn python() -> &'static Interpreter {
     static PY: OnceLock<Interpreter> = OnceLock::new();
-    PY.get_or_init(|| Interpreter::probe("python3").unwrap())
+    PY.get_or_init(|| assemble_install::probe("python3").unwrap())
 }
 
 /// A change to make before the next assemble.

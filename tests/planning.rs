@@ -278,6 +278,142 @@ fn the_planner_cannot_reach_the_writer() {
     assert!(!text.contains("assemble-reconcile"), "{text}");
 }
 
+/// The planner is a function of the recipe and the realised sources: it
+/// reaches neither the fetcher nor the crate that runs installers and the
+/// interpreter, nor the sources stage that drives them (it asks that stage
+/// for what it needs made through `assemble_plan::Make`).
+#[test]
+fn the_planner_cannot_fetch_or_build() {
+    let tree = cargo_tree(&["-p", "assemble-plan"]);
+    for stage in ["assemble-fetch", "assemble-install", "assemble-sources"] {
+        assert!(!tree.contains(stage), "{stage} in\n{tree}");
+    }
+    assert!(tree.contains("assemble-python"), "{tree}");
+}
+
+/// No crate below the command line draws on a terminal: they report
+/// through `assemble_cache::Reporter`, which the CLI draws.
+#[test]
+fn only_the_command_line_draws() {
+    let tree = cargo_tree(&["--workspace", "--invert", "indicatif", "--prefix", "none"]);
+    let users: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.starts_with("assemble-") || l.starts_with("xtask"))
+        .collect();
+    assert!(!users.is_empty(), "{tree}");
+    assert!(users.iter().all(|l| l.starts_with("xtask")), "{tree}");
+}
+
+/// ARCHITECTURE.md's code map names every workspace crate and every
+/// dependency between them, as the `Cargo.toml` files say.
+#[test]
+fn the_architecture_map_is_the_crate_graph() {
+    let root = support::root();
+    let doc = fs_err::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let block = doc
+        .split_once("```text\nassemble-fs")
+        .map(|(_, rest)| format!("assemble-fs{}", rest.split_once("```").unwrap().0))
+        .expect("ARCHITECTURE.md: the crate map");
+    let mut drawn: Vec<String> = block
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (name, deps) = l.split_once('─').map_or((l, ""), |(n, d)| (n, d));
+            let mut deps: Vec<&str> = deps
+                .trim_start_matches(['─', '►'])
+                .split_whitespace()
+                .collect();
+            deps.sort_unstable();
+            format!("{} -> {}", name.trim(), deps.join(" "))
+        })
+        .collect();
+    drawn.sort();
+    let mut real = Vec::new();
+    let manifests = fs_err::read_dir(root.join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("Cargo.toml"))
+        .chain([root.join("xtask/Cargo.toml")]);
+    for manifest in manifests {
+        let doc: toml::Table = fs_err::read_to_string(&manifest).unwrap().parse().unwrap();
+        let name = doc["package"]["name"].as_str().unwrap().to_string();
+        let mut deps: Vec<String> = doc["dependencies"]
+            .as_table()
+            .unwrap()
+            .keys()
+            .filter_map(|k| k.strip_prefix("assemble-").map(str::to_string))
+            .collect();
+        deps.sort();
+        real.push(format!("{name} -> {}", deps.join(" ")));
+    }
+    real.sort();
+    assert_eq!(drawn, real);
+}
+
+fn cargo_tree(args: &[&str]) -> String {
+    support::stdout_ok(
+        std::process::Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "--edges", "normal"])
+            .args(args)
+            .current_dir(support::root()),
+    )
+}
+
+/// `plan` is a dry run. On an empty cache and a new output it fetches,
+/// builds, compiles and writes nothing (the scratch folder, with the
+/// cache, the state folder and the sources, stays byte for byte what it
+/// was; the output is not made), exits 0, and says one line per unit and a
+/// summary. After a real assemble and an edit, a plan still writes
+/// nothing: not the edited source's pyc, not the state, not the output.
+#[test]
+fn plan_writes_nothing_and_says_one_line_per_unit() {
+    let s = Scratch::new();
+    let (cache, state, out) = (s.path("cache"), s.path("state"), s.path("out"));
+    fs_err::create_dir_all(&cache).unwrap();
+    fs_err::create_dir_all(&state).unwrap();
+    let folders = [
+        "--out",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let before = support::listing(s.dir.path());
+    let said = s.run("plan", &folders).ok();
+    let json = s.run("plan", &[&folders[..], &["--json"]].concat()).json();
+    support::assert_same_tree(&before, &support::listing(s.dir.path()), "plan, cold");
+    assert!(!out.exists());
+    let units = assemble_recipe::Recipe::load(&s.recipe())
+        .unwrap()
+        .units
+        .len();
+    let lines: Vec<&str> = said.lines().collect();
+    assert!(lines.len() <= units + 1, "{said}");
+    assert!(
+        said.contains("python-deps (not in the cache: the virtualenv of the uv project")
+            && said.contains("sources would be compiled to bytecode"),
+        "{said}"
+    );
+    let would = json["would_build"].as_array().unwrap();
+    assert!(
+        would.iter().any(|w| w["unit"] == "python-deps")
+            && would.iter().any(|w| w["unit"].is_null()),
+        "{json}"
+    );
+
+    s.assemble(&folders).ok();
+    support::edit(&s.path("demo/authentik/authentik/__init__.py"), |t| {
+        t + "\nEDITED = 1\n"
+    });
+    let before = support::listing(s.dir.path());
+    let said = s.run("plan", &folders).ok();
+    support::assert_same_tree(&before, &support::listing(s.dir.path()), "plan, warm");
+    assert!(
+        said.contains("Would build authentik") && said.contains("1 sources would be compiled"),
+        "{said}"
+    );
+}
+
 /// The recipes shipped with the workspace parse: the guarantee a build
 /// script used to give by failing the tool's own build on a typo.
 #[test]

@@ -50,16 +50,16 @@ pub const UV_WHEEL_SHA256: &str =
 /// The interpreter behind `python3` on PATH, by its real path (a name on
 /// PATH may be a shim that forwards to it).
 pub fn real_python() -> PathBuf {
-    assemble_python::Interpreter::probe("python3")
+    assemble_install::probe("python3")
         .expect("python3 on PATH")
         .executable
 }
 
 /// The pinned uv, bootstrapped (once for all tests) into the shared cache.
 pub fn shared_uv() -> PathBuf {
-    let python = assemble_python::Interpreter::probe("python3").expect("python3 on PATH");
+    let python = assemble_install::probe("python3").expect("python3 on PATH");
     let sha = <[u8; 32]>::try_from(hex::decode(UV_WHEEL_SHA256).expect("hex")).expect("32 bytes");
-    assemble_python::bootstrap_uv(UV_VERSION, &[sha], &python, &shared_cache(), &|| {})
+    assemble_install::bootstrap_uv(UV_VERSION, &[sha], &python, &shared_cache(), &|| {})
         .expect("bootstrap uv")
 }
 

@@ -6,33 +6,19 @@ use std::time::Duration;
 use assemble_pipeline::{Event, Mode, Options, Report, Status};
 
 use crate::context::{Workspace, output};
-use crate::shell::Shell;
+use crate::shell::{Drawing, Shell};
 use crate::{AssembleArgs, Failure};
 
 /// `cargo xtask assemble` (or, with `DryRun`, `cargo xtask plan`: what
 /// `assemble` would do, and why; changes nothing in the output).
 pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
-    let mut opts = options(args)?;
-    let quiet = args.json || sh.quiet();
+    let opts = options(args)?;
     // Progress (download bars, the installer's lines under a spinner) on
     // a terminal only, and never with --json or -q.
-    let progress = !args.json && sh.progress();
-    opts.progress = progress;
-    let spinner = sh.spinner(progress);
-    let events = |e: Event| match e {
-        Event::Preparing(m) if !quiet => {
-            spinner.suspend(|| sh.status("Preparing", m));
-            spinner.restart();
-        }
-        Event::Preparing(_) => {}
-        Event::Output(line) => spinner.spin(line),
-        Event::Writing { done, total } => spinner.writing(done, total),
-        // Said even when quiet: a run that waits must say why.
-        Event::Waiting(what) => spinner
-            .suspend(|| anstream::eprintln!("{:>12} waiting for file lock on {what}", "Blocking")),
-    };
+    let drawing = Drawing::new(sh, !args.json && sh.progress(), args.json || sh.quiet());
+    let events = |e: Event| drawing.event(e);
     let result = assemble_pipeline::assemble(&opts, mode, &events);
-    spinner.clear();
+    drawing.clear();
     let r = result.map_err(Failure::from_pipeline)?;
     report(sh, args, &r);
     // The process ends here: freeing the manifest's ~100,000 allocations
@@ -69,8 +55,6 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         locked: args.locked,
         wait: !args.no_wait,
         nar_hash: args.nar_hash,
-        // Decided by `run`, which knows the shell.
-        progress: false,
         racy_window,
     })
 }
@@ -91,12 +75,22 @@ fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
         sh.warn(w);
     }
     for u in &r.units {
-        if verbose || dry_run {
+        if verbose {
             for reason in &u.reasons {
                 sh.note("Dirty", format!("{}: {reason}", u.name));
             }
         }
+        // In a dry run, what the cache lacks for the unit, on its line.
+        let would: Vec<&str> = plan
+            .would_make
+            .iter()
+            .filter(|w| w.unit.as_deref() == Some(u.name.as_str()))
+            .map(|w| w.what.as_str())
+            .collect();
         match u.status {
+            _ if !would.is_empty() => {
+                sh.status("Would build", format!("{} ({})", u.name, would.join("; ")))
+            }
             Status::Fresh => sh.status("Fresh", format!("{} ({} paths)", u.name, u.entries)),
             status => sh.status(
                 if status == Status::Dirty {
@@ -116,7 +110,7 @@ fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
             ),
         }
     }
-    if verbose || dry_run {
+    if verbose {
         for c in o.changes.iter().filter(|c| c.unit.is_none()) {
             sh.note("Dirty", c);
         }
@@ -161,14 +155,27 @@ fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
         }
     }
     if dry_run {
+        // What the whole tree's steps would make (the bytecode, patched
+        // ELF files), after the counts.
+        let steps: String = plan
+            .would_make
+            .iter()
+            .filter(|w| w.unit.is_none())
+            .map(|w| format!("; {}", w.what))
+            .collect();
         sh.status(
             "Planned",
             format!(
-                "{} would write {} files and remove {} in {}",
+                "{} would write {} files and remove {} in {}{steps}{}",
                 r.name,
                 o.files_written,
                 o.files_removed,
-                r.output.display()
+                r.output.display(),
+                if verbose {
+                    ""
+                } else {
+                    " (-v: why, path by path)"
+                }
             ),
         );
     } else {

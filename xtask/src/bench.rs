@@ -453,7 +453,7 @@ pub fn run(sh: &crate::shell::Shell, args: &BenchArgs) -> Result<(), Failure> {
         .as_ref()
         .map(|d| ws.cwd.join(d))
         .unwrap_or_else(|| ws.target_dir.join("bench"));
-    let python = assemble_python::Interpreter::probe("python3")?;
+    let python = assemble_install::probe("python3")?;
     let xy = format!("{}.{}", python.major, python.minor);
     let runs = args.runs.max(1);
     sh.status("Generating", format!("inputs in {}", root.display()));

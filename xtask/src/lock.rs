@@ -4,6 +4,7 @@
 use assemble_pipeline::{Event, LockStatus};
 
 use crate::context::Workspace;
+use crate::shell::Drawing;
 use crate::{Failure, RecipeArgs};
 
 #[derive(Debug, clap::Args)]
@@ -20,20 +21,15 @@ pub fn run(sh: &crate::shell::Shell, args: &LockArgs) -> Result<(), Failure> {
     let ws = Workspace::for_recipe(&args.common)?;
     let recipe = ws.recipe_path(&args.common);
     let cache = ws.cache(args.common.cache_dir.as_deref());
-    let events = |e: Event| {
-        if let Event::Preparing(m) = e {
-            sh.status("Fetching", m);
-        }
+    let drawing = Drawing::new(sh, sh.progress(), true);
+    let events = |e: Event| match e {
+        Event::Preparing(m) => sh.status("Fetching", m),
+        e => drawing.event(e),
     };
-    let units = assemble_pipeline::lock(
-        &recipe,
-        &cache,
-        args.common.offline,
-        &args.update,
-        sh.progress(),
-        &events,
-    )
-    .map_err(Failure::from_pipeline)?;
+    let units =
+        assemble_pipeline::lock(&recipe, &cache, args.common.offline, &args.update, &events);
+    drawing.clear();
+    let units = units.map_err(Failure::from_pipeline)?;
     for u in &units {
         let status = match u.status {
             LockStatus::Unchanged => "Locked",

@@ -65,9 +65,14 @@ pub fn run(sh: &crate::shell::Shell, args: &PrefetchArgs) -> Result<(), Failure>
             error: e.into(),
         })?;
     let ws = Workspace::locate()?;
-    let mut fetcher = Fetcher::new(ws.cache(args.cache_dir.as_deref()));
-    fetcher.progress_bar = sh.progress();
-    let (got, path) = fetcher.prefetch(&target)?;
+    let drawing = crate::shell::Drawing::new(sh, sh.progress(), sh.quiet());
+    let fetcher = Fetcher::new(
+        assemble_fetch::Config::new(ws.cache(args.cache_dir.as_deref())),
+        &drawing,
+    );
+    let fetched = fetcher.prefetch(&target);
+    drawing.clear();
+    let (got, path) = fetched?;
     sh.status("Cached", path.display());
     println!("{}", got.format(args.format.into()));
     if let Some(want) = want

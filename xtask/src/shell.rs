@@ -161,10 +161,11 @@ pub fn failure_json(f: &crate::Failure) -> serde_json::Value {
             e.downcast_ref::<assemble_recipe::RecipeError>()
                 .map(assemble_pipeline::Diagnostic::of_recipe)
         })
-        .unwrap_or_else(|| assemble_pipeline::Diagnostic {
-            kind: "error",
-            message: f.error.to_string(),
-            ..Default::default()
+        .unwrap_or_else(|| {
+            assemble_pipeline::Diagnostic::new(
+                assemble_pipeline::FailureKind::Error,
+                f.error.to_string(),
+            )
         });
     let mut v = serde_json::to_value(d).unwrap_or_default();
     v["causes"] = serde_json::json!(causes(&f.error));
@@ -188,6 +189,113 @@ pub fn library_line(l: &assemble_elf::Library) -> String {
         l.path,
         if n == 1 { "" } else { "s" }
     )
+}
+
+/// How a run's events are drawn on a shell: `Preparing` as a status line
+/// (unless quiet), the installer's lines under a spinner, the writes as a
+/// bar, a download as a bar of bytes, a wait for a lock always said. The
+/// sources stage's [`assemble_cache::Reporter`] for the commands that use
+/// it directly (`lock`, `vendor`, `prefetch`).
+pub struct Drawing<'a> {
+    sh: &'a Shell,
+    spinner: Spinner,
+    /// Status lines held back (`--json`, `-q`).
+    quiet: bool,
+    download: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl<'a> Drawing<'a> {
+    /// Progress is drawn only when `draw` (a terminal, not `--json`).
+    pub fn new(sh: &'a Shell, draw: bool, quiet: bool) -> Drawing<'a> {
+        Drawing {
+            sh,
+            spinner: sh.spinner(draw),
+            quiet,
+            download: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn event(&self, e: assemble_pipeline::Event<'_>) {
+        use assemble_pipeline::Event;
+        match e {
+            Event::Preparing(m) if !self.quiet => {
+                self.spinner.suspend(|| self.sh.status("Preparing", m));
+                self.spinner.restart();
+            }
+            Event::Preparing(_) => {}
+            Event::Output(line) => self.spinner.spin(line),
+            Event::Writing { done, total } => self.spinner.writing(done, total),
+            // Said even when quiet: a run that waits must say why.
+            Event::Waiting(what) => self.spinner.suspend(|| {
+                anstream::eprintln!("{:>12} waiting for file lock on {what}", "Blocking")
+            }),
+            Event::Download { total, .. } if self.spinner.draw => {
+                let bar = match total {
+                    Some(n) => indicatif::ProgressBar::new(n),
+                    None => indicatif::ProgressBar::no_length(),
+                };
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg:>12.cyan.bold} {bytes}/{total_bytes} {binary_bytes_per_sec} {wide_bar}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message("Downloading");
+                *self.bar() = Some(bar);
+            }
+            Event::Downloaded(n) => {
+                if let Some(bar) = &*self.bar() {
+                    bar.inc(n);
+                }
+            }
+            Event::DownloadDone => {
+                if let Some(bar) = self.bar().take() {
+                    bar.finish_and_clear();
+                }
+            }
+            Event::Download { .. } => {}
+        }
+    }
+
+    fn bar(&self) -> std::sync::MutexGuard<'_, Option<indicatif::ProgressBar>> {
+        self.download
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Everything drawn is gone from the terminal.
+    pub fn clear(&self) {
+        self.spinner.clear();
+        if let Some(bar) = self.bar().take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl assemble_cache::Reporter for Drawing<'_> {
+    fn starting(&self, what: &str) {
+        self.event(assemble_pipeline::Event::Preparing(what))
+    }
+
+    fn output(&self, line: &str) {
+        self.event(assemble_pipeline::Event::Output(line))
+    }
+
+    fn waiting(&self, what: &str) {
+        self.event(assemble_pipeline::Event::Waiting(what))
+    }
+
+    fn download(&self, url: &str, total: Option<u64>) {
+        self.event(assemble_pipeline::Event::Download { url, total })
+    }
+
+    fn downloaded(&self, bytes: u64) {
+        self.event(assemble_pipeline::Event::Downloaded(bytes))
+    }
+
+    fn download_done(&self) {
+        self.event(assemble_pipeline::Event::DownloadDone)
+    }
 }
 
 /// See [`Shell::spinner`].

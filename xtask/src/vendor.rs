@@ -3,7 +3,6 @@
 
 use anyhow::Context as _;
 use assemble_fetch::Fetcher;
-use assemble_python::Interpreter;
 use assemble_recipe::{Remote, Source};
 
 use crate::context::Workspace;
@@ -23,13 +22,14 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
         &ws.cache(args.common.cache_dir.as_deref()),
         args.common.offline,
         false,
-        sh.progress(),
         &|_| {},
     )
     .map_err(Failure::from_pipeline)?;
-    let mut fetcher = Fetcher::new(ws.cache(args.common.cache_dir.as_deref()));
-    fetcher.progress_bar = sh.progress();
-    fetcher.offline = args.common.offline;
+    let cache = ws.cache(args.common.cache_dir.as_deref());
+    let mut config = assemble_fetch::Config::new(cache.clone());
+    if args.common.offline {
+        config.policy = assemble_cache::Policy::Offline;
+    }
     let remotes: Vec<(&str, &Remote)> = recipe
         .units
         .iter()
@@ -43,12 +43,18 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
         .any(|(_, r)| matches!(r, Remote::Pypi { .. }))
     {
         let named = args.common.python.as_ref().map(|p| ws.cwd.join(p));
-        let cache = ws.cache(args.common.cache_dir.as_deref());
-        let python = assemble_pipeline::locate_interpreter(&recipe, named.as_deref(), &cache)
-            .and_then(|exe| Interpreter::probe(&exe.to_string_lossy()))
-            .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
-        fetcher.python = Some(python);
+        let python = assemble_pipeline::locate_interpreter(
+            &recipe,
+            named.as_deref(),
+            &cache,
+            assemble_cache::Policy::Make,
+        )
+        .and_then(|exe| assemble_install::probe(&exe.to_string_lossy()))
+        .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
+        config.python = Some(python);
     }
+    let drawing = crate::shell::Drawing::new(sh, sh.progress(), sh.quiet());
+    let fetcher = Fetcher::new(config, &drawing);
     for (unit, remote) in remotes {
         let dest = recipe.dir.join("vendor").join(unit);
         fetcher

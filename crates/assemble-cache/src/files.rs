@@ -20,6 +20,9 @@ pub struct Files {
     /// `root`, opened once for the reads beneath it (`None`: it could not
     /// be; each read then resolves its path itself).
     dir: Arc<OnceLock<Option<OwnedFd>>>,
+    /// Whether a check may rewrite the seal with the stats it just
+    /// vouched for (not in a run that writes nothing).
+    refresh: bool,
 }
 
 impl Files {
@@ -29,6 +32,7 @@ impl Files {
             root,
             sealed: None,
             dir: Arc::default(),
+            refresh: true,
         }
     }
 
@@ -38,7 +42,15 @@ impl Files {
             root: seal.entry().to_path_buf(),
             sealed: Some((Arc::new(seal), String::new())),
             dir: Arc::default(),
+            refresh: true,
         }
+    }
+
+    /// The same folder, read without writing anything: its checks never
+    /// rewrite the seal (a dry run's).
+    pub fn read_only(mut self) -> Files {
+        self.refresh = false;
+        self
     }
 
     /// The folder.
@@ -66,6 +78,7 @@ impl Files {
                 .as_ref()
                 .map(|(seal, prefix)| (seal.clone(), join(prefix, rel))),
             dir: Arc::default(),
+            refresh: self.refresh,
         }
     }
 
@@ -131,7 +144,7 @@ impl Files {
         };
         let top = self.in_entry(top, prefix)?;
         let checked = seal.check_walk(&top, found, skip)?;
-        if !checked.refreshed.is_empty() {
+        if self.refresh && !checked.refreshed.is_empty() {
             // Trusted by stat next time; a seal that cannot be rewritten
             // now is only slower next time.
             let _ = seal.refresh(&checked.refreshed);

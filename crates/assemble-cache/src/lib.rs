@@ -51,11 +51,13 @@
 pub mod digest;
 mod entry;
 mod files;
+mod report;
 mod seal;
 pub mod verify;
 
 pub use entry::{discard, lock, remove};
 pub use files::Files;
+pub use report::{Policy, Reporter, Silent};
 pub use seal::{Seal, Sealed, SealedKind, seal_path};
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
-//! Downloads over HTTP(S), with a progress bar on a terminal.
+//! Downloads over HTTP(S), their progress told to a reporter.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,7 +9,12 @@ use crate::Error;
 /// Downloads `url` into `dest` (a new file). At most `max_bytes` are
 /// accepted. A failed download leaves `dest` behind only inside the
 /// caller's temporary folder, never in the cache.
-pub fn download(url: &str, dest: &Path, max_bytes: u64, progress_bar: bool) -> Result<(), Error> {
+pub fn download(
+    url: &str,
+    dest: &Path,
+    max_bytes: u64,
+    reporter: &dyn assemble_cache::Reporter,
+) -> Result<(), Error> {
     let err = |why: String| Error::Http {
         url: url.to_string(),
         why,
@@ -26,21 +31,27 @@ pub fn download(url: &str, dest: &Path, max_bytes: u64, progress_bar: bool) -> R
         return Err(err(format!("HTTP {status}")));
     }
     let total = response.body().content_length();
-    let bar = if progress_bar && std::io::stderr().is_terminal() {
-        let bar = match total {
-            Some(n) => indicatif::ProgressBar::new(n),
-            None => indicatif::ProgressBar::no_length(),
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:>12.cyan.bold} {bytes}/{total_bytes} {binary_bytes_per_sec} {wide_bar}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message("Downloading");
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
+    reporter.download(url, total);
+    let result = read_body(&mut response, dest, max_bytes, total, reporter);
+    reporter.download_done();
+    result.map_err(|e| match e {
+        Error::Http { why, .. } => err(why),
+        e => e,
+    })
+}
+
+/// The body of `response` into the new file `dest`: at most `max_bytes`,
+/// and all of `total` when the server announced it.
+fn read_body(
+    response: &mut ureq::http::Response<ureq::Body>,
+    dest: &Path,
+    max_bytes: u64,
+    total: Option<u64>,
+    reporter: &dyn assemble_cache::Reporter,
+) -> Result<(), Error> {
+    let err = |why: String| Error::Http {
+        url: String::new(),
+        why,
     };
     let mut reader = response
         .body_mut()
@@ -64,9 +75,8 @@ pub fn download(url: &str, dest: &Path, max_bytes: u64, progress_bar: bool) -> R
             )));
         }
         out.write_all(&buf[..n])?;
-        bar.inc(n as u64);
+        reporter.downloaded(n as u64);
     }
-    bar.finish_and_clear();
     if let Some(n) = total
         && n != got
     {

@@ -34,7 +34,7 @@ mod unpack;
 
 use std::path::{Path, PathBuf};
 
-use assemble_cache::{Files, Seal};
+use assemble_cache::{Files, Policy, Reporter, Seal};
 use assemble_nar::{Hash, file_hash, nar_hash};
 use assemble_python::Interpreter;
 use assemble_recipe::Remote;
@@ -55,7 +55,7 @@ pub enum Error {
     Python {
         what: String,
         #[source]
-        source: assemble_python::Error,
+        source: assemble_install::Error,
     },
     #[error(
         "hash mismatch for {what}\n  expected: {expected}\n       got: {got}\nIf the new content is what you want, put the `got` value in the recipe's `hash`, or, for a source that assemble.lock pins, run `cargo xtask lock --update UNIT`."
@@ -146,33 +146,64 @@ pub enum Target {
     },
 }
 
-/// How sources are fetched.
+/// How sources are fetched: set once, then given to [`Fetcher::new`].
 #[derive(Debug, Clone)]
-pub struct Fetcher {
+pub struct Config {
     pub cache: PathBuf,
     /// Replaces `https://github.com` (`ASSEMBLE_GITHUB_URL`).
     pub github_base: String,
-    pub offline: bool,
+    /// Whether what the cache lacks is fetched (`--offline`: not; a dry
+    /// run: nothing written at all).
+    pub policy: Policy,
     pub limits: Limits,
     /// For `pypi` sources.
     pub python: Option<Interpreter>,
-    /// Draw a download bar on stderr when it is a terminal; the caller
-    /// decides (not with `--json` or `-q`). Off by default.
-    pub progress_bar: bool,
 }
 
-impl Fetcher {
-    pub fn new(cache: PathBuf) -> Fetcher {
-        Fetcher {
+impl Config {
+    /// Fetching into `cache`, from GitHub or where `ASSEMBLE_GITHUB_URL`
+    /// says, online, with the default limits and no interpreter.
+    pub fn new(cache: PathBuf) -> Config {
+        Config {
             cache,
             github_base: std::env::var("ASSEMBLE_GITHUB_URL")
                 .ok()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "https://github.com".to_string()),
-            offline: false,
+            policy: Policy::Make,
             limits: Limits::default(),
             python: None,
-            progress_bar: false,
+        }
+    }
+}
+
+/// Fetches sources as its [`Config`] says, telling `reporter` what it does
+/// (downloads, waits for another run's fetch).
+pub struct Fetcher<'r> {
+    cache: PathBuf,
+    github_base: String,
+    policy: Policy,
+    limits: Limits,
+    python: Option<Interpreter>,
+    reporter: &'r dyn Reporter,
+}
+
+impl<'r> Fetcher<'r> {
+    pub fn new(config: Config, reporter: &'r dyn Reporter) -> Fetcher<'r> {
+        let Config {
+            cache,
+            github_base,
+            policy,
+            limits,
+            python,
+        } = config;
+        Fetcher {
+            cache,
+            github_base,
+            policy,
+            limits,
+            python,
+            reporter,
         }
     }
 
@@ -252,16 +283,9 @@ impl Fetcher {
     }
 
     /// The unit's verified source folder: vendored, cached or fetched.
-    /// `announce` says a fetch starts; `waiting`, that another run is
-    /// fetching the same source (this one then uses it).
-    pub fn fetch(
-        &self,
-        unit: &str,
-        remote: &Remote,
-        vendor: &Path,
-        announce: &dyn Fn(&str),
-        waiting: &dyn Fn(&str),
-    ) -> Result<Fetched, Error> {
+    /// The reporter hears when a fetch starts, and when another run is
+    /// fetching the same source (this one then waits and uses it).
+    pub fn fetch(&self, unit: &str, remote: &Remote, vendor: &Path) -> Result<Fetched, Error> {
         let mut warnings = Vec::new();
         if let Remote::Github { hash: None, .. } = remote {
             return Err(self.unpinned(unit, remote));
@@ -289,7 +313,7 @@ impl Fetcher {
         if let Some(seal) = Seal::load(&dest) {
             return Ok(cached(seal, warnings));
         }
-        if self.offline {
+        if self.policy != Policy::Make {
             return Err(Error::Offline {
                 what: self.describe(remote),
                 cache: dest,
@@ -297,11 +321,14 @@ impl Fetcher {
             });
         }
         // One run fetches it; another that needs it waits, then uses it.
-        let _lock = self.lock(&dest, &|| waiting(&format!("the source of {unit}")))?;
+        let _lock = self.lock(&dest, &|| {
+            self.reporter.waiting(&format!("the source of {unit}"))
+        })?;
         if let Some(seal) = Seal::load(&dest) {
             return Ok(cached(seal, warnings));
         }
-        announce(&format!("{unit}: fetching {}", self.describe(remote)));
+        self.reporter
+            .starting(&format!("{unit}: fetching {}", self.describe(remote)));
         let work = self.workdir()?;
         let mismatch = |expected: Hash, got: Hash| Error::Mismatch {
             what: self.describe(remote),
@@ -420,6 +447,12 @@ impl Fetcher {
                 if let Some(seal) = Seal::load(&dest) {
                     return Ok(Ok(Files::sealed(seal)));
                 }
+                if !self.policy.writes() {
+                    return Ok(Err(
+                        "its sdist is not unpacked into the cache yet, and this run writes nothing"
+                            .into(),
+                    ));
+                }
                 let _lock = self.lock(&dest, &|| {})?;
                 if let Some(seal) = Seal::load(&dest) {
                     return Ok(Ok(Files::sealed(seal)));
@@ -488,7 +521,7 @@ impl Fetcher {
             });
         }
         let nowhere = self.cache.join(".no-vendor");
-        let fetched = self.fetch(unit, remote, &nowhere, &|_| {}, &|_| {})?;
+        let fetched = self.fetch(unit, remote, &nowhere)?;
         let source = match remote {
             Remote::Pypi { sha256, .. } => self.file_path(sha256),
             _ => fetched.files.root().to_path_buf(),
@@ -545,7 +578,7 @@ impl Fetcher {
 
     fn download_tree(&self, url: &str, work: &Path) -> Result<PathBuf, Error> {
         let archive = work.join("archive");
-        http::download(url, &archive, self.limits.max_bytes, self.progress_bar)?;
+        http::download(url, &archive, self.limits.max_bytes, self.reporter)?;
         let tree = work.join("tree");
         unpack_named(&archive, url, &tree, self.limits)?;
         Ok(tree)
@@ -562,12 +595,7 @@ impl Fetcher {
             .unwrap_or("download");
         let dir = work.join("file");
         fs_err::create_dir(&dir)?;
-        http::download(
-            url,
-            &dir.join(name),
-            self.limits.max_bytes,
-            self.progress_bar,
-        )?;
+        http::download(url, &dir.join(name), self.limits.max_bytes, self.reporter)?;
         Ok(dir)
     }
 
@@ -577,12 +605,11 @@ impl Fetcher {
         })?;
         let dl = work.join("download");
         fs_err::create_dir(&dl)?;
-        assemble_python::pip_download(spec, assemble_python::Artifact::Sdist, python, &dl).map_err(
-            |source| Error::Python {
+        assemble_install::pip_download(spec, assemble_install::Artifact::Sdist, python, &dl)
+            .map_err(|source| Error::Python {
                 what: format!("pip download {spec}"),
                 source,
-            },
-        )
+            })
     }
 }
 

@@ -53,6 +53,10 @@ struct JsonReport<'a> {
     dirs_created: usize,
     units: BTreeMap<&'a str, UnitReport<'a>>,
     warnings: &'a [String],
+    /// What the tree needs that the cache lacks, which a dry run did not
+    /// make: `{unit, what}` each (`unit` null for the bytecode and
+    /// autoPatchelf steps). Empty for a run that applied.
+    would_build: &'a [assemble_plan::WouldMake],
     /// ELF files whose runpath or interpreter autoPatchelf set.
     elf_patched: usize,
     /// The tree's run-time library list: each library its ELF files need,
@@ -87,6 +91,8 @@ struct BytecodeReport {
     compiled: usize,
     cached: usize,
     failed: usize,
+    /// A dry run: sources whose pyc the cache lacks.
+    would_compile: usize,
 }
 
 #[derive(Serialize)]
@@ -131,12 +137,14 @@ impl Report {
                 })
                 .collect(),
             warnings: &plan.warnings,
+            would_build: &plan.would_make,
             elf_patched: plan.elf.iter().filter(|d| d.changes()).count(),
             libraries: &plan.libraries,
             bytecode: plan.bytecode.map(|b| BytecodeReport {
                 compiled: b.compiled,
                 cached: b.cached,
                 failed: b.failed,
+                would_compile: b.would_compile,
             }),
             changes: o
                 .changes

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! Options ─► Session::open: recipe, output layout, prefix, interpreter, bash
+//!        ─► sources (assemble.lock, each unit's source realised)
 //!        ─► plan (inputs walked and hashed) ║ beside it: snapshot of the output
 //!        ─► lock ─► snapshot taken again if another run changed the state
 //!        ─► hash what the plan left to the copy, if the output has a state now
@@ -18,19 +19,25 @@
 //!
 //! Nothing here writes to the output but [`assemble_reconcile::apply`].
 
+mod diagnostic;
 mod json;
-mod lock;
+mod report;
 
-pub use lock::{LockStatus, LockedUnit};
+pub use assemble_sources::{LockStatus, LockedUnit};
+pub use diagnostic::{Diagnostic, FailureKind};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use assemble_cache::Policy;
+use assemble_fs::find_program;
 use assemble_plan::{Context, Phases, Plan};
-use assemble_python::{Interpreter, carriable, find_program};
+use assemble_python::carriable;
 use assemble_recipe::{Recipe, RecipeError};
 use assemble_reconcile::{Diff, Layout, Lock, Outcome, Snapshot, UnitStatus};
+use assemble_sources::Realised;
+use report::EventReporter;
 
 /// What a run is asked to do; every path absolute.
 #[derive(Debug, Clone)]
@@ -58,9 +65,6 @@ pub struct Options {
     pub wait: bool,
     /// Report the output's NAR hash (read under the lock, after the apply).
     pub nar_hash: bool,
-    /// Draw download bars on stderr when it is a terminal (the command
-    /// line says no with `--json` or `-q`).
-    pub progress: bool,
     /// How close to a run's start an input's timestamp may be and still be
     /// trusted next time (see `assemble_manifest::RACY_WINDOW`).
     pub racy_window: Duration,
@@ -81,7 +85,6 @@ impl Options {
             locked: false,
             wait: true,
             nar_hash: false,
-            progress: false,
             racy_window: assemble_manifest::RACY_WINDOW,
         }
     }
@@ -109,6 +112,12 @@ pub enum Event<'a> {
     /// Another run holds a lock this one needs (on `the output DIR`, `the
     /// venv of python-deps`, `the bytecode cache`); this one waits for it.
     Waiting(&'a str),
+    /// A download of `url` starts: `total` bytes, when the server says.
+    Download { url: &'a str, total: Option<u64> },
+    /// `.0` more bytes of the current download arrived.
+    Downloaded(u64),
+    /// The current download ended.
+    DownloadDone,
 }
 
 /// A failed run; which kind says who must act.
@@ -124,7 +133,7 @@ pub enum Error {
     Interpreter {
         recipe: PathBuf,
         #[source]
-        source: assemble_python::Error,
+        source: assemble_install::Error,
     },
     /// One of the tool's own folders is inside a unit's source, or a
     /// source inside one of them: the tree would copy the tool's files.
@@ -143,6 +152,10 @@ pub enum Error {
     NoBash,
     #[error(transparent)]
     Plan(Box<assemble_plan::Error>),
+    /// A unit's source could not be realised (a venv build, a fetch, the
+    /// lock file).
+    #[error(transparent)]
+    Sources(Box<assemble_sources::Error>),
     #[error("hashing the inputs of {}", .recipe.display())]
     Inputs {
         recipe: PathBuf,
@@ -159,24 +172,6 @@ pub enum Error {
     /// a file): found before anything is written.
     #[error(transparent)]
     Refused(Box<assemble_reconcile::Error>),
-    #[error("assemble.lock of {}", .recipe.display())]
-    Lock {
-        recipe: PathBuf,
-        #[source]
-        source: assemble_fetch::Error,
-    },
-    #[error("unit {unit}: {} {why}", .lock.display())]
-    Locked {
-        unit: String,
-        lock: PathBuf,
-        why: &'static str,
-    },
-    #[error("unit {unit}")]
-    Fetch {
-        unit: String,
-        #[source]
-        source: assemble_fetch::Error,
-    },
     #[error("another assemble is writing {} (--no-wait was given)", .out.display())]
     Busy { out: PathBuf },
     /// A corrupt cache entry could not be discarded.
@@ -208,187 +203,18 @@ impl Error {
     }
 }
 
-/// A failure as data: what `--json` prints instead of the report. Which
-/// fields are set depends on the kind; `message` always is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Diagnostic {
-    /// What failed: `recipe`, `usage`, `interpreter`, `offline`, `missing-path`, `link`,
-    /// `conflict`, `patch`, `unit`, `python`, `fetch`, `elf`, `cache`,
-    /// `output-path`, `io`, `output`, `refused`, `lock`, `busy`,
-    /// `missing-tool`.
-    pub kind: &'static str,
-    /// The recipe unit at fault, when one is.
-    pub unit: Option<String>,
-    /// The file at fault (the recipe, for a recipe error), when one is.
-    pub file: Option<PathBuf>,
-    /// 1-based line and column in `file`, when known.
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    /// What went wrong, without the place or the hint.
-    pub message: String,
-    /// What to do about it, when the tool knows.
-    pub hint: Option<String>,
-    /// The other mistakes found in the same run (a recipe's unknown keys
-    /// are all reported at once), each as this one is.
-    pub related: Vec<Diagnostic>,
-}
-
-impl Error {
-    /// This failure as data (see [`Diagnostic`]).
-    pub fn diagnostic(&self) -> Diagnostic {
-        let plain = |kind| Diagnostic {
-            kind,
-            message: self.to_string(),
-            ..Diagnostic::default()
-        };
-        match self {
-            Error::Recipe(r) => Diagnostic::of_recipe(r),
-            Error::Option { .. } | Error::InterpreterPath(_) => plain("usage"),
-            Error::InSource {
-                unit, source_dir, ..
-            } => Diagnostic {
-                unit: Some(unit.clone()),
-                file: Some(source_dir.clone()),
-                hint: Some(
-                    "choose --out, --state-dir and --cache-dir outside every unit's source".into(),
-                ),
-                ..plain("usage")
+impl From<assemble_sources::Error> for Error {
+    /// A recipe mistake found while realising sources is a recipe error;
+    /// `--update` naming no pinned unit, a usage error.
+    fn from(e: assemble_sources::Error) -> Error {
+        match e {
+            assemble_sources::Error::Plan(p) => p.into(),
+            assemble_sources::Error::Update { message } => Error::Option {
+                flag: "--update",
+                message,
             },
-            Error::Interpreter { recipe, .. } => Diagnostic {
-                file: Some(recipe.clone()),
-                ..plain("interpreter")
-            },
-            Error::NoBash => Diagnostic {
-                hint: Some("install bash".into()),
-                ..plain("missing-tool")
-            },
-            Error::Plan(p) => plan_diagnostic(p),
-            Error::Inputs { recipe, .. } => Diagnostic {
-                file: Some(recipe.clone()),
-                ..plain("io")
-            },
-            Error::ReadOutput { .. } | Error::Write { .. } => plain("output"),
-            Error::Refused(_) => plain("refused"),
-            Error::Lock { recipe, .. } => Diagnostic {
-                file: Some(recipe.with_file_name("assemble.lock")),
-                ..plain("lock")
-            },
-            Error::Locked { unit, lock, why } => Diagnostic {
-                kind: "lock",
-                unit: Some(unit.clone()),
-                file: Some(lock.clone()),
-                message: format!("{} {why}", lock.display()),
-                hint: Some("run `cargo xtask lock` (online), then assemble again".into()),
-                ..Diagnostic::default()
-            },
-            Error::Fetch { unit, .. } => Diagnostic {
-                unit: Some(unit.clone()),
-                ..plain("fetch")
-            },
-            Error::Cache { entry, .. } => Diagnostic {
-                file: Some(entry.clone()),
-                hint: Some("remove it by hand, then assemble again".into()),
-                ..plain("cache")
-            },
-            Error::Busy { .. } => Diagnostic {
-                hint: Some("wait for the other run, or leave out --no-wait".into()),
-                ..plain("busy")
-            },
+            e => Error::Sources(Box::new(e)),
         }
-    }
-}
-
-impl Diagnostic {
-    /// A recipe error, at its place; several, the first with the others
-    /// as `related`.
-    pub fn of_recipe(r: &RecipeError) -> Diagnostic {
-        let one = |r: &RecipeError| {
-            let location = r.location();
-            Diagnostic {
-                kind: "recipe",
-                unit: None,
-                file: location.map(|l| l.file.clone()),
-                line: location.and_then(|l| l.line).map(|(l, _)| l),
-                column: location.and_then(|l| l.line).map(|(_, c)| c),
-                message: r.detail(),
-                hint: r.hint(),
-                related: Vec::new(),
-            }
-        };
-        match r.each().split_first() {
-            Some((head, rest)) => Diagnostic {
-                related: rest.iter().map(|r| one(r)).collect(),
-                ..one(head)
-            },
-            None => one(r),
-        }
-    }
-}
-
-fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
-    use assemble_plan::Error as P;
-    if let P::Offline(all) = p {
-        // The first missing input, with the others as `related`.
-        let mut each = all.iter().map(plan_diagnostic);
-        let first = each.next().unwrap_or_else(|| Diagnostic {
-            kind: "offline",
-            message: p.to_string(),
-            ..Diagnostic::default()
-        });
-        return Diagnostic {
-            related: each.collect(),
-            ..first
-        };
-    }
-    let (kind, unit) = match p {
-        P::Python { unit, .. } | P::Fetch { unit, .. } if p.is_offline_miss() => {
-            ("offline", Some(unit))
-        }
-        P::MissingPath { unit, .. } => ("missing-path", Some(unit)),
-        P::LinkOutside { unit, .. } => ("link", Some(unit)),
-        P::Conflict { .. } => ("conflict", None),
-        P::PatchNotFound(m) => ("patch", Some(&m.unit)),
-        P::Recipe(r) => return Diagnostic::of_recipe(r),
-        P::Unit { unit, .. } => ("unit", Some(unit)),
-        P::Python { unit, .. } => ("python", Some(unit)),
-        P::Fetch { unit, .. } => ("fetch", Some(unit)),
-        P::Elf(_) => ("elf", None),
-        P::Corrupt(_) => ("cache", None),
-        P::BadPath { unit, .. } => ("output-path", Some(unit)),
-        P::Io(_) => ("io", None),
-        P::Offline(_) => ("offline", None),
-    };
-    let hint = match p {
-        P::MissingPath { .. } => Some("fix the path in the recipe".to_string()),
-        _ if p.is_offline_miss() => Some(
-            "run once without --offline, or `cargo xtask vendor` for the remote sources"
-                .to_string(),
-        ),
-        P::Conflict { fix, .. } => Some(fix.clone()),
-        _ if p.corrupt().is_some() => Some(
-            "remove the entry (and its .seal) and assemble again: it was corrupt right after it was made, or it lies outside the cache's own folder, where the tool deletes nothing; `cargo xtask verify --cache` lists what is corrupt"
-                .to_string(),
-        ),
-        _ => None,
-    };
-    let file = match p {
-        P::PatchNotFound(m) => Some(m.source_file.clone()),
-        P::MissingPath { path, .. } => Some(path.clone()),
-        P::LinkOutside { root, escape, .. } => match &**escape {
-            assemble_fs::Escape::Link { link, .. } => Some(root.join(link)),
-            _ => Some(root.clone()),
-        },
-        _ => None,
-    };
-    Diagnostic {
-        kind,
-        unit: unit.cloned(),
-        file,
-        line: None,
-        column: None,
-        message: p.to_string(),
-        hint,
-        related: Vec::new(),
     }
 }
 
@@ -408,6 +234,8 @@ pub struct Session {
     /// The output, and where its state lives (outside it).
     pub layout: Layout,
     pub ctx: Context,
+    /// What the sources stage may make (a dry run: nothing).
+    policy: Policy,
     racy_window: Duration,
     wait: bool,
     locked: bool,
@@ -416,8 +244,14 @@ pub struct Session {
 
 impl Session {
     /// Loads the recipe and checks the options, before anything is read
-    /// from the inputs or the output.
-    pub fn open(opts: &Options) -> Result<Session, Error> {
+    /// from the inputs or the output. A dry run's session writes nothing,
+    /// the cache included.
+    pub fn open(opts: &Options, mode: Mode) -> Result<Session, Error> {
+        let policy = match mode {
+            Mode::DryRun => Policy::Look,
+            Mode::Apply if opts.offline => Policy::Offline,
+            Mode::Apply => Policy::Make,
+        };
         let recipe = Recipe::load(&opts.recipe)?;
         let out = normalize(&opts.out);
         let layout = Layout::new(&out, &opts.state_base);
@@ -480,10 +314,15 @@ impl Session {
             recipe: recipe.file.clone(),
             source,
         };
-        let exe = locate_interpreter(&recipe, opts.python.as_deref(), &opts.cache)
+        let exe = locate_interpreter(&recipe, opts.python.as_deref(), &opts.cache, policy)
             .map_err(interpreter_error)?;
-        let python = Interpreter::probe_cached(&exe.to_string_lossy(), &opts.cache)
-            .map_err(interpreter_error)?;
+        let exe = exe.to_string_lossy();
+        let python = if policy.writes() {
+            assemble_install::probe_cached(&exe, &opts.cache)
+        } else {
+            assemble_install::probe(&exe)
+        }
+        .map_err(interpreter_error)?;
         if let Some(why) = carriable(&python.executable.to_string_lossy()) {
             return Err(Error::InterpreterPath(why));
         }
@@ -494,16 +333,15 @@ impl Session {
             bash,
             webui: opts.webui.clone(),
             cache: opts.cache.clone(),
-            offline: opts.offline,
             // A clean build hashes inputs as it copies them (read once);
             // if a state turns up after all, they are hashed before the diff.
             defer_hashes: !layout.recorded(),
-            progress_bars: opts.progress,
         };
         Ok(Session {
             recipe,
             layout,
             ctx,
+            policy,
             racy_window: opts.racy_window,
             wait: opts.wait,
             locked: opts.locked,
@@ -532,21 +370,27 @@ impl Session {
             })?)
         };
         // The hashes the recipe leaves to assemble.lock, before planning.
-        lock::resolve(
+        let reporter = EventReporter { events };
+        let config = assemble_sources::Config {
+            cache: self.ctx.cache.clone(),
+            python: self.ctx.python.clone(),
+            policy: self.policy,
+        };
+        let (_, unlocked) = assemble_sources::resolve_lock(
             &mut self.recipe,
-            &self.ctx.cache,
+            &config.cache,
+            config.policy,
             self.locked,
-            self.ctx.offline,
             &[],
-            self.ctx.progress_bars,
-            events,
+            &reporter,
         )?;
         phases.lap("lock file");
-        // Plan first, without the lock (but with --no-wait): planning only
-        // reads inputs and fills the cache, and a run that fails here
-        // leaves no trace in the output. Beside it, the output's state is
-        // read and its paths stat'ed.
-        let (mut plan, snapshot) = self.plan_discarding_corrupt(events)?;
+        // Sources and plan first, without the lock (but with --no-wait):
+        // they only read inputs and fill the cache, and a run that fails
+        // here leaves no trace in the output. Beside them, the output's
+        // state is read and its paths stat'ed.
+        let (mut plan, snapshot) = self.plan_discarding_corrupt(&config, &reporter)?;
+        plan.would_make.splice(0..0, unlocked);
         phases.extend(&plan.phases);
         if mode == Mode::DryRun {
             let d = self.diff(&mut plan, snapshot)?;
@@ -617,15 +461,17 @@ impl Session {
     /// The plan (see [`Session::plan_and_snapshot`]); each cache entry it
     /// finds corrupt is discarded, said in the plan's warnings, and
     /// planning starts again, which makes the entry anew. An entry found
-    /// corrupt again right after it was made fails the run.
+    /// corrupt again right after it was made fails the run; so does any in
+    /// a dry run, which discards nothing.
     fn plan_discarding_corrupt(
         &self,
-        events: &(dyn Fn(Event) + Sync),
+        config: &assemble_sources::Config,
+        reporter: &EventReporter<'_>,
     ) -> Result<(Plan, Snapshot), Error> {
         let mut discarded: Vec<String> = Vec::new();
         let mut seen: Vec<PathBuf> = Vec::new();
         loop {
-            let e = match self.plan_and_snapshot(events) {
+            let e = match self.plan_and_snapshot(config, reporter) {
                 Ok((mut plan, snapshot)) => {
                     discarded.append(&mut plan.warnings);
                     plan.warnings = discarded;
@@ -633,46 +479,70 @@ impl Session {
                 }
                 Err(e) => e,
             };
-            let Error::Plan(p) = &e else { return Err(e) };
-            let Some(c) = p.corrupt() else { return Err(e) };
-            if seen.contains(&c.entry) || !discardable(&c.entry, &self.ctx.cache) {
+            let c = match &e {
+                Error::Plan(p) => p.corrupt(),
+                Error::Sources(s) => s.corrupt(),
+                _ => None,
+            };
+            let Some(c) = c else { return Err(e) };
+            if !self.policy.writes()
+                || seen.contains(&c.entry)
+                || !discardable(&c.entry, &self.ctx.cache)
+            {
                 return Err(e);
             }
             let what = format!("the cache entry {}", c.entry.display());
-            assemble_cache::discard(&c.entry, &|| events(Event::Waiting(&what))).map_err(
-                |source| Error::Cache {
+            assemble_cache::discard(&c.entry, &|| (reporter.events)(Event::Waiting(&what)))
+                .map_err(|source| Error::Cache {
                     entry: c.entry.clone(),
                     source,
-                },
-            )?;
+                })?;
             discarded.push(format!("{c}; discarded, making it again"));
             seen.push(c.entry.clone());
         }
     }
 
-    /// The plan, and meanwhile on another thread a snapshot of the output.
+    /// The units' sources realised, then the plan; meanwhile, on another
+    /// thread, a snapshot of the output.
     fn plan_and_snapshot(
         &self,
-        events: &(dyn Fn(Event) + Sync),
+        config: &assemble_sources::Config,
+        reporter: &EventReporter<'_>,
     ) -> Result<(Plan, Snapshot), Error> {
         std::thread::scope(|scope| {
             let snapshot = scope.spawn(|| {
                 let start = Instant::now();
                 (Snapshot::take(&self.layout), start.elapsed())
             });
-            let progress = |step: assemble_plan::Step<'_>| match step {
-                assemble_plan::Step::Start(m) => events(Event::Preparing(m)),
-                assemble_plan::Step::Output(line) => events(Event::Output(line)),
-                assemble_plan::Step::Waiting(what) => events(Event::Waiting(what)),
-            };
-            let window = self.racy_window;
-            let inputs =
-                || assemble_manifest::InputCache::load_with_racy_window(&self.layout.state, window);
-            let plan = assemble_plan::plan(&self.recipe, &self.ctx, inputs, &progress);
+            let start = Instant::now();
+            let planned = assemble_sources::realise(&self.recipe, config, reporter)
+                .map_err(Error::from)
+                .and_then(|realised| {
+                    let took = start.elapsed();
+                    let maker = assemble_sources::Maker { config, reporter };
+                    let window = self.racy_window;
+                    let inputs = || {
+                        assemble_manifest::InputCache::load_with_racy_window(
+                            &self.layout.state,
+                            window,
+                        )
+                    };
+                    let Realised {
+                        sources,
+                        warnings,
+                        would_make,
+                    } = realised;
+                    let mut plan =
+                        assemble_plan::plan(&self.recipe, &self.ctx, &sources, &maker, inputs)?;
+                    plan.phases.insert(0, ("sources", took));
+                    plan.warnings.splice(0..0, warnings);
+                    plan.would_make.splice(0..0, would_make);
+                    Ok(plan)
+                });
             let (snapshot, took) = snapshot
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            let mut plan = plan?;
+            let mut plan = planned?;
             plan.phases
                 .push(("output snapshot (beside the plan)", took));
             Ok((plan, snapshot))
@@ -740,7 +610,7 @@ impl Session {
         Report {
             output: self.layout.out,
             prefix: self.ctx.prefix,
-            installer: assemble_plan::installer(&self.recipe).label(),
+            installer: self.recipe.installer.label(),
             interpreter: self.ctx.python.executable.clone(),
             python_version: self.ctx.python.full_version.clone(),
             nar_hash: None,
@@ -831,38 +701,38 @@ fn check_sources_apart(recipe: &Recipe, dirs: &[(&'static str, &Path)]) -> Resul
 
 /// The recipe's interpreter: `named` (`--python`), else its name on PATH,
 /// else `uv python find` with the recipe's uv when it is in `cache`, or a
-/// uv on PATH (see [`Interpreter::locate`]).
+/// uv on PATH (see [`assemble_install::locate`]). With `Policy::Look`, the
+/// check of the cached uv writes nothing.
 pub fn locate_interpreter(
     recipe: &Recipe,
     named: Option<&Path>,
     cache: &Path,
-) -> Result<PathBuf, assemble_python::Error> {
-    let uv = assemble_plan::installer(recipe).finder(cache);
-    Interpreter::locate(&recipe.interpreter, named, uv.as_deref())
+    policy: Policy,
+) -> Result<PathBuf, assemble_install::Error> {
+    let uv = assemble_install::uv_finder(&recipe.installer, cache, policy);
+    assemble_install::locate(&recipe.interpreter, named, uv.as_deref())
 }
 
 /// `cargo xtask lock`: resolves every source of the recipe at `recipe`
 /// that the lock pins (fetching into `cache` what is missing, stale, or
-/// named in `update`) and writes `assemble.lock` beside it. `progress_bar`:
-/// draw download bars on a terminal.
+/// named in `update`) and writes `assemble.lock` beside it.
 pub fn lock(
     recipe: &Path,
     cache: &Path,
     offline: bool,
     update: &[String],
-    progress_bar: bool,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Vec<LockedUnit>, Error> {
     let mut recipe = Recipe::load(recipe)?;
-    lock::resolve(
+    let (done, _) = assemble_sources::resolve_lock(
         &mut recipe,
         cache,
+        lock_policy(offline),
         false,
-        offline,
         update,
-        progress_bar,
-        events,
-    )
+        &EventReporter { events },
+    )?;
+    Ok(done)
 }
 
 /// The recipe at `path` with the hashes it leaves to `assemble.lock` filled
@@ -873,20 +743,27 @@ pub fn locked_recipe(
     cache: &Path,
     offline: bool,
     locked: bool,
-    progress_bar: bool,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Recipe, Error> {
     let mut recipe = Recipe::load(path)?;
-    lock::resolve(
+    assemble_sources::resolve_lock(
         &mut recipe,
         cache,
+        lock_policy(offline),
         locked,
-        offline,
         &[],
-        progress_bar,
-        events,
+        &EventReporter { events },
     )?;
     Ok(recipe)
+}
+
+/// What locking may fetch: `--offline`, nothing.
+fn lock_policy(offline: bool) -> Policy {
+    if offline {
+        Policy::Offline
+    } else {
+        Policy::Make
+    }
 }
 
 /// Runs the pipeline: the one entry point.
@@ -896,7 +773,7 @@ pub fn assemble(
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, Error> {
     let mut phases = Phases::start();
-    let session = Session::open(opts)?;
+    let session = Session::open(opts, mode)?;
     phases.lap("session");
     session.run_timed(mode, events, phases)
 }

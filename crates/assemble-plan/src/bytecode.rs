@@ -49,14 +49,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use assemble_manifest::{Content, Digest, Entry, InputRecord, Kind, Sha256, Stat, path::OutPath};
-use assemble_python::bytecode::{Compiled, Job};
 use rayon::prelude::*;
 use sha2::Digest as _;
 
-use crate::{Builder, Context, Error, Hashing, Progress, Step};
+use crate::{Builder, CompileJob, Compiled, Context, Error, Hashing};
 
-/// Hash-based pycs that the interpreter checks against the source.
-const CHECKED: bool = true;
+/// Hash-based pycs that the interpreter checks against the source: how
+/// the sources stage compiles them.
+pub const CHECKED: bool = true;
 
 /// Whether `path` is a source that gets a pyc.
 pub(crate) fn is_source(path: &str) -> bool {
@@ -77,6 +77,8 @@ pub struct Bytecode {
     pub cached: usize,
     /// Sources that do not compile (each a warning).
     pub failed: usize,
+    /// Sources whose pyc the cache lacks, not compiled by a dry run.
+    pub would_compile: usize,
 }
 
 /// Adds a pyc for every source in `b` (see the module doc): one stat of
@@ -87,7 +89,6 @@ pub(crate) fn plan_bytecode(
     ctx: &Context,
     hashing: &Hashing<'_>,
     counts: &mut Bytecode,
-    progress: Progress<'_>,
 ) -> Result<Vec<InputRecord>, Error> {
     let py = &ctx.python;
     let stale: Vec<OutPath> = b
@@ -206,104 +207,63 @@ pub(crate) fn plan_bytecode(
                 ready.push(pyc_entry(s, &r)?);
                 records.push(r);
             }
-            Cached::Missing | Cached::Corrupt(_) => wanted.push(s),
+            Cached::Missing => wanted.push((s, None)),
+            Cached::Corrupt(c) => wanted.push((s, Some(c))),
         }
     }
 
-    // A source is compiled by one run: another that needs it meanwhile
-    // waits for the lock, then takes what the first made. Under the lock,
-    // what is still missing or corrupt is compiled (a corrupt pyc is
-    // discarded first, and said).
+    // What the cache lacks is compiled by the sources stage (the job
+    // says where the pyc and the compiler's complaint go); a source that
+    // did not compile before is said again, not compiled.
     let mut jobs = Vec::new();
     let mut pending = Vec::new();
-    let mut scratch: Option<tempfile::TempDir> = None;
-    let _compiling = if wanted.is_empty() {
-        None
+    for (s, corrupt) in wanted {
+        if let Ok(why) = fs_err::read_to_string(err_of(&s.key)) {
+            counts.failed += 1;
+            warnings.push(not_compiled(s.unit, s.path, why.trim()));
+            continue;
+        }
+        jobs.push(CompileJob {
+            unit: s.unit.as_ref(),
+            path: s.path,
+            sha: s.sha,
+            content: s.content,
+            pyc: pyc_of(&s.key),
+            err: err_of(&s.key),
+            corrupt: corrupt.is_some(),
+        });
+        pending.push((s, corrupt));
+    }
+    let results = if jobs.is_empty() {
+        Some(Vec::new())
     } else {
-        fs_err::create_dir_all(&root).map_err(|e| unwritable(&root, e))?;
-        let lock = assemble_fs::lock::exclusive(&root.join(".lock"), &|| {
-            progress(Step::Waiting("the bytecode cache"))
-        })
-        .map_err(|e| unwritable(&root, e))?;
-        for s in wanted {
-            if let Ok(why) = fs_err::read_to_string(err_of(&s.key)) {
-                counts.failed += 1;
-                warnings.push(not_compiled(s.unit, s.path, why.trim()));
-                continue;
-            }
-            let pyc = pyc_of(&s.key);
-            match cached(s)? {
-                Cached::Ready(r) => {
-                    counts.cached += 1;
-                    ready.push(pyc_entry(s, &r)?);
-                    records.push(r);
-                    continue;
-                }
-                Cached::Corrupt(c) => {
-                    warnings.push(format!("{c}; discarded, compiled again"));
-                    assemble_cache::digest::discard(&pyc)?;
-                }
-                Cached::Missing => {}
-            }
-            let bucket = pyc.parent().unwrap_or(&root);
-            fs_err::create_dir_all(bucket).map_err(|e| unwritable(&root, e))?;
-            let source = match s.content {
-                Content::Copy(src) => src.clone(),
-                Content::Bytes(bytes) => {
-                    // Generated or patched content: in a folder of this run's
-                    // own.
-                    let dir = match &scratch {
-                        Some(d) => d,
-                        None => scratch.insert(
-                            tempfile::Builder::new()
-                                .prefix(".sources-")
-                                .tempdir_in(&root)
-                                .map_err(|e| unwritable(&root, e))?,
-                        ),
-                    };
-                    let file = dir.path().join(format!("{}.py", s.key));
-                    fs_err::write(&file, bytes)?;
-                    file
-                }
-            };
-            jobs.push(Job {
-                source,
-                sha256: s.sha.0,
-                dfile: s.path.to_string(),
-                dest: pyc,
-            });
-            pending.push(s);
-        }
-        Some(lock)
+        b.make.compile(&jobs)?
     };
-
-    // One interpreter per core, each with its share of the sources.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = jobs.len().div_ceil(cores).max(64);
-    let results: Vec<Compiled> = std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || assemble_python::bytecode::compile(py, part, CHECKED)))
-            .collect();
-        let mut all = Vec::with_capacity(jobs.len());
-        for h in handles {
-            let done = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            all.extend(done.map_err(|source| Error::Python {
-                unit: "bytecode".into(),
-                source,
-            })?);
+    let Some(results) = results else {
+        counts.would_compile = jobs.len();
+        b.would_make.push(crate::WouldMake::step(format!(
+            "{} sources would be compiled to bytecode",
+            jobs.len()
+        )));
+        drop(jobs);
+        return finish(b, ready, warnings, records);
+    };
+    drop(jobs);
+    for ((s, corrupt), result) in pending.into_iter().zip(results) {
+        if let Some(c) = corrupt {
+            warnings.push(format!("{c}; discarded, compiled again"));
         }
-        Ok::<_, Error>(all)
-    })?;
-    drop(scratch);
-    for ((s, job), result) in pending.into_iter().zip(&jobs).zip(results) {
         match result {
-            Compiled::Done => {
-                counts.compiled += 1;
+            Compiled::Done | Compiled::Cached => {
+                if result == Compiled::Done {
+                    counts.compiled += 1;
+                } else {
+                    counts.cached += 1;
+                }
                 let Cached::Ready(r) = cached(s)? else {
                     return Err(std::io::Error::other(format!(
                         "{}: compiled, but not found complete in the cache",
-                        job.dest.display()
+                        pyc_of(&s.key).display()
                     ))
                     .into());
                 };
@@ -312,27 +272,23 @@ pub(crate) fn plan_bytecode(
             }
             Compiled::Fails(why) => {
                 counts.failed += 1;
-                // Remembered, so that later runs warn without compiling.
-                let _ = assemble_fs::files::write_atomic(
-                    &err_of(&s.key),
-                    why.as_bytes(),
-                    assemble_fs::files::Durability::Unsynced,
-                );
                 warnings.push(not_compiled(s.unit, s.path, &why));
-            }
-            Compiled::Changed => {
-                return Err(std::io::Error::other(format!(
-                    "{} changed while this run was reading its inputs; run again",
-                    job.source.display()
-                ))
-                .into());
             }
         }
     }
-
-    // Into the manifest in one merge: each `__pycache__` folder, then the
-    // pycs (a folder may hold pycs compiled now and pycs from the cache).
     drop(sources);
+    finish(b, ready, warnings, records)
+}
+
+/// The pycs `ready` into the manifest in one merge, with the warnings.
+fn finish(
+    b: &mut Builder,
+    ready: Vec<(String, OutPath, Entry)>,
+    warnings: Vec<String>,
+    records: Vec<InputRecord>,
+) -> Result<Vec<InputRecord>, Error> {
+    // Each `__pycache__` folder, then the pycs (a folder may hold pycs
+    // compiled now and pycs from the cache).
     let mut batch = Vec::with_capacity(ready.len() + ready.len() / 8);
     let mut last_dir = String::new();
     for (cache_dir, target, e) in ready {
@@ -384,19 +340,6 @@ fn cached_pyc(pyc: &std::path::Path, h: &Hashing<'_>) -> Result<Cached, Error> {
         }
         Err(assemble_cache::Error::Io(e)) => Err(e.into()),
     }
-}
-
-/// A bytecode cache that cannot be written, said as such (not as the
-/// compiler's failure).
-fn unwritable(root: &std::path::Path, e: std::io::Error) -> Error {
-    std::io::Error::new(
-        e.kind(),
-        format!(
-            "cannot write the bytecode cache {}: {e}; make it writable, or choose another --cache-dir",
-            root.display()
-        ),
-    )
-    .into()
 }
 
 /// The cache key of the pyc of the source `path` whose content is `sha`.

@@ -21,9 +21,8 @@
 //! again; a change to `libs` re-runs the decision for every file, which
 //! only costs patching where the runpath really changes.
 
-use assemble_fs::{StatCache, files};
+use assemble_fs::StatCache;
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use assemble_elf::{Decision, ElfInfo, Options, Tree};
@@ -33,7 +32,7 @@ use assemble_manifest::{
 use assemble_recipe::Autopatchelf;
 use sha2::Digest as _;
 
-use crate::{Builder, Error};
+use crate::{Builder, Error, Make, PatchJob};
 
 /// Bumped when the scan or patch cache format changes.
 const CACHE_VERSION: &str = "elf-v2";
@@ -57,7 +56,7 @@ pub(crate) fn autopatchelf(
             continue;
         };
         let sha256 = known(path, *sha256)?;
-        if let Some(info) = scan_cached(&scan_dir, &sha256, e, path)? {
+        if let Some(info) = scan_cached(&scan_dir, &sha256, e, path, b.make.memo())? {
             tree.files.push((path.to_string(), info));
         }
     }
@@ -75,24 +74,30 @@ pub(crate) fn autopatchelf(
         ignore_missing: ap.ignore_missing.clone(),
         runtime_dependencies: ap.runtime_dependencies.clone(),
         dynamic_linker: ap.dynamic_linker.clone(),
-        lib_cache: Some(cache.join("elf").join("libs")),
+        lib_cache: b.make.memo().then(|| cache.join("elf").join("libs")),
     };
     let report = assemble_elf::resolve(&tree, &opts)?;
     b.warnings.extend(report.warnings);
     let mut records = Vec::new();
+    let mut would_patch = 0;
     for d in report.decisions.iter().filter(|d| d.changes()) {
         let e = &b.desired[d.path.as_str()];
         let Kind::File { sha256, executable } = &e.kind else {
             continue;
         };
-        let (patched, record) = patched_file(
+        let Some((patched, record)) = patched_file(
+            b.make,
             cache,
             &known(&d.path, *sha256)?,
             e,
             d,
             inputs,
             &mut b.warnings,
-        )?;
+        )?
+        else {
+            would_patch += 1;
+            continue;
+        };
         let (stat, sha) = (record.stat, record.sha256);
         records.push(record);
         let mut entry = Entry::copy(
@@ -109,6 +114,11 @@ pub(crate) fn autopatchelf(
             *slot = entry;
         }
     }
+    if would_patch > 0 {
+        b.would_make.push(crate::WouldMake::step(format!(
+            "{would_patch} ELF files would be patched (planned here unpatched)"
+        )));
+    }
     Ok((report.decisions, report.libraries, records))
 }
 
@@ -124,11 +134,13 @@ fn known(path: &str, digest: Digest) -> Result<Sha256, Error> {
     })
 }
 
+/// `memo`: the facts found are kept for the next run.
 fn scan_cached(
     dir: &Path,
     sha256: &Sha256,
     e: &Entry,
     out_path: &str,
+    memo: bool,
 ) -> Result<Option<ElfInfo>, Error> {
     // Keyed by content: the same bytes have the same facts.
     let cache = StatCache::new(dir);
@@ -141,27 +153,30 @@ fn scan_cached(
         Some(Content::Bytes(_)) => PathBuf::from(out_path),
         None => return Ok(None),
     };
-    let bytes = crate::read_content(e)?;
+    let bytes = crate::builder::read_content(e)?;
     let info = assemble_elf::scan(&bytes).map_err(|why| assemble_elf::Error::Corrupt {
         path: origin,
         why: format!("{why}; it would be {out_path} in the output"),
     })?;
-    cache.put(&key, &info);
+    if memo {
+        cache.put(&key, &info);
+    }
     Ok(info)
 }
 
-/// The patched copy of a file for a decision, made once and cached, with
-/// its input record (checked: vouched for by `inputs`, or hashed against
-/// its digest link). A corrupt one is discarded, said in `warnings`, and
-/// made again.
+/// The patched copy of a file for a decision, made once (by `make`) and
+/// cached, with its input record (checked: vouched for by `inputs`, or
+/// hashed against its digest link). A corrupt one is said in `warnings`
+/// and made again. `None`: not in the cache, and `make` made nothing.
 fn patched_file(
+    make: &dyn Make,
     cache: &Path,
     input: &Sha256,
     e: &Entry,
     d: &Decision,
     inputs: &InputCache,
     warnings: &mut Vec<String>,
-) -> Result<(PathBuf, InputRecord), Error> {
+) -> Result<Option<(PathBuf, InputRecord)>, Error> {
     let mut h = sha2::Sha256::new();
     for part in [
         CACHE_VERSION,
@@ -173,8 +188,8 @@ fn patched_file(
         h.update(b"\0");
     }
     let key = hex::encode(h.finalize());
-    let dir = cache.join("elf").join("patched");
-    let path = dir.join(&key);
+    let path = cache.join("elf").join("patched").join(&key);
+    let mut corrupt = None;
     if let Ok(meta) = std::fs::symlink_metadata(&path) {
         let stat = Stat::of(&meta);
         let checked = match inputs.vouched(&stat) {
@@ -183,33 +198,28 @@ fn patched_file(
                 .map(|r| inputs.record_of(stat, r.sha256, r.elf)),
         };
         match checked {
-            Ok(r) => return Ok((path, r)),
-            Err(assemble_cache::Error::Corrupt(c)) => {
-                warnings.push(format!("{c}; discarded, patched again"));
-                assemble_cache::digest::discard(&path)?;
-            }
+            Ok(r) => return Ok(Some((path, r))),
+            Err(assemble_cache::Error::Corrupt(c)) => corrupt = Some(c),
             Err(assemble_cache::Error::Io(e)) => return Err(e.into()),
         }
     }
-    fs_err::create_dir_all(&dir)?;
-    files::replace_with(&path, |tmp| -> Result<(), Error> {
-        // Patched from the bytes whose hash keys the result.
-        let bytes = crate::read_content(e)?;
-        if Sha256::of(&bytes) != *input {
-            return Err(std::io::Error::other(format!(
-                "{}: changed while this run was reading its inputs; run again",
-                d.path
-            ))
-            .into());
-        }
-        fs_err::write(tmp, &bytes)?;
-        fs_err::set_permissions(tmp, std::fs::Permissions::from_mode(0o755))?;
-        assemble_elf::apply(tmp, d)?;
-        // The record first: a patched file without one is incomplete.
-        assemble_cache::digest::record(&path, &Sha256::of_file(tmp)?)?;
-        Ok(())
-    })?;
+    let bytes = || crate::builder::read_content(e);
+    let job = PatchJob {
+        dest: &path,
+        input,
+        bytes: &bytes,
+        decision: d,
+    };
+    if make.patch(&job)?.is_none() {
+        return Ok(None);
+    }
+    if let Some(c) = corrupt {
+        warnings.push(format!("{c}; discarded, patched again"));
+    }
     let stat = Stat::of(&fs_err::symlink_metadata(&path)?);
     let r = assemble_cache::digest::check(&path, &stat)?;
-    Ok((path.clone(), inputs.record_of(stat, r.sha256, r.elf)))
+    Ok(Some((
+        path.clone(),
+        inputs.record_of(stat, r.sha256, r.elf),
+    )))
 }

@@ -65,7 +65,7 @@ pub(crate) fn all(recipe: &Recipe, ctx: &Context) -> BTreeMap<String, Fingerprin
                     u.source,
                     Source::Requirements { .. } | Source::UvProject { .. }
                 ) {
-                    fp.insert("installer".into(), crate::installer(recipe).label());
+                    fp.insert("installer".into(), recipe.installer.label());
                 }
                 fp.insert(
                     "excluded distributions".into(),

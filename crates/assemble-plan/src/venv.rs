@@ -144,8 +144,9 @@ pub(crate) fn plan_venv(
                 format!("`scripts` entry {script:?} is not a script name"),
             ));
         }
-        let entry = script_entry(b, recipe, &name, files, &dists, script, &python, ctx)?;
-        b.insert(format!("bin/{script}"), entry)?;
+        if let Some(entry) = script_entry(b, recipe, &name, files, &dists, script, &python)? {
+            b.insert(format!("bin/{script}"), entry)?;
+        }
     }
 
     // RECORD's rows for bin/ describe the tree's bin/, not the installer's
@@ -182,8 +183,8 @@ pub(crate) fn plan_venv(
 
 /// The `bin/` entry for one script name, or why there is none. A file
 /// copied as it is (an ELF data script) is checked like the walked ones:
-/// its record joins `b`'s.
-#[allow(clippy::too_many_arguments)]
+/// its record joins `b`'s. `None`: a data script to recover from its
+/// wheel, which this run does not make (a dry run).
 fn script_entry(
     b: &mut Builder,
     recipe: &Recipe,
@@ -192,8 +193,7 @@ fn script_entry(
     dists: &[Dist],
     script: &str,
     python: &str,
-    ctx: &Context,
-) -> Result<Entry, Error> {
+) -> Result<Option<Entry>, Error> {
     let root = files.root();
     let err = |message: String| Error::Unit {
         unit: unit.to_string(),
@@ -209,7 +209,7 @@ fn script_entry(
                 d.name, d.version, ep.module
             ))
         })?;
-        return Ok(Entry::bytes(unit, "script", text.into_bytes(), true));
+        return Ok(Some(Entry::bytes(unit, "script", text.into_bytes(), true)));
     }
     let (mut src, _) = crate::beneath(unit, "script", root, &format!("bin/{script}"))?;
     let mut recovered = None;
@@ -245,26 +245,28 @@ fn script_entry(
                 ),
             ));
         };
-        // A Nix-FOD venv has no bin/: fetch the script from the wheel RECORD pins.
-        let (path, record) = assemble_python::recover_data_script(
-            d,
-            script,
-            &ctx.python,
-            &ctx.cache,
-            ctx.offline,
-        )
-        .map_err(|e| match e {
+        // A Nix-FOD venv has no bin/: the script comes from the wheel
+        // RECORD pins, made by the sources stage.
+        let Some((path, record)) = b.make.recover(d, script).map_err(|e| match e {
             // Discarded and fetched again by the caller.
-            assemble_python::Error::Corrupt(c) => Error::Corrupt(c),
-            e => {
-                err(format!(
-                    "script `{script}` is a data file of {} {} that {} lacks (a Nix-FOD venv has no bin/), and getting it from the wheel failed: {e}; use a venv that still has bin/{script}, or drop it from `scripts`",
-                    d.name,
-                    d.version,
-                    root.join("bin").display()
-                ))
-            }
-        })?;
+            Error::Corrupt(c) => Error::Corrupt(c),
+            e => err(format!(
+                "script `{script}` is a data file of {} {} that {} lacks (a Nix-FOD venv has no bin/), and getting it from the wheel failed: {e}; use a venv that still has bin/{script}, or drop it from `scripts`",
+                d.name,
+                d.version,
+                root.join("bin").display()
+            )),
+        })?
+        else {
+            b.would_make.push(crate::WouldMake::unit(
+                unit,
+                format!(
+                    "bin/{script} would be recovered from the wheel of {} {}",
+                    d.name, d.version
+                ),
+            ));
+            return Ok(None);
+        };
         src = path;
         recovered = Some(record);
     }
@@ -284,9 +286,9 @@ fn script_entry(
     if bytes.starts_with(b"#!")
         && let Some(text) = rewrite_shebang(&bytes, python)
     {
-        return Ok(
-            Entry::bytes(unit, "data-script", text, true).from_source(&format!("bin/{script}"))
-        );
+        return Ok(Some(
+            Entry::bytes(unit, "data-script", text, true).from_source(&format!("bin/{script}")),
+        ));
     }
     let record = match recovered {
         Some(r) => Some(r),
@@ -312,7 +314,7 @@ fn script_entry(
     );
     e.input_stat = Some(stat);
     b.sealed.extend(record);
-    Ok(e.from_source(&format!("bin/{script}")))
+    Ok(Some(e.from_source(&format!("bin/{script}"))))
 }
 
 /// The distributions a venv unit leaves out (`exclude`): their RECORDed

@@ -323,6 +323,16 @@ pub enum Installer {
     },
 }
 
+impl Installer {
+    /// Its name and version, for cache keys and reports.
+    pub fn label(&self) -> String {
+        match self {
+            Installer::Pip => "pip (the interpreter's own)".into(),
+            Installer::Uv { version, .. } => format!("uv {version}"),
+        }
+    }
+}
+
 /// Where a uv project is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Project {

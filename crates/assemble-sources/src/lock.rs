@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
+use assemble_cache::{Policy, Reporter};
 use assemble_fetch::{Fetcher, Locked, Lockfile, Target};
 use assemble_recipe::{Recipe, Remote, Source};
 
-use crate::{Error, Event};
+use crate::Error;
 
 /// What locking did to one unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,24 +33,24 @@ pub enum LockStatus {
 
 /// Fills in the recipe's missing hashes from its lock file. Entries that
 /// are missing or stale are resolved by fetching, unless `locked` (then
-/// the run fails naming the unit) or `offline`; units in `update` are
-/// fetched again. The lock file is written when it changed. Every source
-/// is fetched into the cache by its hash, so the plan finds it there.
-pub(crate) fn resolve(
+/// the run fails naming the unit) or the policy forbids it (offline: the
+/// run fails; a dry run: the unit is said in the second list, what would
+/// be done); units in `update` are fetched again. The lock file is written
+/// when it changed, except in a dry run. Every source is fetched into the
+/// cache by its hash, so the plan finds it there.
+pub fn resolve_lock(
     recipe: &mut Recipe,
     cache: &Path,
+    policy: Policy,
     locked: bool,
-    offline: bool,
     update: &[String],
-    progress_bar: bool,
-    events: &(dyn Fn(Event) + Sync),
-) -> Result<Vec<LockedUnit>, Error> {
+    reporter: &dyn Reporter,
+) -> Result<(Vec<LockedUnit>, Vec<assemble_plan::WouldMake>), Error> {
     for u in update {
         if !recipe.units.iter().any(|x| {
             x.name == *u && matches!(&x.source, Source::Remote(r) if Lockfile::key(r).is_some())
         }) {
-            return Err(Error::Option {
-                flag: "--update",
+            return Err(Error::Update {
                 message: format!(
                     "{u} names no unit of {} whose source the lock pins (a github source without `hash`)",
                     recipe.file.display()
@@ -62,9 +63,9 @@ pub(crate) fn resolve(
         source,
     };
     let mut lock = Lockfile::load(&recipe.file).map_err(lock_err)?;
-    let mut fetcher = Fetcher::new(cache.to_path_buf());
-    fetcher.progress_bar = progress_bar;
+    let fetcher = Fetcher::new(assemble_fetch::Config::new(cache.to_path_buf()), reporter);
     let mut done = Vec::new();
+    let mut would = Vec::new();
     let mut keep = Vec::new();
     for unit in &mut recipe.units {
         let Source::Remote(remote) = &mut unit.source else {
@@ -92,7 +93,17 @@ pub(crate) fn resolve(
                         },
                     });
                 }
-                if offline {
+                if policy == Policy::Look {
+                    would.push(assemble_plan::WouldMake::unit(
+                        &unit.name,
+                        format!(
+                            "{key} would be fetched to record its hash in {}",
+                            lock.path.display()
+                        ),
+                    ));
+                    continue;
+                }
+                if policy == Policy::Offline {
                     return Err(Error::Locked {
                         unit: unit.name.clone(),
                         lock: lock.path.clone(),
@@ -105,7 +116,7 @@ pub(crate) fn resolve(
                 else {
                     continue;
                 };
-                events(Event::Preparing(&format!("{}: locking {key}", unit.name)));
+                reporter.starting(&format!("{}: locking {key}", unit.name));
                 let target = Target::Github {
                     owner: owner.clone(),
                     repo: repo.clone(),
@@ -136,10 +147,10 @@ pub(crate) fn resolve(
     }
     // A --locked run never changes the lock, not even to drop the entries
     // of units the recipe no longer has.
-    if !locked {
+    if !locked && policy.writes() {
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
         lock.retain(&keep);
         lock.store().map_err(lock_err)?;
     }
-    Ok(done)
+    Ok((done, would))
 }

@@ -11,7 +11,9 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use crate::{Error, Interpreter};
+use assemble_python::Interpreter;
+
+use crate::Error;
 
 /// One source to compile.
 #[derive(Debug, Clone)]

@@ -3,10 +3,13 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use assemble_cache::{Files, Seal};
+use assemble_cache::{Files, Policy, Reporter, Seal};
 use sha2::Digest;
 
-use crate::{Error, Interpreter};
+use assemble_python::Interpreter;
+use assemble_recipe::Installer;
+
+use crate::Error;
 
 /// Runs `program args...` and returns its standard output; a failure carries
 /// the tail of its standard error.
@@ -78,16 +81,25 @@ fn run<S: AsRef<OsStr>>(
 /// it writes on stderr (uv's and pip's own progress).
 pub type Lines<'a> = &'a (dyn Fn(&str) + Sync);
 
-/// What a cached build says while it goes.
+/// What a cached build says while it goes, through `reporter`.
 #[derive(Clone, Copy)]
 pub struct Progress<'a> {
-    /// The build starts (not called on a cache hit).
-    pub starting: &'a dyn Fn(),
-    /// Another run holds the lock of what this one needs (it is building
-    /// it): this one waits, then uses what that run made.
-    pub waiting: &'a dyn Fn(),
-    /// Each line the installer writes.
-    pub lines: Lines<'a>,
+    pub reporter: &'a dyn Reporter,
+    /// Said when the build starts (not on a cache hit).
+    pub starting: &'a str,
+    /// What this one waits for when another run holds the entry's lock
+    /// (it is building it): `the venv of python-deps`.
+    pub waiting: &'a str,
+}
+
+impl Progress<'_> {
+    fn wait(&self) {
+        self.reporter.waiting(self.waiting)
+    }
+
+    fn line(&self, line: &str) {
+        self.reporter.output(line)
+    }
 }
 
 /// As [`output_env`], passing each line of the program's stderr to `lines`
@@ -215,59 +227,39 @@ fn said(program: &Path, args: &[impl AsRef<OsStr>]) -> String {
     c
 }
 
-/// The one tool that builds a venv, as the recipe names it: what else is
-/// on PATH plays no part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Installer<'a> {
-    /// The interpreter's own pip.
-    Pip,
-    /// uv at `version`, bootstrapped from its wheel (see [`bootstrap_uv`]).
-    Uv {
-        version: &'a str,
-        sha256: &'a [[u8; 32]],
-    },
-}
-
-impl Installer<'_> {
-    /// The uv that can look for an interpreter (`uv python find`) before
-    /// anything is fetched: the recipe's own uv if it is already
-    /// bootstrapped in `cache`, else a uv on PATH (it only finds; it never
-    /// builds anything).
-    pub fn finder(&self, cache: &Path) -> Option<PathBuf> {
-        if let Installer::Uv { version, .. } = self {
-            let own = uv_path(cache, version);
-            // Only one that is what was bootstrapped; else the next
-            // bootstrap discards it and says so.
-            if let Some(dir) = own.parent()
-                && Seal::load(dir).is_some_and(|s| Files::sealed(s).check_whole().is_ok())
-            {
-                return Some(own);
-            }
-        }
-        crate::find_program("uv")
-    }
-
-    /// Its name and version, for the cache key and reports.
-    pub fn label(&self) -> String {
-        match self {
-            Installer::Pip => "pip (the interpreter's own)".into(),
-            Installer::Uv { version, .. } => format!("uv {version}"),
+/// The uv that can look for an interpreter (`uv python find`) before
+/// anything is fetched: the recipe's own uv if it is already bootstrapped
+/// in `cache`, else a uv on PATH (it only finds; it never builds anything).
+/// `policy`: with `Look`, the check of the cached uv writes nothing.
+pub fn uv_finder(installer: &Installer, cache: &Path, policy: Policy) -> Option<PathBuf> {
+    if let Installer::Uv { version, .. } = installer {
+        let own = uv_path(cache, version);
+        let files = |seal| match policy {
+            Policy::Look => Files::sealed(seal).read_only(),
+            _ => Files::sealed(seal),
+        };
+        // Only one that is what was bootstrapped; else the next bootstrap
+        // discards it and says so.
+        if let Some(dir) = own.parent()
+            && Seal::load(dir).is_some_and(|s| files(s).check_whole().is_ok())
+        {
+            return Some(own);
         }
     }
+    assemble_fs::find_program("uv")
 }
 
 /// Builds (once) a virtualenv from a requirements file into
 /// `cache/venvs/<key>`, where the key is the sha256 of the file's content,
 /// the interpreter's version and path, and the installer's name and
 /// version. A build that fails leaves nothing in the cache; one that
-/// succeeds is sealed. `offline` forbids building (the installer would use
-/// the network).
+/// succeeds is sealed. `policy` says whether a missing venv is built.
 pub fn build_venv(
     requirements: &Path,
     python: &Interpreter,
-    installer: Installer,
+    installer: &Installer,
     cache: &Path,
-    offline: bool,
+    policy: Policy,
     progress: Progress<'_>,
 ) -> Result<Files, Error> {
     let req = read_named(requirements)?;
@@ -281,19 +273,17 @@ pub fn build_venv(
     h.update(b"\0");
     h.update(python.executable.as_os_str().as_encoded_bytes());
     let what = || format!("the virtualenv of {}", requirements.display());
-    cached_venv(cache, h, offline, &what, progress, |tmp| {
+    cached_venv(cache, h, policy, &what, progress, |tmp| {
         let cwd = requirements.parent();
         let req_path = requirements.as_os_str();
         let tmp_python = tmp.join("bin/python");
         let uv = match installer {
             Installer::Pip => None,
-            Installer::Uv { version, sha256 } => Some(bootstrap_uv(
-                version,
-                sha256,
-                python,
-                cache,
-                progress.waiting,
-            )?),
+            Installer::Uv { version, sha256 } => {
+                Some(bootstrap_uv(version, sha256, python, cache, &|| {
+                    progress.wait()
+                })?)
+            }
         };
         if let Some(uv) = &uv {
             output(
@@ -318,7 +308,7 @@ pub fn build_venv(
                 ],
                 cwd,
                 &[uv_copies()],
-                progress.lines,
+                &|l| progress.line(l),
             )?;
         } else {
             output(
@@ -346,7 +336,7 @@ pub fn build_venv(
                 ],
                 cwd,
                 &[],
-                progress.lines,
+                &|l| progress.line(l),
             )?;
         }
         Ok(())
@@ -535,7 +525,7 @@ pub fn sync_venv(
     uv_sha256: &[[u8; 32]],
     exclude: &[String],
     cache: &Path,
-    offline: bool,
+    policy: Policy,
     progress: Progress<'_>,
 ) -> Result<Files, Error> {
     let dir = project.root();
@@ -575,8 +565,8 @@ pub fn sync_venv(
     }
     let what = || format!("the virtualenv of the uv project {}", dir.display());
     let project = dir;
-    cached_venv(cache, h, offline, &what, progress, |tmp| {
-        let uv = bootstrap_uv(uv_version, uv_sha256, python, cache, progress.waiting)?;
+    cached_venv(cache, h, policy, &what, progress, |tmp| {
+        let uv = bootstrap_uv(uv_version, uv_sha256, python, cache, &|| progress.wait())?;
         let mut args: Vec<&OsStr> = [
             "sync",
             "--locked",
@@ -601,7 +591,7 @@ pub fn sync_venv(
             uv_copies(),
             ("UV_PYTHON_DOWNLOADS", OsStr::new("never")),
         ];
-        output_lines(&uv, &args, Some(project), &env, progress.lines)?;
+        output_lines(&uv, &args, Some(project), &env, &|l| progress.line(l))?;
         Ok(())
     })
 }
@@ -610,12 +600,13 @@ pub fn sync_venv(
 /// already (sealed), or built by `build` into an empty temporary folder
 /// (under the entry's lock, so that two runs build it once: the second
 /// waits and uses it), renamed into place and sealed when it succeeds;
-/// nothing is left in the cache when it fails. `offline` forbids building
-/// (the installer would use the network), saying `what` is missing.
+/// nothing is left in the cache when it fails. `policy` says whether a
+/// missing venv is built (`Policy::Offline` and `Look` fail saying `what`
+/// is missing; `Look` takes no lock).
 fn cached_venv(
     cache: &Path,
     h: sha2::Sha256,
-    offline: bool,
+    policy: Policy,
     what: &dyn Fn() -> String,
     progress: Progress<'_>,
     build: impl FnOnce(&Path) -> Result<(), Error>,
@@ -623,21 +614,25 @@ fn cached_venv(
     let key = hex::encode(h.finalize());
     let root = cache.join("venvs");
     let dir = root.join(&key[..32]);
+    let missing = || Error::Offline {
+        what: what(),
+        cached_at: dir.clone(),
+    };
     if let Some(seal) = Seal::load(&dir) {
         return Ok(Files::sealed(seal));
+    }
+    if !policy.writes() {
+        return Err(missing());
     }
     fs_err::create_dir_all(&root)?;
-    let _lock = assemble_cache::lock(&dir, progress.waiting)?;
+    let _lock = assemble_cache::lock(&dir, &|| progress.wait())?;
     if let Some(seal) = Seal::load(&dir) {
         return Ok(Files::sealed(seal));
     }
-    if offline {
-        return Err(Error::Offline {
-            what: what(),
-            cached_at: dir,
-        });
+    if policy == Policy::Offline {
+        return Err(missing());
     }
-    (progress.starting)();
+    progress.reporter.starting(progress.starting);
     assemble_fs::pause::at("venv-build");
     // There but not sealed: interrupted, or made before entries were.
     assemble_cache::remove(&dir)?;

@@ -15,17 +15,19 @@ use assemble_manifest::{InputRecord, Stat};
 use sha2::Digest;
 
 use crate::run::{Artifact, pip_download};
-use crate::{Dist, Error, Interpreter};
+use assemble_python::{Dist, Interpreter};
+
+use crate::Error;
 
 /// Returns a cached copy of `script`, verified against `dist`'s RECORD,
-/// with its input record (its stat and hash, just checked); `offline`
-/// forbids downloading the wheel.
+/// with its input record (its stat and hash, just checked); `policy` says
+/// whether the wheel may be downloaded.
 pub fn recover_data_script(
     dist: &Dist,
     script: &str,
     python: &Interpreter,
     cache: &Path,
-    offline: bool,
+    policy: assemble_cache::Policy,
 ) -> Result<(PathBuf, InputRecord), Error> {
     let record = dist.dist_info.join("RECORD");
     let want = dist
@@ -43,7 +45,7 @@ pub fn recover_data_script(
         // A file that no longer has its hash is discarded and fetched again.
         return Ok((dest.clone(), checked(&dest)?));
     }
-    if offline {
+    if policy != assemble_cache::Policy::Make {
         return Err(Error::Offline {
             what: format!("bin/{script} of {} {}", dist.name, dist.version),
             cached_at: dest,

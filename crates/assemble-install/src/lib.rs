@@ -1,0 +1,91 @@
+//! Running Python: finding and probing the interpreter, the installer the
+//! recipe names (the interpreter's pip, or a pinned uv bootstrapped from its
+//! wheel) building `requirements` venvs and syncing uv projects, pip
+//! downloading an sdist or a wheel, data scripts recovered from wheels,
+//! and bytecode compiled by the tree's interpreter.
+//!
+//! Invariant: every process the tool starts, other than `git`, is started
+//! here; what it makes goes into the cache, made in a temporary place and
+//! sealed or given its digest link before it is used.
+
+pub mod compile;
+mod interpreter;
+mod recover;
+mod run;
+
+use std::path::PathBuf;
+
+pub use interpreter::{locate, probe, probe_cached};
+pub use recover::recover_data_script;
+pub use run::{
+    Artifact, Progress, bootstrap_uv, build_venv, locked_packages, pip_download, sync_venv,
+    uv_finder,
+};
+
+/// An error of this crate; each names the file or command it failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// A cache entry (a venv, uv) is not what it was made as: it must be
+    /// discarded and made again.
+    #[error(transparent)]
+    Corrupt(Box<assemble_cache::Corrupt>),
+    #[error(
+        "python interpreter `{name}` not found; looked {looked}. Name one with --python PATH (or ASSEMBLE_PYTHON=PATH), or set [python] interpreter in the recipe to a name on PATH or an absolute path"
+    )]
+    InterpreterNotFound { name: String, looked: String },
+    #[error("{program} failed ({status}): {stderr}")]
+    Command {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{}: {message}", .path.display())]
+    Malformed { path: PathBuf, message: String },
+    /// The recipe's installer could not be fetched (its wheel, with pip).
+    #[error("bootstrapping {what} from its wheel: {source}")]
+    Bootstrap {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error(
+        "{what} is not in the cache ({}) and --offline forbids building or fetching it; run once without --offline",
+        .cached_at.display()
+    )]
+    Offline { what: String, cached_at: PathBuf },
+}
+
+impl From<std::io::Error> for Error {
+    /// An I/O error that carries a [`assemble_cache::Corrupt`] (a read of a
+    /// cached venv's file, through a reader that can only fail with
+    /// `io::Error`) is that corruption.
+    fn from(e: std::io::Error) -> Error {
+        match assemble_python::corrupt_in(&e) {
+            Some(c) => Error::Corrupt(Box::new(c.clone())),
+            None => Error::Io(e),
+        }
+    }
+}
+
+impl From<assemble_cache::Error> for Error {
+    fn from(e: assemble_cache::Error) -> Error {
+        match e {
+            assemble_cache::Error::Io(e) => e.into(),
+            assemble_cache::Error::Corrupt(c) => Error::Corrupt(c),
+        }
+    }
+}
+
+impl From<assemble_python::Error> for Error {
+    fn from(e: assemble_python::Error) -> Error {
+        match e {
+            assemble_python::Error::Io(e) => Error::Io(e),
+            assemble_python::Error::Corrupt(c) => Error::Corrupt(c),
+            assemble_python::Error::Malformed { path, message } => {
+                Error::Malformed { path, message }
+            }
+        }
+    }
+}
