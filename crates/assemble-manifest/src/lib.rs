@@ -30,7 +30,7 @@ pub use path::OutPath;
 
 /// Bumped whenever the format of `state.bin` or `inputs.bin` changes; a file
 /// of another version is read as "no state" and leads to a clean reconcile.
-pub const STATE_VERSION: u32 = 8;
+pub const STATE_VERSION: u32 = 9;
 
 /// A sha256 digest, printed as 64 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -400,10 +400,65 @@ impl Entry {
 /// Its keys are [`OutPath`]s: checked when they are made.
 pub type Desired = BTreeMap<OutPath, Entry>;
 
-/// A unit's fingerprint: named components and their values (or hashes).
-/// Component names read as sentences: `patch 2`, `install mappings`;
-/// names starting with `env:` are the environment (`env:interpreter`).
-pub type Fingerprint = BTreeMap<String, String>;
+/// A unit's fingerprint: its components and their values.
+pub type Fingerprint = BTreeMap<Component, String>;
+
+/// What a part of a unit's fingerprint is: of the unit's recipe, or of
+/// the environment every unit shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Component {
+    Source,
+    InstallMappings,
+    Symlinks,
+    ExecutableMarks,
+    /// A venv unit's `scripts`.
+    Scripts,
+    /// What builds a venv unit (pip, or uv at a version).
+    Installer,
+    /// A venv unit's `exclude`.
+    Excluded,
+    /// The unit's patch at this 1-based position (their order matters).
+    Patch(usize),
+    Env(Env),
+}
+
+/// A part of the environment that every unit's output depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Env {
+    ToolVersion,
+    Interpreter,
+    /// `@out@`.
+    Prefix,
+    /// `@bash@`.
+    Bash,
+    /// `@webui@`.
+    WebUi,
+    AutopatchelfSettings,
+}
+
+impl std::fmt::Display for Component {
+    /// As a sentence's subject: `patch 2`, `install mappings`, `interpreter`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Component::Source => f.write_str("source"),
+            Component::InstallMappings => f.write_str("install mappings"),
+            Component::Symlinks => f.write_str("symlinks"),
+            Component::ExecutableMarks => f.write_str("executable marks"),
+            Component::Scripts => f.write_str("scripts list"),
+            Component::Installer => f.write_str("installer"),
+            Component::Excluded => f.write_str("excluded distributions"),
+            Component::Patch(n) => write!(f, "patch {n}"),
+            Component::Env(e) => f.write_str(match e {
+                Env::ToolVersion => "tool version",
+                Env::Interpreter => "interpreter",
+                Env::Prefix => "prefix (@out@)",
+                Env::Bash => "bash (@bash@)",
+                Env::WebUi => "web UI (@webui@)",
+                Env::AutopatchelfSettings => "autoPatchelf settings",
+            }),
+        }
+    }
+}
 
 /// Everything a run wants the output to be.
 #[derive(Debug, Default)]

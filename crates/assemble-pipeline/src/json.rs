@@ -14,13 +14,13 @@ use serde::Serialize;
 use crate::Report;
 
 #[derive(Serialize)]
-struct UnitReport<'a> {
+struct UnitReport {
     status: &'static str,
     entries: usize,
     written: usize,
     removed: usize,
     /// Why the unit is dirty, as plain sentences (empty when fresh).
-    reasons: &'a [String],
+    reasons: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -51,7 +51,7 @@ struct JsonReport<'a> {
     files_written: usize,
     files_removed: usize,
     dirs_created: usize,
-    units: BTreeMap<&'a str, UnitReport<'a>>,
+    units: BTreeMap<&'a str, UnitReport>,
     warnings: &'a [String],
     /// What the tree needs that the cache lacks, which a dry run did not
     /// make: `{unit, what}` each (`unit` null for the bytecode and
@@ -131,7 +131,7 @@ impl Report {
                             entries: u.entries,
                             written: u.written,
                             removed: u.removed,
-                            reasons: &u.reasons,
+                            reasons: u.reasons.iter().map(ToString::to_string).collect(),
                         },
                     )
                 })

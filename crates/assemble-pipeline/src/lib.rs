@@ -807,8 +807,8 @@ pub struct UnitReport {
     pub entries: usize,
     pub written: usize,
     pub removed: usize,
-    /// Why the unit is dirty, as plain sentences (empty when fresh).
-    pub reasons: Vec<String>,
+    /// Why the unit is dirty (empty when fresh).
+    pub reasons: Vec<assemble_reconcile::DirtyReason>,
 }
 
 /// What a run did (or, for a dry run, would do).

@@ -9,37 +9,37 @@
 
 use std::collections::BTreeMap;
 
-use assemble_manifest::{Fingerprint, STATE_VERSION};
+use assemble_manifest::{Component, Env, Fingerprint, STATE_VERSION};
 use assemble_recipe::{Patch, Recipe, Scripts, Source};
 
 use crate::Context;
 
 /// Every unit's fingerprint.
 pub(crate) fn all(recipe: &Recipe, ctx: &Context) -> BTreeMap<String, Fingerprint> {
-    let env: [(&str, String); 6] = [
+    let env: [(Env, String); 6] = [
         (
-            "env:tool version",
+            Env::ToolVersion,
             format!(
                 "{} (state format {STATE_VERSION})",
                 env!("CARGO_PKG_VERSION")
             ),
         ),
         (
-            "env:interpreter",
+            Env::Interpreter,
             format!(
                 "{} {}",
                 ctx.python.executable.display(),
                 ctx.python.full_version
             ),
         ),
-        ("env:prefix (@out@)", ctx.prefix.clone()),
-        ("env:bash (@bash@)", ctx.bash.display().to_string()),
+        (Env::Prefix, ctx.prefix.clone()),
+        (Env::Bash, ctx.bash.display().to_string()),
         (
-            "env:web UI (@webui@)",
+            Env::WebUi,
             ctx.webui.clone().unwrap_or_else(|| "(unset)".into()),
         ),
         (
-            "env:autoPatchelf settings",
+            Env::AutopatchelfSettings,
             recipe
                 .autopatchelf
                 .as_ref()
@@ -51,33 +51,30 @@ pub(crate) fn all(recipe: &Recipe, ctx: &Context) -> BTreeMap<String, Fingerprin
         .iter()
         .map(|u| {
             let mut fp = Fingerprint::new();
-            fp.insert("source".into(), u.source.describe());
-            fp.insert("install mappings".into(), pairs(&u.install));
-            fp.insert("symlinks".into(), pairs(&u.symlinks));
-            fp.insert("executable marks".into(), sorted(&u.executable).join(", "));
+            fp.insert(Component::Source, u.source.describe());
+            fp.insert(Component::InstallMappings, pairs(&u.install));
+            fp.insert(Component::Symlinks, pairs(&u.symlinks));
+            fp.insert(Component::ExecutableMarks, sorted(&u.executable).join(", "));
             if u.source.is_venv() {
                 let scripts = match &u.scripts {
                     Scripts::All => "*".to_string(),
                     Scripts::Named(v) => sorted(v).join(", "),
                 };
-                fp.insert("scripts list".into(), scripts);
+                fp.insert(Component::Scripts, scripts);
                 if matches!(
                     u.source,
                     Source::Requirements { .. } | Source::UvProject { .. }
                 ) {
-                    fp.insert("installer".into(), recipe.installer.label());
+                    fp.insert(Component::Installer, recipe.installer.label());
                 }
-                fp.insert(
-                    "excluded distributions".into(),
-                    sorted(&u.exclude).join(", "),
-                );
+                fp.insert(Component::Excluded, sorted(&u.exclude).join(", "));
             }
             // Patches apply in order: their order is part of the key.
             for (i, p) in u.patches.iter().enumerate() {
-                fp.insert(format!("patch {}", i + 1), patch(p));
+                fp.insert(Component::Patch(i + 1), patch(p));
             }
-            for (k, v) in &env {
-                fp.insert((*k).to_string(), v.clone());
+            for (e, v) in &env {
+                fp.insert(Component::Env(*e), v.clone());
             }
             (u.name.clone(), fp)
         })

@@ -11,7 +11,9 @@ use serde::Serialize;
 use crate::root::{EntryType, Root};
 use crate::state::{Entries, Layout, Recorded, State};
 use crate::{Error, Reason};
-use assemble_manifest::{Desired, Entry, Fingerprint, Kind, Sha256, Stat, Target, hash_stream};
+use assemble_manifest::{
+    Component, Desired, Entry, Fingerprint, Kind, Sha256, Stat, Target, hash_stream,
+};
 
 /// One path to write or remove, with why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -58,32 +60,60 @@ impl fmt::Display for Change {
     }
 }
 
-/// A change in a unit's fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UnitReason {
-    pub unit: String,
-    /// The fingerprint component, e.g. `patch 2` or `env:interpreter`.
-    pub component: String,
-    /// `changed`, `added` or `removed`.
-    pub what: &'static str,
+/// How a fingerprint component differs from the last run's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta {
+    Added,
+    Changed,
+    Removed,
 }
 
-impl fmt::Display for UnitReason {
+/// Why a unit is dirty: each said as a sentence in one place, `Display`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirtyReason {
+    /// The last run had no such unit.
+    NewUnit { unit: String },
+    /// A component of its fingerprint differs.
+    Fingerprint {
+        unit: String,
+        component: Component,
+        delta: Delta,
+    },
+    /// One of its paths is written or removed (a sentence of the change).
+    Path(String),
+}
+
+impl fmt::Display for DirtyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.component.strip_prefix("env:") {
-            Some(env) => write!(f, "{env} changed"),
-            None if self.component == "unit" => write!(f, "unit {} is new", self.unit),
-            None => write!(f, "{} of {} {}", self.component, self.unit, self.what),
+        match self {
+            DirtyReason::NewUnit { unit } => write!(f, "unit {unit} is new"),
+            DirtyReason::Fingerprint {
+                component: env @ Component::Env(_),
+                ..
+            } => write!(f, "{env} changed"),
+            DirtyReason::Fingerprint {
+                unit,
+                component,
+                delta,
+            } => {
+                let delta = match delta {
+                    Delta::Added => "added",
+                    Delta::Changed => "changed",
+                    Delta::Removed => "removed",
+                };
+                write!(f, "{component} of {unit} {delta}")
+            }
+            DirtyReason::Path(change) => f.write_str(change),
         }
     }
 }
 
 /// Why a unit is dirty (empty when it is fresh).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct UnitStatus {
     pub dirty: bool,
-    /// Plain sentences: fingerprint changes first, then its paths.
-    pub reasons: Vec<String>,
+    /// Fingerprint changes first, then its paths.
+    pub reasons: Vec<DirtyReason>,
 }
 
 /// Everything a run would change.
@@ -395,23 +425,14 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
         let mut status = UnitStatus::default();
         match prev.units.get(unit) {
             None if full => {}
-            None => status.reasons.push(
-                UnitReason {
-                    unit: unit.clone(),
-                    component: "unit".into(),
-                    what: "added",
-                }
-                .to_string(),
-            ),
-            Some(old) => status.reasons.extend(
-                fingerprint_changes(unit, old, fp)
-                    .iter()
-                    .map(|r| r.to_string()),
-            ),
+            None => status
+                .reasons
+                .push(DirtyReason::NewUnit { unit: unit.clone() }),
+            Some(old) => status.reasons.extend(fingerprint_changes(unit, old, fp)),
         }
         for c in d.writes.iter().chain(&d.removes) {
             if c.unit.as_deref() == Some(unit.as_str()) {
-                status.reasons.push(c.in_unit());
+                status.reasons.push(DirtyReason::Path(c.in_unit()));
             }
         }
         status.dirty = !status.reasons.is_empty();
@@ -422,21 +443,21 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
 }
 
 /// The fingerprint components that differ between two runs of a unit.
-fn fingerprint_changes(unit: &str, old: &Fingerprint, new: &Fingerprint) -> Vec<UnitReason> {
-    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+fn fingerprint_changes(unit: &str, old: &Fingerprint, new: &Fingerprint) -> Vec<DirtyReason> {
+    let keys: BTreeSet<&Component> = old.keys().chain(new.keys()).collect();
     keys.into_iter()
         .filter_map(|k| {
-            let what = match (old.get(k), new.get(k)) {
+            let delta = match (old.get(k), new.get(k)) {
                 (Some(a), Some(b)) if a == b => return None,
-                (Some(_), Some(_)) => "changed",
-                (None, Some(_)) => "added",
-                (Some(_), None) => "removed",
+                (Some(_), Some(_)) => Delta::Changed,
+                (None, Some(_)) => Delta::Added,
+                (Some(_), None) => Delta::Removed,
                 (None, None) => return None,
             };
-            Some(UnitReason {
+            Some(DirtyReason::Fingerprint {
                 unit: unit.to_string(),
-                component: k.clone(),
-                what,
+                component: *k,
+                delta,
             })
         })
         .collect()

@@ -111,7 +111,7 @@
 //!
 //! # Why a path or unit is dirty
 //!
-//! [`Reason`] and [`UnitReason`] print plain sentences, cargo-style.
+//! [`Reason`] and [`DirtyReason`] print plain sentences, cargo-style.
 
 use std::fmt;
 use std::io;
@@ -128,7 +128,7 @@ mod state;
 mod verify;
 
 pub use apply::{Outcome, UnitCounts, apply, predict, unit_counts};
-pub use diff::{Change, Diff, Snapshot, UnitReason, UnitStatus, diff, diff_snapshot};
+pub use diff::{Change, Delta, Diff, DirtyReason, Snapshot, UnitStatus, diff, diff_snapshot};
 pub use export::{nar_hash, write_nar, write_tar};
 pub use state::{Entries, Layout, Lock, Recorded, State};
 pub use verify::{Difference, verify};

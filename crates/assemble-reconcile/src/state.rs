@@ -762,9 +762,10 @@ mod tests {
             )]);
         }
         state.pending.insert("c".into());
-        state
-            .units
-            .insert("venv".into(), [("k".into(), "v".into())].into());
+        state.units.insert(
+            "venv".into(),
+            [(assemble_manifest::Component::Source, "v".into())].into(),
+        );
         state.root = stat;
         state.store(tmp.path()).unwrap();
         let loaded = State::load(tmp.path()).unwrap();
