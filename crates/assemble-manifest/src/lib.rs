@@ -436,9 +436,9 @@ pub enum Env {
     AutopatchelfSettings,
 }
 
-impl std::fmt::Display for Component {
+impl fmt::Display for Component {
     /// As a sentence's subject: `patch 2`, `install mappings`, `interpreter`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Component::Source => f.write_str("source"),
             Component::InstallMappings => f.write_str("install mappings"),
