@@ -254,25 +254,66 @@ impl Digest {
 }
 
 /// What an output path is. In the recorded state a file's hash is a
-/// [`Sha256`]; in the desired manifest it is a [`Digest`].
+/// [`Sha256`] and it has no content; in the desired manifest
+/// ([`Wanted`]) its hash is a [`Digest`] and a file cannot lack the
+/// [`Content`] it is written from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind<H = Sha256> {
+pub enum Kind<H = Sha256, C = ()> {
     Dir,
-    File { sha256: H, executable: bool },
-    Link { target: String },
+    File {
+        sha256: H,
+        executable: bool,
+        /// Where its bytes come from (desired files only).
+        #[serde(skip)]
+        content: C,
+    },
+    Link {
+        target: String,
+    },
 }
 
-impl Kind<Digest> {
+/// What a desired output path is: a file with its digest and content.
+pub type Wanted = Kind<Digest, Content>;
+
+impl<H, C> Kind<H, C> {
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Kind::Dir)
+    }
+}
+
+impl Kind {
+    /// A recorded file.
+    pub fn file(sha256: Sha256, executable: bool) -> Kind {
+        Kind::File {
+            sha256,
+            executable,
+            content: (),
+        }
+    }
+}
+
+impl Wanted {
+    /// Its content, if it is a file.
+    pub fn content(&self) -> Option<&Content> {
+        match self {
+            Kind::File { content, .. } => Some(content),
+            _ => None,
+        }
+    }
+
     /// Whether a recorded kind is this one; a hash left to the copy
     /// matches nothing.
     pub fn matches(&self, recorded: &Kind) -> bool {
         match (self, recorded) {
             (Kind::Dir, Kind::Dir) => true,
             (
-                Kind::File { sha256, executable },
+                Kind::File {
+                    sha256, executable, ..
+                },
                 Kind::File {
                     sha256: r,
                     executable: x,
+                    ..
                 },
             ) => sha256.known() == Some(*r) && executable == x,
             (Kind::Link { target }, Kind::Link { target: t }) => target == t,
@@ -285,10 +326,9 @@ impl Kind<Digest> {
     pub fn known(&self) -> Option<Kind> {
         Some(match self {
             Kind::Dir => Kind::Dir,
-            Kind::File { sha256, executable } => Kind::File {
-                sha256: sha256.known()?,
-                executable: *executable,
-            },
+            Kind::File {
+                sha256, executable, ..
+            } => Kind::file(sha256.known()?, *executable),
             Kind::Link { target } => Kind::Link {
                 target: target.clone(),
             },
@@ -308,11 +348,9 @@ pub enum Content {
 /// One desired output path.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub kind: Kind<Digest>,
+    pub kind: Wanted,
     pub unit: Arc<str>,
     pub step: &'static str,
-    /// `Some` for files only.
-    pub content: Option<Content>,
     /// The input it comes from, relative to the unit's source, if any.
     pub source: Option<Arc<str>>,
     /// That input's sha256 (for a patched file, before patching); `None`
@@ -329,7 +367,6 @@ impl Entry {
             kind: Kind::Dir,
             unit: unit.clone(),
             step,
-            content: None,
             source: None,
             source_sha: None,
             input_stat: None,
@@ -356,8 +393,8 @@ impl Entry {
             kind: Kind::File {
                 sha256: Digest::Known(Sha256::of(&bytes)),
                 executable,
+                content: Content::Bytes(bytes),
             },
-            content: Some(Content::Bytes(bytes)),
             ..Entry::dir(unit, step)
         }
     }
@@ -372,8 +409,11 @@ impl Entry {
         executable: bool,
     ) -> Entry {
         Entry {
-            kind: Kind::File { sha256, executable },
-            content: Some(Content::Copy(source)),
+            kind: Kind::File {
+                sha256,
+                executable,
+                content: Content::Copy(source),
+            },
             ..Entry::dir(unit, step)
         }
     }
@@ -491,13 +531,16 @@ impl Target {
             .par_iter_mut()
             .filter(|(_, e)| e.after_copy())
             .map(|(_, e)| -> io::Result<InputRecord> {
-                let Some(Content::Copy(src)) = &e.content else {
+                let Kind::File {
+                    sha256,
+                    content: Content::Copy(src),
+                    ..
+                } = &mut e.kind
+                else {
                     return Err(io::Error::other("a deferred entry is not a copy"));
                 };
                 let (r, _) = inputs.record(src, e.input_stat)?;
-                if let Kind::File { sha256, .. } = &mut e.kind {
-                    *sha256 = Digest::Known(r.sha256);
-                }
+                *sha256 = Digest::Known(r.sha256);
                 e.source_sha = Some(r.sha256);
                 Ok(r)
             })

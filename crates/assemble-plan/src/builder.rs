@@ -33,8 +33,12 @@ pub(crate) fn look_up(
     h: &Hashing<'_>,
 ) -> Result<(Option<OutPath>, Option<InputRecord>), Error> {
     let (inputs, defer, hashed, hashed_bytes) = (h.inputs, h.defer, h.hashed, h.hashed_bytes);
-    Ok(match (&mut e.kind, &e.content) {
-        (Kind::File { sha256, executable }, Some(Content::Copy(src))) => {
+    Ok(match &mut e.kind {
+        Kind::File {
+            sha256,
+            executable,
+            content: Content::Copy(src),
+        } => {
             // A cache entry's file, checked against its seal when walked:
             // not an input of the output's own (not kept in its stat cache).
             if let Some(stat) = e.input_stat
@@ -72,9 +76,10 @@ pub(crate) fn look_up(
             e.source_sha = Some(r.sha256);
             (r.elf.then(|| path.clone()), Some(r))
         }
-        (Kind::File { .. }, Some(Content::Bytes(bytes))) => {
-            (assemble_elf::is_elf(bytes).then(|| path.clone()), None)
-        }
+        Kind::File {
+            content: Content::Bytes(bytes),
+            ..
+        } => (assemble_elf::is_elf(bytes).then(|| path.clone()), None),
         _ => (None, None),
     })
 }
@@ -82,7 +87,7 @@ pub(crate) fn look_up(
 /// The bytes of a desired file: its own, or its input's, read only if the
 /// input is still the file the plan found (`assemble_manifest::open_input`).
 pub(crate) fn read_content(e: &Entry) -> std::io::Result<Vec<u8>> {
-    match &e.content {
+    match e.kind.content() {
         Some(Content::Bytes(b)) => Ok(b.to_vec()),
         Some(Content::Copy(src)) => {
             let stat = match e.input_stat {
@@ -133,7 +138,7 @@ impl Builder<'_> {
     /// Adds an entry; folders may be shared, anything else has one producer.
     pub(crate) fn insert(&mut self, path: String, e: Entry) -> Result<(), Error> {
         if let Some(old) = self.desired.get(path.as_str()) {
-            if old.kind == Kind::Dir && e.kind == Kind::Dir {
+            if old.kind.is_dir() && e.kind.is_dir() {
                 return Ok(());
             }
             return Err(Error::Conflict {
@@ -284,7 +289,7 @@ impl Builder<'_> {
         for (path, e) in batch {
             match self.desired.get(path.as_str()) {
                 None => fresh.push((out_path(path, &e.unit)?, e)),
-                Some(old) if old.kind == Kind::Dir && e.kind == Kind::Dir => {}
+                Some(old) if old.kind.is_dir() && e.kind.is_dir() => {}
                 Some(old) => {
                     return Err(Error::Conflict {
                         first: old.unit.to_string(),

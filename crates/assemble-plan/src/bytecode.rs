@@ -136,8 +136,10 @@ pub(crate) fn plan_bytecode(
         .filter(|(path, _)| is_source(path) && !too_long(path))
         .collect::<Vec<_>>()
         .into_par_iter()
-        .filter_map(|(path, e)| match (&e.kind, &e.content) {
-            (Kind::File { sha256, .. }, Some(content)) => Some((path, e, sha256, content)),
+        .filter_map(|(path, e)| match &e.kind {
+            Kind::File {
+                sha256, content, ..
+            } => Some((path, e, sha256, content)),
             _ => None,
         })
         .map(|(path, e, sha256, content)| {

@@ -82,7 +82,10 @@ pub(crate) fn autopatchelf(
     let mut would_patch = 0;
     for d in report.decisions.iter().filter(|d| d.changes()) {
         let e = &b.desired[d.path.as_str()];
-        let Kind::File { sha256, executable } = &e.kind else {
+        let Kind::File {
+            sha256, executable, ..
+        } = &e.kind
+        else {
             continue;
         };
         let Some((patched, record)) = patched_file(
@@ -148,7 +151,7 @@ fn scan_cached(
     if let Some(info) = cache.get::<Option<ElfInfo>>(&key) {
         return Ok(info);
     }
-    let origin = match &e.content {
+    let origin = match e.kind.content() {
         Some(Content::Copy(src)) => src.clone(),
         Some(Content::Bytes(_)) => PathBuf::from(out_path),
         None => return Ok(None),

@@ -161,12 +161,16 @@ pub(crate) fn plan_unit(
         let p = expand_path(&patch.file)?;
         let (source_file, executable) = match b.desired.get(p.as_str()) {
             Some(Entry {
-                kind: Kind::File { executable, .. },
-                content,
+                kind:
+                    Kind::File {
+                        executable,
+                        content,
+                        ..
+                    },
                 ..
             }) if owns(&p) => match content {
                 // Not hashed yet: the input's own executable bit counts too.
-                Some(Content::Copy(s)) => (
+                Content::Copy(s) => (
                     s.clone(),
                     *executable || fs_err::metadata(s)?.permissions().mode() & 0o100 != 0,
                 ),
@@ -190,7 +194,11 @@ pub(crate) fn plan_unit(
             Entry {
                 source_sha: Some(sha),
                 source,
-                content: Some(Content::Bytes(_)),
+                kind:
+                    Kind::File {
+                        content: Content::Bytes(_),
+                        ..
+                    },
                 ..
             } => (source.clone(), *sha),
             e => (e.source.clone(), Sha256::of(&bytes)),

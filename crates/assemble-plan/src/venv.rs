@@ -156,7 +156,11 @@ pub(crate) fn plan_venv(
         let record = {
             let tree = |script: &str| match b.desired.get(format!("bin/{script}").as_str()) {
                 Some(Entry {
-                    content: Some(Content::Bytes(bytes)),
+                    kind:
+                        Kind::File {
+                            content: Content::Bytes(bytes),
+                            ..
+                        },
                     ..
                 }) => InTree::Written(bytes),
                 Some(_) => InTree::Copied,
@@ -395,7 +399,7 @@ impl Excluded {
             let ours = b
                 .desired
                 .get(folder.as_str())
-                .is_some_and(|e| e.kind == Kind::Dir && e.unit == *unit);
+                .is_some_and(|e| e.kind.is_dir() && e.unit == *unit);
             if ours && !holds {
                 b.desired.remove(folder.as_str());
             }

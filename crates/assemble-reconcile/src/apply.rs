@@ -123,7 +123,7 @@ pub fn apply(
         let mut created: HashSet<&str> = HashSet::new();
         for c in writes
             .iter()
-            .filter(|c| desired[c.path.as_str()].kind == Kind::Dir)
+            .filter(|c| desired[c.path.as_str()].kind.is_dir())
         {
             match root.stat(&c.path) {
                 Some(s) if s.is_dir() => {}
@@ -151,7 +151,7 @@ pub fn apply(
         let mut by_folder: FxHashMap<&str, Vec<&Change>> = FxHashMap::default();
         for c in writes
             .iter()
-            .filter(|c| desired[c.path.as_str()].kind != Kind::Dir)
+            .filter(|c| !desired[c.path.as_str()].kind.is_dir())
         {
             let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
             by_folder.entry(dir).or_default().push(c);
@@ -299,10 +299,7 @@ fn remembered_nar_hash(
         .iter()
         .map(|(p, e)| {
             let kind = match (&e.kind, hashed_on_copy.get(p.as_str())) {
-                (Kind::File { executable, .. }, Some(sha)) => Kind::File {
-                    sha256: *sha,
-                    executable: *executable,
-                },
+                (Kind::File { executable, .. }, Some(sha)) => Kind::file(*sha, *executable),
                 (kind, _) => kind.known()?,
             };
             Some((p.as_str(), kind))
@@ -322,7 +319,7 @@ pub fn predict(target: &Target, diff: &Diff) -> Outcome {
         if target
             .desired
             .get(c.path.as_str())
-            .is_some_and(|e| e.kind == Kind::Dir)
+            .is_some_and(|e| e.kind.is_dir())
         {
             outcome.dirs_created += 1;
         } else {
@@ -371,13 +368,7 @@ fn record(
     hashed_on_copy: Option<&Sha256>,
 ) -> Result<Recorded, Error> {
     let (kind, source_sha) = match (&e.kind, hashed_on_copy) {
-        (Kind::File { executable, .. }, Some(sha)) => (
-            Kind::File {
-                sha256: *sha,
-                executable: *executable,
-            },
-            Some(*sha),
-        ),
+        (Kind::File { executable, .. }, Some(sha)) => (Kind::file(*sha, *executable), Some(*sha)),
         (kind, _) => match kind.known() {
             Some(k) => (k, e.source_sha),
             None => {
@@ -431,9 +422,13 @@ fn write_entry(dir: &impl AsFd, name: &str, e: &Entry, fresh: bool) -> io::Resul
         OsStr::new(&tmp_name)
     };
     let mut hashed = None;
-    match (&e.kind, &e.content) {
-        (Kind::Link { target: to }, _) => symlink_at(dir, OsStr::new(to), tmp)?,
-        (Kind::File { executable, .. }, Some(content)) => {
+    match &e.kind {
+        Kind::Link { target: to } => symlink_at(dir, OsStr::new(to), tmp)?,
+        Kind::File {
+            executable,
+            content,
+            ..
+        } => {
             let mode = if *executable { 0o755 } else { 0o644 };
             let mut f = create_at(dir, tmp, mode)?;
             match content {
@@ -459,9 +454,7 @@ fn write_entry(dir: &impl AsFd, name: &str, e: &Entry, fresh: bool) -> io::Resul
             }
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
-        (Kind::File { .. }, None) | (Kind::Dir, _) => {
-            return Err(io::Error::other("a file entry without content"));
-        }
+        Kind::Dir => return Err(io::Error::other("a folder is not written as a file")),
     }
     if fresh {
         return Ok(hashed);

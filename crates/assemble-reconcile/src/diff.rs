@@ -359,14 +359,14 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
         match v {
             Verdict::Keep => {}
             Verdict::Refresh(stat) => {
-                if e.kind == Kind::Dir {
+                if e.kind.is_dir() {
                     scan.push(path.to_string());
                 }
                 d.refresh.push((path.to_string(), stat));
             }
             Verdict::Write(reason) => {
                 // A folder new to the record may already hold things.
-                if e.kind == Kind::Dir {
+                if e.kind.is_dir() {
                     scan.push(path.to_string());
                 }
                 d.writes.push(Change {
@@ -492,7 +492,9 @@ fn judge(
         Kind::Link { target } => {
             stat.is_symlink() && root.read_link(path).is_ok_and(|t| t == target.as_str())
         }
-        Kind::File { sha256, executable } => {
+        Kind::File {
+            sha256, executable, ..
+        } => {
             stat.is_file()
                 && stat.mode & 0o7777 == if *executable { 0o755 } else { 0o644 }
                 && root
@@ -560,7 +562,7 @@ fn foreign(
         match desired.get(rel.as_str()) {
             None if recursive || !prev.entries.contains_key(&rel) => report(&rel, None),
             None => {}
-            Some(e) if recursive && e.kind == Kind::Dir && t == EntryType::Dir => {
+            Some(e) if recursive && e.kind.is_dir() && t == EntryType::Dir => {
                 foreign(root, &rel, desired, prev, true, report)?;
             }
             Some(_) => {}

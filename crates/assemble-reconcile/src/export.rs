@@ -106,7 +106,9 @@ pub(crate) fn manifest_digest<'a>(entries: impl Iterator<Item = (&'a str, Kind)>
         h.update(path.as_bytes());
         match kind {
             Kind::Dir => h.update(b"d"),
-            Kind::File { sha256, executable } => {
+            Kind::File {
+                sha256, executable, ..
+            } => {
                 h.update(if executable { b"x" } else { b"f" });
                 h.update(sha256.0);
             }

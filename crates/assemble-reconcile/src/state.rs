@@ -731,10 +731,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let unit: Arc<str> = Arc::from("venv");
         let other: Arc<str> = Arc::from("authentik");
-        let file = |b: u8| Kind::File {
-            sha256: Sha256([b; 32]),
-            executable: b > 1,
-        };
+        let file = |b: u8| Kind::file(Sha256([b; 32]), b > 1);
         let stat = Stat::lstat(tmp.path());
         let mut state = State::default();
         for (path, kind, unit, source_sha) in [
@@ -845,10 +842,7 @@ mod tests {
         let out = tmp.path();
         let unit: Arc<str> = Arc::from("u");
         let rec = |b: u8| Recorded {
-            kind: Kind::File {
-                sha256: Sha256([b; 32]),
-                executable: false,
-            },
+            kind: Kind::file(Sha256([b; 32]), false),
             unit: unit.clone(),
             source_sha: None,
             stat: None,

@@ -45,7 +45,9 @@ pub fn verify(layout: &Layout) -> Result<Vec<Difference>, Error> {
                             Err(e) => Some(format!("unreadable: {e}")),
                         },
                         Kind::File { .. } if !s.is_file() => Some("should be a file".into()),
-                        Kind::File { sha256, executable } => {
+                        Kind::File {
+                            sha256, executable, ..
+                        } => {
                             let want = if *executable { 0o755 } else { 0o644 };
                             let hash = root
                                 .open_file(path)
