@@ -81,6 +81,143 @@ pub struct Bytecode {
     pub would_compile: usize,
 }
 
+/// A source to have a pyc: borrowed from the manifest, which is not
+/// changed until the pycs go in.
+struct Source<'a> {
+    path: &'a str,
+    unit: &'a Arc<str>,
+    key: String,
+    /// The source's sha256 (its key's part).
+    sha: Sha256,
+    /// The input file, or the bytes (patched content) to compile.
+    content: &'a Content,
+}
+
+/// A pyc entry ready for the manifest: the `__pycache__` folder it goes
+/// in, its path, the entry.
+type Ready = (String, OutPath, Entry);
+
+/// The bytecode step's work: where pycs are kept, how they are checked,
+/// and what it found so far.
+struct Step<'a> {
+    py: &'a assemble_python::Interpreter,
+    /// `<cache>/bytecode`.
+    root: std::path::PathBuf,
+    hashing: &'a Hashing<'a>,
+    ready: Vec<Ready>,
+    records: Vec<InputRecord>,
+    warnings: Vec<String>,
+    counts: Bytecode,
+}
+
+impl Step<'_> {
+    fn pyc_of(&self, key: &str) -> std::path::PathBuf {
+        self.root.join(&key[..2]).join(format!("{key}.pyc"))
+    }
+
+    fn err_of(&self, key: &str) -> std::path::PathBuf {
+        self.root.join(&key[..2]).join(format!("{key}.err"))
+    }
+
+    fn cached(&self, s: &Source<'_>) -> Result<Cached, Error> {
+        cached_pyc(&self.pyc_of(&s.key), self.hashing)
+    }
+
+    /// The pyc of `s` goes into the tree: a copy of its cache file,
+    /// checked as `r` says, in `DIR/__pycache__/NAME.TAG.pyc`.
+    fn take(&mut self, s: &Source<'_>, r: InputRecord) -> Result<(), Error> {
+        let (dir, file) = match s.path.rsplit_once('/') {
+            Some((d, f)) => (format!("{d}/"), f),
+            None => (String::new(), s.path),
+        };
+        let stem = file.strip_suffix(".py").unwrap_or(file);
+        let cache_dir = format!("{dir}__pycache__");
+        let target = OutPath::new(format!("{cache_dir}/{stem}.{}.pyc", self.py.cache_tag))
+            .map_err(|source| Error::BadPath {
+                unit: s.unit.to_string(),
+                source,
+            })?;
+        let mut e = Entry::copy(
+            s.unit,
+            "bytecode",
+            self.pyc_of(&s.key),
+            Digest::Known(r.sha256),
+            false,
+        );
+        e.input_stat = Some(r.stat);
+        self.ready.push((cache_dir, target, e));
+        self.records.push(r);
+        Ok(())
+    }
+
+    /// The sources the cache lacks (or holds corrupt), compiled by the
+    /// sources stage (`make`), their pycs then taken; a source that did
+    /// not compile before is said again, not compiled. A dry run's `make`
+    /// compiles nothing: the count is said instead.
+    fn compile_missing(
+        &mut self,
+        make: &dyn crate::Make,
+        wanted: Vec<(&Source<'_>, Option<Box<assemble_cache::Corrupt>>)>,
+        would_make: &mut Vec<crate::WouldMake>,
+    ) -> Result<(), Error> {
+        let mut jobs = Vec::new();
+        let mut pending = Vec::new();
+        for (s, corrupt) in wanted {
+            if let Ok(why) = fs_err::read_to_string(self.err_of(&s.key)) {
+                self.counts.failed += 1;
+                self.warnings.push(not_compiled(s.unit, s.path, why.trim()));
+                continue;
+            }
+            jobs.push(CompileJob {
+                unit: s.unit.as_ref(),
+                path: s.path,
+                sha: s.sha,
+                content: s.content,
+                pyc: self.pyc_of(&s.key),
+                err: self.err_of(&s.key),
+                corrupt: corrupt.is_some(),
+            });
+            pending.push((s, corrupt));
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let Some(results) = make.compile(&jobs)? else {
+            self.counts.would_compile = jobs.len();
+            would_make.push(crate::WouldMake::step(format!(
+                "{} sources would be compiled to bytecode",
+                jobs.len()
+            )));
+            return Ok(());
+        };
+        drop(jobs);
+        for ((s, corrupt), result) in pending.into_iter().zip(results) {
+            if let Some(c) = corrupt {
+                self.warnings
+                    .push(format!("{c}; discarded, compiled again"));
+            }
+            match result {
+                Compiled::Fails(why) => {
+                    self.counts.failed += 1;
+                    self.warnings.push(not_compiled(s.unit, s.path, &why));
+                    continue;
+                }
+                Compiled::Done => self.counts.compiled += 1,
+                Compiled::Cached => self.counts.cached += 1,
+            }
+            let Cached::Ready(r) = self.cached(s)? else {
+                return Err(std::io::Error::other(format!(
+                    "{}: compiled, but not found complete in the cache",
+                    self.pyc_of(&s.key).display()
+                ))
+                .into());
+            };
+            self.take(s, r)?;
+        }
+        Ok(())
+    }
+}
+
 /// Adds a pyc for every source in `b` (see the module doc): one stat of
 /// each cached pyc (through the input cache, which also gives its hash),
 /// a compile of the missing ones. Returns the input records of the pycs.
@@ -90,7 +227,6 @@ pub(crate) fn plan_bytecode(
     hashing: &Hashing<'_>,
     counts: &mut Bytecode,
 ) -> Result<Vec<InputRecord>, Error> {
-    let py = &ctx.python;
     let stale: Vec<OutPath> = b
         .desired
         .keys()
@@ -100,38 +236,67 @@ pub(crate) fn plan_bytecode(
     for p in stale {
         b.desired.remove(&p);
     }
-
-    let root = ctx.cache.join("bytecode");
-    // Borrowed from the manifest, which is not changed until the end.
-    struct Source<'a> {
-        path: &'a str,
-        unit: &'a Arc<str>,
-        key: String,
-        /// The source's sha256 (its key's part).
-        sha: Sha256,
-        /// The input file, or the bytes (patched content) to compile.
-        content: &'a Content,
+    let mut step = Step {
+        py: &ctx.python,
+        root: ctx.cache.join("bytecode"),
+        hashing,
+        ready: Vec::new(),
+        records: Vec::new(),
+        warnings: Vec::new(),
+        counts: Bytecode::default(),
+    };
+    let make = b.make;
+    let mut would_make = Vec::new();
+    {
+        let sources = sources(&b.desired, step.py, &mut step.warnings)?;
+        // The cached pycs, looked up in parallel.
+        let looked: Vec<Cached> = sources
+            .par_iter()
+            .map(|s| step.cached(s))
+            .collect::<Result<_, Error>>()?;
+        let mut wanted = Vec::new();
+        for (s, found) in sources.iter().zip(looked) {
+            match found {
+                Cached::Ready(r) => {
+                    step.counts.cached += 1;
+                    step.take(s, r)?;
+                }
+                Cached::Missing => wanted.push((s, None)),
+                Cached::Corrupt(c) => wanted.push((s, Some(c))),
+            }
+        }
+        step.compile_missing(make, wanted, &mut would_make)?;
     }
-    // A source whose pyc's name would be too long for a file system gets
-    // none, as CPython writes none for it: said, not a failed build.
+    b.would_make.extend(would_make);
+    *counts = step.counts;
+    finish(b, step.ready, step.warnings, step.records)
+}
+
+/// The manifest's sources that get a pyc, keyed; a source whose pyc's
+/// name would be too long for a file system gets none, as CPython writes
+/// none for it: said in `warnings`, not a failed build.
+fn sources<'a>(
+    desired: &'a assemble_manifest::Desired,
+    py: &assemble_python::Interpreter,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Source<'a>>, Error> {
     let max_stem = 255 - format!(".{}.pyc", py.cache_tag).len();
     let too_long = |path: &str| {
         let file = path.rsplit_once('/').map_or(path, |(_, f)| f);
         file.strip_suffix(".py").unwrap_or(file).len() > max_stem
     };
-    let mut warnings: Vec<String> = b
-        .desired
-        .iter()
-        .filter(|(path, _)| is_source(path) && too_long(path))
-        .map(|(path, e)| {
-            format!(
-                "unit {}: {path} has no .pyc: its name leaves no room for the pyc's ({} bytes at most before `.py`), and CPython writes none for it either; shorten the name if it is to have one",
-                e.unit, max_stem
-            )
-        })
-        .collect();
-    let sources: Vec<Source<'_>> = b
-        .desired
+    warnings.extend(
+        desired
+            .iter()
+            .filter(|(path, _)| is_source(path) && too_long(path))
+            .map(|(path, e)| {
+                format!(
+                    "unit {}: {path} has no .pyc: its name leaves no room for the pyc's ({} bytes at most before `.py`), and CPython writes none for it either; shorten the name if it is to have one",
+                    e.unit, max_stem
+                )
+            }),
+    );
+    desired
         .iter()
         .filter(|(path, _)| is_source(path) && !too_long(path))
         .collect::<Vec<_>>()
@@ -158,128 +323,7 @@ pub(crate) fn plan_bytecode(
                 content,
             })
         })
-        .collect::<Result<_, Error>>()?;
-
-    let pyc_of = |key: &str| root.join(&key[..2]).join(format!("{key}.pyc"));
-    let err_of = |key: &str| root.join(&key[..2]).join(format!("{key}.err"));
-    // `DIR/__pycache__` and `DIR/__pycache__/NAME.TAG.pyc` of a source.
-    let pyc_path = |s: &Source| -> Result<(String, OutPath), Error> {
-        let (dir, file) = match s.path.rsplit_once('/') {
-            Some((d, f)) => (format!("{d}/"), f),
-            None => (String::new(), s.path),
-        };
-        let stem = file.strip_suffix(".py").unwrap_or(file);
-        let cache_dir = format!("{dir}__pycache__");
-        let target = format!("{cache_dir}/{stem}.{}.pyc", py.cache_tag);
-        let target = OutPath::new(target).map_err(|source| Error::BadPath {
-            unit: s.unit.to_string(),
-            source,
-        })?;
-        Ok((cache_dir, target))
-    };
-    // A source's pyc entry, a copy of its cache file checked as `record`
-    // says, with the folder it goes in.
-    let pyc_entry = |s: &Source, r: &InputRecord| -> Result<Ready, Error> {
-        let (cache_dir, target) = pyc_path(s)?;
-        let mut e = Entry::copy(
-            s.unit,
-            "bytecode",
-            pyc_of(&s.key),
-            Digest::Known(r.sha256),
-            false,
-        );
-        e.input_stat = Some(r.stat);
-        Ok((cache_dir, target, e))
-    };
-    type Ready = (String, OutPath, Entry);
-    let cached = |s: &Source| cached_pyc(&pyc_of(&s.key), hashing);
-    // The cached pycs, looked up in parallel.
-    let looked: Vec<Cached> = sources
-        .par_iter()
-        .map(cached)
-        .collect::<Result<_, Error>>()?;
-
-    let mut ready: Vec<Ready> = Vec::with_capacity(sources.len());
-    let mut records = Vec::new();
-    let mut wanted = Vec::new();
-    for (s, found) in sources.iter().zip(looked) {
-        match found {
-            Cached::Ready(r) => {
-                counts.cached += 1;
-                ready.push(pyc_entry(s, &r)?);
-                records.push(r);
-            }
-            Cached::Missing => wanted.push((s, None)),
-            Cached::Corrupt(c) => wanted.push((s, Some(c))),
-        }
-    }
-
-    // What the cache lacks is compiled by the sources stage (the job
-    // says where the pyc and the compiler's complaint go); a source that
-    // did not compile before is said again, not compiled.
-    let mut jobs = Vec::new();
-    let mut pending = Vec::new();
-    for (s, corrupt) in wanted {
-        if let Ok(why) = fs_err::read_to_string(err_of(&s.key)) {
-            counts.failed += 1;
-            warnings.push(not_compiled(s.unit, s.path, why.trim()));
-            continue;
-        }
-        jobs.push(CompileJob {
-            unit: s.unit.as_ref(),
-            path: s.path,
-            sha: s.sha,
-            content: s.content,
-            pyc: pyc_of(&s.key),
-            err: err_of(&s.key),
-            corrupt: corrupt.is_some(),
-        });
-        pending.push((s, corrupt));
-    }
-    let results = if jobs.is_empty() {
-        Some(Vec::new())
-    } else {
-        b.make.compile(&jobs)?
-    };
-    let Some(results) = results else {
-        counts.would_compile = jobs.len();
-        b.would_make.push(crate::WouldMake::step(format!(
-            "{} sources would be compiled to bytecode",
-            jobs.len()
-        )));
-        drop(jobs);
-        return finish(b, ready, warnings, records);
-    };
-    drop(jobs);
-    for ((s, corrupt), result) in pending.into_iter().zip(results) {
-        if let Some(c) = corrupt {
-            warnings.push(format!("{c}; discarded, compiled again"));
-        }
-        match result {
-            Compiled::Done | Compiled::Cached => {
-                if result == Compiled::Done {
-                    counts.compiled += 1;
-                } else {
-                    counts.cached += 1;
-                }
-                let Cached::Ready(r) = cached(s)? else {
-                    return Err(std::io::Error::other(format!(
-                        "{}: compiled, but not found complete in the cache",
-                        pyc_of(&s.key).display()
-                    ))
-                    .into());
-                };
-                ready.push(pyc_entry(s, &r)?);
-                records.push(r);
-            }
-            Compiled::Fails(why) => {
-                counts.failed += 1;
-                warnings.push(not_compiled(s.unit, s.path, &why));
-            }
-        }
-    }
-    drop(sources);
-    finish(b, ready, warnings, records)
+        .collect()
 }
 
 /// The pycs `ready` into the manifest in one merge, with the warnings.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use assemble_cache::Files;
 use assemble_manifest::{Content, Entry, Kind, Sha256};
-use assemble_recipe::{OnMissing, Recipe, Unit, Vars};
+use assemble_recipe::{OnMissing, Patch, Recipe, Unit, Vars};
 
 use crate::builder::Builder;
 use crate::patch::{closest_lines, substitute};
@@ -88,6 +88,45 @@ pub fn recipe_error(recipe: &Recipe, unit: &str, needle: &str, message: String) 
     Error::Recipe(Box::new(recipe.error_at(unit, needle, message)))
 }
 
+/// A unit being planned: what its steps share.
+struct Planning<'a> {
+    recipe: &'a Recipe,
+    unit: &'a Unit,
+    name: Arc<str>,
+    vars: &'a Vars,
+    /// The output paths its `install` mappings produced: what its
+    /// `executable` marks and patches may name.
+    produced: Vec<String>,
+}
+
+impl Planning<'_> {
+    /// An output path as the recipe writes it, its variables expanded and
+    /// then checked: a `--prefix` or `--webui` value can make `@out@/x`
+    /// absolute or `@webui@/x` climb out with `..`.
+    fn expand_path(&self, p: &str) -> Result<String, Error> {
+        let expanded = self
+            .vars
+            .expand_path(p)
+            .map_err(|e| self.recipe_error(p, e.to_string()))?;
+        assemble_manifest::path::check(&expanded)
+            .map_err(|e| self.recipe_error(p, format!("{e} (written {p:?} in the recipe)")))?;
+        Ok(expanded)
+    }
+
+    fn recipe_error(&self, needle: &str, message: String) -> Error {
+        recipe_error(self.recipe, &self.unit.name, needle, message)
+    }
+
+    /// Whether `p` is a path this unit's mappings produced.
+    fn owns(&self, p: &str) -> bool {
+        self.produced
+            .iter()
+            .any(|d| p == d || p.starts_with(&format!("{d}/")))
+    }
+}
+
+/// A unit other than the venv, in the seed's order: its `install`
+/// mappings, `executable` marks, patches, then symlinks.
 pub(crate) fn plan_unit(
     b: &mut Builder,
     recipe: &Recipe,
@@ -95,26 +134,30 @@ pub(crate) fn plan_unit(
     files: &Files,
     vars: &Vars,
 ) -> Result<(), Error> {
-    let root = files.root();
-    let name: Arc<str> = Arc::from(unit.name.as_str());
-    // Every output path is checked after its variables are expanded: a
-    // `--prefix` or `--webui` value can make `@out@/x` absolute or `@webui@/x`
-    // climb out with `..`.
-    let expand_path = |p: &str| -> Result<String, Error> {
-        let expanded = vars
-            .expand_path(p)
-            .map_err(|e| recipe_error(recipe, &unit.name, p, e.to_string()))?;
-        assemble_manifest::path::check(&expanded).map_err(|e| {
-            recipe_error(
-                recipe,
-                &unit.name,
-                p,
-                format!("{e} (written {p:?} in the recipe)"),
-            )
-        })?;
-        Ok(expanded)
+    let mut u = Planning {
+        recipe,
+        unit,
+        name: Arc::from(unit.name.as_str()),
+        vars,
+        produced: Vec::new(),
     };
-    let mut produced: Vec<String> = Vec::new();
+    install(b, &mut u, files)?;
+    for x in &unit.executable {
+        mark_executable(b, &u, x)?;
+    }
+    for (i, patch) in unit.patches.iter().enumerate() {
+        apply_patch(b, &u, i + 1, patch)?;
+    }
+    for (link, target) in &unit.symlinks {
+        symlink(b, &u, link, target)?;
+    }
+    Ok(())
+}
+
+/// The unit's `install` mappings: each source path copied (a file, link
+/// or folder tree) to its output path.
+fn install(b: &mut Builder, u: &mut Planning<'_>, files: &Files) -> Result<(), Error> {
+    let (unit, root) = (u.unit, files.root());
     for (from, to) in &unit.install {
         let (src, _) = beneath(&unit.name, "install mapping", root, from)?;
         if std::fs::symlink_metadata(&src).is_err() {
@@ -126,139 +169,131 @@ pub(crate) fn plan_unit(
                 hint: format!(" (inside the unit's source {})", root.display()),
             });
         }
-        let dest = expand_path(to)?;
-        b.copy_tree(&name, "copy", files, &src, from, &dest, &|_| false)?;
-        produced.push(dest);
-    }
-    let owns = |p: &str| {
-        produced
-            .iter()
-            .any(|d| p == d || p.starts_with(&format!("{d}/")))
-    };
-
-    for x in &unit.executable {
-        let p = expand_path(x)?;
-        match b.desired.get_mut(p.as_str()) {
-            Some(Entry {
-                kind: Kind::File { executable, .. },
-                unit: u,
-                ..
-            }) if owns(&p) && **u == *unit.name => *executable = true,
-            _ => {
-                return Err(recipe_error(
-                    recipe,
-                    &unit.name,
-                    x,
-                    format!(
-                        "`executable` names {p}, which is not a file this unit installs; check the path against its `install` mappings"
-                    ),
-                ));
-            }
-        }
-    }
-
-    for (i, patch) in unit.patches.iter().enumerate() {
-        let p = expand_path(&patch.file)?;
-        let (source_file, executable) = match b.desired.get(p.as_str()) {
-            Some(Entry {
-                kind:
-                    Kind::File {
-                        executable,
-                        content,
-                        ..
-                    },
-                ..
-            }) if owns(&p) => match content {
-                // Not hashed yet: the input's own executable bit counts too.
-                Content::Copy(s) => (
-                    s.clone(),
-                    *executable || fs_err::metadata(s)?.permissions().mode() & 0o100 != 0,
-                ),
-                _ => (PathBuf::from(&p), *executable),
-            },
-            _ => {
-                return Err(recipe_error(
-                    recipe,
-                    &unit.name,
-                    &patch.file,
-                    format!(
-                        "patch {} names {p}, which is not a file this unit installs; check `file` against the unit's `install` mappings",
-                        i + 1
-                    ),
-                ));
-            }
-        };
-        let bytes = b.content(&p)?;
-        // Provenance: the input before the first patch.
-        let (source, source_sha) = match &b.desired[p.as_str()] {
-            Entry {
-                source_sha: Some(sha),
-                source,
-                kind:
-                    Kind::File {
-                        content: Content::Bytes(_),
-                        ..
-                    },
-                ..
-            } => (source.clone(), *sha),
-            e => (e.source.clone(), Sha256::of(&bytes)),
-        };
-        let text = String::from_utf8(bytes).map_err(|_| Error::Unit {
-            unit: unit.name.clone(),
-            message: format!("patch {} targets {p}, which is not UTF-8 text", i + 1),
-        })?;
-        let pattern = vars.expand(&patch.replace);
-        let with = vars.expand(&patch.with);
-        let result = match substitute(&text, &pattern, &with) {
-            Some(r) => r,
-            None => match patch.on_missing {
-                OnMissing::Fail => {
-                    return Err(Error::PatchNotFound(Box::new(PatchMiss {
-                        unit: unit.name.clone(),
-                        index: i + 1,
-                        file: p,
-                        source_file,
-                        closest: closest_lines(&text, &pattern, 3),
-                        pattern,
-                    })));
-                }
-                OnMissing::Warn => {
-                    b.warnings.push(format!(
-                        "unit {}: patch {} did not match in {p}: {pattern}",
-                        unit.name,
-                        i + 1
-                    ));
-                    text
-                }
-                OnMissing::Quiet => text,
-            },
-        };
-        let mut patched = Entry::bytes(&name, "patch", result.into_bytes(), executable);
-        patched.source = source;
-        patched.source_sha = Some(source_sha);
-        if let Some(slot) = b.desired.get_mut(p.as_str()) {
-            *slot = patched;
-        }
-    }
-
-    for (link, written) in &unit.symlinks {
-        let link = expand_path(link)?;
-        let target = expand_path(written)?;
-        if !b.desired.contains_key(target.as_str()) {
-            return Err(recipe_error(
-                recipe,
-                &unit.name,
-                written,
-                format!("symlink {link} points at {target}, which nothing in the output provides"),
-            ));
-        }
-        b.parents(&link, &name)?;
-        b.insert(
-            link.clone(),
-            Entry::link(&name, "symlink", relative_link(&link, &target)),
-        )?;
+        let dest = u.expand_path(to)?;
+        b.copy_tree(&u.name, "copy", files, &src, from, &dest, &|_| false)?;
+        u.produced.push(dest);
     }
     Ok(())
+}
+
+/// An `executable` mark: a file the unit installs gets its exec bit.
+fn mark_executable(b: &mut Builder, u: &Planning<'_>, x: &str) -> Result<(), Error> {
+    let p = u.expand_path(x)?;
+    match b.desired.get_mut(p.as_str()) {
+        Some(Entry {
+            kind: Kind::File { executable, .. },
+            unit: owner,
+            ..
+        }) if u.owns(&p) && **owner == *u.unit.name => {
+            *executable = true;
+            Ok(())
+        }
+        _ => Err(u.recipe_error(
+            x,
+            format!(
+                "`executable` names {p}, which is not a file this unit installs; check the path against its `install` mappings"
+            ),
+        )),
+    }
+}
+
+/// Patch number `n` (1-based) of the unit, with Nix `substitute`'s
+/// semantics: the file's content replaced in the manifest, its provenance
+/// (the input before the first patch) kept.
+fn apply_patch(b: &mut Builder, u: &Planning<'_>, n: usize, patch: &Patch) -> Result<(), Error> {
+    let p = u.expand_path(&patch.file)?;
+    let (source_file, executable) = match b.desired.get(p.as_str()) {
+        Some(Entry {
+            kind:
+                Kind::File {
+                    executable,
+                    content,
+                    ..
+                },
+            ..
+        }) if u.owns(&p) => match content {
+            // Not hashed yet: the input's own executable bit counts too.
+            Content::Copy(s) => (
+                s.clone(),
+                *executable || fs_err::metadata(s)?.permissions().mode() & 0o100 != 0,
+            ),
+            _ => (PathBuf::from(&p), *executable),
+        },
+        _ => {
+            return Err(u.recipe_error(
+                &patch.file,
+                format!(
+                    "patch {n} names {p}, which is not a file this unit installs; check `file` against the unit's `install` mappings"
+                ),
+            ));
+        }
+    };
+    let bytes = b.content(&p)?;
+    let (source, source_sha) = match &b.desired[p.as_str()] {
+        Entry {
+            source_sha: Some(sha),
+            source,
+            kind:
+                Kind::File {
+                    content: Content::Bytes(_),
+                    ..
+                },
+            ..
+        } => (source.clone(), *sha),
+        e => (e.source.clone(), Sha256::of(&bytes)),
+    };
+    let unit = &u.unit.name;
+    let text = String::from_utf8(bytes).map_err(|_| Error::Unit {
+        unit: unit.clone(),
+        message: format!("patch {n} targets {p}, which is not UTF-8 text"),
+    })?;
+    let pattern = u.vars.expand(&patch.replace);
+    let with = u.vars.expand(&patch.with);
+    let result = match (substitute(&text, &pattern, &with), patch.on_missing) {
+        (Some(r), _) => r,
+        (None, OnMissing::Fail) => {
+            return Err(Error::PatchNotFound(Box::new(PatchMiss {
+                unit: unit.clone(),
+                index: n,
+                file: p,
+                source_file,
+                closest: closest_lines(&text, &pattern, 3),
+                pattern,
+            })));
+        }
+        (None, OnMissing::Warn) => {
+            b.warnings.push(format!(
+                "unit {unit}: patch {n} did not match in {p}: {pattern}"
+            ));
+            text
+        }
+        (None, OnMissing::Quiet) => text,
+    };
+    let mut patched = Entry::bytes(&u.name, "patch", result.into_bytes(), executable);
+    patched.source = source;
+    patched.source_sha = Some(source_sha);
+    if let Some(slot) = b.desired.get_mut(p.as_str()) {
+        *slot = patched;
+    }
+    Ok(())
+}
+
+/// A top-level symlink, made relative so that the tree can move; its
+/// target must be in the output.
+fn symlink(b: &mut Builder, u: &Planning<'_>, link: &str, written: &str) -> Result<(), Error> {
+    let link = u.expand_path(link)?;
+    let target = u.expand_path(written)?;
+    if !b.desired.contains_key(target.as_str()) {
+        return Err(u.recipe_error(
+            written,
+            format!("symlink {link} points at {target}, which nothing in the output provides"),
+        ));
+    }
+    b.parents(&link, &u.name)?;
+    b.insert(
+        link.clone(),
+        Entry::link(&u.name, "symlink", relative_link(&link, &target)),
+    )
 }
 
 /// The relative target for a link at `link` pointing at `target`, both

@@ -182,7 +182,13 @@ pub fn realise(
             missed.insert(&unit.name);
             continue;
         }
-        match resolve::resolve_source(&stage, recipe, unit, &roots, &mut realised.warnings) {
+        let mut resolving = resolve::Resolving {
+            stage: &stage,
+            recipe,
+            roots: &roots,
+            warnings: &mut realised.warnings,
+        };
+        match resolve::resolve_source(&mut resolving, unit) {
             // A dry run's reads of a cache entry write nothing.
             Ok(root) if config.policy == Policy::Look => {
                 roots.insert(unit.name.clone(), root.read_only());
