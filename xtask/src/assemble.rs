@@ -59,21 +59,10 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
     })
 }
 
-fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
-    let dry_run = r.dry_run;
-    let plan = &r.plan;
-    let o = &r.outcome;
-    let seconds = r.elapsed.as_secs_f64();
-    let verbose = sh.verbose();
-    if args.json {
-        // Streamed: a clean build reports tens of thousands of changes.
-        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-        let _ = r.write_json(verbose, &mut stdout);
-        return;
-    }
-    for w in &plan.warnings {
-        sh.warn(w);
-    }
+/// One line per unit: its status and counts, or, in a dry run, what the
+/// cache lacks for it; with `-v`, why it is dirty first.
+fn unit_lines(sh: &Shell, r: &Report, verbose: bool) {
+    let (plan, dry_run) = (&r.plan, r.dry_run);
     for u in &r.units {
         if verbose {
             for reason in &u.reasons {
@@ -110,6 +99,24 @@ fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
             ),
         }
     }
+}
+
+fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
+    let dry_run = r.dry_run;
+    let plan = &r.plan;
+    let o = &r.outcome;
+    let seconds = r.elapsed.as_secs_f64();
+    let verbose = sh.verbose();
+    if args.json {
+        // Streamed: a clean build reports tens of thousands of changes.
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        let _ = r.write_json(verbose, &mut stdout);
+        return;
+    }
+    for w in &plan.warnings {
+        sh.warn(w);
+    }
+    unit_lines(sh, r, verbose);
     if verbose {
         for c in o.changes.iter().filter(|c| c.unit.is_none()) {
             sh.note("Dirty", c);

@@ -159,6 +159,11 @@ pub struct Report {
 }
 
 /// Decides the runpath (and interpreter) of every ELF file in `tree`.
+///
+/// Longer than the rest on purpose: one loop whose steps are the
+/// resolution order of the module doc, numbered as there, so that the
+/// two read side by side; each step shares the indexes, the accumulators
+/// and `continue` with the others.
 pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
     let ignore = globset(&opts.ignore_missing)?;
     let in_tree = TreeIndex::new(tree);

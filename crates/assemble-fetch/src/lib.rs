@@ -330,14 +330,26 @@ impl<'r> Fetcher<'r> {
         self.reporter
             .starting(&format!("{unit}: fetching {}", self.describe(remote)));
         let work = self.workdir()?;
+        let built = self.verified(unit, remote, work.path())?;
+        let seal = self.place_sealed(&built, &dest)?;
+        Ok(Fetched {
+            files: Files::sealed(seal),
+            origin: Origin::Network,
+            warnings,
+        })
+    }
+
+    /// The source `remote` downloaded (or checked out) into `work` and
+    /// verified against its pin: the folder to seal into the cache.
+    fn verified(&self, unit: &str, remote: &Remote, work: &Path) -> Result<PathBuf, Error> {
         let mismatch = |expected: Hash, got: Hash| Error::Mismatch {
             what: self.describe(remote),
             expected: expected.to_sri(),
             got: got.to_sri(),
         };
-        let built = match remote {
+        Ok(match remote {
             Remote::Pypi { spec, sha256 } => {
-                let file = self.pip_sdist(spec, work.path())?;
+                let file = self.pip_sdist(spec, work)?;
                 let got = file_hash(&file)?;
                 if got != *sha256 {
                     return Err(mismatch(*sha256, got));
@@ -346,12 +358,12 @@ impl<'r> Fetcher<'r> {
                 let name = file.file_name().unwrap_or_default().to_os_string();
                 let files = self.file_path(&got);
                 if Seal::load(&files).is_none() {
-                    let keep = work.path().join("keep");
+                    let keep = work.join("keep");
                     fs_err::create_dir(&keep)?;
                     fs_err::copy(&file, keep.join(&name))?;
                     self.place_sealed(&keep, &files)?;
                 }
-                let tree = work.path().join("tree");
+                let tree = work.join("tree");
                 let name = format!(
                     "the sdist of {spec} ({})",
                     file.file_name().unwrap_or_default().to_string_lossy()
@@ -365,23 +377,18 @@ impl<'r> Fetcher<'r> {
                 repo,
                 rev,
                 hash: Some(hash),
-            } => self.verified_tree(
-                &self.github_url(owner, repo, rev),
-                hash,
-                work.path(),
-                &mismatch,
-            )?,
+            } => self.verified_tree(&self.github_url(owner, repo, rev), hash, work, &mismatch)?,
             Remote::Url {
                 url,
                 hash,
                 unpack: true,
-            } => self.verified_tree(url, hash, work.path(), &mismatch)?,
+            } => self.verified_tree(url, hash, work, &mismatch)?,
             Remote::Url {
                 url,
                 hash,
                 unpack: false,
             } => {
-                let dir = self.download_file(url, work.path())?;
+                let dir = self.download_file(url, work)?;
                 let got = single_file_hash(&dir)?;
                 if got != *hash {
                     return Err(mismatch(*hash, got));
@@ -389,7 +396,7 @@ impl<'r> Fetcher<'r> {
                 dir
             }
             Remote::Git { url, rev, hash } => {
-                let tree = work.path().join("tree");
+                let tree = work.join("tree");
                 git::checkout(url, rev, &tree)?;
                 if let Some(hash) = hash {
                     let got = nar_hash(&tree)?;
@@ -399,12 +406,6 @@ impl<'r> Fetcher<'r> {
                 }
                 tree
             }
-        };
-        let seal = self.place_sealed(&built, &dest)?;
-        Ok(Fetched {
-            files: Files::sealed(seal),
-            origin: Origin::Network,
-            warnings,
         })
     }
 

@@ -14,6 +14,7 @@ use crate::{Error, Make};
 
 /// What [`look_up`] needs besides the entry: the input cache, whether a
 /// hash may be left to the copy, and the read counters.
+#[derive(Clone, Copy)]
 pub(crate) struct Hashing<'a> {
     pub inputs: &'a InputCache,
     /// What the seals of the cache entries walked vouch for.

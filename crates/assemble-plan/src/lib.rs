@@ -154,10 +154,6 @@ fn plan_with(
         .push(("input cache (beside the manifest)", loading));
     phases.lap("waiting for the input cache");
 
-    // Content hashes of everything copied, in parallel: from the seals of
-    // cache entries (checked as they were walked), else from the stat cache
-    // where it vouches for a file; the same read tells which files are ELF.
-    type Looked = (Option<OutPath>, Option<InputRecord>);
     let sealed: Sealed = std::mem::take(&mut b.sealed)
         .into_iter()
         .map(|r| ((r.stat.dev, r.stat.ino), r))
@@ -165,40 +161,18 @@ fn plan_with(
     let inputs_ref = &inputs;
     let hashed = std::sync::atomic::AtomicU64::new(0);
     let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
-    let compile = recipe.compile_bytecode;
-    let looked_up: Vec<Looked> = b
-        .desired
-        .par_iter_mut()
-        .map(|(path, e)| {
-            // Sources to compile are hashed now: their hash keys the bytecode.
-            let defer = ctx.defer_hashes && !(compile && bytecode::is_source(path));
-            let h = Hashing {
-                inputs: inputs_ref,
-                sealed: &sealed,
-                defer,
-                hashed: &hashed,
-                hashed_bytes: &hashed_bytes,
-            };
-            look_up(path, e, &h)
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    let mut elf_paths = Vec::new();
-    let mut records = Vec::new();
-    for (elf, record) in looked_up {
-        elf_paths.extend(elf);
-        records.extend(record);
-    }
+    let hashing = Hashing {
+        inputs: inputs_ref,
+        sealed: &sealed,
+        defer: ctx.defer_hashes,
+        hashed: &hashed,
+        hashed_bytes: &hashed_bytes,
+    };
+    let (elf_paths, mut records) = hash_inputs(&mut b.desired, &hashing, recipe.compile_bytecode)?;
     phases.lap("input hashes");
 
     let bytecode = if recipe.compile_bytecode {
         let mut counts = Bytecode::default();
-        let hashing = Hashing {
-            inputs: inputs_ref,
-            sealed: &sealed,
-            defer: ctx.defer_hashes,
-            hashed: &hashed,
-            hashed_bytes: &hashed_bytes,
-        };
         records.extend(bytecode::plan_bytecode(&mut b, ctx, &hashing, &mut counts)?);
         phases.lap("bytecode");
         Some(counts)
@@ -234,6 +208,36 @@ fn plan_with(
         bytecode,
         phases: phases.done(),
     })
+}
+
+/// Content hashes of everything copied, in parallel: from the seals of
+/// cache entries (checked as they were walked), else from the stat cache
+/// where it vouches for a file (else read, or, with `h.defer`, left to the
+/// copy); the same read tells which files are ELF. Sources to compile
+/// (`compile`) are hashed now whatever `h.defer` says: their hash keys the
+/// bytecode. Returns the ELF files' paths and the inputs' records.
+fn hash_inputs(
+    desired: &mut assemble_manifest::Desired,
+    h: &Hashing<'_>,
+    compile: bool,
+) -> Result<(Vec<OutPath>, Vec<InputRecord>), Error> {
+    let looked_up: Vec<(Option<OutPath>, Option<InputRecord>)> = desired
+        .par_iter_mut()
+        .map(|(path, e)| {
+            let h = Hashing {
+                defer: h.defer && !(compile && bytecode::is_source(path)),
+                ..*h
+            };
+            look_up(path, e, &h)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let mut elf_paths = Vec::new();
+    let mut records = Vec::new();
+    for (elf, record) in looked_up {
+        elf_paths.extend(elf);
+        records.extend(record);
+    }
+    Ok((elf_paths, records))
 }
 
 /// Wall-clock time per phase.

@@ -95,7 +95,24 @@ pub(crate) fn plan_venv(
         ),
     )?;
 
-    // bin/: the interpreter links, then the scripts.
+    plan_bin(b, recipe, unit, files, &dists, &vars.out, py)?;
+    rewrite_records(b, &name, &dists, &site_rel)?;
+    Ok(())
+}
+
+/// The venv's `bin/`: the interpreter links, then the scripts the unit
+/// names (`*`: every console script and data script the venv has).
+fn plan_bin(
+    b: &mut Builder,
+    recipe: &Recipe,
+    unit: &Unit,
+    files: &Files,
+    dists: &[Dist],
+    out: &str,
+    py: &assemble_python::Interpreter,
+) -> Result<(), Error> {
+    let root = files.root();
+    let name: Arc<str> = Arc::from(unit.name.as_str());
     let pyname = py.name();
     b.insert("bin".into(), Entry::dir(&name, "bin"))?;
     b.insert(
@@ -109,12 +126,12 @@ pub(crate) fn plan_venv(
         )?;
     }
 
-    let python = format!("{}/bin/{pyname}", vars.out);
+    let python = format!("{out}/bin/{pyname}");
     let wanted: Vec<String> = match &unit.scripts {
         Scripts::Named(v) => v.clone(),
         Scripts::All => {
             let mut all: Vec<String> = Vec::new();
-            for d in &dists {
+            for d in dists {
                 all.extend(
                     d.scripts
                         .iter()
@@ -144,15 +161,24 @@ pub(crate) fn plan_venv(
                 format!("`scripts` entry {script:?} is not a script name"),
             ));
         }
-        if let Some(entry) = script_entry(b, recipe, &name, files, &dists, script, &python)? {
+        if let Some(entry) = script_entry(b, recipe, &name, files, dists, script, &python)? {
             b.insert(format!("bin/{script}"), entry)?;
         }
     }
 
-    // RECORD's rows for bin/ describe the tree's bin/, not the installer's
-    // (whose launchers named the cache folder): so the tree does not depend
-    // on where the cache is, and RECORD lists no file the tree lacks.
-    for d in &dists {
+    Ok(())
+}
+
+/// RECORD's rows for bin/ describe the tree's bin/, not the installer's
+/// (whose launchers named the cache folder): so the tree does not depend
+/// on where the cache is, and RECORD lists no file the tree lacks.
+fn rewrite_records(
+    b: &mut Builder,
+    name: &Arc<str>,
+    dists: &[Dist],
+    site_rel: &str,
+) -> Result<(), Error> {
+    for d in dists {
         let record = {
             let tree = |script: &str| match b.desired.get(format!("bin/{script}").as_str()) {
                 Some(Entry {
@@ -166,8 +192,10 @@ pub(crate) fn plan_venv(
                 Some(_) => InTree::Copied,
                 None => InTree::Absent,
             };
-            d.record_for_tree(tree)
-                .map_err(|e| python_err(assemble_python::Error::Io(e)))?
+            d.record_for_tree(tree).map_err(|e| Error::Python {
+                unit: name.to_string(),
+                source: assemble_python::Error::Io(e),
+            })?
         };
         let Some(record) = record else { continue };
         let Some(info) = d.dist_info.file_name().and_then(|n| n.to_str()) else {
@@ -178,7 +206,7 @@ pub(crate) fn plan_venv(
             b.desired.remove(path.as_str());
             b.insert(
                 path,
-                Entry::bytes(&name, "RECORD", record.into_bytes(), false),
+                Entry::bytes(name, "RECORD", record.into_bytes(), false),
             )?;
         }
     }
@@ -220,35 +248,7 @@ fn script_entry(
     if !src.is_file() {
         // Not in the venv's bin/: whose data file is it? RECORDs are read
         // only now, as most runs find every script above.
-        let mut owner = None;
-        for d in dists {
-            if d.data_scripts()?.iter().any(|s| s == script) {
-                owner = Some(d);
-                break;
-            }
-        }
-        let Some(d) = owner else {
-            let mut known: Vec<String> = Vec::new();
-            for d in dists {
-                known.extend(d.scripts.iter().map(|e| e.name.clone()));
-                known.extend(d.data_scripts()?);
-            }
-            known.sort();
-            known.dedup();
-            let names: Vec<&str> = known.iter().map(String::as_str).collect();
-            let hint = assemble_recipe::suggest(script, &names)
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default();
-            return Err(recipe_error(
-                recipe,
-                unit,
-                &format!("{script:?}"),
-                format!(
-                    "`scripts` names `{script}`, which no distribution in the venv provides{hint} (it has: {})",
-                    known.join(", ")
-                ),
-            ));
-        };
+        let d = data_script_owner(recipe, unit, dists, script)?;
         // A Nix-FOD venv has no bin/: the script comes from the wheel
         // RECORD pins, made by the sources stage.
         let Some((path, record)) = b.make.recover(d, script).map_err(|e| match e {
@@ -319,6 +319,41 @@ fn script_entry(
     e.input_stat = Some(stat);
     b.sealed.extend(record);
     Ok(Some(e.from_source(&format!("bin/{script}"))))
+}
+
+/// The distribution whose data file `script` is; none is a recipe
+/// mistake, said with every script the venv has and the closest one.
+fn data_script_owner<'d>(
+    recipe: &Recipe,
+    unit: &str,
+    dists: &'d [Dist],
+    script: &str,
+) -> Result<&'d Dist, Error> {
+    for d in dists {
+        if d.data_scripts()?.iter().any(|s| s == script) {
+            return Ok(d);
+        }
+    }
+    let mut known: Vec<String> = Vec::new();
+    for d in dists {
+        known.extend(d.scripts.iter().map(|e| e.name.clone()));
+        known.extend(d.data_scripts()?);
+    }
+    known.sort();
+    known.dedup();
+    let names: Vec<&str> = known.iter().map(String::as_str).collect();
+    let hint = assemble_recipe::suggest(script, &names)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+    Err(recipe_error(
+        recipe,
+        unit,
+        &format!("{script:?}"),
+        format!(
+            "`scripts` names `{script}`, which no distribution in the venv provides{hint} (it has: {})",
+            known.join(", ")
+        ),
+    ))
 }
 
 /// The distributions a venv unit leaves out (`exclude`): their RECORDed

@@ -100,132 +100,180 @@ pub fn apply(
         journal.extend(writes.iter().chain(&removes).map(|c| c.path.clone()));
         State::write_journal(state_dir, &journal)?;
         sweep_temp_files(root, &prev.pending)?;
-
-        // 1. Stale and foreign paths, deepest first.
-        for c in removes.iter().rev() {
-            let removed = match &c.raw_name {
-                Some(name) => {
-                    let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
-                    root.remove_name(dir, name)?
-                }
-                None => root.remove_all(&c.path)?,
-            };
-            if removed {
-                outcome.files_removed += 1;
-                if let Some(u) = &c.unit {
-                    outcome.units.entry(u.clone()).or_default().removed += 1;
-                }
-            }
-        }
-
-        // 2. Folders, parents first. What stands where a folder belongs (a
-        // file, or a link to anywhere) is removed, never followed.
-        let mut created: HashSet<&str> = HashSet::new();
-        for c in writes
-            .iter()
-            .filter(|c| desired[c.path.as_str()].kind.is_dir())
-        {
-            match root.stat(&c.path) {
-                Some(s) if s.is_dir() => {}
-                Some(_) => {
-                    root.remove_all(&c.path)?;
-                    root.mkdir(&c.path, 0o755)?;
-                    created.insert(&c.path);
-                    outcome.dirs_created += 1;
-                }
-                None => {
-                    root.mkdir(&c.path, 0o755)?;
-                    created.insert(&c.path);
-                    outcome.dirs_created += 1;
-                }
-            }
-            root.chmod_dir(&c.path, 0o755)?;
-            if let Some(u) = &c.unit {
-                outcome.units.entry(u.clone()).or_default().written += 1;
-            }
-        }
-
-        // 3. Files and links, in parallel, folder by folder: each folder is
-        // opened once beneath the root (once per batch in a large one, so
-        // that its files are still written on every core).
-        let mut by_folder: FxHashMap<&str, Vec<&Change>> = FxHashMap::default();
-        for c in writes
-            .iter()
-            .filter(|c| !desired[c.path.as_str()].kind.is_dir())
-        {
-            let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
-            by_folder.entry(dir).or_default().push(c);
-        }
-        let batches: Vec<(&str, &[&Change])> = by_folder
-            .iter()
-            .flat_map(|(dir, files)| files.chunks(64).map(move |b| (*dir, b)))
-            .collect();
-        let total: usize = batches.iter().map(|(_, files)| files.len()).sum();
-        let done = std::sync::atomic::AtomicUsize::new(0);
-        let copied: Vec<Vec<(&str, Sha256)>> = batches
-            .par_iter()
-            .map(|(dir, files)| {
-                let folder = root.locate(dir)?;
-                // In a folder this run created, nothing is there to replace:
-                // files are written in place (the journal covers a run killed
-                // half-way), without a temporary name and a rename.
-                let fresh = created.contains(dir);
-                let mut hashed = Vec::new();
-                for c in files.iter() {
-                    let name = c.path.rsplit_once('/').map_or(c.path.as_str(), |(_, n)| n);
-                    let sha = write_entry(&folder, name, &desired[c.path.as_str()], fresh)
-                        .map_err(|e| {
-                            io::Error::new(
-                                e.kind(),
-                                format!("{}: {e}", root.display(&c.path).display()),
-                            )
-                        })?;
-                    if let (Some(sha), Some(k)) = (sha, key(&c.path)) {
-                        hashed.push((k, sha));
-                    }
-                }
-                let so_far = done.fetch_add(files.len(), std::sync::atomic::Ordering::Relaxed);
-                written(so_far + files.len(), total);
-                Ok(hashed)
-            })
-            .collect::<Result<_, Error>>()?;
-        hashed_on_copy.extend(copied.into_iter().flatten());
-        for files in by_folder.values() {
-            for c in files {
-                outcome.files_written += 1;
-                if let Some(u) = &c.unit {
-                    outcome.units.entry(u.clone()).or_default().written += 1;
-                }
-            }
-        }
+        remove_stale(root, &removes, &mut outcome)?;
+        let created = make_folders(root, desired, &writes, &mut outcome)?;
+        hashed_on_copy = write_files(root, desired, &writes, &created, written, &mut outcome)?;
         root.chmod_dir("", 0o755)?;
-
-        // What was written, and the folders whose listing changed, are stat'ed
-        // again for the record.
-        let mut again: BTreeSet<&str> = BTreeSet::new();
-        for c in writes.iter().chain(&removes) {
-            again.extend(key(&c.path));
-            let mut p = c.path.as_str();
-            while let Some((parent, _)) = p.rsplit_once('/') {
-                let Some(parent) = key(parent) else { break };
-                again.insert(parent);
-                p = parent;
-            }
-        }
-        let now = root.stat_all(again.iter().copied());
-        stats.extend(
-            again
-                .into_iter()
-                .zip(now)
-                .filter_map(|(p, s)| Some((p, s?))),
-        );
+        stats.extend(stat_again(root, desired, &writes, &removes));
     }
     // Every change, moved (not copied) into the outcome.
     outcome.changes.extend(removes);
     outcome.changes.extend(writes);
 
-    // 4. The state, last: what differs from the record (written, removed,
+    // Step 4: the state, last: what differs from the record (written, removed,
     // re-stat'ed, or with another provenance), and no pending path.
+    let changes = record_changes(desired, &prev, &stats, &hashed_on_copy)?;
+    outcome.nar_hash = remembered_nar_hash(state_dir, desired, &hashed_on_copy);
+    prev.commit(state_dir, changes, &target.units, root.stat_self().ok())?;
+    State::clear_journal(state_dir)?;
+    store_inputs(target, state_dir, &hashed_on_copy)?;
+    outcome.hashed_on_copy = hashed_on_copy.len();
+    outcome.state_written = true;
+    outcome.changes.sort();
+    Ok(outcome)
+}
+
+/// Step 1: stale and foreign paths, deepest first.
+fn remove_stale(root: &Root, removes: &[Change], outcome: &mut Outcome) -> Result<(), Error> {
+    for c in removes.iter().rev() {
+        let removed = match &c.raw_name {
+            Some(name) => {
+                let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
+                root.remove_name(dir, name)?
+            }
+            None => root.remove_all(&c.path)?,
+        };
+        if removed {
+            outcome.files_removed += 1;
+            if let Some(u) = &c.unit {
+                outcome.units.entry(u.clone()).or_default().removed += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Step 2: folders, parents first. What stands where a folder belongs (a
+/// file, or a link to anywhere) is removed, never followed. Returns the
+/// folders this run created.
+fn make_folders<'w>(
+    root: &Root,
+    desired: &Desired,
+    writes: &'w [Change],
+    outcome: &mut Outcome,
+) -> Result<HashSet<&'w str>, Error> {
+    let mut created: HashSet<&str> = HashSet::new();
+    for c in writes
+        .iter()
+        .filter(|c| desired[c.path.as_str()].kind.is_dir())
+    {
+        match root.stat(&c.path) {
+            Some(s) if s.is_dir() => {}
+            found => {
+                if found.is_some() {
+                    root.remove_all(&c.path)?;
+                }
+                root.mkdir(&c.path, 0o755)?;
+                created.insert(&c.path);
+                outcome.dirs_created += 1;
+            }
+        }
+        root.chmod_dir(&c.path, 0o755)?;
+        if let Some(u) = &c.unit {
+            outcome.units.entry(u.clone()).or_default().written += 1;
+        }
+    }
+    Ok(created)
+}
+
+/// Step 3: files and links, in parallel, folder by folder: each folder is
+/// opened once beneath the root (once per batch in a large one, so that
+/// its files are still written on every core). In a folder this run
+/// created, nothing is there to replace: files are written in place (the
+/// journal covers a run killed half-way), without a temporary name and a
+/// rename. Returns the hashes of the inputs hashed while copied.
+fn write_files<'d>(
+    root: &Root,
+    desired: &'d Desired,
+    writes: &[Change],
+    created: &HashSet<&str>,
+    written: &(dyn Fn(usize, usize) + Sync),
+    outcome: &mut Outcome,
+) -> Result<FxHashMap<&'d str, Sha256>, Error> {
+    let key = |p: &str| desired.get_key_value(p).map(|(k, _)| k.as_str());
+    let mut by_folder: FxHashMap<&str, Vec<&Change>> = FxHashMap::default();
+    for c in writes
+        .iter()
+        .filter(|c| !desired[c.path.as_str()].kind.is_dir())
+    {
+        let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
+        by_folder.entry(dir).or_default().push(c);
+    }
+    let batches: Vec<(&str, &[&Change])> = by_folder
+        .iter()
+        .flat_map(|(dir, files)| files.chunks(64).map(move |b| (*dir, b)))
+        .collect();
+    let total: usize = batches.iter().map(|(_, files)| files.len()).sum();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let copied: Vec<Vec<(&str, Sha256)>> = batches
+        .par_iter()
+        .map(|(dir, files)| {
+            let folder = root.locate(dir)?;
+            let fresh = created.contains(dir);
+            let mut hashed = Vec::new();
+            for c in files.iter() {
+                let name = c.path.rsplit_once('/').map_or(c.path.as_str(), |(_, n)| n);
+                let sha =
+                    write_entry(&folder, name, &desired[c.path.as_str()], fresh).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("{}: {e}", root.display(&c.path).display()),
+                        )
+                    })?;
+                if let (Some(sha), Some(k)) = (sha, key(&c.path)) {
+                    hashed.push((k, sha));
+                }
+            }
+            let so_far = done.fetch_add(files.len(), std::sync::atomic::Ordering::Relaxed);
+            written(so_far + files.len(), total);
+            Ok(hashed)
+        })
+        .collect::<Result<_, Error>>()?;
+    for c in by_folder.values().flatten() {
+        outcome.files_written += 1;
+        if let Some(u) = &c.unit {
+            outcome.units.entry(u.clone()).or_default().written += 1;
+        }
+    }
+    Ok(copied.into_iter().flatten().collect())
+}
+
+/// What was written, and the folders whose listing changed, stat'ed again
+/// for the record.
+fn stat_again<'d>(
+    root: &Root,
+    desired: &'d Desired,
+    writes: &[Change],
+    removes: &[Change],
+) -> Vec<(&'d str, Stat)> {
+    let key = |p: &str| desired.get_key_value(p).map(|(k, _)| k.as_str());
+    let mut again: BTreeSet<&str> = BTreeSet::new();
+    for c in writes.iter().chain(removes) {
+        again.extend(key(&c.path));
+        let mut p = c.path.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            let Some(parent) = key(parent) else { break };
+            again.insert(parent);
+            p = parent;
+        }
+    }
+    let now = root.stat_all(again.iter().copied());
+    again
+        .into_iter()
+        .zip(now)
+        .filter_map(|(p, s)| Some((p, s?)))
+        .collect()
+}
+
+/// The state's changes: each path whose record differs from what the run
+/// leaves (written, removed, re-stat'ed, or with another provenance), and
+/// every pending path the tree no longer has; sorted, each once.
+fn record_changes(
+    desired: &Desired,
+    prev: &State,
+    stats: &FxHashMap<&str, Stat>,
+    hashed_on_copy: &FxHashMap<&str, Sha256>,
+) -> Result<Vec<(String, Option<Recorded>)>, Error> {
     let mut changes: Vec<(String, Option<Recorded>)> = Vec::new();
     for (p, e, r) in zip_sorted(
         desired.iter().map(|(p, e)| (p.as_str(), e)),
@@ -259,19 +307,23 @@ pub fn apply(
     }
     changes.sort_by(|a, b| a.0.cmp(&b.0));
     changes.dedup_by(|a, b| a.0 == b.0);
-    outcome.nar_hash = remembered_nar_hash(state_dir, desired, &hashed_on_copy);
-    prev.commit(state_dir, changes, &target.units, root.stat_self().ok())?;
-    State::clear_journal(state_dir)?;
-    // Inputs hashed while copied join the input cache.
+    Ok(changes)
+}
+
+/// The input stat cache, with the inputs hashed while copied, stored when
+/// it changed.
+fn store_inputs(
+    target: &Target,
+    state_dir: &std::path::Path,
+    hashed_on_copy: &FxHashMap<&str, Sha256>,
+) -> Result<(), Error> {
     let extra: Vec<InputRecord> = hashed_on_copy
         .iter()
         .filter_map(|(p, sha)| {
-            let e = &desired[*p];
-            let stat = e.input_stat?;
+            let stat = target.desired[*p].input_stat?;
             Some(target.inputs.record_of(stat, *sha, false))
         })
         .collect();
-    outcome.hashed_on_copy = hashed_on_copy.len();
     if extra.is_empty() {
         if target.inputs.changed() {
             target.inputs.store(state_dir)?;
@@ -281,9 +333,7 @@ pub fn apply(
         inputs.add(extra);
         inputs.store(state_dir)?;
     }
-    outcome.state_written = true;
-    outcome.changes.sort();
-    Ok(outcome)
+    Ok(())
 }
 
 /// A NAR hash remembered for exactly the tree `desired` describes (its

@@ -380,8 +380,26 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
         }
     }
 
-    // Removals: what the previous run made and no unit makes now, what a
-    // killed run left, and what someone else put in our folders.
+    d.removes = removals(root, desired, &prev, full, stale, &scan, root_stat)?;
+
+    d.units = unit_statuses(target, &prev, full, &d.writes, &d.removes);
+    d.prev = prev;
+    Ok(d)
+}
+
+/// Removals: what the previous run made and no unit makes now (`stale`),
+/// what a killed run left, and what someone else put in our folders (the
+/// folders in `scan`, the root when its stat changed; everything, without
+/// a state); each path once, sorted.
+fn removals(
+    root: Option<&Root>,
+    desired: &Desired,
+    prev: &State,
+    full: bool,
+    stale: Vec<(&str, &Recorded)>,
+    scan: &[String],
+    root_stat: Option<Stat>,
+) -> Result<Vec<Change>, Error> {
     let mut removes: BTreeMap<(String, Option<OsString>), Change> = BTreeMap::new();
     let mut remove = |path: &str, raw: Option<OsString>, reason: Reason, unit: Option<&str>| {
         removes
@@ -396,7 +414,7 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
     };
     if let Some(root) = root {
         if full {
-            foreign(root, "", desired, &prev, true, &mut |p, raw| {
+            foreign(root, "", desired, prev, true, &mut |p, raw| {
                 remove(p, raw, Reason::NoState, None)
             })?;
         } else {
@@ -408,19 +426,27 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
                     remove(path, None, Reason::Interrupted, None);
                 }
             }
-            if root_stat.is_some() && root_stat != prev.root {
-                scan.push(String::new());
-            }
-            for dir in &scan {
-                foreign(root, dir, desired, &prev, false, &mut |p, raw| {
+            let root_changed = root_stat.is_some() && root_stat != prev.root;
+            let whole = root_changed.then(String::new);
+            for dir in scan.iter().chain(&whole) {
+                foreign(root, dir, desired, prev, false, &mut |p, raw| {
                     remove(p, raw, Reason::Added, None)
                 })?;
             }
         }
     }
-    d.removes = removes.into_values().collect();
+    Ok(removes.into_values().collect())
+}
 
-    // Units: fingerprint changes, then their paths.
+/// Why each unit is dirty: its fingerprint changes, then its paths.
+fn unit_statuses(
+    target: &Target,
+    prev: &State,
+    full: bool,
+    writes: &[Change],
+    removes: &[Change],
+) -> BTreeMap<String, UnitStatus> {
+    let mut units = BTreeMap::new();
     for (unit, fp) in &target.units {
         let mut status = UnitStatus::default();
         match prev.units.get(unit) {
@@ -430,16 +456,15 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
                 .push(DirtyReason::NewUnit { unit: unit.clone() }),
             Some(old) => status.reasons.extend(fingerprint_changes(unit, old, fp)),
         }
-        for c in d.writes.iter().chain(&d.removes) {
+        for c in writes.iter().chain(removes) {
             if c.unit.as_deref() == Some(unit.as_str()) {
                 status.reasons.push(DirtyReason::Path(c.in_unit()));
             }
         }
         status.dirty = !status.reasons.is_empty();
-        d.units.insert(unit.clone(), status);
+        units.insert(unit.clone(), status);
     }
-    d.prev = prev;
-    Ok(d)
+    units
 }
 
 /// The fingerprint components that differ between two runs of a unit.

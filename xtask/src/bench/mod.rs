@@ -1,0 +1,325 @@
+//! `cargo xtask bench`: generate authentik-shaped inputs from a fixed seed,
+//! and time cold, no-op and edit assembles beside `cp -a` of the same
+//! inputs and a stat-only walk of them, in one run.
+//!
+//! Absolute times on shared machines are noise; the ratios measured in the
+//! same run are what the targets are about. Nothing here fails on a timing.
+//! `generate.rs` makes the inputs, `measure.rs` times commands,
+//! `imports.rs` the import rows, `report.rs` the ratios and the table.
+
+mod generate;
+mod imports;
+mod measure;
+mod report;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::Failure;
+use crate::context::Workspace;
+use measure::{Series, Stats, measure, measure_interleaved};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Files in the generated venv.
+    #[arg(long, default_value_t = 33_000)]
+    pub venv_files: usize,
+    /// Size of the generated venv, in MiB.
+    #[arg(long, default_value_t = 650)]
+    pub venv_mib: u64,
+    /// Files in the generated authentik checkout.
+    #[arg(long, default_value_t = 2_500)]
+    pub app_files: usize,
+    /// Runs of each measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// The generator's seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A reduced size for CI: a few thousand files.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Where inputs and outputs go (default: `<target dir>/bench`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the figures as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where one benchmark run works: the generated inputs, the output, its
+/// state and the cache, all under `root`; the xtask binary it times.
+struct Bench {
+    root: PathBuf,
+    exe: PathBuf,
+    input_dir: PathBuf,
+    recipe: PathBuf,
+    out: PathBuf,
+    state: PathBuf,
+    cache: PathBuf,
+    runs: usize,
+}
+
+impl Bench {
+    /// `xtask assemble --json` of `recipe` into `out`, its state in
+    /// `state`, with the bench's cache.
+    fn assemble_into(&self, recipe: &Path, out: &Path, state: &Path) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.arg("assemble")
+            .arg("--recipe")
+            .arg(recipe)
+            .arg("--out")
+            .arg(out)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--json");
+        c
+    }
+
+    /// The bench recipe into the bench output.
+    fn assemble(&self) -> Command {
+        self.assemble_into(&self.recipe, &self.out, &self.state)
+    }
+}
+
+/// `dir` and all it holds gone, if it was there.
+fn fresh(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        fs_err::remove_dir_all(dir)?;
+    }
+    Ok(())
+}
+
+pub fn run(sh: &crate::shell::Shell, args: &BenchArgs) -> Result<(), Failure> {
+    let ws = Workspace::locate()?;
+    let root = args
+        .dir
+        .as_ref()
+        .map(|d| ws.cwd.join(d))
+        .unwrap_or_else(|| ws.target_dir.join("bench"));
+    let python = assemble_install::probe("python3")?;
+    let xy = format!("{}.{}", python.major, python.minor);
+    sh.status("Generating", format!("inputs in {}", root.display()));
+    let inputs = generate::generate(
+        args,
+        &root,
+        &ws.root.join("assemble.toml"),
+        &python.executable,
+        &xy,
+    )?;
+    let input_dir = root.join("inputs");
+    // The output's state (and input cache) lives outside it: a cold run
+    // starts without either.
+    let b = Bench {
+        exe: std::env::current_exe().context("locating the xtask binary")?,
+        recipe: input_dir.join("assemble.toml"),
+        out: root.join("out"),
+        state: root.join("state"),
+        cache: root.join("cache"),
+        runs: args.runs.max(1),
+        input_dir,
+        root,
+    };
+    sh.status(
+        "Measuring",
+        format!(
+            "{} venv files ({} MiB), {} app files, {} runs each",
+            inputs.venv_files,
+            inputs.venv_bytes >> 20,
+            inputs.app_files,
+            b.runs
+        ),
+    );
+    let mut ms = cold_rows(&b)?;
+    ms.extend(edit_rows(&b)?);
+    ms.extend(launcher_rows(&b, &xy)?);
+    ms.extend(imports::import_times(
+        sh,
+        &b.root,
+        &python.executable,
+        &b.exe,
+        &b.cache,
+        b.runs.max(10),
+    )?);
+    let report = report::BenchReport {
+        machine: report::machine(),
+        inputs,
+        runs: b.runs,
+        ratios: report::ratios(&ms),
+        measurements: ms,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        report::print_table(&report);
+    }
+    Ok(())
+}
+
+/// `cp -a` of the inputs, the cold assemble without and with bytecode
+/// (taking turns: each creates as many files as the other just deleted,
+/// and the file system's state matters), the stat walk of the inputs,
+/// and the no-op assemble.
+fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
+    // The same recipe without bytecode, for the cold build's cost of it.
+    let plain = b.input_dir.join("assemble-no-bytecode.toml");
+    fs_err::write(
+        &plain,
+        "extends = \"assemble.toml\"\n\n[python]\ncompile-bytecode = false\n",
+    )?;
+    let (plain_out, plain_state) = (
+        b.root.join("out-no-bytecode"),
+        b.root.join("state-no-bytecode"),
+    );
+    let copy = b.root.join("copy");
+    let cold = measure_interleaved(
+        b.runs,
+        vec![
+            Series {
+                name: "cp -a of the inputs",
+                setup: Box::new(|_| {
+                    fresh(&copy)?;
+                    fs_err::create_dir_all(&copy)?;
+                    Ok(())
+                }),
+                cmd: Box::new(|| {
+                    let mut c = Command::new("cp");
+                    c.arg("-a")
+                        .arg(b.input_dir.join("venv"))
+                        .arg(b.input_dir.join("app"))
+                        .arg(&copy);
+                    c
+                }),
+            },
+            Series {
+                name: "cold assemble, no bytecode",
+                setup: Box::new(|_| {
+                    fresh(&plain_out)?;
+                    fresh(&plain_state)
+                }),
+                cmd: Box::new(|| b.assemble_into(&plain, &plain_out, &plain_state)),
+            },
+            Series {
+                // Every source compiled: the bytecode cache is emptied too.
+                name: "cold assemble",
+                setup: Box::new(|_| {
+                    fresh(&b.out)?;
+                    fresh(&b.state)?;
+                    fresh(&b.cache.join("bytecode"))
+                }),
+                cmd: Box::new(|| b.assemble()),
+            },
+        ],
+    )?;
+    fresh(&plain_out)?;
+    fresh(&plain_state)?;
+    fs_err::remove_dir_all(&copy)?;
+    let mut cold = cold.into_iter();
+    let mut ms: Vec<Stats> = cold.by_ref().take(2).collect();
+    ms.push(measure(
+        "stat walk of the inputs",
+        b.runs,
+        |_| Ok(()),
+        || {
+            let mut c = Command::new("find");
+            c.arg(b.input_dir.join("venv"))
+                .arg(b.input_dir.join("app"))
+                .args(["-printf", "%s\n"]);
+            c
+        },
+    )?);
+    ms.extend(cold);
+    ms.push(measure(
+        "no-op assemble",
+        b.runs,
+        |_| Ok(()),
+        || b.assemble(),
+    )?);
+    Ok(ms)
+}
+
+/// The `.py` files under `dir` whose path passes `keep`, in name order.
+fn sources(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "py") && keep(e.path()))
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// An assemble after one app source changed, and after 100 sources did
+/// (half the app's, half the venv's).
+fn edit_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
+    let app_py = sources(&b.input_dir.join("app/authentik"), |p| {
+        p.to_string_lossy().contains("/app")
+    });
+    let venv_py = sources(&b.input_dir.join("venv"), |_| true);
+    let append = |p: &Path, i: usize| -> anyhow::Result<()> {
+        let mut f = fs_err::OpenOptions::new().append(true).open(p)?;
+        writeln!(f, "# edit {i}")?;
+        Ok(())
+    };
+    Ok(vec![
+        measure(
+            "one-file edit",
+            b.runs,
+            |i| append(&app_py[(i * 7919) % app_py.len()], i),
+            || b.assemble(),
+        )?,
+        measure(
+            "100-file edit",
+            b.runs,
+            |i| {
+                for k in 0..50 {
+                    append(&app_py[(i * 50 + k) * 31 % app_py.len()], i)?;
+                    append(&venv_py[(i * 50 + k) * 101 % venv_py.len()], i)?;
+                }
+                Ok(())
+            },
+            || b.assemble(),
+        )?,
+    ])
+}
+
+/// Launchers: ours (a direct import) against the seed's, which looks the
+/// entry point up through importlib.metadata, in the assembled tree with
+/// its hundreds of distributions (authentik's venv has ~200).
+fn launcher_rows(b: &Bench, xy: &str) -> anyhow::Result<Vec<Stats>> {
+    let seed = b.root.join("seed-tool");
+    fs_err::write(
+        &seed,
+        format!(
+            "#!{}/bin/python{xy}\nimport sys\nfrom importlib.metadata import entry_points\neps = entry_points(group='console_scripts', name='tool')\nif eps:\n    sys.exit(next(iter(eps)).load()())\n",
+            b.out.display()
+        ),
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::set_permissions(&seed, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let launches = b.runs.max(10);
+    Ok(vec![
+        measure(
+            "launcher: seed's (importlib.metadata)",
+            launches,
+            |_| Ok(()),
+            || Command::new(&seed),
+        )?,
+        measure(
+            "launcher: ours (direct import)",
+            launches,
+            |_| Ok(()),
+            || Command::new(b.out.join("bin/tool")),
+        )?,
+    ])
+}
