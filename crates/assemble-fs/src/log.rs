@@ -14,6 +14,10 @@
 //! killed while appending leaves at worst a tail that is ignored, and a log
 //! left beside a newer base (a run killed between renaming a new base into
 //! place and removing the log) is never applied to it.
+//!
+//! A small file read and written whole (an output's owner record, its
+//! journal) is a *single*: `magic | version | body | check`, the same check,
+//! without a generation or a log ([`read_single`], [`write_single`]).
 
 use std::hash::BuildHasher;
 use std::io::{self, Read, Write};
@@ -70,15 +74,60 @@ pub fn log_path(base: &Path) -> PathBuf {
     base.with_extension("log")
 }
 
+/// `bytes` with its check appended: the first bytes of their sha256.
+fn sealed(mut bytes: Vec<u8>) -> Vec<u8> {
+    let check = sha2::Sha256::digest(&bytes);
+    bytes.extend_from_slice(&check[..CHECK]);
+    bytes
+}
+
+/// The length of `bytes` without their check, when the check is intact
+/// and at least `header` bytes precede it.
+fn checked(bytes: &[u8], header: usize) -> Option<usize> {
+    let end = bytes.len().checked_sub(CHECK).filter(|n| *n >= header)?;
+    (bytes[end..] == sha2::Sha256::digest(&bytes[..end])[..CHECK]).then_some(end)
+}
+
+/// The magic and version of a file, then `rest`.
+fn headed(format: Format, capacity: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(capacity + 12 + CHECK);
+    bytes.extend_from_slice(format.magic);
+    bytes.extend_from_slice(&format.version.to_le_bytes());
+    bytes
+}
+
+/// The body of the single file at `path`, `None` when it is missing, of
+/// another magic or format version, or its check fails.
+pub fn read_single(path: &Path, format: Format) -> Option<Vec<u8>> {
+    let mut bytes = crate::files::read(path).ok()??;
+    let rest = bytes.strip_prefix(format.magic.as_slice())?;
+    if u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) != format.version {
+        return None;
+    }
+    let end = checked(&bytes, 12)?;
+    bytes.truncate(end);
+    bytes.drain(..12);
+    Some(bytes)
+}
+
+/// Writes `body` as a single file at `path`, atomically.
+pub fn write_single(
+    path: &Path,
+    format: Format,
+    body: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
+    let mut bytes = headed(format, body.len());
+    bytes.extend_from_slice(body);
+    crate::files::write_atomic(path, &sealed(bytes), durability)
+}
+
 /// The base at `path` with its log, `None` when the base is missing, of
 /// another magic or format version.
 pub fn load(path: &Path, format: Format) -> Option<Loaded> {
     let base = crate::files::read(path).ok()??;
     let generation = header(&base, format)?;
-    let sealed = base.len().checked_sub(CHECK)?;
-    if sealed < HEADER || base[sealed..] != sha2::Sha256::digest(&base[..sealed])[..CHECK] {
-        return None;
-    }
+    checked(&base, HEADER)?;
     let log = crate::files::read(&log_path(path))
         .ok()
         .flatten()
@@ -126,14 +175,10 @@ fn frame_at(log: &[u8], at: usize, generation: u64) -> Option<std::ops::Range<us
 /// point), then removes the log.
 pub fn store(path: &Path, format: Format, body: &[u8], durability: Durability) -> io::Result<()> {
     let generation = std::hash::RandomState::new().hash_one(std::process::id());
-    let mut bytes = Vec::with_capacity(HEADER + body.len() + CHECK);
-    bytes.extend_from_slice(format.magic);
-    bytes.extend_from_slice(&format.version.to_le_bytes());
+    let mut bytes = headed(format, 8 + body.len());
     bytes.extend_from_slice(&generation.to_le_bytes());
     bytes.extend_from_slice(body);
-    let check = sha2::Sha256::digest(&bytes);
-    bytes.extend_from_slice(&check[..CHECK]);
-    crate::files::write_atomic(path, &bytes, durability)?;
+    crate::files::write_atomic(path, &sealed(bytes), durability)?;
     crate::files::remove(&log_path(path))?;
     Ok(())
 }
@@ -193,6 +238,23 @@ mod tests {
     fn bodies(path: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
         let l = load(path, MAGIC).unwrap();
         (l.body().to_vec(), l.frames().map(<[u8]>::to_vec).collect())
+    }
+
+    #[test]
+    fn a_single_reads_back_only_intact_and_of_its_format() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("one.bin");
+        write_single(&path, MAGIC, b"body", Durability::Unsynced).unwrap();
+        assert_eq!(read_single(&path, MAGIC).as_deref(), Some(&b"body"[..]));
+        let other = Format {
+            magic: MAGIC.magic,
+            version: 2,
+        };
+        assert_eq!(read_single(&path, other), None);
+        let mut bytes = fs_err::read(&path).unwrap();
+        bytes[13] ^= 1;
+        fs_err::write(&path, &bytes).unwrap();
+        assert_eq!(read_single(&path, MAGIC), None);
     }
 
     #[test]

@@ -434,50 +434,33 @@ pub(crate) fn encode<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, Er
         .map_err(|e| io::Error::other(format!("{}: cannot encode: {e}", path.display())))?)
 }
 
-/// Where the postcard body starts: after the magic and the version.
-const BODY: usize = 12;
-/// The check at the end: the first bytes of the sha256 of what precedes it.
-const CHECK: usize = 8;
-
-/// The body of a file that starts with `magic` and this format version and
-/// ends with an intact check; `None` on any mismatch or error.
-fn read_body(path: &Path, magic: &[u8; 8]) -> Option<Vec<u8>> {
-    use sha2::Digest;
-    let mut bytes = files::read(path).ok()??;
-    let version = bytes.strip_prefix(magic.as_slice())?.get(..4)?;
-    if u32::from_le_bytes(version.try_into().ok()?) != STATE_VERSION {
-        return None;
+/// The format of a single state file (`owner.bin`, `journal.bin`).
+fn single(magic: &'static [u8; 8]) -> log::Format {
+    log::Format {
+        magic,
+        version: STATE_VERSION,
     }
-    let sealed = bytes.len().checked_sub(CHECK).filter(|n| *n >= BODY)?;
-    if bytes[sealed..] != sha2::Sha256::digest(&bytes[..sealed])[..CHECK] {
-        return None;
-    }
-    bytes.truncate(sealed);
-    Some(bytes)
 }
 
-/// Reads `magic`, the format version, a postcard body and its check; `None`
-/// on any mismatch or error.
-pub(crate) fn read_versioned<T: DeserializeOwned>(path: &Path, magic: &[u8; 8]) -> Option<T> {
-    postcard::from_bytes(&read_body(path, magic)?[BODY..]).ok()
+/// Reads a single file of `magic` and the state's format version (see
+/// `assemble_fs::log`), its postcard body decoded; `None` on any mismatch
+/// or error.
+pub(crate) fn read_versioned<T: DeserializeOwned>(
+    path: &Path,
+    magic: &'static [u8; 8],
+) -> Option<T> {
+    postcard::from_bytes(&log::read_single(path, single(magic))?).ok()
 }
 
-/// Writes `magic`, the format version, `value` and a check, atomically.
+/// Writes `value` as a single file of `magic`, atomically.
 pub(crate) fn write_versioned<T: Serialize>(
     path: &Path,
-    magic: &[u8; 8],
+    magic: &'static [u8; 8],
     value: &T,
     durability: Durability,
 ) -> Result<(), Error> {
-    use sha2::Digest;
     let body = encode(path, value)?;
-    let mut bytes = Vec::with_capacity(BODY + body.len() + CHECK);
-    bytes.extend_from_slice(magic);
-    bytes.extend_from_slice(&STATE_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&body);
-    let check = sha2::Sha256::digest(&bytes);
-    bytes.extend_from_slice(&check[..CHECK]);
-    Ok(files::write_atomic(path, &bytes, durability)?)
+    Ok(log::write_single(path, single(magic), &body, durability)?)
 }
 
 /// Where an output is, and where the tool keeps its state: outside the
