@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use assemble_pipeline::{Event, Mode, Options, Report, Status};
 
-use crate::context::{Workspace, output};
+use crate::context::Workspace;
 use crate::shell::{Drawing, Shell};
 use crate::{AssembleArgs, Failure};
 
@@ -31,11 +31,7 @@ pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
 pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
     let ws = Workspace::for_recipe(&args.common)?;
     let recipe = ws.recipe_path(&args.common);
-    let out = match &args.out {
-        Some(o) => output(&ws, None, Some(o)),
-        // The default output is named after the recipe's package.
-        None => output(&ws, Some(&ws.recipe(&args.common)?), None),
-    };
+    let out = ws.out(&args.common, args.out.as_deref())?;
     // ASSEMBLE_RACY_WINDOW_MS: how close to a run's start a timestamp
     // may be and still be trusted next time (default one second, for
     // file systems that keep whole seconds).

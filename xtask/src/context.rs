@@ -1,4 +1,6 @@
-//! Where things are: the workspace, cargo's target dir, the recipe, the cache.
+//! Where things are: the workspace, cargo's target dir, the recipe, and
+//! the one place that derives the default output, cache and state folders
+//! (`Workspace::out`, `cache`, `state_base`).
 
 use std::path::{Path, PathBuf};
 
@@ -82,22 +84,23 @@ impl Workspace {
             .unwrap_or_else(|| self.target_dir.join("assemble-state"))
     }
 
+    /// `--out` (`arg`), else `<target>/<the recipe's package name>`, made
+    /// absolute: the output of `assemble`, `verify` and `export`. The
+    /// recipe is read only when there is no `--out`.
+    pub fn out(&self, args: &RecipeArgs, arg: Option<&Path>) -> Result<PathBuf, Failure> {
+        let out = match arg {
+            Some(o) => self.cwd.join(o),
+            None => self.target_dir.join(self.recipe(args)?.name),
+        };
+        Ok(assemble_fs::normalize(&self.cwd, &out))
+    }
+
     /// `--cache-dir`, else `$ASSEMBLE_CACHE_DIR`, else `<target>/assemble-cache`.
     pub fn cache(&self, arg: Option<&Path>) -> PathBuf {
         arg.map(|c| self.cwd.join(c))
             .or_else(|| std::env::var_os("ASSEMBLE_CACHE_DIR").map(|c| self.cwd.join(c)))
             .unwrap_or_else(|| self.target_dir.join("assemble-cache"))
     }
-}
-
-/// `--out`, else `<target dir>/<package name>`, made absolute.
-pub fn output(ws: &Workspace, recipe: Option<&Recipe>, arg: Option<&Path>) -> PathBuf {
-    let out = match (arg, recipe) {
-        (Some(o), _) => ws.cwd.join(o),
-        (None, Some(r)) => ws.target_dir.join(&r.name),
-        (None, None) => ws.target_dir.clone(),
-    };
-    assemble_fs::normalize(&ws.cwd, &out)
 }
 
 /// The target dir of the cargo workspace `recipe` lives in: this tool's own

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, anyhow};
 use assemble_reconcile::Layout;
 
-use crate::context::{Workspace, output};
+use crate::context::Workspace;
 use crate::{Failure, RecipeArgs};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -37,10 +37,7 @@ pub struct ExportArgs {
 
 pub fn run(args: &ExportArgs) -> Result<(), Failure> {
     let ws = Workspace::for_recipe(&args.common)?;
-    let tree = match &args.from {
-        Some(d) => output(&ws, None, Some(d)),
-        None => output(&ws, Some(&ws.recipe(&args.common)?), None),
-    };
+    let tree = ws.out(&args.common, args.from.as_deref())?;
     let layout = Layout::new(&tree, &ws.state_base(args.common.state_dir.as_deref()));
     let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => v

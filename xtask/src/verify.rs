@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use assemble_reconcile::Layout;
 
-use crate::context::{Workspace, output};
+use crate::context::Workspace;
 
 use crate::{Failure, RecipeArgs};
 
@@ -33,10 +33,7 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
     if args.cache {
         return cache(sh, args, &ws.cache(args.common.cache_dir.as_deref()));
     }
-    let out = match &args.out {
-        Some(o) => output(&ws, None, Some(o)),
-        None => output(&ws, Some(&ws.recipe(&args.common)?), None),
-    };
+    let out = ws.out(&args.common, args.out.as_deref())?;
     let layout = Layout::new(&out, &ws.state_base(args.common.state_dir.as_deref()));
     let found = assemble_reconcile::verify(&layout)?;
     if args.json {
