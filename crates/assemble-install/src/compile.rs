@@ -54,8 +54,8 @@ pub enum Compiled {
 const COMPILE: &str = r#"
 import sys, os, importlib.util, importlib._bootstrap_external as be
 from binascii import b2a_base64
-# The interpreter's own sha256 (hashlib's OpenSSL binding takes 2 ms to
-# import, per compiler process).
+# The interpreter's own sha256: hashlib's OpenSSL binding is slow to
+# import, and each compiler process would pay for it.
 try:
     from _sha2 import sha256
 except ImportError:

@@ -360,8 +360,8 @@ pub fn pip_download(
     dest: &Path,
 ) -> Result<PathBuf, Error> {
     // The sdist of this package only: `--no-binary :all:` would also build
-    // the setuptools that prepares its metadata from source (42 s against
-    // 4.7 s for opencontainers' sdist, with an empty pip cache).
+    // from source the setuptools that prepares its metadata, many times
+    // the work (README, Speed).
     let name = spec.split_once("==").map_or(spec, |(n, _)| n).trim();
     let (only, which) = match artifact {
         Artifact::Sdist => ("--no-binary", name),

@@ -101,7 +101,7 @@ pub enum Mode {
 /// Something to tell the user while the run goes on.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    /// Planning is doing slow work (building a venv, fetching a source).
+    /// The sources stage is doing slow work (building a venv, fetching a source, compiling bytecode).
     Preparing(&'a str),
     /// A line of that work's own progress (the installer's, as it writes
     /// it): for a terminal's spinner, not a log.

@@ -1,9 +1,13 @@
-//! Planning: from a recipe and a snapshot of its units' sources, compute the
-//! desired output manifest, entirely in memory.
+//! Planning: from a recipe and its units' realised sources (see
+//! `assemble-sources`), compute the desired output manifest, in memory.
 //!
-//! Nothing here writes to the output (that is `assemble-reconcile`'s job),
-//! so any error found while planning, a missing path, a patch whose pattern
-//! is gone, two units claiming one file, leaves the previous output as it was.
+//! Nothing here writes: not the output (that is `assemble-reconcile`'s
+//! job), not the cache (what the tree needs from it that is not there, a
+//! pyc, a patched ELF file, a recovered script, is asked of a [`Make`]), not
+//! the state. So any error found while planning, a missing path, a patch
+//! whose pattern is gone, two units claiming one file, leaves the previous
+//! output as it was, and a dry run is this same code with a `Make` that
+//! makes nothing.
 //!
 //! The steps, in the order the seed's installPhase runs them:
 //!

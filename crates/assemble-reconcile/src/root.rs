@@ -137,8 +137,8 @@ impl Root {
             return Ok(Folder::Root(self.fd.as_fd()));
         }
         if OPENAT2.load(Ordering::Relaxed) {
-            // NO_SYMLINKS covers magic links too; adding NO_MAGICLINKS cost
-            // a no-op on the bench 10 to 15 ms of system time.
+            // NO_SYMLINKS covers magic links too; NO_MAGICLINKS would only
+            // add system time to every lookup (README, Speed).
             let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
             // EAGAIN: a rename elsewhere raced a scoped lookup (the kernel
             // checks only at `..`, which checked paths do not hold): retry.
