@@ -111,4 +111,43 @@ impl Error {
     pub fn corrupt(c: Corrupt) -> Error {
         Error::Corrupt(Box::new(c))
     }
+
+    /// An I/O error that carries a [`Corrupt`] (a read of a cache entry's
+    /// file through a reader that can only fail with `io::Error`) is that
+    /// corruption; any other is I/O.
+    pub fn from_io(e: std::io::Error) -> Error {
+        match corrupt_in(&e) {
+            Some(c) => Error::corrupt(c.clone()),
+            None => Error::Io(e),
+        }
+    }
+}
+
+/// `From<std::io::Error>` (see [`Error::from_io`]) and `From<Error>` for
+/// an error enum with `Io(std::io::Error)` and `Corrupt(Box<Corrupt>)`
+/// variants: how the crates that read cache entries keep a corruption
+/// typed whichever way it reaches them.
+#[macro_export]
+macro_rules! io_or_corrupt {
+    ($t:ty) => {
+        impl From<std::io::Error> for $t {
+            fn from(e: std::io::Error) -> $t {
+                $crate::Error::from_io(e).into()
+            }
+        }
+
+        impl From<$crate::Error> for $t {
+            fn from(e: $crate::Error) -> $t {
+                match e {
+                    $crate::Error::Io(e) => <$t>::Io(e),
+                    $crate::Error::Corrupt(c) => <$t>::Corrupt(c),
+                }
+            }
+        }
+    };
+}
+
+/// The cache corruption an I/O error carries, if any.
+pub fn corrupt_in(e: &std::io::Error) -> Option<&Corrupt> {
+    e.get_ref()?.downcast_ref::<Corrupt>()
 }

@@ -57,26 +57,7 @@ pub enum Error {
     Offline { what: String, cached_at: PathBuf },
 }
 
-impl From<std::io::Error> for Error {
-    /// An I/O error that carries a [`assemble_cache::Corrupt`] (a read of a
-    /// cached venv's file, through a reader that can only fail with
-    /// `io::Error`) is that corruption.
-    fn from(e: std::io::Error) -> Error {
-        match assemble_python::corrupt_in(&e) {
-            Some(c) => Error::Corrupt(Box::new(c.clone())),
-            None => Error::Io(e),
-        }
-    }
-}
-
-impl From<assemble_cache::Error> for Error {
-    fn from(e: assemble_cache::Error) -> Error {
-        match e {
-            assemble_cache::Error::Io(e) => e.into(),
-            assemble_cache::Error::Corrupt(c) => Error::Corrupt(c),
-        }
-    }
-}
+assemble_cache::io_or_corrupt!(Error);
 
 impl From<assemble_python::Error> for Error {
     fn from(e: assemble_python::Error) -> Error {

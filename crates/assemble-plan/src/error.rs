@@ -77,26 +77,7 @@ pub enum Error {
     Io(std::io::Error),
 }
 
-impl From<std::io::Error> for Error {
-    /// An I/O error carrying a cache entry's corruption (a venv's metadata
-    /// is read through a reader that fails with `io::Error`) is that
-    /// corruption.
-    fn from(e: std::io::Error) -> Error {
-        match assemble_python::corrupt_in(&e) {
-            Some(c) => Error::Corrupt(Box::new(c.clone())),
-            None => Error::Io(e),
-        }
-    }
-}
-
-impl From<assemble_cache::Error> for Error {
-    fn from(e: assemble_cache::Error) -> Error {
-        match e {
-            assemble_cache::Error::Io(e) => Error::Io(e),
-            assemble_cache::Error::Corrupt(c) => Error::Corrupt(c),
-        }
-    }
-}
+assemble_cache::io_or_corrupt!(Error);
 
 impl Error {
     /// The cache entry found corrupt, if that is what failed.

@@ -197,7 +197,7 @@ pub fn read_dists(files: &Files, site: &Path) -> Result<Vec<Dist>, Error> {
 /// A metadata file as text; bytes that are not UTF-8 (a broken or foreign
 /// file) become U+FFFD instead of failing the whole venv. A cached venv's
 /// file that is not what it was made as fails, as an `io::Error` carrying
-/// the [`assemble_cache::Corrupt`] (see [`crate::corrupt_in`]).
+/// the [`assemble_cache::Corrupt`] (see [`assemble_cache::corrupt_in`]).
 fn read_lossy(files: &Files, path: &Path) -> std::io::Result<String> {
     let bytes = files.read(path).map_err(|e| match e {
         assemble_cache::Error::Io(e) => e,

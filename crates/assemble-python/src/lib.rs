@@ -27,31 +27,7 @@ pub enum Error {
     Malformed { path: PathBuf, message: String },
 }
 
-impl From<std::io::Error> for Error {
-    /// An I/O error that carries a [`assemble_cache::Corrupt`] (a read of a
-    /// cached venv's file, through a reader that can only fail with
-    /// `io::Error`) is that corruption.
-    fn from(e: std::io::Error) -> Error {
-        match corrupt_in(&e) {
-            Some(c) => Error::Corrupt(Box::new(c.clone())),
-            None => Error::Io(e),
-        }
-    }
-}
-
-impl From<assemble_cache::Error> for Error {
-    fn from(e: assemble_cache::Error) -> Error {
-        match e {
-            assemble_cache::Error::Io(e) => e.into(),
-            assemble_cache::Error::Corrupt(c) => Error::Corrupt(c),
-        }
-    }
-}
-
-/// The cache corruption an I/O error carries, if any.
-pub fn corrupt_in(e: &std::io::Error) -> Option<&assemble_cache::Corrupt> {
-    e.get_ref()?.downcast_ref::<assemble_cache::Corrupt>()
-}
+assemble_cache::io_or_corrupt!(Error);
 
 /// A probed interpreter.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
