@@ -349,6 +349,27 @@ fn the_architecture_map_is_the_crate_graph() {
     assert_eq!(drawn, real);
 }
 
+/// Every library crate of ours is built at opt-level 3 in the dev profile
+/// that `cargo xtask` uses: hashing and copying are in them, and a new
+/// crate is not covered by `"*"` (which names dependencies only).
+#[test]
+fn every_library_crate_is_optimised_in_the_dev_profile() {
+    let root = support::root();
+    let doc: toml::Table = fs_err::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let packages = doc["profile"]["dev"]["package"].as_table().unwrap();
+    for e in fs_err::read_dir(root.join("crates")).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        let level = packages
+            .get(&name)
+            .and_then(|p| p.get("opt-level"))
+            .and_then(toml::Value::as_integer);
+        assert_eq!(level, Some(3), "{name} in [profile.dev.package]");
+    }
+}
+
 fn cargo_tree(args: &[&str]) -> String {
     support::stdout_ok(
         std::process::Command::new(env!("CARGO"))
