@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use proptest::prelude::*;
 
@@ -877,7 +876,7 @@ fn apply_corruption(c: &Corrupt, state: &Path) {
                 bad.to_string(),
                 Some(Recorded {
                     kind: Kind::Dir,
-                    unit: Arc::from("a"),
+                    unit: assemble_manifest::UnitName::from("a"),
                     source_sha: None,
                     stat: None,
                 }),

@@ -3,14 +3,13 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use assemble_manifest::{Desired, Digest, Entry, InputCache, OutPath, Target};
 use assemble_reconcile::{Layout, Lock, Reason, Snapshot, apply, diff, diff_snapshot};
 
 fn target(files: &[(&str, &str)]) -> Target {
-    let u: Arc<str> = Arc::from("u");
+    let u = assemble_manifest::UnitName::from("u");
     let mut d = Desired::new();
     for (p, c) in files {
         let mut parts: Vec<&str> = p.split('/').collect();
@@ -229,7 +228,7 @@ fn deferred_hashes_are_computed_by_the_copy_or_before_a_diff() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("input.txt");
     fs_err::write(&src, "content").unwrap();
-    let u: Arc<str> = Arc::from("u");
+    let u = assemble_manifest::UnitName::from("u");
     let deferred = || {
         let e = Entry::copy(&u, "copy", src.clone(), Digest::AfterCopy, false);
         let mut d = Desired::new();
@@ -349,8 +348,8 @@ fn a_name_that_is_not_utf8_is_removed() {
 fn a_file_beneath_a_file_or_a_link_is_refused_before_writing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let a: Arc<str> = Arc::from("a");
-    let b: Arc<str> = Arc::from("b");
+    let a = assemble_manifest::UnitName::from("a");
+    let b = assemble_manifest::UnitName::from("b");
     for parent in [
         Entry::bytes(&a, "copy", &b"x"[..], false),
         Entry::link(&a, "symlink", "/elsewhere"),
@@ -457,7 +456,7 @@ fn a_crafted_state_naming_outside_is_no_state() {
             (*bad).to_string(),
             Some(Recorded {
                 kind: Kind::Dir,
-                unit: Arc::from("u"),
+                unit: assemble_manifest::UnitName::from("u"),
                 source_sha: None,
                 stat: None,
             }),

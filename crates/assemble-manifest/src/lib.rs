@@ -336,6 +336,85 @@ impl Wanted {
     }
 }
 
+/// A recipe unit's name (`python-deps`, `authentik`): the one type every
+/// crate names a unit with. Cheap to clone; read as a `&str`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitName(Arc<str>);
+
+impl Serialize for UnitName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for UnitName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UnitName, D::Error> {
+        String::deserialize(d).map(UnitName::from)
+    }
+}
+
+impl UnitName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for UnitName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for UnitName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for UnitName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for UnitName {
+    fn as_ref(&self) -> &Path {
+        Path::new(&*self.0)
+    }
+}
+
+impl fmt::Display for UnitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for UnitName {
+    fn from(s: &str) -> UnitName {
+        UnitName(Arc::from(s))
+    }
+}
+
+impl From<String> for UnitName {
+    fn from(s: String) -> UnitName {
+        UnitName(Arc::from(s))
+    }
+}
+
+impl PartialEq<str> for UnitName {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for UnitName {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
 /// Where a file's bytes come from when it has to be written.
 #[derive(Debug, Clone)]
 pub enum Content {
@@ -349,7 +428,7 @@ pub enum Content {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub kind: Wanted,
-    pub unit: Arc<str>,
+    pub unit: UnitName,
     pub step: &'static str,
     /// The input it comes from, relative to the unit's source, if any.
     pub source: Option<Arc<str>>,
@@ -362,7 +441,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn dir(unit: &Arc<str>, step: &'static str) -> Entry {
+    pub fn dir(unit: &UnitName, step: &'static str) -> Entry {
         Entry {
             kind: Kind::Dir,
             unit: unit.clone(),
@@ -373,7 +452,7 @@ impl Entry {
         }
     }
 
-    pub fn link(unit: &Arc<str>, step: &'static str, target: impl Into<String>) -> Entry {
+    pub fn link(unit: &UnitName, step: &'static str, target: impl Into<String>) -> Entry {
         Entry {
             kind: Kind::Link {
                 target: target.into(),
@@ -383,7 +462,7 @@ impl Entry {
     }
 
     pub fn bytes(
-        unit: &Arc<str>,
+        unit: &UnitName,
         step: &'static str,
         bytes: impl Into<Arc<[u8]>>,
         executable: bool,
@@ -402,7 +481,7 @@ impl Entry {
     /// A copy of `source`; its digest is [`Digest::AfterCopy`] until the
     /// plan hashes the input (or leaves it to the copy).
     pub fn copy(
-        unit: &Arc<str>,
+        unit: &UnitName,
         step: &'static str,
         source: PathBuf,
         sha256: Digest,
@@ -505,7 +584,7 @@ impl fmt::Display for Component {
 pub struct Target {
     pub desired: Desired,
     /// Unit name -> fingerprint.
-    pub units: BTreeMap<String, Fingerprint>,
+    pub units: BTreeMap<UnitName, Fingerprint>,
     /// The input stat cache after this run's lookups.
     pub inputs: InputCache,
 }

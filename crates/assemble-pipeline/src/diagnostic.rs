@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use assemble_recipe::RecipeError;
+use assemble_recipe::{RecipeError, UnitName};
 
 use crate::Error;
 
@@ -118,7 +118,7 @@ pub struct Diagnostic {
     /// What failed.
     pub kind: FailureKind,
     /// The recipe unit at fault, when one is.
-    pub unit: Option<String>,
+    pub unit: Option<UnitName>,
     /// The file at fault (the recipe, for a recipe error), when one is.
     pub file: Option<PathBuf>,
     /// 1-based line and column in `file`, when known.
@@ -215,7 +215,8 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
         P::PatchNotFound(m) => (FailureKind::Patch, Some(&m.unit)),
         P::Recipe(r) => return Diagnostic::of_recipe(r),
         P::Unit { unit, .. } => (FailureKind::Unit, Some(unit)),
-        P::Python { unit, .. } | P::Make { unit, .. } => (FailureKind::Python, Some(unit)),
+        P::Python { unit, .. } => (FailureKind::Python, Some(unit)),
+        P::Make { .. } => (FailureKind::Python, None),
         P::Elf(_) => (FailureKind::Elf, None),
         P::Corrupt(_) => (FailureKind::Cache, None),
         P::BadPath { unit, .. } => (FailureKind::OutputPath, Some(unit)),

@@ -34,7 +34,7 @@ use assemble_cache::Policy;
 use assemble_fs::find_program;
 use assemble_plan::{Context, Phases, Plan};
 use assemble_python::carriable;
-use assemble_recipe::{Recipe, RecipeError};
+use assemble_recipe::{Recipe, RecipeError, UnitName};
 use assemble_reconcile::{Diff, Layout, Lock, Outcome, Snapshot, UnitStatus};
 use assemble_sources::Realised;
 use report::EventReporter;
@@ -140,7 +140,7 @@ pub enum Error {
     #[error("{}", in_source(.flag, .unit, .dir, .source_dir, *.dir_inside))]
     InSource {
         flag: &'static str,
-        unit: String,
+        unit: UnitName,
         dir: PathBuf,
         source_dir: PathBuf,
         /// The tool's folder is inside the source (else the other way).
@@ -574,7 +574,7 @@ impl Session {
     fn report(
         self,
         plan: Plan,
-        statuses: &BTreeMap<String, UnitStatus>,
+        statuses: &BTreeMap<UnitName, UnitStatus>,
         outcome: Outcome,
         mode: Mode,
         phases: Phases,
@@ -802,7 +802,7 @@ impl Status {
 /// What one unit's paths did.
 #[derive(Debug, Clone)]
 pub struct UnitReport {
-    pub name: String,
+    pub name: UnitName,
     pub status: Status,
     pub entries: usize,
     pub written: usize,

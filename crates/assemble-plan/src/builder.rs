@@ -6,7 +6,7 @@ use std::sync::Arc;
 use assemble_cache::Files;
 use assemble_manifest::walk;
 use assemble_manifest::{
-    Content, Desired, Digest, Entry, InputCache, InputRecord, Kind, Lookup, OutPath, Stat,
+    Content, Desired, Digest, Entry, InputCache, InputRecord, Kind, Lookup, OutPath, Stat, UnitName,
 };
 
 use crate::unit::INSTALL_FIX;
@@ -113,7 +113,7 @@ fn out_path(path: String, unit: &str) -> Result<OutPath, Error> {
 
 fn bad_path(source: assemble_manifest::path::PathError, unit: &str) -> Error {
     Error::BadPath {
-        unit: unit.to_string(),
+        unit: UnitName::from(unit),
         source,
     }
 }
@@ -144,8 +144,8 @@ impl Builder<'_> {
             }
             return Err(Error::Conflict {
                 path,
-                first: old.unit.to_string(),
-                second: e.unit.to_string(),
+                first: old.unit.clone(),
+                second: e.unit.clone(),
                 fix: INSTALL_FIX.to_string(),
             });
         }
@@ -154,7 +154,7 @@ impl Builder<'_> {
     }
 
     /// Adds the folders leading to `path` (not `path` itself).
-    pub(crate) fn parents(&mut self, path: &str, unit: &Arc<str>) -> Result<(), Error> {
+    pub(crate) fn parents(&mut self, path: &str, unit: &UnitName) -> Result<(), Error> {
         let mut at = 0;
         while let Some(i) = path[at..].find('/') {
             let dir = &path[..at + i];
@@ -173,7 +173,7 @@ impl Builder<'_> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn copy_tree(
         &mut self,
-        unit: &Arc<str>,
+        unit: &UnitName,
         step: &'static str,
         files: &Files,
         src: &Path,
@@ -184,7 +184,7 @@ impl Builder<'_> {
         self.parents(dest, unit)?;
         let unit_err = |e: walk::WalkError| match e {
             walk::WalkError::NotUtf8(_) => Error::Unit {
-                unit: unit.to_string(),
+                unit: unit.clone(),
                 message: e.to_string(),
             },
             e => Error::Io(e.into()),
@@ -229,7 +229,7 @@ impl Builder<'_> {
                 walk::FileKind::Link => {
                     let target = fs_err::read_link(&path)?;
                     let target = target.to_str().ok_or_else(|| Error::Unit {
-                        unit: unit.to_string(),
+                        unit: unit.clone(),
                         message: format!("{}: link target is not UTF-8", path.display()),
                     })?;
                     Entry::link(unit, step, target)
@@ -242,7 +242,7 @@ impl Builder<'_> {
                 },
                 walk::FileKind::Other => {
                     return Err(Error::Unit {
-                        unit: unit.to_string(),
+                        unit: unit.clone(),
                         message: format!(
                             "{} is not a file, folder or link (a fifo, socket or device); remove it from the source",
                             path.display()
@@ -293,8 +293,8 @@ impl Builder<'_> {
                 Some(old) if old.kind.is_dir() && e.kind.is_dir() => {}
                 Some(old) => {
                     return Err(Error::Conflict {
-                        first: old.unit.to_string(),
-                        second: e.unit.to_string(),
+                        first: old.unit.clone(),
+                        second: e.unit.clone(),
                         fix: INSTALL_FIX.to_string(),
                         path,
                     });

@@ -42,11 +42,11 @@
 //! only after a check), else hashes it against its digest link; one that
 //! does not match is discarded, compiled again, and said.
 
-use std::sync::Arc;
-
 use std::sync::atomic::Ordering;
 
-use assemble_manifest::{Content, Digest, Entry, InputRecord, Kind, Sha256, Stat, path::OutPath};
+use assemble_manifest::{
+    Content, Digest, Entry, InputRecord, Kind, Sha256, Stat, UnitName, path::OutPath,
+};
 use rayon::prelude::*;
 use sha2::Digest as _;
 
@@ -83,7 +83,7 @@ pub struct Bytecode {
 /// changed until the pycs go in.
 struct Source<'a> {
     path: &'a str,
-    unit: &'a Arc<str>,
+    unit: &'a UnitName,
     key: String,
     /// The source's sha256 (its key's part).
     sha: Sha256,
@@ -132,7 +132,7 @@ impl Step<'_> {
         let cache_dir = format!("{dir}__pycache__");
         let target = OutPath::new(format!("{cache_dir}/{stem}.{}.pyc", self.py.cache_tag))
             .map_err(|source| Error::BadPath {
-                unit: s.unit.to_string(),
+                unit: s.unit.clone(),
                 source,
             })?;
         let mut e = Entry::copy(
@@ -309,7 +309,7 @@ fn sources<'a>(
             let Digest::Known(sha) = sha256 else {
                 // Sources are hashed before this step; a deferred one is a bug.
                 return Err(Error::Unit {
-                    unit: e.unit.to_string(),
+                    unit: e.unit.clone(),
                     message: format!("{path}: no content hash to key its bytecode by"),
                 });
             };

@@ -3,12 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+use assemble_manifest::UnitName;
+
 /// A planning error; each names the unit and the file or key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("unit {unit}: `{key}` points at {}, which {found}; fix the path in the recipe{hint}", .path.display())]
     MissingPath {
-        unit: String,
+        unit: UnitName,
         key: String,
         path: PathBuf,
         /// What is there: `does not exist`, or `is a FIFO (named pipe),
@@ -20,7 +22,7 @@ pub enum Error {
     /// through a link: refused before anything is read from it.
     #[error("unit {unit}: {what} `{rel}` in {}: {escape}; a link inside a source is installed as a link, and one on the way to a path the recipe names is followed only while it stays in the source: make the link point inside, or name what it points at from a unit of its own", .root.display())]
     LinkOutside {
-        unit: String,
+        unit: UnitName,
         /// Which key names the path (`install mapping`, `from`).
         what: &'static str,
         rel: String,
@@ -31,8 +33,8 @@ pub enum Error {
     #[error("output path {path} is produced by two units, {first} and {second}; {fix}")]
     Conflict {
         path: String,
-        first: String,
-        second: String,
+        first: UnitName,
+        second: UnitName,
         /// What to change: the units' `install` mappings, or, when one of
         /// them is the venv, its `exclude`.
         fix: String,
@@ -45,19 +47,20 @@ pub enum Error {
     #[error(transparent)]
     Recipe(Box<assemble_recipe::RecipeError>),
     #[error("unit {unit}: {message}")]
-    Unit { unit: String, message: String },
+    Unit { unit: UnitName, message: String },
     /// A venv's metadata that cannot be read (RECORD, entry points).
     #[error("unit {unit}: {source}")]
     Python {
-        unit: String,
+        unit: UnitName,
         #[source]
         source: assemble_python::Error,
     },
     /// Making what the plan needs in the cache failed (a compile, a
-    /// patch, a recovered script): the sources stage's error, named by unit.
-    #[error("unit {unit}: {source}")]
+    /// patch, a recovered script): the sources stage's error, with what it
+    /// was making (`bytecode`, `the wheel of dumb-init 1.2.5`).
+    #[error("{what}: {source}")]
     Make {
-        unit: String,
+        what: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -70,7 +73,7 @@ pub enum Error {
     /// a `..` from a variable's value): found before anything is written.
     #[error("unit {unit}: {source}")]
     BadPath {
-        unit: String,
+        unit: UnitName,
         source: assemble_manifest::path::PathError,
     },
     #[error(transparent)]
@@ -105,7 +108,7 @@ pub fn found_instead(path: &Path, wanted: &str) -> String {
 /// A patch whose pattern is not in its file.
 #[derive(Debug)]
 pub struct PatchMiss {
-    pub unit: String,
+    pub unit: UnitName,
     /// 1-based, in the unit's `[[units.NAME.patch]]` order.
     pub index: usize,
     /// The output path.

@@ -9,13 +9,13 @@
 
 use std::collections::BTreeMap;
 
-use assemble_manifest::{Component, Env, Fingerprint, STATE_VERSION};
+use assemble_manifest::{Component, Env, Fingerprint, STATE_VERSION, UnitName};
 use assemble_recipe::{Patch, Recipe, Scripts, Source};
 
 use crate::Context;
 
 /// Every unit's fingerprint.
-pub(crate) fn all(recipe: &Recipe, ctx: &Context) -> BTreeMap<String, Fingerprint> {
+pub(crate) fn all(recipe: &Recipe, ctx: &Context) -> BTreeMap<UnitName, Fingerprint> {
     let env: [(Env, String); 6] = [
         (
             Env::ToolVersion,

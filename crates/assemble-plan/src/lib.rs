@@ -33,7 +33,7 @@ mod venv;
 
 use std::path::{Path, PathBuf};
 
-use assemble_manifest::{InputCache, InputRecord, OutPath, Target};
+use assemble_manifest::{InputCache, InputRecord, OutPath, Target, UnitName};
 use assemble_python::Interpreter;
 use assemble_recipe::{Recipe, Vars};
 use rayon::prelude::*;
@@ -295,7 +295,7 @@ pub fn beneath(
 ) -> Result<(PathBuf, String), Error> {
     let resolved =
         assemble_fs::resolve_beneath(root, rel).map_err(|escape| Error::LinkOutside {
-            unit: unit.to_string(),
+            unit: UnitName::from(unit),
             what,
             rel: rel.to_string(),
             root: root.to_path_buf(),

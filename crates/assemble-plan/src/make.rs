@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use assemble_cache::Files;
-use assemble_manifest::{Content, InputRecord, Sha256};
+use assemble_manifest::{Content, InputRecord, Sha256, UnitName};
 use assemble_python::Dist;
 
 use crate::Error;
@@ -21,7 +21,7 @@ use crate::Error;
 /// already hold (the others are planned as missing).
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
-    pub roots: std::collections::BTreeMap<String, Files>,
+    pub roots: std::collections::BTreeMap<UnitName, Files>,
 }
 
 /// One source to compile into its cached pyc.
@@ -88,15 +88,15 @@ pub trait Make: Sync {
 pub struct WouldMake {
     /// The unit it is for; `None` for a step over the whole tree (the
     /// bytecode, autoPatchelf).
-    pub unit: Option<String>,
+    pub unit: Option<UnitName>,
     /// What would be done: `the virtualenv of ... would be built`.
     pub what: String,
 }
 
 impl WouldMake {
-    pub fn unit(unit: &str, what: String) -> WouldMake {
+    pub fn unit(unit: &UnitName, what: String) -> WouldMake {
         WouldMake {
-            unit: Some(unit.to_string()),
+            unit: Some(unit.clone()),
             what,
         }
     }

@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use assemble_cache::Files;
-use assemble_manifest::{Content, Entry, Kind, Sha256};
+use assemble_manifest::{Content, Entry, Kind, Sha256, UnitName};
 use assemble_recipe::{OnMissing, Patch, Recipe, Unit, Vars};
 
 use crate::builder::Builder;
@@ -24,7 +23,7 @@ pub(crate) const INSTALL_FIX: &str = "change one of their `install` mappings";
 pub(crate) fn venv_overlap(
     e: Error,
     recipe: &Recipe,
-    roots: &BTreeMap<String, Files>,
+    roots: &BTreeMap<UnitName, Files>,
     ctx: &Context,
 ) -> Error {
     let Error::Conflict {
@@ -92,7 +91,7 @@ pub fn recipe_error(recipe: &Recipe, unit: &str, needle: &str, message: String) 
 struct Planning<'a> {
     recipe: &'a Recipe,
     unit: &'a Unit,
-    name: Arc<str>,
+    name: UnitName,
     vars: &'a Vars,
     /// The output paths its `install` mappings produced: what its
     /// `executable` marks and patches may name.
@@ -137,7 +136,7 @@ pub(crate) fn plan_unit(
     let mut u = Planning {
         recipe,
         unit,
-        name: Arc::from(unit.name.as_str()),
+        name: unit.name.clone(),
         vars,
         produced: Vec::new(),
     };

@@ -2,11 +2,10 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Bound;
-use std::sync::Arc;
 
 use assemble_cache::Files;
 use assemble_manifest::walk::{FileKind, Walked};
-use assemble_manifest::{Content, Digest, Entry, Kind, Stat};
+use assemble_manifest::{Content, Digest, Entry, Kind, Stat, UnitName};
 use assemble_python::{Dist, InTree, launcher, read_dists, rewrite_pyvenv_cfg, rewrite_shebang};
 use assemble_recipe::{Recipe, Scripts, Unit, Vars};
 
@@ -21,7 +20,7 @@ pub(crate) fn plan_venv(
     vars: &Vars,
 ) -> Result<(), Error> {
     let root = files.root();
-    let name: Arc<str> = Arc::from(unit.name.as_str());
+    let name: UnitName = unit.name.clone();
     let err = |message: String| Error::Unit {
         unit: unit.name.clone(),
         message,
@@ -112,7 +111,7 @@ fn plan_bin(
     py: &assemble_python::Interpreter,
 ) -> Result<(), Error> {
     let root = files.root();
-    let name: Arc<str> = Arc::from(unit.name.as_str());
+    let name: UnitName = unit.name.clone();
     let pyname = py.name();
     b.insert("bin".into(), Entry::dir(&name, "bin"))?;
     b.insert(
@@ -174,7 +173,7 @@ fn plan_bin(
 /// on where the cache is, and RECORD lists no file the tree lacks.
 fn rewrite_records(
     b: &mut Builder,
-    name: &Arc<str>,
+    name: &UnitName,
     dists: &[Dist],
     site_rel: &str,
 ) -> Result<(), Error> {
@@ -193,7 +192,7 @@ fn rewrite_records(
                 None => InTree::Absent,
             };
             d.record_for_tree(tree).map_err(|e| Error::Python {
-                unit: name.to_string(),
+                unit: name.clone(),
                 source: assemble_python::Error::Io(e),
             })?
         };
@@ -220,7 +219,7 @@ fn rewrite_records(
 fn script_entry(
     b: &mut Builder,
     recipe: &Recipe,
-    unit: &Arc<str>,
+    unit: &UnitName,
     files: &Files,
     dists: &[Dist],
     script: &str,
@@ -228,7 +227,7 @@ fn script_entry(
 ) -> Result<Option<Entry>, Error> {
     let root = files.root();
     let err = |message: String| Error::Unit {
-        unit: unit.to_string(),
+        unit: unit.clone(),
         message,
     };
     if let Some((d, ep)) = dists
@@ -423,7 +422,7 @@ impl Excluded {
 
     /// Removes the unit's folders that held excluded files and are empty
     /// now, deepest first.
-    fn prune_emptied(&self, b: &mut Builder, unit: &Arc<str>) {
+    fn prune_emptied(&self, b: &mut Builder, unit: &UnitName) {
         for folder in self.folders.iter().rev() {
             let prefix = format!("{folder}/");
             let holds = b

@@ -43,6 +43,7 @@ mod parse;
 mod schema;
 mod vars;
 
+pub use assemble_manifest::UnitName;
 pub use assemble_nar::Hash;
 
 pub(crate) use error::did_you_mean;

@@ -155,7 +155,7 @@ impl Parsing<'_> {
         }
         check_paths(u).map_err(invalid)?;
         Ok(Unit {
-            name: name.to_string(),
+            name: name.into(),
             source,
             scripts,
             exclude: u.exclude.clone(),
@@ -188,7 +188,7 @@ impl Parsing<'_> {
                         )));
                     }
                     Project::In {
-                        unit: unit.to_string(),
+                        unit: unit.into(),
                         subdir: subdir.to_string(),
                     }
                 }
@@ -210,7 +210,7 @@ impl Parsing<'_> {
                 )));
             }
             kinds.push(Source::From {
-                unit: unit.to_string(),
+                unit: unit.into(),
                 subdir: subdir.to_string(),
             });
         }

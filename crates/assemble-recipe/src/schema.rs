@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::Hash;
+use crate::{Hash, UnitName};
 
 /// One recipe file as written: every section optional, as a recipe that
 /// `extends` another gives only what it changes.
@@ -199,7 +199,7 @@ pub enum Project {
     Path(PathBuf),
     /// In another unit's source.
     In {
-        unit: String,
+        unit: UnitName,
         subdir: String,
     },
 }
@@ -218,7 +218,7 @@ pub enum Source {
     /// A pinned remote source, fetched once into the cache.
     Remote(Remote),
     /// A sub-tree of another unit's source.
-    From { unit: String, subdir: String },
+    From { unit: UnitName, subdir: String },
     /// A local folder.
     Path { path: PathBuf },
 }
@@ -369,7 +369,7 @@ pub enum Scripts {
 /// A unit: one source input and what it installs.
 #[derive(Debug, Clone)]
 pub struct Unit {
-    pub name: String,
+    pub name: UnitName,
     pub source: Source,
     pub scripts: Scripts,
     /// Distributions a venv unit leaves out (another unit provides them):

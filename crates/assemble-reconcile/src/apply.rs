@@ -16,7 +16,7 @@ use crate::root::{Root, create_at, remove_at, rename_at, stat_at, symlink_at};
 use crate::state::{Lock, Recorded, State};
 use assemble_manifest::path::temp_name;
 use assemble_manifest::{
-    Content, Desired, Entry, InputRecord, Kind, Sha256, Stat, Target, hash_stream,
+    Content, Desired, Entry, InputRecord, Kind, Sha256, Stat, Target, UnitName, hash_stream,
 };
 
 /// What one unit's entries did in a run.
@@ -36,7 +36,7 @@ pub struct Outcome {
     /// Files, links and folders removed.
     pub files_removed: usize,
     pub dirs_created: usize,
-    pub units: BTreeMap<String, UnitCounts>,
+    pub units: BTreeMap<UnitName, UnitCounts>,
     /// Every path touched, with why.
     pub changes: Vec<Change>,
     /// Whether the state files were rewritten.
@@ -391,15 +391,15 @@ pub fn predict(target: &Target, diff: &Diff) -> Outcome {
 }
 
 /// How many paths each unit produces, as the `entries` of its counts.
-pub fn unit_counts(desired: &Desired) -> BTreeMap<String, UnitCounts> {
-    let mut n: FxHashMap<&str, usize> = FxHashMap::default();
+pub fn unit_counts(desired: &Desired) -> BTreeMap<UnitName, UnitCounts> {
+    let mut n: FxHashMap<&UnitName, usize> = FxHashMap::default();
     for e in desired.values() {
         *n.entry(&e.unit).or_default() += 1;
     }
     n.into_iter()
         .map(|(u, entries)| {
             (
-                u.to_string(),
+                u.clone(),
                 UnitCounts {
                     entries,
                     ..UnitCounts::default()

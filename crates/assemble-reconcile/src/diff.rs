@@ -12,7 +12,7 @@ use crate::root::{EntryType, Root};
 use crate::state::{Entries, Layout, Recorded, State};
 use crate::{Error, Reason};
 use assemble_manifest::{
-    Component, Desired, Entry, Fingerprint, Kind, Sha256, Stat, Target, hash_stream,
+    Component, Desired, Entry, Fingerprint, Kind, Sha256, Stat, Target, UnitName, hash_stream,
 };
 
 /// One path to write or remove, with why.
@@ -21,7 +21,7 @@ pub struct Change {
     pub path: String,
     pub reason: Reason,
     /// The unit that produces (or produced) the path.
-    pub unit: Option<String>,
+    pub unit: Option<UnitName>,
     /// The input it comes from, relative to the unit's source.
     pub source: Option<String>,
     /// For a stray whose name is not UTF-8: its real name (`path` shows
@@ -72,10 +72,10 @@ pub enum Delta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirtyReason {
     /// The last run had no such unit.
-    NewUnit { unit: String },
+    NewUnit { unit: UnitName },
     /// A component of its fingerprint differs.
     Fingerprint {
-        unit: String,
+        unit: UnitName,
         component: Component,
         delta: Delta,
     },
@@ -123,7 +123,7 @@ pub struct Diff {
     pub full: bool,
     pub writes: Vec<Change>,
     pub removes: Vec<Change>,
-    pub units: BTreeMap<String, UnitStatus>,
+    pub units: BTreeMap<UnitName, UnitStatus>,
     /// Paths whose stat changed but whose content did not.
     pub(crate) refresh: Vec<(String, Stat)>,
     pub(crate) prev: State,
@@ -254,9 +254,9 @@ impl<'a> Parents<'a> {
         Err(match what {
             Some((what, parent_unit)) => Error::UnderNonFolder {
                 path: path.to_string(),
-                unit: e.unit.to_string(),
+                unit: e.unit.clone(),
                 parent: parent.to_string(),
-                parent_unit: parent_unit.to_string(),
+                parent_unit: parent_unit.clone(),
                 what,
             },
             None => std::io::Error::other(format!(
@@ -372,7 +372,7 @@ pub fn diff_snapshot(target: &Target, snapshot: Snapshot) -> Result<Diff, Error>
                 d.writes.push(Change {
                     path: path.to_string(),
                     reason,
-                    unit: Some(e.unit.to_string()),
+                    unit: Some(e.unit.clone()),
                     source: e.source.as_deref().map(str::to_string),
                     raw_name: None,
                 })
@@ -401,17 +401,18 @@ fn removals(
     root_stat: Option<Stat>,
 ) -> Result<Vec<Change>, Error> {
     let mut removes: BTreeMap<(String, Option<OsString>), Change> = BTreeMap::new();
-    let mut remove = |path: &str, raw: Option<OsString>, reason: Reason, unit: Option<&str>| {
-        removes
-            .entry((path.to_string(), raw.clone()))
-            .or_insert_with(|| Change {
-                path: path.to_string(),
-                reason,
-                unit: unit.map(str::to_string),
-                source: None,
-                raw_name: raw,
-            });
-    };
+    let mut remove =
+        |path: &str, raw: Option<OsString>, reason: Reason, unit: Option<&UnitName>| {
+            removes
+                .entry((path.to_string(), raw.clone()))
+                .or_insert_with(|| Change {
+                    path: path.to_string(),
+                    reason,
+                    unit: unit.cloned(),
+                    source: None,
+                    raw_name: raw,
+                });
+        };
     if let Some(root) = root {
         if full {
             foreign(root, "", desired, prev, true, &mut |p, raw| {
@@ -445,7 +446,7 @@ fn unit_statuses(
     full: bool,
     writes: &[Change],
     removes: &[Change],
-) -> BTreeMap<String, UnitStatus> {
+) -> BTreeMap<UnitName, UnitStatus> {
     let mut units = BTreeMap::new();
     for (unit, fp) in &target.units {
         let mut status = UnitStatus::default();
@@ -468,7 +469,7 @@ fn unit_statuses(
 }
 
 /// The fingerprint components that differ between two runs of a unit.
-fn fingerprint_changes(unit: &str, old: &Fingerprint, new: &Fingerprint) -> Vec<DirtyReason> {
+fn fingerprint_changes(unit: &UnitName, old: &Fingerprint, new: &Fingerprint) -> Vec<DirtyReason> {
     let keys: BTreeSet<&Component> = old.keys().chain(new.keys()).collect();
     keys.into_iter()
         .filter_map(|k| {
@@ -480,7 +481,7 @@ fn fingerprint_changes(unit: &str, old: &Fingerprint, new: &Fingerprint) -> Vec<
                 (None, None) => return None,
             };
             Some(DirtyReason::Fingerprint {
-                unit: unit.to_string(),
+                unit: unit.clone(),
                 component: *k,
                 delta,
             })

@@ -117,7 +117,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use assemble_manifest::path;
+use assemble_manifest::{UnitName, path};
 use serde::Serialize;
 
 mod apply;
@@ -145,7 +145,7 @@ pub enum Error {
     NotOwned { out: PathBuf, state: PathBuf },
     #[error("unit {unit}: {source}")]
     BadPath {
-        unit: String,
+        unit: UnitName,
         source: path::PathError,
     },
     #[error(
@@ -153,9 +153,9 @@ pub enum Error {
     )]
     UnderNonFolder {
         path: String,
-        unit: String,
+        unit: UnitName,
         parent: String,
-        parent_unit: String,
+        parent_unit: UnitName,
         what: &'static str,
     },
     #[error(

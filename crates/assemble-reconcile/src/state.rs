@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::root::Root;
 use assemble_fs::{Durability, files, log};
-use assemble_manifest::{Fingerprint, Kind, STATE_VERSION, Sha256, Stat};
+use assemble_manifest::{Fingerprint, Kind, STATE_VERSION, Sha256, Stat, UnitName};
 
 const STATE_FILE: &str = "state.bin";
 const OWNER_FILE: &str = "owner.bin";
@@ -29,7 +28,7 @@ const STATE_FORMAT: log::Format = log::Format {
 pub struct Recorded {
     pub kind: Kind,
     /// The unit that produced it.
-    pub unit: Arc<str>,
+    pub unit: UnitName,
     /// The sha256 of the input it was made from (for a patched file, before
     /// patching): tells "its input changed" from "it was regenerated".
     pub source_sha: Option<Sha256>,
@@ -108,7 +107,7 @@ pub struct State {
     /// Paths a run was changing when it wrote this state: their content on
     /// disk is unknown until a run completes.
     pub pending: BTreeSet<String>,
-    pub units: BTreeMap<String, Fingerprint>,
+    pub units: BTreeMap<UnitName, Fingerprint>,
     /// The stat of the output folder itself.
     pub root: Option<Stat>,
     /// Where `state.bin` and `state.log` stood when this state was loaded.
@@ -132,7 +131,7 @@ struct Disk<'a> {
     entries: Vec<DiskEntry<'a>>,
     pending: BTreeSet<String>,
     /// `None` in a frame: unchanged.
-    fingerprints: Option<BTreeMap<String, Fingerprint>>,
+    fingerprints: Option<BTreeMap<UnitName, Fingerprint>>,
     root: Option<Stat>,
 }
 
@@ -164,7 +163,7 @@ impl<'a> Disk<'a> {
     fn encode(
         entries: impl Iterator<Item = (&'a str, Option<&'a Recorded>)>,
         pending: &BTreeSet<String>,
-        fingerprints: Option<&BTreeMap<String, Fingerprint>>,
+        fingerprints: Option<&BTreeMap<UnitName, Fingerprint>>,
         root: Option<Stat>,
     ) -> Disk<'a> {
         let mut units: Vec<&str> = Vec::new();
@@ -214,7 +213,7 @@ impl<'a> Disk<'a> {
     /// order. `None` when the body is inconsistent (a unit index out of
     /// range, paths out of order).
     fn decode(self, mut each: impl FnMut(String, Option<Recorded>)) -> Option<Tail> {
-        let units: Vec<Arc<str>> = self.units.into_iter().map(Arc::from).collect();
+        let units: Vec<UnitName> = self.units.into_iter().map(UnitName::from).collect();
         let mut last = String::new();
         for (i, e) in self.entries.into_iter().enumerate() {
             let prefix = last.get(..e.shared as usize)?;
@@ -254,7 +253,7 @@ impl<'a> Disk<'a> {
 /// What a body holds besides its entries.
 struct Tail {
     pending: BTreeSet<String>,
-    fingerprints: Option<BTreeMap<String, Fingerprint>>,
+    fingerprints: Option<BTreeMap<UnitName, Fingerprint>>,
     root: Option<Stat>,
 }
 
@@ -398,7 +397,7 @@ impl State {
         mut self,
         dir: &Path,
         changes: Vec<(String, Option<Recorded>)>,
-        units: &BTreeMap<String, Fingerprint>,
+        units: &BTreeMap<UnitName, Fingerprint>,
         root: Option<Stat>,
     ) -> Result<(), Error> {
         let path = State::path(dir);
@@ -712,8 +711,8 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let tmp = tempfile::tempdir().unwrap();
-        let unit: Arc<str> = Arc::from("venv");
-        let other: Arc<str> = Arc::from("authentik");
+        let unit: UnitName = UnitName::from("venv");
+        let other: UnitName = UnitName::from("authentik");
         let file = |b: u8| Kind::file(Sha256([b; 32]), b > 1);
         let stat = Stat::lstat(tmp.path());
         let mut state = State::default();
@@ -774,7 +773,7 @@ mod tests {
     fn a_large_removal_compacts_the_state() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let unit: Arc<str> = Arc::from("u");
+        let unit: UnitName = UnitName::from("u");
         let rec = Recorded {
             kind: Kind::Dir,
             unit,
@@ -823,7 +822,7 @@ mod tests {
     fn committed_changes_load_like_a_whole_state() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path();
-        let unit: Arc<str> = Arc::from("u");
+        let unit: UnitName = UnitName::from("u");
         let rec = |b: u8| Recorded {
             kind: Kind::file(Sha256([b; 32]), false),
             unit: unit.clone(),
@@ -835,7 +834,7 @@ mod tests {
             .entries
             .merge((0..100u8).map(|i| (format!("f{i:03}"), Some(rec(i)))));
         state.store(out).unwrap();
-        let fp: BTreeMap<String, Fingerprint> = [("u".into(), Fingerprint::new())].into();
+        let fp: BTreeMap<UnitName, Fingerprint> = [("u".into(), Fingerprint::new())].into();
         let changes = vec![("f001".into(), Some(rec(200))), ("f002".into(), None)];
         State::load(out)
             .unwrap()
@@ -865,7 +864,7 @@ mod merge_tests {
     fn rec(b: u8) -> Recorded {
         Recorded {
             kind: Kind::Dir,
-            unit: Arc::from(format!("u{b}")),
+            unit: UnitName::from(format!("u{b}")),
             source_sha: None,
             stat: None,
         }

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use assemble_cache::{Files, Policy, Reporter};
 use assemble_plan::{Sources, WouldMake};
 use assemble_python::Interpreter;
-use assemble_recipe::{Recipe, Unit};
+use assemble_recipe::{Recipe, Unit, UnitName};
 
 pub use lock::{LockStatus, LockedUnit, resolve_lock};
 pub use make::Maker;
@@ -59,13 +59,13 @@ pub enum Error {
     Plan(#[from] assemble_plan::Error),
     #[error("unit {unit}: {source}")]
     Python {
-        unit: String,
+        unit: UnitName,
         #[source]
         source: assemble_install::Error,
     },
     #[error("unit {unit}: {source}")]
     Fetch {
-        unit: String,
+        unit: UnitName,
         #[source]
         source: assemble_fetch::Error,
     },
@@ -83,7 +83,7 @@ pub enum Error {
     },
     #[error("unit {unit}: {} {why}", .lock.display())]
     Locked {
-        unit: String,
+        unit: UnitName,
         lock: PathBuf,
         why: &'static str,
     },
@@ -164,7 +164,7 @@ pub fn realise(
         fetcher,
         reporter,
     };
-    let mut roots: BTreeMap<String, Files> = BTreeMap::new();
+    let mut roots: BTreeMap<UnitName, Files> = BTreeMap::new();
     let mut realised = Realised::default();
     let (derived, direct): (Vec<&Unit>, Vec<&Unit>) =
         recipe.units.iter().partition(|u| u.source.base().is_some());

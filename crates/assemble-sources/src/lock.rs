@@ -6,14 +6,14 @@ use std::path::Path;
 
 use assemble_cache::{Policy, Reporter};
 use assemble_fetch::{Fetcher, Locked, Lockfile, Target};
-use assemble_recipe::{Recipe, Remote, Source};
+use assemble_recipe::{Recipe, Remote, Source, UnitName};
 
 use crate::Error;
 
 /// What locking did to one unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockedUnit {
-    pub unit: String,
+    pub unit: UnitName,
     /// The source line it is locked under.
     pub source: String,
     /// SRI.
@@ -48,7 +48,8 @@ pub fn resolve_lock(
 ) -> Result<(Vec<LockedUnit>, Vec<assemble_plan::WouldMake>), Error> {
     for u in update {
         if !recipe.units.iter().any(|x| {
-            x.name == *u && matches!(&x.source, Source::Remote(r) if Lockfile::key(r).is_some())
+            x.name == u.as_str()
+                && matches!(&x.source, Source::Remote(r) if Lockfile::key(r).is_some())
         }) {
             return Err(Error::Update {
                 message: format!(
@@ -75,7 +76,7 @@ pub fn resolve_lock(
             continue;
         };
         keep.push(unit.name.clone());
-        let forced = update.contains(&unit.name);
+        let forced = update.iter().any(|u| unit.name == u.as_str());
         let (hash, status) = match lock.get(&unit.name, &key) {
             Locked::Hash(h) if !forced => (h, LockStatus::Unchanged),
             found => {
@@ -148,7 +149,7 @@ pub fn resolve_lock(
     // A --locked run never changes the lock, not even to drop the entries
     // of units the recipe no longer has.
     if !locked && policy.writes() {
-        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        let keep: Vec<&str> = keep.iter().map(UnitName::as_str).collect();
         lock.retain(&keep);
         lock.store().map_err(lock_err)?;
     }

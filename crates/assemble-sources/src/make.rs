@@ -46,7 +46,7 @@ impl Make for Maker<'_> {
             Err(assemble_install::Error::Offline { .. }) if policy == Policy::Look => Ok(None),
             Err(assemble_install::Error::Corrupt(c)) => Err(Error::Corrupt(c)),
             Err(e) => Err(Error::Make {
-                unit: dist.name.clone(),
+                what: format!("the wheel of {} {}", dist.name, dist.version),
                 source: Box::new(e),
             }),
         }
@@ -173,7 +173,7 @@ fn compile_parallel(
         for h in handles {
             let done = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             all.extend(done.map_err(|source| Error::Make {
-                unit: "bytecode".into(),
+                what: "compiling bytecode".into(),
                 source: Box::new(source),
             })?);
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use assemble_cache::Files;
 use assemble_plan::{Error as PlanError, beneath, found_instead, recipe_error};
-use assemble_recipe::{Project, Recipe, Remote, Source, Unit};
+use assemble_recipe::{Project, Recipe, Remote, Source, Unit, UnitName};
 
 use crate::{Error, Stage};
 
@@ -15,7 +15,7 @@ use crate::{Error, Stage};
 pub(crate) struct Resolving<'a, 's> {
     pub(crate) stage: &'a Stage<'s>,
     pub(crate) recipe: &'a Recipe,
-    pub(crate) roots: &'a BTreeMap<String, Files>,
+    pub(crate) roots: &'a BTreeMap<UnitName, Files>,
     pub(crate) warnings: &'a mut Vec<String>,
 }
 
