@@ -22,7 +22,8 @@ fn position(text: &str, needle: &str) -> (usize, usize) {
 
 /// Edits the authentik recipe the demo extends (`replace` -> `with`), plans
 /// the demo, and checks that the run exits 2 with `message` at the
-/// `file:line:col` of `at` in the file where it is written (the base).
+/// `file:line:col` of `at` in the file where it is written (the base): a
+/// value's place is its token's, from its opening quote.
 fn recipe_error(replace: &str, with: &str, at: &str, message: &str) {
     let s = Scratch::new();
     s.edit_base(|t| t.replacen(replace, with, 1));
@@ -64,7 +65,7 @@ fn a_misspelt_variable_in_an_output_path_exits_2_at_its_position() {
     recipe_error(
         r#""authentik" = "@site@/authentik", "lifecycle""#,
         r#""authentik" = "@sit@/authentik", "lifecycle""#,
-        "@sit@/authentik",
+        "\"@sit@/authentik",
         "uses `@sit@`, which is not a variable",
     );
 }
@@ -74,7 +75,7 @@ fn an_unknown_variable_in_executable_exits_2_at_its_position() {
     recipe_error(
         r#"executable = ["@site@/lifecycle/ak"]"#,
         r#"executable = ["@prefix@/lifecycle/ak"]"#,
-        "@prefix@/lifecycle/ak",
+        "\"@prefix@/lifecycle/ak",
         "uses `@prefix@`, which is not a variable",
     );
 }
@@ -84,7 +85,7 @@ fn webui_in_an_output_path_without_webui_exits_2_at_its_position() {
     recipe_error(
         r#""blueprints" = "blueprints""#,
         r#""blueprints" = "@webui@/blueprints""#,
-        "@webui@/blueprints",
+        "\"@webui@/blueprints",
         "pass --webui",
     );
 }
@@ -114,7 +115,7 @@ fn executable_naming_nothing_installed_exits_2_at_its_position() {
     recipe_error(
         r#"executable = ["@site@/lifecycle/ak"]"#,
         r#"executable = ["@site@/lifecycle/nope"]"#,
-        "@site@/lifecycle/nope",
+        "\"@site@/lifecycle/nope",
         "is not a file this unit installs",
     );
 }
@@ -124,7 +125,7 @@ fn a_patch_of_a_file_not_installed_exits_2_at_its_position() {
     recipe_error(
         r#"file = "@site@/lifecycle/ak""#,
         r#"file = "@site@/lifecycle/gone""#,
-        "@site@/lifecycle/gone",
+        "\"@site@/lifecycle/gone",
         "which is not a file this unit installs",
     );
 }
@@ -134,7 +135,7 @@ fn a_symlink_to_nothing_exits_2_at_its_position() {
     recipe_error(
         r#""authentik" = "@site@/authentik" }"#,
         r#""authentik" = "@site@/nowhere" }"#,
-        "@site@/nowhere",
+        "\"@site@/nowhere",
         "which nothing in the output provides",
     );
 }

@@ -156,7 +156,7 @@ fn plan_bin(
             return Err(recipe_error(
                 recipe,
                 &unit.name,
-                &format!("{script:?}"),
+                script,
                 format!("`scripts` entry {script:?} is not a script name"),
             ));
         }
@@ -347,7 +347,7 @@ fn data_script_owner<'d>(
     Err(recipe_error(
         recipe,
         unit,
-        &format!("{script:?}"),
+        script,
         format!(
             "`scripts` names `{script}`, which no distribution in the venv provides{hint} (it has: {})",
             known.join(", ")
@@ -383,7 +383,7 @@ impl Excluded {
                 return Err(recipe_error(
                     recipe,
                     &unit.name,
-                    &format!("{wanted:?}"),
+                    wanted,
                     format!(
                         "`exclude` names {wanted}, which is not installed in the venv{} (it has: {})",
                         assemble_recipe::suggest(wanted, &have)

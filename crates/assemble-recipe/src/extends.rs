@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use toml::{Table, Value};
 
+use crate::locate::Place;
 use crate::{Location, RawLayer, RecipeError, de_error, line_col};
 
 /// How many files an `extends` chain may hold.
@@ -67,6 +68,9 @@ pub(crate) struct Chain {
     /// For each unit, the layer (index) and span of its table in the first
     /// file that writes it: where its errors point.
     pub units: IndexMap<String, (usize, Range<usize>)>,
+    /// For each unit, every key and string value written in its tables,
+    /// with where: the recipe's first, then its bases'.
+    pub places: IndexMap<String, Vec<Place>>,
 }
 
 impl Chain {
@@ -107,10 +111,12 @@ impl Chain {
         }
 
         let mut units = IndexMap::new();
+        let mut places: IndexMap<String, Vec<Place>> = IndexMap::new();
         for (i, layer) in layers.iter().enumerate() {
             for (name, unit) in &layer.raw.units {
                 units.entry(name.clone()).or_insert((i, unit.span()));
             }
+            crate::locate::unit_places(&layer.file, &layer.text, &mut places);
         }
         // Merged from the deepest base up, paths of the bases made absolute.
         let mut merged = Table::new();
@@ -135,6 +141,7 @@ impl Chain {
             layers,
             merged,
             units,
+            places,
         })
     }
 

@@ -88,6 +88,25 @@ with = "b"
         Recipe::parse(Path::new("r/assemble.toml"), t)
     }
 
+    /// A mistake found after parsing is placed where parsing found the
+    /// value: not at a comment, nor at the same text in another unit.
+    #[test]
+    fn a_later_mistake_is_placed_at_the_parsed_value() {
+        let t = OK
+            .replace("[units.deps]", "# scripts = [\"gunicorn\"]\n[units.deps]")
+            .replace("[units.app]", "[units.app]\n# @site@/app/x.py");
+        let r = parse(&t).expect("valid recipe");
+        let line = |needle: &str| t.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+        let at = |unit: &str, written: &str| r.locate(unit, written).line;
+        assert_eq!(at("deps", "gunicorn"), Some((line("scripts ="), 12)));
+        assert_eq!(at("app", "@site@/app/x.py"), Some((line("file ="), 8)));
+        // Not written in the unit: its table.
+        assert_eq!(
+            at("deps", "@site@/app/x.py"),
+            Some((line("[units.deps]"), 1))
+        );
+    }
+
     #[test]
     fn parses_units_in_order() {
         let r = parse(OK).expect("valid recipe");

@@ -1,11 +1,14 @@
 //! Where in the recipe's files a mistake is written: positions from a
-//! TOML error's span, a unit's table, or text written in it; "did you
-//! mean"; and every unknown key of a file in one run (`from_toml`).
+//! TOML error's span, or from the places parsing found a unit's table and
+//! each key and string value in it (`Recipe::locate`); "did you mean";
+//! and every unknown key of a file in one run (`from_toml`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use indexmap::IndexMap;
 
 use crate::schema::{Recipe, Unit};
-use crate::{Location, RecipeError, read_text};
+use crate::{Location, RecipeError};
 
 impl Recipe {
     pub fn unit(&self, name: &str) -> Option<&Unit> {
@@ -13,68 +16,95 @@ impl Recipe {
     }
 
     /// A recipe mistake found after parsing (while planning): `message`
-    /// at the first place `needle` is written in unit `unit`'s tables, or
-    /// at the unit's table when it cannot be found there.
-    pub fn error_at(&self, unit: &str, needle: &str, message: String) -> RecipeError {
+    /// at the first place `written` (a key, or a string value, as the
+    /// recipe writes it) is in unit `unit`'s tables, or at the unit's
+    /// table when it is not there.
+    pub fn error_at(&self, unit: &str, written: &str, message: String) -> RecipeError {
         RecipeError::Invalid {
-            location: self.locate(unit, needle),
+            location: self.locate(unit, written),
             message: format!("unit {unit}: {message}"),
         }
     }
 
-    /// Where `needle` is first written in unit `unit`'s tables
-    /// (`[units.NAME]` and its sub-tables, up to the next other table), in
-    /// the recipe, then in the files it extends.
-    pub fn locate(&self, unit: &str, needle: &str) -> Location {
-        let header = format!("units.{unit}");
-        let in_file = |file: &PathBuf| {
-            let text = read_text(file).ok()?;
-            let mut inside = false;
-            let mut offset = 0;
-            for line in text.split_inclusive('\n') {
-                let t = line.trim_start();
-                if t.starts_with('[') {
-                    let name = t.trim_start_matches('[').trim_start();
-                    inside = name.strip_prefix(&header).is_some_and(|rest| {
-                        rest.starts_with(']') || rest.starts_with('.') || rest.starts_with(' ')
-                    });
-                }
-                if inside
-                    && !needle.is_empty()
-                    && let Some(i) = line.find(needle)
-                {
-                    return Some(Location {
-                        file: file.clone(),
-                        line: Some(line_col(&text, offset + i)),
-                    });
-                }
-                offset += line.len();
-            }
-            None
-        };
-        self.files
-            .iter()
-            .find_map(in_file)
+    /// Where `written` (a key, or a string value) first stands in unit
+    /// `unit`'s tables, as parsing found them: in the recipe, then in the
+    /// files it extends.
+    pub fn locate(&self, unit: &str, written: &str) -> Location {
+        self.places
+            .get(unit)
+            .and_then(|places| places.iter().find(|p| p.text == written))
+            .map(|p| p.location.clone())
             .unwrap_or_else(|| self.unit_location(unit))
     }
 
     /// The location of a unit's table, for errors found after parsing: in
     /// the first file of the chain that writes it.
     pub fn unit_location(&self, name: &str) -> Location {
-        let header = format!("[units.{name}");
-        self.files
-            .iter()
-            .find_map(|file| {
-                let text = read_text(file).ok()?;
-                find_line(&text, &header).map(|line| Location {
-                    file: file.clone(),
-                    line: Some(line),
-                })
-            })
+        self.unit_tables
+            .get(name)
+            .cloned()
             .unwrap_or_else(|| Location {
                 file: self.file.clone(),
                 line: None,
             })
+    }
+}
+
+/// A key or a string value written in a unit's tables, and where.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub text: String,
+    pub location: Location,
+}
+
+/// Adds to `places` every key and string value of each unit's tables in
+/// `text` (the file `file`), in the order written. A text that does not
+/// parse adds nothing (parsing it as a recipe reports why).
+pub(crate) fn unit_places(file: &Path, text: &str, places: &mut IndexMap<String, Vec<Place>>) {
+    use toml::de::DeValue;
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return;
+    };
+    let Some(DeValue::Table(units)) = doc.get_ref().get("units").map(|v| v.get_ref()) else {
+        return;
+    };
+    let at = |span: std::ops::Range<usize>| Location {
+        file: file.to_path_buf(),
+        line: Some(line_col(text, span.start)),
+    };
+    for (name, unit) in units.iter() {
+        let list = places.entry(name.get_ref().to_string()).or_default();
+        collect(unit, &at, list);
+    }
+}
+
+/// The keys and string values in `value`, depth first.
+fn collect(
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    at: &dyn Fn(std::ops::Range<usize>) -> Location,
+    out: &mut Vec<Place>,
+) {
+    use toml::de::DeValue;
+    match value.get_ref() {
+        DeValue::String(s) => out.push(Place {
+            text: s.to_string(),
+            location: at(value.span()),
+        }),
+        DeValue::Table(t) => {
+            for (k, v) in t.iter() {
+                out.push(Place {
+                    text: k.get_ref().to_string(),
+                    location: at(k.span()),
+                });
+                collect(v, at, out);
+            }
+        }
+        DeValue::Array(items) => {
+            for item in items.iter() {
+                collect(item, at, out);
+            }
+        }
+        _ => {}
     }
 }
 

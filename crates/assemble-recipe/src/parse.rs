@@ -87,6 +87,8 @@ impl Recipe {
         Ok(Recipe {
             file: file.to_path_buf(),
             files: chain.layers.iter().map(|l| l.file.clone()).collect(),
+            places: chain.places.clone(),
+            unit_tables: unit_tables(&chain),
             dir,
             name,
             version,
@@ -97,6 +99,28 @@ impl Recipe {
             autopatchelf,
         })
     }
+}
+
+/// Where each unit's table header is, in the first file of the chain
+/// that writes it.
+fn unit_tables(chain: &extends::Chain) -> indexmap::IndexMap<String, Location> {
+    chain
+        .units
+        .keys()
+        .filter_map(|name| {
+            let header = format!("[units.{name}");
+            chain.layers.iter().find_map(|l| {
+                let line = crate::find_line(&l.text, &header)?;
+                Some((
+                    name.clone(),
+                    Location {
+                        file: l.file.clone(),
+                        line: Some(line),
+                    },
+                ))
+            })
+        })
+        .collect()
 }
 
 /// The folder relative paths of the recipe are against.

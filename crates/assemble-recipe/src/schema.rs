@@ -153,6 +153,10 @@ pub struct Recipe {
     /// The recipe file, then the one it `extends`, and so on: where its
     /// text is written.
     pub files: Vec<PathBuf>,
+    /// Each unit's keys and string values, where parsing found them.
+    pub(crate) places: IndexMap<String, Vec<crate::locate::Place>>,
+    /// Each unit's table header, in the first file that writes it.
+    pub(crate) unit_tables: IndexMap<String, crate::Location>,
     /// The folder relative paths resolve against.
     pub dir: PathBuf,
     pub name: String,

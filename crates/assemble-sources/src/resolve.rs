@@ -212,7 +212,7 @@ fn check_excluded(recipe: &Recipe, unit: &Unit, project: &Files) -> Result<(), E
         return Err(Error::Plan(recipe_error(
             recipe,
             &unit.name,
-            &format!("{wanted:?}"),
+            wanted,
             format!(
                 "`exclude` names {wanted}, which {} does not have{}",
                 project.root().join("uv.lock").display(),
