@@ -422,6 +422,7 @@ fn plan_writes_nothing_and_says_one_line_per_unit() {
             && would.iter().any(|w| w["unit"].is_null()),
         "{json}"
     );
+    assert_eq!(json["units"]["python-deps"]["status"], "dirty", "{json}");
 
     s.assemble(&folders).ok();
     support::edit(&s.path("demo/authentik/authentik/__init__.py"), |t| {

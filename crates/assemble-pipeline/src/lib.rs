@@ -586,7 +586,15 @@ impl Session {
             .iter()
             .map(|u| {
                 let c = outcome.units.get(&u.name).cloned().unwrap_or_default();
-                let status = if c.written + c.removed == 0 {
+                // A unit whose source a dry run did not make is not fresh,
+                // whatever its (unplanned) paths say.
+                let unmade = plan
+                    .would_make
+                    .iter()
+                    .any(|w| w.unit.as_ref() == Some(&u.name));
+                let status = if unmade {
+                    Status::Dirty
+                } else if c.written + c.removed == 0 {
                     Status::Fresh
                 } else if dry_run {
                     Status::Dirty
