@@ -91,8 +91,6 @@ struct BytecodeReport {
     compiled: usize,
     cached: usize,
     failed: usize,
-    /// A dry run: sources whose pyc the cache lacks.
-    would_compile: usize,
 }
 
 #[derive(Serialize)]
@@ -144,7 +142,6 @@ impl Report {
                 compiled: b.compiled,
                 cached: b.cached,
                 failed: b.failed,
-                would_compile: b.would_compile,
             }),
             changes: o
                 .changes

@@ -75,8 +75,6 @@ pub struct Bytecode {
     pub cached: usize,
     /// Sources that do not compile (each a warning).
     pub failed: usize,
-    /// Sources whose pyc the cache lacks, not compiled by a dry run.
-    pub would_compile: usize,
 }
 
 /// A source to have a pyc: borrowed from the manifest, which is not
@@ -181,7 +179,6 @@ impl Step<'_> {
             return Ok(());
         }
         let Some(results) = make.compile(&jobs)? else {
-            self.counts.would_compile = jobs.len();
             would_make.push(crate::WouldMake::step(format!(
                 "{} sources would be compiled to bytecode",
                 jobs.len()
