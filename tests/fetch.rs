@@ -384,6 +384,44 @@ fn vendor_copies_verified_sources_and_builds_need_no_network() {
     );
 }
 
+/// A dry run with a vendored sdist the cache lacks: unpacking it is for a
+/// run that writes, so `plan` leaves the cache as it was and says what a
+/// run would do with it.
+#[test]
+fn plan_says_a_vendored_sdist_would_be_unpacked_and_unpacks_nothing() {
+    let s = Scratch::new();
+    let recipe = s.recipe();
+    xtask_env(
+        s.dir.path(),
+        &["vendor", "--recipe", recipe.to_str().unwrap()],
+        &[],
+    )
+    .ok();
+    let vendored = s.path("demo/vendor/opencontainers");
+    assert!(vendored.is_dir());
+    let empty = s.path("empty-cache");
+    fs_err::create_dir_all(&empty).unwrap();
+    let before = support::listing(s.dir.path());
+    let said = xtask_env(
+        s.dir.path(),
+        &[
+            "plan",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--out",
+            s.path("out").to_str().unwrap(),
+        ],
+        &[("ASSEMBLE_CACHE_DIR", empty.to_str().unwrap())],
+    )
+    .ok();
+    support::assert_same_tree(&before, &support::listing(s.dir.path()), "plan");
+    assert!(
+        said.contains(&format!("would be unpacked from {}", vendored.display())),
+        "{said}"
+    );
+    assert!(!said.contains("ignoring"), "{said}");
+}
+
 #[test]
 fn prefetch_prints_the_pin_and_checks_it() {
     let s = Scratch::new();

@@ -449,10 +449,12 @@ impl<'r> Fetcher<'r> {
                     return Ok(Ok(Files::sealed(seal)));
                 }
                 if !self.policy.writes() {
-                    return Ok(Err(
-                        "its sdist is not unpacked into the cache yet, and this run writes nothing"
-                            .into(),
-                    ));
+                    // Unpacking it is for a run that writes.
+                    return Err(Error::Offline {
+                        what: self.describe(remote),
+                        cache: dest,
+                        vendor: vendor.to_path_buf(),
+                    });
                 }
                 let _lock = self.lock(&dest, &|| {})?;
                 if let Some(seal) = Seal::load(&dest) {

@@ -225,6 +225,16 @@ fn would_make(e: &Error) -> WouldMake {
         } => WouldMake::unit(unit, format!("not in the cache: {what} would be built")),
         Error::Fetch {
             unit,
+            source: assemble_fetch::Error::Offline { what, vendor, .. },
+        } if vendor.exists() => WouldMake::unit(
+            unit,
+            format!(
+                "not in the cache: {what} would be unpacked from {}",
+                vendor.display()
+            ),
+        ),
+        Error::Fetch {
+            unit,
             source: assemble_fetch::Error::Offline { what, .. },
         } => WouldMake::unit(unit, format!("not in the cache: {what} would be fetched")),
         e => WouldMake::step(e.to_string()),
