@@ -20,9 +20,13 @@ pub struct Files {
     /// `root`, opened once for the reads beneath it (`None`: it could not
     /// be; each read then resolves its path itself).
     dir: Arc<OnceLock<Option<OwnedFd>>>,
-    /// Whether a check may rewrite the seal with the stats it just
-    /// vouched for (not in a run that writes nothing).
+    /// Whether the stats a check vouched for may be written into the seal
+    /// (not in a run that writes nothing).
     refresh: bool,
+    /// The stats checks vouched for, shared by the folders of one entry:
+    /// written into the seal by [`Files::keep_refreshes`], not while
+    /// planning (which writes nothing).
+    pending: Arc<std::sync::Mutex<Vec<(String, Stat, bool)>>>,
 }
 
 impl Files {
@@ -33,6 +37,7 @@ impl Files {
             sealed: None,
             dir: Arc::default(),
             refresh: true,
+            pending: Arc::default(),
         }
     }
 
@@ -43,14 +48,34 @@ impl Files {
             sealed: Some((Arc::new(seal), String::new())),
             dir: Arc::default(),
             refresh: true,
+            pending: Arc::default(),
         }
     }
 
-    /// The same folder, read without writing anything: its checks never
-    /// rewrite the seal (a dry run's).
+    /// The same folder, read without writing anything: what its checks
+    /// vouched for is never written into the seal (a dry run's).
     pub fn read_only(mut self) -> Files {
         self.refresh = false;
         self
+    }
+
+    /// Writes into the seal the stats that checks since the last call
+    /// vouched for, so that the next use trusts those files by stat: a
+    /// seal that cannot be rewritten now is only slower next time. Does
+    /// nothing for a plain or read-only folder.
+    pub fn keep_refreshes(&self) {
+        let Some((seal, _)) = self.sealed.as_ref().filter(|_| self.refresh) else {
+            return;
+        };
+        let pending = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if !pending.is_empty() {
+            let _ = seal.refresh(&pending);
+        }
     }
 
     /// The folder.
@@ -79,6 +104,7 @@ impl Files {
                 .map(|(seal, prefix)| (seal.clone(), join(prefix, rel))),
             dir: Arc::default(),
             refresh: self.refresh,
+            pending: self.pending.clone(),
         }
     }
 
@@ -132,7 +158,8 @@ impl Files {
     /// `found`, whose paths are relative to it, `skip` being the walk's
     /// own) against the seal: the record of every file found, their hashes
     /// vouched for by the seal or just checked. `None` for a plain folder,
-    /// whose files are hashed as inputs.
+    /// whose files are hashed as inputs. The stats of files just checked
+    /// by hash wait for [`Files::keep_refreshes`].
     pub fn check(
         &self,
         top: &Path,
@@ -144,10 +171,11 @@ impl Files {
         };
         let top = self.in_entry(top, prefix)?;
         let checked = seal.check_walk(&top, found, skip)?;
-        if self.refresh && !checked.refreshed.is_empty() {
-            // Trusted by stat next time; a seal that cannot be rewritten
-            // now is only slower next time.
-            let _ = seal.refresh(&checked.refreshed);
+        if !checked.refreshed.is_empty() {
+            self.pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(checked.refreshed);
         }
         Ok(Some(checked.records))
     }
@@ -174,7 +202,9 @@ impl Files {
                 .map_err(std::io::Error::from)?,
             );
         }
-        self.check(&self.root, &found, &|_| false).map(|_| ())
+        self.check(&self.root, &found, &|_| false)?;
+        self.keep_refreshes();
+        Ok(())
     }
 }
 
@@ -288,7 +318,16 @@ mod tests {
             .unwrap();
         file.file().set_modified(old).unwrap();
         drop(file);
-        walk_and_check(&Files::sealed(Seal::load(&e).unwrap()), "").unwrap();
+        let again = Files::sealed(Seal::load(&e).unwrap());
+        walk_and_check(&again, "").unwrap();
+        // A check writes nothing (planning writes nothing): the stats it
+        // vouched for go into the seal when they are kept.
+        let seal_bytes = || fs_err::read(crate::seal_path(&e)).unwrap();
+        let before = seal_bytes();
+        assert_eq!(seal_bytes(), before);
+        again.clone().read_only().keep_refreshes();
+        assert_eq!(seal_bytes(), before, "a read-only folder keeps nothing");
+        again.keep_refreshes();
         // (ctime is now: still racy until a later run refreshes it again.)
         let s = Seal::load(&e).unwrap();
         assert_eq!(

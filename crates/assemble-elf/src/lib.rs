@@ -91,6 +91,7 @@ pub struct Options {
     pub dynamic_linker: Option<String>,
     /// Where the facts of library files outside the tree are cached, keyed
     /// by path and stat, so that unchanged libraries are not read again.
+    /// Only read here: what was learned comes back in [`Report::learned`].
     pub lib_cache: Option<PathBuf>,
 }
 
@@ -156,6 +157,9 @@ pub struct Report {
     pub decisions: Vec<Decision>,
     pub libraries: Vec<Library>,
     pub warnings: Vec<String>,
+    /// Facts of library files read now, for `lib_cache`, to store when
+    /// the caller writes.
+    pub learned: Vec<assemble_fs::Memo>,
 }
 
 /// Decides the runpath (and interpreter) of every ELF file in `tree`.
@@ -169,6 +173,7 @@ pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
     let in_tree = TreeIndex::new(tree);
     let reader = LibReader {
         cache: opts.lib_cache.as_ref().map(StatCache::new),
+        learned: std::cell::RefCell::default(),
     };
     let mut libs = DirIndex::libs(&opts.libs, &reader)?;
     let mut loader = DirIndex::loader();
@@ -296,6 +301,7 @@ pub fn resolve(tree: &Tree, opts: &Options) -> Result<Report, Error> {
             needed_by,
         })
         .collect();
+    report.learned = reader.learned.into_inner();
     Ok(report)
 }
 
@@ -568,6 +574,8 @@ impl DirIndex {
 /// stat when one is configured.
 struct LibReader {
     cache: Option<StatCache>,
+    /// The facts read because the cache lacked them.
+    learned: std::cell::RefCell<Vec<assemble_fs::Memo>>,
 }
 
 impl LibReader {
@@ -588,8 +596,12 @@ impl LibReader {
         }
         let bytes = std::fs::read(path).ok()?;
         let info = scan(&bytes).ok().flatten();
-        if let Some(cache) = &self.cache {
-            cache.put(&key, &(path, &info));
+        if let Some(memo) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.memo(&key, &(path, &info)))
+        {
+            self.learned.borrow_mut().push(memo);
         }
         info
     }

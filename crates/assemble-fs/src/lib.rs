@@ -29,7 +29,7 @@ mod which;
 
 pub use beneath::{Escape, open_beneath, resolve_beneath};
 pub use files::{Durability, write_atomic};
-pub use stat_cache::StatCache;
+pub use stat_cache::{Memo, StatCache};
 pub use which::{find_program, is_executable, path_dirs};
 
 /// `path` made absolute against `cwd` and rid of `.` and `..` components

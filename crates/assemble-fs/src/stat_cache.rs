@@ -63,10 +63,37 @@ impl StatCache {
 
     /// Stores `value` under `key`, best effort.
     pub fn put<T: Serialize>(&self, key: &str, value: &T) {
-        if let Ok(json) = serde_json::to_vec(value)
-            && fs_err::create_dir_all(&self.dir).is_ok()
+        if let Some(memo) = self.memo(key, value) {
+            memo.store();
+        }
+    }
+
+    /// `value` under `key`, to store later (see [`Memo`]); `None` if it
+    /// cannot be encoded.
+    pub fn memo<T: Serialize>(&self, key: &str, value: &T) -> Option<Memo> {
+        Some(Memo {
+            path: self.path(key),
+            json: serde_json::to_vec(value).ok()?,
+        })
+    }
+}
+
+/// An answer computed by code that writes nothing (the planner), kept for
+/// whoever may write (a run, not a dry run) to store.
+#[derive(Debug, Clone)]
+pub struct Memo {
+    path: PathBuf,
+    json: Vec<u8>,
+}
+
+impl Memo {
+    /// Stores it, best effort: a failed write costs only the work next
+    /// time.
+    pub fn store(&self) {
+        if let Some(dir) = self.path.parent()
+            && fs_err::create_dir_all(dir).is_ok()
         {
-            let _ = write_atomic(&self.path(key), &json, Durability::Unsynced);
+            let _ = write_atomic(&self.path, &self.json, Durability::Unsynced);
         }
     }
 }

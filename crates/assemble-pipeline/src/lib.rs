@@ -534,6 +534,17 @@ impl Session {
                     } = realised;
                     let mut plan =
                         assemble_plan::plan(&self.recipe, &self.ctx, &sources, &maker, inputs)?;
+                    // What planning learned, kept for the next run (not by
+                    // a dry run, which writes nothing): facts it computed,
+                    // and the stats of cache files it checked by hash.
+                    if config.policy.writes() {
+                        for memo in std::mem::take(&mut plan.memos) {
+                            memo.store();
+                        }
+                        for files in sources.roots.values() {
+                            files.keep_refreshes();
+                        }
+                    }
                     plan.phases.insert(0, ("sources", took));
                     plan.warnings.splice(0..0, warnings);
                     plan.would_make.splice(0..0, would_make);

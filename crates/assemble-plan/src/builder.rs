@@ -130,6 +130,9 @@ pub(crate) struct Builder<'m> {
     pub(crate) make: &'m dyn Make,
     /// What this run would make, when `make` makes nothing.
     pub(crate) would_make: Vec<crate::WouldMake>,
+    /// Facts computed now (the ELF scan, the library index), for a run
+    /// that writes to keep.
+    pub(crate) memos: Vec<assemble_fs::Memo>,
     /// The records of the cache entries' files copied so far, each checked
     /// against its entry's seal when walked.
     pub(crate) sealed: Vec<InputRecord>,

@@ -56,7 +56,7 @@ pub(crate) fn autopatchelf(
             continue;
         };
         let sha256 = known(path, *sha256)?;
-        if let Some(info) = scan_cached(&scan_dir, &sha256, e, path, b.make.memo())? {
+        if let Some(info) = scan_cached(&scan_dir, &sha256, e, path, &mut b.memos)? {
             tree.files.push((path.to_string(), info));
         }
     }
@@ -74,10 +74,11 @@ pub(crate) fn autopatchelf(
         ignore_missing: ap.ignore_missing.clone(),
         runtime_dependencies: ap.runtime_dependencies.clone(),
         dynamic_linker: ap.dynamic_linker.clone(),
-        lib_cache: b.make.memo().then(|| cache.join("elf").join("libs")),
+        lib_cache: Some(cache.join("elf").join("libs")),
     };
     let report = assemble_elf::resolve(&tree, &opts)?;
     b.warnings.extend(report.warnings);
+    b.memos.extend(report.learned);
     let mut records = Vec::new();
     let mut would_patch = 0;
     for d in report.decisions.iter().filter(|d| d.changes()) {
@@ -137,13 +138,13 @@ fn known(path: &str, digest: Digest) -> Result<Sha256, Error> {
     })
 }
 
-/// `memo`: the facts found are kept for the next run.
+/// The facts found are kept in `memos`, for a run that writes to store.
 fn scan_cached(
     dir: &Path,
     sha256: &Sha256,
     e: &Entry,
     out_path: &str,
-    memo: bool,
+    memos: &mut Vec<assemble_fs::Memo>,
 ) -> Result<Option<ElfInfo>, Error> {
     // Keyed by content: the same bytes have the same facts.
     let cache = StatCache::new(dir);
@@ -161,9 +162,7 @@ fn scan_cached(
         path: origin,
         why: format!("{why}; it would be {out_path} in the output"),
     })?;
-    if memo {
-        cache.put(&key, &info);
-    }
+    memos.extend(cache.memo(&key, &info));
     Ok(info)
 }
 

@@ -72,6 +72,10 @@ pub struct Plan {
     /// What the tree needs that the cache lacks and this run did not make
     /// (a dry run): one line each, naming the unit.
     pub would_make: Vec<WouldMake>,
+    /// Facts computed while planning (the ELF scan, the library index),
+    /// for a run that writes to keep in the cache (`Memo::store`); the
+    /// planner writes nothing itself.
+    pub memos: Vec<assemble_fs::Memo>,
     /// autoPatchelf's decision for every dynamic ELF file.
     pub elf: Vec<assemble_elf::Decision>,
     /// The tree's run-time library list: every library its ELF files need,
@@ -134,6 +138,7 @@ fn plan_with(
         sealed: Vec::new(),
         make,
         would_make: Vec::new(),
+        memos: Vec::new(),
     };
     let roots = &sources.roots;
     let realised = |venv: bool| {
@@ -205,6 +210,7 @@ fn plan_with(
         },
         warnings: b.warnings,
         would_make: b.would_make,
+        memos: b.memos,
         elf,
         libraries,
         hashed_files: hashed.into_inner(),

@@ -76,10 +76,6 @@ pub trait Make: Sync {
     /// The data script `script` of `dist`, recovered from its wheel and
     /// checked against its RECORD: the cached file and its input record.
     fn recover(&self, dist: &Dist, script: &str) -> Result<Option<(PathBuf, InputRecord)>, Error>;
-
-    /// Whether facts computed while planning (the ELF scan, the library
-    /// index) may be kept in the cache for the next run.
-    fn memo(&self) -> bool;
 }
 
 /// Something the tree needs that the cache lacks, which this run did not

@@ -51,10 +51,6 @@ impl Make for Maker<'_> {
             }),
         }
     }
-
-    fn memo(&self) -> bool {
-        self.config.policy.writes()
-    }
 }
 
 /// Compiles `jobs` into the bytecode cache: under its lock, so that a
