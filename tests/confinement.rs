@@ -1078,22 +1078,7 @@ interpreter = "/usr/bin/python3"
         fs_err::create_dir_all(repo).unwrap();
         symlink(SECRET, format!("{repo}/manage.py")).unwrap();
         fs_err::write(format!("{repo}/ok.py"), "OK = 1\n").unwrap();
-        let git = |args: &[&str]| {
-            support::stdout_ok(
-                Command::new("git")
-                    .args(["-C", repo])
-                    .args(args)
-                    .env("GIT_AUTHOR_NAME", "t")
-                    .env("GIT_AUTHOR_EMAIL", "t@t")
-                    .env("GIT_COMMITTER_NAME", "t")
-                    .env("GIT_COMMITTER_EMAIL", "t@t")
-                    .env("HOME", "/box"),
-            )
-        };
-        git(&["init", "-q"]);
-        git(&["add", "-A"]);
-        git(&["commit", "-q", "-m", "x"]);
-        git(&["rev-parse", "HEAD"])
+        commit_all(repo)
     };
     let refused = [
         (
@@ -1234,22 +1219,7 @@ fn a_corrupt_entry_outside_the_caches_own_folder_is_not_deleted() {
     let repo = "/box/case/repo";
     fs_err::create_dir_all(format!("{repo}/pkg")).unwrap();
     fs_err::write(format!("{repo}/pkg/m.py"), "M = 1\n").unwrap();
-    let git = |args: &[&str]| {
-        support::stdout_ok(
-            Command::new("git")
-                .args(["-C", repo])
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .env("HOME", "/box"),
-        )
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "x"]);
-    let rev = git(&["rev-parse", "HEAD"]);
+    let rev = commit_all(repo);
     fs_err::write(
         Path::new(CASE).join("assemble.toml"),
         format!(
@@ -1291,4 +1261,25 @@ fn a_corrupt_entry_outside_the_caches_own_folder_is_not_deleted() {
         "M = 2\n",
         "the entry outside the cache's folder was deleted"
     );
+}
+
+/// Makes `repo` a git repository with everything in it committed (links
+/// as links), and returns the commit: a `git` source pinned by `rev`.
+fn commit_all(repo: &str) -> String {
+    let git = |args: &[&str]| {
+        support::stdout_ok(
+            Command::new("git")
+                .args(["-C", repo])
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .env("HOME", "/box"),
+        )
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "x"]);
+    git(&["rev-parse", "HEAD"])
 }

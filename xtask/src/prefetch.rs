@@ -66,9 +66,12 @@ pub fn run(sh: &crate::shell::Shell, args: &PrefetchArgs) -> Result<(), Failure>
         })?;
     let ws = Workspace::locate()?;
     let drawing = crate::shell::Drawing::new(sh, sh.progress(), sh.quiet());
+    let reporter = assemble_pipeline::EventReporter {
+        events: &|e| drawing.event(e),
+    };
     let fetcher = Fetcher::new(
         assemble_fetch::Config::new(ws.cache(args.cache_dir.as_deref())),
-        &drawing,
+        &reporter,
     );
     let fetched = fetcher.prefetch(&target);
     drawing.clear();

@@ -193,9 +193,9 @@ pub fn library_line(l: &assemble_elf::Library) -> String {
 
 /// How a run's events are drawn on a shell: `Preparing` as a status line
 /// (unless quiet), the installer's lines under a spinner, the writes as a
-/// bar, a download as a bar of bytes, a wait for a lock always said. The
-/// sources stage's [`assemble_cache::Reporter`] for the commands that use
-/// it directly (`lock`, `vendor`, `prefetch`).
+/// bar, a download as a bar of bytes, a wait for a lock always said;
+/// through [`assemble_pipeline::EventReporter`], what the fetcher reports
+/// for the commands that use it directly (`vendor`, `prefetch`).
 pub struct Drawing<'a> {
     sh: &'a Shell,
     spinner: Spinner,
@@ -269,32 +269,6 @@ impl<'a> Drawing<'a> {
         if let Some(bar) = self.bar().take() {
             bar.finish_and_clear();
         }
-    }
-}
-
-impl assemble_cache::Reporter for Drawing<'_> {
-    fn starting(&self, what: &str) {
-        self.event(assemble_pipeline::Event::Preparing(what))
-    }
-
-    fn output(&self, line: &str) {
-        self.event(assemble_pipeline::Event::Output(line))
-    }
-
-    fn waiting(&self, what: &str) {
-        self.event(assemble_pipeline::Event::Waiting(what))
-    }
-
-    fn download(&self, url: &str, total: Option<u64>) {
-        self.event(assemble_pipeline::Event::Download { url, total })
-    }
-
-    fn downloaded(&self, bytes: u64) {
-        self.event(assemble_pipeline::Event::Downloaded(bytes))
-    }
-
-    fn download_done(&self) {
-        self.event(assemble_pipeline::Event::DownloadDone)
     }
 }
 

@@ -54,7 +54,10 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
         config.python = Some(python);
     }
     let drawing = crate::shell::Drawing::new(sh, sh.progress(), sh.quiet());
-    let fetcher = Fetcher::new(config, &drawing);
+    let reporter = assemble_pipeline::EventReporter {
+        events: &|e| drawing.event(e),
+    };
+    let fetcher = Fetcher::new(config, &reporter);
     for (unit, remote) in remotes {
         let dest = recipe.dir.join("vendor").join(unit);
         fetcher

@@ -128,8 +128,13 @@ pub fn probe(name: &str) -> Result<Interpreter, Error> {
 /// `name` resolves to an interpreter binary: keyed by its real path and
 /// stat, so a new build of it is probed again. A name that resolves to
 /// a script (a pyenv or asdf shim picks its target at run time) is
-/// probed every time.
-pub fn probe_cached(name: &str, cache: &Path) -> Result<Interpreter, Error> {
+/// probed every time. With `Policy::Look` the answer is read from the
+/// cache but not stored.
+pub fn probe_cached(
+    name: &str,
+    cache: &Path,
+    policy: assemble_cache::Policy,
+) -> Result<Interpreter, Error> {
     let key = assemble_fs::find_program(name).and_then(|p| {
         use std::io::Read;
         let real = std::fs::canonicalize(&p).ok()?;
@@ -151,7 +156,7 @@ pub fn probe_cached(name: &str, cache: &Path) -> Result<Interpreter, Error> {
         return Ok(found);
     }
     let found = probe(name)?;
-    if let Some(k) = key {
+    if let Some(k) = key.filter(|_| policy.writes()) {
         cache.put(&k, &found);
     }
     Ok(found)

@@ -37,7 +37,7 @@ use assemble_python::carriable;
 use assemble_recipe::{Recipe, RecipeError, UnitName};
 use assemble_reconcile::{Diff, Layout, Lock, Outcome, Snapshot, UnitStatus};
 use assemble_sources::Realised;
-use report::EventReporter;
+pub use report::EventReporter;
 
 /// What a run is asked to do; every path absolute.
 #[derive(Debug, Clone)]
@@ -317,12 +317,8 @@ impl Session {
         let exe = locate_interpreter(&recipe, opts.python.as_deref(), &opts.cache, policy)
             .map_err(interpreter_error)?;
         let exe = exe.to_string_lossy();
-        let python = if policy.writes() {
-            assemble_install::probe_cached(&exe, &opts.cache)
-        } else {
-            assemble_install::probe(&exe)
-        }
-        .map_err(interpreter_error)?;
+        let python =
+            assemble_install::probe_cached(&exe, &opts.cache, policy).map_err(interpreter_error)?;
         if let Some(why) = carriable(&python.executable.to_string_lossy()) {
             return Err(Error::InterpreterPath(why));
         }

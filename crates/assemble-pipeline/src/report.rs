@@ -5,9 +5,10 @@ use assemble_cache::Reporter;
 use crate::Event;
 
 /// Turns what the sources stage reports into [`Event`]s: one channel for
-/// the caller to draw.
-pub(crate) struct EventReporter<'a> {
-    pub(crate) events: &'a (dyn Fn(Event) + Sync),
+/// the caller to draw, also for commands that fetch without the pipeline
+/// (`prefetch`, `vendor`).
+pub struct EventReporter<'a> {
+    pub events: &'a (dyn Fn(Event) + Sync),
 }
 
 impl Reporter for EventReporter<'_> {
