@@ -459,7 +459,16 @@ fn the_test_command_names_what_is_missing_and_how_to_install_it() {
     let bin = s.path("bin");
     fs_err::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(support::real_python(), bin.join("python3")).unwrap();
-    for tool in ["bash", "git", "gcc", "unshare", "script", "zsh", "groff"] {
+    for tool in [
+        "bash",
+        "git",
+        "gcc",
+        "unshare",
+        "script",
+        "zsh",
+        "groff",
+        "tinyproxy",
+    ] {
         std::os::unix::fs::symlink(support::which(tool), bin.join(tool)).unwrap();
     }
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))

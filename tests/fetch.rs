@@ -13,12 +13,12 @@ use std::process::Command;
 use support::http::{Reply, Server};
 use support::{Scratch, nix_hash_path, xtask_env};
 
-const REV: &str = "ceb4fcc090851717a3069d78e85ceb1e86c2740c";
-const PYPI_PIN: &str = "pypi = \"opencontainers==0.0.15\"\nsha256 = \"a3a40124cc68eda56c7b4c5ab924f18b55045b8458aca9611f5bfa83f7efaefe\"";
+pub(crate) const REV: &str = "ceb4fcc090851717a3069d78e85ceb1e86c2740c";
+pub(crate) const PYPI_PIN: &str = "pypi = \"opencontainers==0.0.15\"\nsha256 = \"a3a40124cc68eda56c7b4c5ab924f18b55045b8458aca9611f5bfa83f7efaefe\"";
 
 /// An oci-python-shaped tree, as GitHub would archive it at `REV`: returns
 /// the `.tar.gz` and the tree's hash according to Nix.
-fn fake_upstream(s: &Scratch) -> (Vec<u8>, String) {
+pub(crate) fn fake_upstream(s: &Scratch) -> (Vec<u8>, String) {
     let top = format!("oci-python-{REV}");
     let tree = s.path("upstream").join(&top);
     let files: &[(&str, &[u8], u32)] = &[
@@ -54,7 +54,7 @@ fn fake_upstream(s: &Scratch) -> (Vec<u8>, String) {
 
 /// `tree` as a `.tar.gz` with one top folder `top`, as GitHub archives a
 /// revision (links kept as links).
-fn tar_gz(top: &str, tree: &Path) -> Vec<u8> {
+pub(crate) fn tar_gz(top: &str, tree: &Path) -> Vec<u8> {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::default(),
@@ -65,7 +65,7 @@ fn tar_gz(top: &str, tree: &Path) -> Vec<u8> {
 }
 
 /// The path GitHub serves the archive of `REV` at.
-fn archive_path() -> String {
+pub(crate) fn archive_path() -> String {
     format!("/vsoch/oci-python/archive/{REV}.tar.gz")
 }
 
@@ -78,7 +78,7 @@ fn serve_upstream(s: &Scratch) -> (Server, String) {
     (server, hash)
 }
 
-fn use_github(s: &Scratch, hash: &str) {
+pub(crate) fn use_github(s: &Scratch, hash: &str) {
     s.edit_recipe(|t| {
         t.replace(
             PYPI_PIN,
@@ -110,7 +110,7 @@ fn assemble(
     xtask_env(s.dir.path(), &args, &env)
 }
 
-fn site(out: &Path) -> PathBuf {
+pub(crate) fn site(out: &Path) -> PathBuf {
     out.join(format!("lib/python{}/site-packages", support::python_xy()))
 }
 

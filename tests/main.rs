@@ -19,6 +19,7 @@ mod elf;
 mod fetch;
 mod incremental;
 mod nar;
+mod network;
 mod planning;
 mod reconcile;
 mod state;

@@ -1,8 +1,9 @@
 //! A small HTTP/1.1 server on 127.0.0.1 for the fetch tests: real sockets,
-//! real requests from the tool's HTTP client, files served from memory.
+//! real requests from the tool's HTTP client, files served from memory;
+//! over TLS with a certificate from an [`Authority`] made by the test.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +29,58 @@ pub struct Server {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A certificate authority made by a test, and a certificate it signed
+/// for 127.0.0.1 and localhost.
+pub struct Authority {
+    /// The CA's certificate, PEM: what `SSL_CERT_FILE` names to trust it.
+    pub ca_pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl Authority {
+    pub fn new() -> Authority {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "assemble test CA");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("server key");
+        let leaf = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .expect("server params")
+            .signed_by(&key, &issuer)
+            .expect("server certificate");
+        let chain = vec![leaf.der().clone(), ca_cert.der().clone()];
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        Authority {
+            ca_pem: ca_cert.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
+
 impl Server {
     pub fn start() -> Server {
+        Server::listen(None)
+    }
+
+    /// Serves https://127.0.0.1:PORT with `authority`'s certificate.
+    pub fn start_tls(authority: &Authority) -> Server {
+        Server::listen(Some(authority.server.clone()))
+    }
+
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("addr");
         let routes: Arc<Mutex<BTreeMap<String, Reply>>> = Arc::default();
@@ -42,15 +93,22 @@ impl Server {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    if let Ok(conn) = conn {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        serve(conn, &routes);
+                    let Ok(conn) = conn else { continue };
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    match &tls {
+                        None => serve(conn, &routes),
+                        Some(config) => {
+                            let Ok(session) = rustls::ServerConnection::new(config.clone()) else {
+                                continue;
+                            };
+                            serve(rustls::StreamOwned::new(session, conn), &routes)
+                        }
                     }
                 }
             })
         };
         Server {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             routes,
             hits,
             stop,
@@ -96,21 +154,23 @@ impl Drop for Server {
     }
 }
 
-fn serve(mut conn: TcpStream, routes: &Mutex<BTreeMap<String, Reply>>) {
-    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-    loop {
-        let mut h = String::new();
-        match reader.read_line(&mut h) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if h == "\r\n" || h == "\n" => break,
-            Ok(_) => {}
+fn serve(mut conn: impl Read + Write, routes: &Mutex<BTreeMap<String, Reply>>) {
+    let path = {
+        let mut reader = BufReader::new(&mut conn);
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            return;
         }
-    }
+        loop {
+            let mut h = String::new();
+            match reader.read_line(&mut h) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if h == "\r\n" || h == "\n" => break,
+                Ok(_) => {}
+            }
+        }
+        line.split_whitespace().nth(1).unwrap_or("/").to_string()
+    };
     let reply = routes.lock().expect("routes").get(&path).cloned();
     let _ = match reply {
         Some(Reply::Ok(body)) => write!(

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod proxy;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;

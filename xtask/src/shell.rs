@@ -123,8 +123,16 @@ impl Shell {
     /// printed.
     pub fn error(&self, error: &anyhow::Error) {
         anstream::eprintln!("{ERROR}error{ERROR:#}: {error}");
-        for cause in causes(error) {
+        let causes = causes(error);
+        for cause in &causes {
             anstream::eprintln!("  {NOTE}caused by{NOTE:#}: {cause}");
+        }
+        // The hint, unless the message already gives it.
+        if let Some(hint) = diagnostic(error).hint
+            && !error.to_string().contains(&hint)
+            && !causes.iter().any(|c| c.contains(&hint))
+        {
+            anstream::eprintln!("  {NOTE}hint{NOTE:#}: {hint}");
         }
     }
 }
@@ -153,24 +161,34 @@ pub fn causes(error: &anyhow::Error) -> Vec<String> {
 /// pipeline's [`assemble_pipeline::Diagnostic`] (or, for any other error,
 /// its kind `error` and message), its causes, and the exit code.
 pub fn failure_json(f: &crate::Failure) -> serde_json::Value {
-    let e = &f.error;
-    let d = e
-        .downcast_ref::<assemble_pipeline::Error>()
-        .map(assemble_pipeline::Error::diagnostic)
-        .or_else(|| {
-            e.downcast_ref::<assemble_recipe::RecipeError>()
-                .map(assemble_pipeline::Diagnostic::of_recipe)
-        })
-        .unwrap_or_else(|| {
-            assemble_pipeline::Diagnostic::new(
-                assemble_pipeline::FailureKind::Error,
-                f.error.to_string(),
-            )
-        });
-    let mut v = serde_json::to_value(d).unwrap_or_default();
+    let mut v = serde_json::to_value(diagnostic(&f.error)).unwrap_or_default();
     v["causes"] = serde_json::json!(causes(&f.error));
     v["exit_code"] = serde_json::json!(f.code);
     v
+}
+
+/// A failure as data: the pipeline's diagnostic, a recipe's, a fetch's
+/// (with its hint), or else kind `error` and the message.
+pub fn diagnostic(e: &anyhow::Error) -> assemble_pipeline::Diagnostic {
+    use assemble_pipeline::{Diagnostic, FailureKind};
+    if let Some(p) = e.downcast_ref::<assemble_pipeline::Error>() {
+        return p.diagnostic();
+    }
+    if let Some(r) = e.downcast_ref::<assemble_recipe::RecipeError>() {
+        return Diagnostic::of_recipe(r);
+    }
+    let hint = e
+        .downcast_ref::<assemble_fetch::Error>()
+        .and_then(assemble_fetch::Error::hint);
+    let kind = if hint.is_some() {
+        FailureKind::Fetch
+    } else {
+        FailureKind::Error
+    };
+    Diagnostic {
+        hint,
+        ..Diagnostic::new(kind, e.to_string())
+    }
 }
 
 /// One line of the run-time library list: `libc.so.6 from the host

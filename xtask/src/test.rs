@@ -75,6 +75,11 @@ const NEEDS: &[Need] = &[
         packages: &["nix-bin"],
     },
     Need {
+        check: Check::Program("tinyproxy"),
+        why: "a real HTTP proxy on loopback",
+        packages: &["tinyproxy"],
+    },
+    Need {
         check: Check::Program("git"),
         why: "the git source kind",
         packages: &["git"],

@@ -39,6 +39,7 @@ use assemble_nar::{Hash, file_hash, nar_hash};
 use assemble_python::Interpreter;
 use assemble_recipe::Remote;
 
+pub use http::Failure;
 pub use lock::{Locked, Lockfile};
 pub use unpack::{Limits, unpack, unpack_named};
 
@@ -73,7 +74,11 @@ pub enum Error {
         why: String,
     },
     #[error("GET {url}: {why}")]
-    Http { url: String, why: String },
+    Http {
+        url: String,
+        why: String,
+        failure: Failure,
+    },
     #[error("git {url} at {rev}: {why}")]
     Git {
         url: String,
@@ -101,6 +106,17 @@ impl From<assemble_cache::Error> for Error {
         match e {
             assemble_cache::Error::Io(e) => Error::Io(e),
             assemble_cache::Error::Corrupt(c) => Error::Corrupt(c),
+        }
+    }
+}
+
+impl Error {
+    /// What to do about it, when the fetcher knows: the ways round a
+    /// network that fails (mirrors, `vendor/`, `--offline`, proxies, trust).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Http { url, failure, .. } => http::hint(url, *failure),
+            _ => None,
         }
     }
 }

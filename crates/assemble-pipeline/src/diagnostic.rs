@@ -296,8 +296,9 @@ fn sources_diagnostic(e: &assemble_sources::Error) -> Diagnostic {
             unit: Some(unit.clone()),
             ..Diagnostic::new(FailureKind::Python, message)
         },
-        S::Fetch { unit, .. } => Diagnostic {
+        S::Fetch { unit, source } => Diagnostic {
             unit: Some(unit.clone()),
+            hint: source.hint(),
             ..Diagnostic::new(FailureKind::Fetch, message)
         },
         S::Update { .. } => Diagnostic::new(FailureKind::Usage, format!("--update {message}")),

@@ -1,0 +1,218 @@
+//! The network as packagers meet it: HTTPS signed by a CA of their own
+//! (a TLS-inspecting proxy's, a private mirror's), a real proxy, mirrors
+//! over `file://`, and hosts that do not resolve. The server, the CA and
+//! the proxy (Debian's tinyproxy) are real and on loopback.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::path::{Path, PathBuf};
+
+use crate::fetch::{REV, archive_path, fake_upstream, site, use_github};
+use crate::support::http::{Authority, Reply, Server};
+use crate::support::proxy::Tinyproxy;
+use crate::support::{self, Scratch};
+
+/// An empty source cache `name` in the scratch folder (venvs shared).
+fn fresh_cache(s: &Scratch, name: &str) -> PathBuf {
+    let cache = s.path(name);
+    fs_err::create_dir_all(&cache).unwrap();
+    let shared = support::shared_cache().join("venvs");
+    fs_err::create_dir_all(&shared).unwrap();
+    fs_err::os::unix::fs::symlink(&shared, cache.join("venvs")).unwrap();
+    cache
+}
+
+/// The environment of a run: the GitHub mirror, and the variables given
+/// (each proxy variable set, upper and lower case, so that the test's own
+/// environment cannot choose for it).
+fn env<'a>(cache: &'a Path, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
+    for name in [
+        "https_proxy",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        let upper = name.to_ascii_uppercase();
+        let value = extra
+            .iter()
+            .find(|(k, _)| k.to_ascii_uppercase() == upper)
+            .map_or("", |(_, v)| *v);
+        env.push((name, value));
+    }
+    env.extend(extra.iter().filter(|(k, _)| !k.ends_with("_PROXY")));
+    env
+}
+
+fn run(s: &Scratch, out: &Path, github: &str, env: &[(&str, &str)], json: bool) -> support::Run {
+    let recipe = s.recipe();
+    let mut args = vec![
+        "assemble",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if json {
+        args.push("--json");
+    }
+    let mut env = env.to_vec();
+    env.push(("ASSEMBLE_GITHUB_URL", github));
+    support::xtask_env(s.dir.path(), &args, &env)
+}
+
+/// A loopback HTTPS server whose certificate a CA made here signs: not
+/// trusted by default (the error names the URL and the unit, and its hint
+/// says how to trust it, in text and JSON); trusted with `SSL_CERT_FILE`;
+/// through tinyproxy with `HTTPS_PROXY` (its log shows the CONNECT); and
+/// straight past it with `NO_PROXY`.
+#[test]
+fn https_trusts_ssl_cert_file_and_goes_through_a_real_proxy() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    let ca = Authority::new();
+    let ca_file = s.path("ca.pem");
+    fs_err::write(&ca_file, &ca.ca_pem).unwrap();
+    let ca_file = ca_file.to_str().unwrap();
+    let server = Server::start_tls(&ca);
+    server.route(&archive_path(), Reply::Ok(archive));
+    use_github(&s, &hash);
+    let url = server.url(&archive_path());
+
+    // Not trusted: the system's store does not hold the test's CA.
+    let cache = fresh_cache(&s, "cache-untrusted");
+    let out = s.path("out-untrusted");
+    let err = run(&s, &out, &server.base, &env(&cache, &[]), false).fails(1);
+    assert!(err.contains("unit opencontainers"), "{err}");
+    assert!(err.contains(&format!("GET {url}")), "{err}");
+    assert!(
+        err.contains("hint") && err.contains("SSL_CERT_FILE"),
+        "{err}"
+    );
+    let json = run(&s, &out, &server.base, &env(&cache, &[]), true);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout()).unwrap();
+    assert_eq!(report["kind"], "fetch", "{report}");
+    assert_eq!(report["unit"], "opencontainers", "{report}");
+    assert!(
+        report["hint"].as_str().unwrap().contains("SSL_CERT_FILE"),
+        "{report}"
+    );
+    assert!(!out.exists());
+    let hits = server.hits();
+
+    // Trusted through SSL_CERT_FILE.
+    let trusted = [("SSL_CERT_FILE", ca_file)];
+    let cache = fresh_cache(&s, "cache-trusted");
+    let out = s.path("out-trusted");
+    run(&s, &out, &server.base, &env(&cache, &trusted), true).json();
+    assert!(site(&out).join("opencontainers/digest/digest.py").is_file());
+    assert_eq!(server.hits(), hits + 1);
+
+    // Through a real proxy: tinyproxy's log shows the CONNECT to our server.
+    let proxy = Tinyproxy::start(&s.path("proxy"));
+    let authority = server.base.trim_start_matches("https://").to_string();
+    let via = [
+        ("SSL_CERT_FILE", ca_file),
+        ("HTTPS_PROXY", proxy.url.as_str()),
+    ];
+    let cache = fresh_cache(&s, "cache-proxied");
+    let out = s.path("out-proxied");
+    run(&s, &out, &server.base, &env(&cache, &via), true).json();
+    assert!(site(&out).join("opencontainers/digest/digest.py").is_file());
+    let requests = proxy.requests();
+    assert_eq!(
+        requests,
+        vec![format!("CONNECT {authority} HTTP/1.1")],
+        "one CONNECT through the proxy"
+    );
+    assert_eq!(server.hits(), hits + 2);
+
+    // NO_PROXY lists the host: straight to it, the proxy sees nothing.
+    let past = [
+        ("SSL_CERT_FILE", ca_file),
+        ("HTTPS_PROXY", proxy.url.as_str()),
+        ("NO_PROXY", "localhost,127.0.0.1"),
+    ];
+    let cache = fresh_cache(&s, "cache-no-proxy");
+    let out = s.path("out-no-proxy");
+    run(&s, &out, &server.base, &env(&cache, &past), true).json();
+    assert!(site(&out).join("opencontainers/digest/digest.py").is_file());
+    assert_eq!(proxy.requests().len(), 1, "{:?}", proxy.requests());
+    assert_eq!(server.hits(), hits + 3);
+
+    // A proxy that is not there: the error says the proxy failed.
+    drop(proxy);
+    let dead = [
+        ("SSL_CERT_FILE", ca_file),
+        ("HTTPS_PROXY", "http://127.0.0.1:9"),
+    ];
+    let cache = fresh_cache(&s, "cache-dead-proxy");
+    let err = run(
+        &s,
+        &s.path("out-dead"),
+        &server.base,
+        &env(&cache, &dead),
+        false,
+    )
+    .fails(1);
+    assert!(err.contains(&format!("GET {url}")), "{err}");
+    assert!(
+        err.contains("through the proxy http://127.0.0.1:9 from https_proxy"),
+        "{err}"
+    );
+    assert!(err.contains("hint") && err.contains("NO_PROXY"), "{err}");
+}
+
+/// A host that does not resolve: the error names the URL and the unit,
+/// and the hint gives the ways round (a mirror, vendor/, --offline, a
+/// proxy), in text and in JSON.
+#[test]
+fn a_host_that_does_not_resolve_gets_the_ways_round() {
+    let s = Scratch::new();
+    let (_, hash) = fake_upstream(&s);
+    use_github(&s, &hash);
+    let cache = fresh_cache(&s, "cache");
+    let github = "https://github.invalid";
+    let err = run(&s, &s.path("out"), github, &env(&cache, &[]), false).fails(1);
+    let url = format!("{github}{}", archive_path());
+    assert!(
+        err.contains(&format!("unit opencontainers: GET {url}")),
+        "{err}"
+    );
+    for way in ["ASSEMBLE_GITHUB_URL", "vendor/", "--offline", "HTTPS_PROXY"] {
+        assert!(err.contains(way), "{way}: {err}");
+    }
+    let json = run(&s, &s.path("out"), github, &env(&cache, &[]), true);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout()).unwrap();
+    let hint = report["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains("ASSEMBLE_GITHUB_URL"), "{report}");
+}
+
+/// `ASSEMBLE_GITHUB_URL=file://DIR`: a mirror folder in GitHub's archive
+/// layout (`OWNER/REPO/archive/REV.tar.gz`) serves the github kind; a
+/// missing archive names the path it looked at and the layout.
+#[test]
+fn a_file_mirror_serves_the_github_kind() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    use_github(&s, &hash);
+    let mirror = s.path("mirror with space");
+    let file = mirror.join(archive_path().trim_start_matches('/'));
+    let cache = fresh_cache(&s, "cache");
+    let base = format!("file://{}", mirror.display()).replace(' ', "%20");
+
+    let err = run(&s, &s.path("out"), &base, &env(&cache, &[]), false).fails(1);
+    assert!(err.contains(&format!("{}", file.display())), "{err}");
+    assert!(err.contains("README: Mirrors"), "{err}");
+
+    fs_err::create_dir_all(file.parent().unwrap()).unwrap();
+    fs_err::write(&file, archive).unwrap();
+    let out = s.path("out");
+    run(&s, &out, &base, &env(&cache, &[]), true).json();
+    assert!(site(&out).join("opencontainers/digest/digest.py").is_file());
+    assert!(file.ends_with(format!("vsoch/oci-python/archive/{REV}.tar.gz")));
+}
