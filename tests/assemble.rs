@@ -356,16 +356,32 @@ fn interpreter_not_found_is_clear() {
     let err = fails_and_keeps_output(&s, 1, |s| {
         s.edit_recipe(|t| t.replace("interpreter = \"python3\"", "interpreter = \"python3.99\""))
     });
+    // The headline names the recipe's line; three lines in all: what was
+    // asked, where it looked in short, how to name one.
+    let said = error_lines(&err);
     assert!(
-        err.contains("python interpreter `python3.99` not found"),
+        said[0].contains("[python] interpreter at ")
+            && said[0].contains("demo/assemble.toml:")
+            && said[0].contains("python interpreter `python3.99` not found"),
         "{err}"
     );
-    assert!(err.contains("assemble.toml"), "names the recipe: {err}");
-    // Where it looked, and both ways to name one.
+    assert!(said.len() <= 3, "at most three lines: {said:#?}");
     let path = std::env::var("PATH").unwrap();
-    assert!(err.contains(&format!("on PATH ({path})")), "{err}");
+    assert!(!err.contains(&path), "the whole PATH only under -v: {err}");
+    assert!(err.contains("--python NAME"), "{err}");
     assert!(err.contains("--python PATH"), "{err}");
-    assert!(err.contains("ASSEMBLE_PYTHON"), "{err}");
+    // Under -v, every folder it looked in.
+    let verbose = s.assemble(&["-v"]).fails(1);
+    assert!(verbose.contains(&format!("on PATH ({path})")), "{verbose}");
+}
+
+/// The lines from `error:` on: what a failure says, without the status
+/// lines before it.
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("error:"))
+        .collect()
 }
 
 /// `--python` (or ASSEMBLE_PYTHON) names the interpreter when the recipe's
@@ -411,9 +427,37 @@ fn python_flag_and_variable_name_the_interpreter() {
         ])
         .fails(1);
     assert!(
-        err.contains("at /nonexistent/python (named by --python or ASSEMBLE_PYTHON), which is not an executable file"),
+        err.contains("--python: python interpreter `/nonexistent/python` not found"),
         "{err}"
     );
+    assert!(
+        err.contains("at /nonexistent/python, which is not an executable file"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("[python] interpreter"),
+        "not the recipe's: {err}"
+    );
+    // A name is looked up on PATH, as uv reads --python: the one found
+    // builds the same tree as its path.
+    let by_name = s.path("by-name");
+    s.assemble(&[
+        "--out",
+        by_name.to_str().unwrap(),
+        "--prefix",
+        "/opt/authentik",
+        "--python",
+        "python3",
+    ])
+    .ok();
+    assert_same_tree(&by_flag, &listing(&by_name), "--python NAME and PATH");
+    let err = s.assemble(&["--python", "python3.99"]).fails(1);
+    let said = error_lines(&err);
+    assert!(
+        said[0] == "error: --python: python interpreter `python3.99` not found",
+        "the flag, not the recipe, asked: {err}"
+    );
+    assert!(said.len() <= 3, "{said:#?}");
 }
 
 #[test]
@@ -631,6 +675,8 @@ fn an_interpreter_uv_manages_is_found_through_uv_python_find() {
                 "--out",
                 out.to_str().unwrap(),
                 "--json",
+                // Where it looked, in full.
+                "-v",
             ],
             &[
                 ("PATH", path.to_str().unwrap()),
@@ -647,6 +693,14 @@ fn an_interpreter_uv_manages_is_found_through_uv_python_find() {
     let err = plan(&s.path("no-pythons")).fails(1);
     assert!(
         err.contains(&format!("python interpreter `{name}` not found")),
+        "{err}"
+    );
+    // uv is at hand: the hint says how to get the interpreter with it.
+    assert!(
+        err.contains(&format!(
+            "python install {}.{}`",
+            python.major, python.minor
+        )),
         "{err}"
     );
     assert!(

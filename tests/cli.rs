@@ -237,6 +237,7 @@ pub fn failure(run: &support::Run) -> serde_json::Value {
         [
             "causes",
             "column",
+            "detail",
             "exit_code",
             "file",
             "hint",
@@ -252,7 +253,10 @@ pub fn failure(run: &support::Run) -> serde_json::Value {
     let number_or_null = |k: &str| v[k].is_u64() || v[k].is_null();
     assert!(v["kind"].is_string() && v["message"].is_string(), "{v}");
     assert!(
-        string_or_null("unit") && string_or_null("file") && string_or_null("hint"),
+        string_or_null("unit")
+            && string_or_null("file")
+            && string_or_null("hint")
+            && string_or_null("detail"),
         "{v}"
     );
     assert!(number_or_null("line") && number_or_null("column"), "{v}");
@@ -300,18 +304,24 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
     let e = failure(&run);
     assert_eq!(e["kind"], "usage", "{e}");
 
-    // No such interpreter: where it looked, as the cause.
+    // No such interpreter: who asked, where it looked, how to name one.
     let run = json(&["--python", "/nonexistent/python3"]);
     run.fails(1);
     let e = failure(&run);
     assert_eq!(e["kind"], "interpreter", "{e}");
+    let message = e["message"].as_str().unwrap();
     assert!(
-        e["causes"][0]
+        message.starts_with("--python: python interpreter `/nonexistent/python3` not found"),
+        "{e}"
+    );
+    assert!(
+        e["detail"]
             .as_str()
             .unwrap()
             .contains("/nonexistent/python3"),
         "{e}"
     );
+    assert!(e["hint"].as_str().unwrap().contains("--python PATH"), "{e}");
 
     // A unit whose path is missing: the unit, the path, the fix.
     let app = s.path("demo/authentik");

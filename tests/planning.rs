@@ -464,15 +464,25 @@ fn the_root_recipe_without_its_interpreter_says_where_it_looked() {
     let out = s.path("out");
     let path = [("PATH", empty.to_str().unwrap())];
     let err = support::assemble_into(s.dir.path(), &recipe, &out, &[], &path).fails(1);
-    assert!(
-        err.contains(&format!(
-            "python interpreter `python3.14` not found; looked on PATH ({})",
-            empty.display()
-        )),
+    let said: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.starts_with("error:"))
+        .collect();
+    assert_eq!(
+        said.first().copied(),
+        Some(
+            format!(
+                "error: [python] interpreter at {}:11:1: python interpreter `python3.14` not found",
+                recipe.display()
+            )
+            .as_str()
+        ),
         "{err}"
     );
+    assert!(said.len() <= 3, "at most three lines: {said:#?}");
+    assert!(err.contains("looked on PATH (1 folder)"), "{err}");
     assert!(
-        err.contains("--python PATH (or ASSEMBLE_PYTHON=PATH)"),
+        err.contains("--python NAME") && err.contains("--python PATH"),
         "{err}"
     );
     assert!(!out.exists(), "no output");

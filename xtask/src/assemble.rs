@@ -46,7 +46,7 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         cache: ws.cache(args.common.cache_dir.as_deref()),
         prefix: args.prefix.clone(),
         webui: args.webui.clone(),
-        python: args.common.python.as_ref().map(|p| ws.cwd.join(p)),
+        python: ws.python(&args.common),
         offline: args.common.offline,
         locked: args.locked,
         wait: !args.no_wait,

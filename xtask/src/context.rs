@@ -68,6 +68,20 @@ impl Workspace {
             .unwrap_or_else(|| self.root.join("assemble.toml"))
     }
 
+    /// `--python` as the pipeline takes it: a name (no `/`) stays a name,
+    /// looked up on PATH as uv does; a relative path is made absolute.
+    pub fn python(&self, args: &RecipeArgs) -> Option<String> {
+        let named = args.python.as_ref()?;
+        Some(if named.contains('/') {
+            self.cwd
+                .join(named.strip_prefix("./").unwrap_or(named))
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            named.clone()
+        })
+    }
+
     /// The recipe named by `--recipe`, else the workspace's `assemble.toml`.
     /// A malformed recipe exits with 2.
     pub fn recipe(&self, args: &RecipeArgs) -> Result<Recipe, Failure> {

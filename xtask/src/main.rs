@@ -103,9 +103,10 @@ pub struct RecipeArgs {
     #[arg(long)]
     pub offline: bool,
     /// The Python interpreter to use instead of the recipe's
-    /// `[python] interpreter` (default: $ASSEMBLE_PYTHON, else the recipe's).
-    #[arg(long, value_name = "PATH", env = "ASSEMBLE_PYTHON")]
-    pub python: Option<PathBuf>,
+    /// `[python] interpreter`: a name looked up on PATH (python3.13), or a
+    /// path when it holds a `/` (default: $ASSEMBLE_PYTHON, else the recipe's).
+    #[arg(long, value_name = "NAME|PATH", env = "ASSEMBLE_PYTHON")]
+    pub python: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -127,12 +127,16 @@ impl Shell {
         for cause in &causes {
             anstream::eprintln!("  {NOTE}caused by{NOTE:#}: {cause}");
         }
+        let d = diagnostic(error);
         // The hint, unless the message already gives it.
-        if let Some(hint) = diagnostic(error).hint
+        if let Some(hint) = d.hint
             && !error.to_string().contains(&hint)
             && !causes.iter().any(|c| c.contains(&hint))
         {
             anstream::eprintln!("  {NOTE}hint{NOTE:#}: {hint}");
+        }
+        if let Some(detail) = d.detail.filter(|_| self.verbose()) {
+            anstream::eprintln!("  {NOTE}detail{NOTE:#}: {detail}");
         }
     }
 }

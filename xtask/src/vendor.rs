@@ -42,7 +42,7 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
         .iter()
         .any(|(_, r)| matches!(r, Remote::Pypi { .. }))
     {
-        let named = args.common.python.as_ref().map(|p| ws.cwd.join(p));
+        let named = ws.python(&args.common);
         let python = assemble_pipeline::locate_interpreter(
             &recipe,
             named.as_deref(),
@@ -50,7 +50,13 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
             assemble_cache::Policy::Make,
         )
         .and_then(|exe| assemble_install::probe(&exe.to_string_lossy()))
-        .with_context(|| format!("[python] interpreter in {}", recipe.file.display()))?;
+        .map_err(|e| {
+            Failure::from_pipeline(assemble_pipeline::interpreter_error(
+                &recipe,
+                named.as_deref(),
+                e,
+            ))
+        })?;
         config.python = Some(python);
     }
     let drawing = crate::shell::Drawing::new(sh, sh.progress(), sh.quiet());

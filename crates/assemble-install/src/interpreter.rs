@@ -9,53 +9,107 @@ use crate::Error;
 #[cfg(doc)]
 use crate::uv_finder;
 
-/// The interpreter to use: `named` when given (`--python`), else
-/// `name` (the recipe's `[python] interpreter`) as a path or a name on
-/// PATH, else what `uv python find` answers for `name` (installations
-/// uv manages; never a download, never a virtualenv) when `uv` is
-/// given (see [`uv_finder`]). When there is none, the error
-/// says where it looked and how to name one.
-pub fn locate(name: &str, named: Option<&Path>, uv: Option<&Path>) -> Result<PathBuf, Error> {
-    let not_found = |name: &str, looked: String| Error::InterpreterNotFound {
-        name: name.to_string(),
-        looked,
-    };
-    if let Some(p) = named {
-        return if assemble_fs::is_executable(p) {
-            Ok(p.to_path_buf())
+/// Where an interpreter was looked for, and not found: said in short by
+/// default, in full (every PATH folder, uv's answer) under `-v`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotFound {
+    /// What was asked for: a name or a path.
+    pub name: String,
+    /// `--python`, or the recipe's `[python] interpreter` and where it is
+    /// written; set by the caller that knows.
+    pub asked_by: String,
+    /// Where it looked, in a few words.
+    pub looked: String,
+    /// Where it looked, every folder and uv's answer.
+    pub detail: String,
+    /// A uv at hand, to say `uv python install` with: `uv` when it is on
+    /// PATH, else the recipe's, in the cache.
+    pub uv: Option<String>,
+}
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by = if self.asked_by.is_empty() {
+            String::new()
         } else {
-            Err(not_found(
-                &p.display().to_string(),
-                format!(
-                    "at {} (named by --python or ASSEMBLE_PYTHON), which is not an executable file",
-                    p.display()
-                ),
-            ))
+            format!("{}: ", self.asked_by)
         };
+        write!(
+            f,
+            "{by}python interpreter `{}` not found\n  looked {}",
+            self.name, self.looked
+        )
     }
+}
+
+impl NotFound {
+    /// How to get one.
+    pub fn hint(&self) -> String {
+        let version = self.name.trim_start_matches("python");
+        let install = match &self.uv {
+            Some(uv) if !self.name.contains('/') && !version.is_empty() => {
+                format!("install one (`{uv} python install {version}`), or ")
+            }
+            _ => String::new(),
+        };
+        format!(
+            "{install}name one: --python NAME (looked up on PATH) or --python PATH (or ASSEMBLE_PYTHON)"
+        )
+    }
+}
+
+/// The interpreter to use: `named` when given (`--python`: a path when
+/// it holds a `/`, else a name looked up on PATH, as uv reads it), else
+/// `name` (the recipe's `[python] interpreter`) the same way; a name not
+/// on PATH is then asked of `uv python find` (installations uv manages;
+/// never a download, never a virtualenv) when `uv` is given (see
+/// [`uv_finder`]). When there is none, the error says where it looked
+/// and how to get one.
+pub fn locate(name: &str, named: Option<&str>, uv: Option<&Path>) -> Result<PathBuf, Error> {
+    let (name, asked_by) = match named {
+        Some(n) => (n, "--python"),
+        None => (name, ""),
+    };
+    let not_found = |looked: String, detail: String| {
+        Error::InterpreterNotFound(Box::new(NotFound {
+            name: name.to_string(),
+            asked_by: asked_by.to_string(),
+            looked,
+            detail,
+            uv: match assemble_fs::find_program("uv") {
+                Some(_) => Some("uv".to_string()),
+                None => uv.map(|p| p.display().to_string()),
+            },
+        }))
+    };
     if let Some(p) = assemble_fs::find_program(name) {
         return Ok(p);
     }
     if name.contains('/') {
-        return Err(not_found(
-            name,
-            format!("at {name}, which is not an executable file"),
-        ));
+        let at = format!("at {name}, which is not an executable file");
+        return Err(not_found(at.clone(), at));
     }
     let dirs: Vec<String> = assemble_fs::path_dirs()
         .iter()
         .map(|d| d.display().to_string())
         .collect();
-    let on_path = if dirs.is_empty() {
-        "on PATH, which is empty".to_string()
+    let (on_path, on_path_full) = if dirs.is_empty() {
+        let s = "on PATH, which is empty".to_string();
+        (s.clone(), s)
     } else {
-        format!("on PATH ({})", dirs.join(":"))
+        (
+            match dirs.len() {
+                1 => "on PATH (1 folder)".to_string(),
+                n => format!("on PATH ({n} folders)"),
+            },
+            format!("on PATH ({})", dirs.join(":")),
+        )
     };
     let Some(uv) = uv else {
         return Err(not_found(
-            name,
+            format!("{on_path}; not among uv's installations (no uv yet); -v says where"),
             format!(
-                "{on_path}; `uv python find` was not asked: no uv yet (the recipe's is not bootstrapped, and none is on PATH)"
+                "{on_path_full}; `uv python find` was not asked: no uv yet (the recipe's is not bootstrapped, and none is on PATH)"
             ),
         ));
     };
@@ -68,6 +122,7 @@ pub fn locate(name: &str, named: Option<&Path>, uv: Option<&Path>) -> Result<Pat
         "--no-python-downloads",
         name,
     ];
+    let looked = format!("{on_path} and among the installations uv manages; -v says where");
     match crate::run::output_env(
         uv,
         &args,
@@ -78,16 +133,16 @@ pub fn locate(name: &str, named: Option<&Path>, uv: Option<&Path>) -> Result<Pat
             Ok(PathBuf::from(out.trim()))
         }
         Ok(out) => Err(not_found(
-            name,
+            looked,
             format!(
-                "{on_path}; `{} python find {name}` answered {out:?}",
+                "{on_path_full}; `{} python find {name}` answered {out:?}",
                 uv.display()
             ),
         )),
         Err(e) => Err(not_found(
-            name,
+            looked,
             format!(
-                "{on_path}; and in the installations uv manages (`{} python find {name}`: {})",
+                "{on_path_full}; and in the installations uv manages (`{} python find {name}`: {})",
                 uv.display(),
                 match e {
                     Error::Command { stderr, .. } => stderr.trim().to_string(),

@@ -15,7 +15,7 @@ mod run;
 
 use std::path::PathBuf;
 
-pub use interpreter::{locate, probe, probe_cached};
+pub use interpreter::{NotFound, locate, probe, probe_cached};
 pub use recover::recover_data_script;
 pub use run::{
     Artifact, Progress, bootstrap_uv, build_venv, locked_packages, pip_download, sync_venv,
@@ -31,10 +31,9 @@ pub enum Error {
     /// discarded and made again.
     #[error(transparent)]
     Corrupt(Box<assemble_cache::Corrupt>),
-    #[error(
-        "python interpreter `{name}` not found; looked {looked}. Name one with --python PATH (or ASSEMBLE_PYTHON=PATH), or set [python] interpreter in the recipe to a name on PATH or an absolute path"
-    )]
-    InterpreterNotFound { name: String, looked: String },
+    /// No interpreter where it was looked for (see [`NotFound`]).
+    #[error("{0}")]
+    InterpreterNotFound(Box<NotFound>),
     #[error("{program} failed ({status}): {stderr}")]
     Command {
         program: String,

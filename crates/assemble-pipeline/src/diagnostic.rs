@@ -128,6 +128,9 @@ pub struct Diagnostic {
     pub message: String,
     /// What to do about it, when the tool knows.
     pub hint: Option<String>,
+    /// More than the message says (every folder looked in, a build log's
+    /// tail): printed under `-v` in text.
+    pub detail: Option<String>,
     /// The other mistakes found in the same run (a recipe's unknown keys
     /// are all reported at once), each as this one is.
     pub related: Vec<Diagnostic>,
@@ -150,10 +153,25 @@ impl Error {
                 ),
                 ..plain(FailureKind::Usage)
             },
-            Error::Interpreter { recipe, .. } => Diagnostic {
-                file: Some(recipe.clone()),
-                ..plain(FailureKind::Interpreter)
-            },
+            Error::Interpreter {
+                asked_by,
+                location,
+                source,
+            } => {
+                let not_found = match source {
+                    assemble_install::Error::InterpreterNotFound(nf) => Some(nf),
+                    _ => None,
+                };
+                let from_recipe = asked_by.starts_with('[');
+                Diagnostic {
+                    file: from_recipe.then(|| location.file.clone()),
+                    line: location.line.filter(|_| from_recipe).map(|(l, _)| l),
+                    column: location.line.filter(|_| from_recipe).map(|(_, c)| c),
+                    hint: not_found.map(|nf| nf.hint()),
+                    detail: not_found.map(|nf| format!("looked {}", nf.detail)),
+                    ..plain(FailureKind::Interpreter)
+                }
+            }
             Error::NoBash => Diagnostic {
                 hint: Some("install bash".into()),
                 ..plain(FailureKind::MissingTool)
@@ -193,6 +211,7 @@ impl Diagnostic {
                 column: location.and_then(|l| l.line).map(|(_, c)| c),
                 message: r.detail(),
                 hint: r.hint(),
+                detail: None,
                 related: Vec::new(),
             }
         };
@@ -245,6 +264,7 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
         column: None,
         message: p.to_string(),
         hint,
+        detail: None,
         related: Vec::new(),
     }
 }
@@ -260,6 +280,7 @@ impl Diagnostic {
             column: None,
             message,
             hint: None,
+            detail: None,
             related: Vec::new(),
         }
     }

@@ -54,8 +54,9 @@ pub struct Options {
     /// `@webui@`, if given.
     pub webui: Option<String>,
     /// The interpreter to use instead of the recipe's `[python]
-    /// interpreter` (`--python`).
-    pub python: Option<PathBuf>,
+    /// interpreter` (`--python`): a path when it holds a `/`, else a name
+    /// on PATH.
+    pub python: Option<String>,
     /// Never fetch.
     pub offline: bool,
     /// Fail if the lock file lacks an entry or has a stale one, rather than
@@ -129,9 +130,12 @@ pub enum Error {
     /// An option's value cannot be used.
     #[error("{flag} {message}")]
     Option { flag: &'static str, message: String },
-    #[error("[python] interpreter in {}", .recipe.display())]
+    /// The interpreter is not found, or does not answer: `asked_by` is
+    /// `--python` or the recipe's line that named it.
+    #[error("{}", interpreter_message(.asked_by, .source))]
     Interpreter {
-        recipe: PathBuf,
+        asked_by: String,
+        location: assemble_recipe::Location,
         #[source]
         source: assemble_install::Error,
     },
@@ -310,12 +314,10 @@ impl Session {
         )?;
         // Found before anything is fetched or built: a missing
         // interpreter is said at once, with where it was looked for.
-        let interpreter_error = |source| Error::Interpreter {
-            recipe: recipe.file.clone(),
-            source,
-        };
-        let exe = locate_interpreter(&recipe, opts.python.as_deref(), &opts.cache, policy)
-            .map_err(interpreter_error)?;
+        let named = opts.python.as_deref();
+        let interpreter_error = |source| interpreter_error(&recipe, named, source);
+        let exe =
+            locate_interpreter(&recipe, named, &opts.cache, policy).map_err(interpreter_error)?;
         let exe = exe.to_string_lossy();
         let python =
             assemble_install::probe_cached(&exe, &opts.cache, policy).map_err(interpreter_error)?;
@@ -714,13 +716,44 @@ fn check_sources_apart(recipe: &Recipe, dirs: &[(&'static str, &Path)]) -> Resul
     Ok(())
 }
 
+/// Why the interpreter `named` (`--python`), or else the recipe's, cannot
+/// be used: said of the flag or of the recipe's line.
+pub fn interpreter_error(
+    recipe: &Recipe,
+    named: Option<&str>,
+    mut source: assemble_install::Error,
+) -> Error {
+    let location = recipe.python_location("interpreter");
+    let asked_by = match named {
+        Some(_) => "--python".to_string(),
+        None => format!("[python] interpreter at {location}"),
+    };
+    if let assemble_install::Error::InterpreterNotFound(nf) = &mut source {
+        nf.asked_by = asked_by.clone();
+    }
+    Error::Interpreter {
+        asked_by,
+        location,
+        source,
+    }
+}
+
+/// The headline of an interpreter error: a missing one says itself who
+/// asked; another failure (the probe) is prefixed with it.
+fn interpreter_message(asked_by: &str, source: &assemble_install::Error) -> String {
+    match source {
+        assemble_install::Error::InterpreterNotFound(nf) => nf.to_string(),
+        e => format!("{asked_by}: {e}"),
+    }
+}
+
 /// The recipe's interpreter: `named` (`--python`), else its name on PATH,
 /// else `uv python find` with the recipe's uv when it is in `cache`, or a
 /// uv on PATH (see [`assemble_install::locate`]). With `Policy::Look`, the
 /// check of the cached uv writes nothing.
 pub fn locate_interpreter(
     recipe: &Recipe,
-    named: Option<&Path>,
+    named: Option<&str>,
     cache: &Path,
     policy: Policy,
 ) -> Result<PathBuf, assemble_install::Error> {

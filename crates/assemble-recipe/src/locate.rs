@@ -50,6 +50,25 @@ impl Recipe {
     }
 }
 
+/// The entry of `places` that holds the `[python]` table's (a unit's
+/// name cannot hold a newline).
+const PYTHON: &str = "\n[python]";
+
+impl Recipe {
+    /// Where the `[python]` table's `key` is written: in the recipe, else
+    /// in the first file it extends that writes it.
+    pub fn python_location(&self, key: &str) -> Location {
+        self.places
+            .get(PYTHON)
+            .and_then(|places| places.iter().find(|p| p.text == key))
+            .map(|p| p.location.clone())
+            .unwrap_or_else(|| Location {
+                file: self.file.clone(),
+                line: None,
+            })
+    }
+}
+
 /// A key or a string value written in a unit's tables, and where.
 #[derive(Debug, Clone)]
 pub struct Place {
@@ -65,12 +84,15 @@ pub(crate) fn unit_places(file: &Path, text: &str, places: &mut IndexMap<String,
     let Ok(doc) = toml::de::DeTable::parse(text) else {
         return;
     };
-    let Some(DeValue::Table(units)) = doc.get_ref().get("units").map(|v| v.get_ref()) else {
-        return;
-    };
     let at = |span: std::ops::Range<usize>| Location {
         file: file.to_path_buf(),
         line: Some(line_col(text, span.start)),
+    };
+    if let Some(python) = doc.get_ref().get("python") {
+        collect(python, &at, places.entry(PYTHON.to_string()).or_default());
+    }
+    let Some(DeValue::Table(units)) = doc.get_ref().get("units").map(|v| v.get_ref()) else {
+        return;
     };
     for (name, unit) in units.iter() {
         let list = places.entry(name.get_ref().to_string()).or_default();
