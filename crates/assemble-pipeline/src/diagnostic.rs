@@ -154,19 +154,18 @@ impl Error {
                 ..plain(FailureKind::Usage)
             },
             Error::Interpreter {
-                asked_by,
-                location,
+                recipe_line,
                 source,
             } => {
                 let not_found = match source {
                     assemble_install::Error::InterpreterNotFound(nf) => Some(nf),
                     _ => None,
                 };
-                let from_recipe = asked_by.starts_with('[');
+                let line = recipe_line.as_ref().and_then(|at| at.line);
                 Diagnostic {
-                    file: from_recipe.then(|| location.file.clone()),
-                    line: location.line.filter(|_| from_recipe).map(|(l, _)| l),
-                    column: location.line.filter(|_| from_recipe).map(|(_, c)| c),
+                    file: recipe_line.as_ref().map(|at| at.file.clone()),
+                    line: line.map(|(l, _)| l),
+                    column: line.map(|(_, c)| c),
                     hint: not_found.map(|nf| nf.hint()),
                     detail: not_found.map(|nf| format!("looked {}", nf.detail)),
                     ..plain(FailureKind::Interpreter)

@@ -130,12 +130,11 @@ pub enum Error {
     /// An option's value cannot be used.
     #[error("{flag} {message}")]
     Option { flag: &'static str, message: String },
-    /// The interpreter is not found, or does not answer: `asked_by` is
-    /// `--python` or the recipe's line that named it.
-    #[error("{}", interpreter_message(.asked_by, .source))]
+    /// The interpreter is not found, or does not answer: asked for by
+    /// `--python`, or by the recipe's line at `recipe_line`.
+    #[error("{}", interpreter_message(.recipe_line.as_deref(), .source))]
     Interpreter {
-        asked_by: String,
-        location: assemble_recipe::Location,
+        recipe_line: Option<Box<assemble_recipe::Location>>,
         #[source]
         source: assemble_install::Error,
     },
@@ -723,27 +722,35 @@ pub fn interpreter_error(
     named: Option<&str>,
     mut source: assemble_install::Error,
 ) -> Error {
-    let location = recipe.python_location("interpreter");
-    let asked_by = match named {
-        Some(_) => "--python".to_string(),
-        None => format!("[python] interpreter at {location}"),
-    };
+    let recipe_line = named
+        .is_none()
+        .then(|| Box::new(recipe.python_location("interpreter")));
     if let assemble_install::Error::InterpreterNotFound(nf) = &mut source {
-        nf.asked_by = asked_by.clone();
+        nf.asked_by = asked_by(recipe_line.as_deref());
     }
     Error::Interpreter {
-        asked_by,
-        location,
+        recipe_line,
         source,
+    }
+}
+
+/// Who asked for the interpreter: the flag, or the recipe's line.
+fn asked_by(recipe_line: Option<&assemble_recipe::Location>) -> String {
+    match recipe_line {
+        None => "--python".to_string(),
+        Some(at) => format!("[python] interpreter at {at}"),
     }
 }
 
 /// The headline of an interpreter error: a missing one says itself who
 /// asked; another failure (the probe) is prefixed with it.
-fn interpreter_message(asked_by: &str, source: &assemble_install::Error) -> String {
+fn interpreter_message(
+    recipe_line: Option<&assemble_recipe::Location>,
+    source: &assemble_install::Error,
+) -> String {
     match source {
         assemble_install::Error::InterpreterNotFound(nf) => nf.to_string(),
-        e => format!("{asked_by}: {e}"),
+        e => format!("{}: {e}", asked_by(recipe_line)),
     }
 }
 
