@@ -24,3 +24,4 @@ mod planning;
 mod reconcile;
 mod state;
 mod unpack;
+mod update;

@@ -490,3 +490,20 @@ pub fn run_within(mut cmd: Command, deadline: std::time::Duration) -> Run {
         }
     }
 }
+
+/// Runs `git ARGS` in `repo` as a fixed author, no user configuration
+/// read; its stdout, trimmed.
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    stdout_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1"),
+    )
+}

@@ -15,6 +15,7 @@ mod lock;
 mod prefetch;
 mod shell;
 mod test;
+mod update;
 mod vendor;
 mod verify;
 
@@ -74,6 +75,8 @@ enum Command {
     Lock(lock::LockArgs),
     /// Fetch a source and print the hash to pin it with: the way to bump a pin.
     Prefetch(prefetch::PrefetchArgs),
+    /// Move a github unit to a new tag or rev: fetch, hash, check every patch, then write the recipe and lock.
+    Update(update::UpdateArgs),
     /// Copy every remote unit's verified source into vendor/<unit>/ beside the recipe.
     Vendor(vendor::VendorArgs),
     /// Install what the tests need (apt-get, as root) and run them all.
@@ -85,7 +88,7 @@ enum Command {
 }
 
 /// Options every command that reads a recipe takes.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RecipeArgs {
     /// The recipe (default: assemble.toml at the workspace root).
     #[arg(long, value_name = "FILE")]
@@ -212,6 +215,7 @@ fn main() -> ExitCode {
         Command::Hash(args) => hash::run(&args),
         Command::Lock(args) => lock::run(sh, &args),
         Command::Prefetch(args) => prefetch::run(sh, &args),
+        Command::Update(args) => update::run(sh, &args),
         Command::Vendor(args) => vendor::run(sh, &args),
         Command::Test(args) => test::run(sh, &args),
         Command::Completions(args) => generate::completions(&args),

@@ -226,11 +226,24 @@ impl Diagnostic {
 
 fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
     use assemble_plan::Error as P;
+    if let P::PatchesNotFound(misses) = p {
+        // The first, with the others as `related`.
+        let mut each = misses
+            .iter()
+            .map(|m| plan_diagnostic(&P::PatchNotFound(Box::new(m.clone()))));
+        if let Some(first) = each.next() {
+            return Diagnostic {
+                related: each.collect(),
+                ..first
+            };
+        }
+    }
     let (kind, unit) = match p {
         P::MissingPath { unit, .. } => (FailureKind::MissingPath, Some(unit)),
         P::LinkOutside { unit, .. } => (FailureKind::Link, Some(unit)),
         P::Conflict { .. } => (FailureKind::Conflict, None),
         P::PatchNotFound(m) => (FailureKind::Patch, Some(&m.unit)),
+        P::PatchesNotFound(_) => (FailureKind::Patch, None),
         P::Recipe(r) => return Diagnostic::of_recipe(r),
         P::Unit { unit, .. } => (FailureKind::Unit, Some(unit)),
         P::Python { unit, .. } => (FailureKind::Python, Some(unit)),

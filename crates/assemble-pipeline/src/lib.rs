@@ -22,6 +22,7 @@
 mod diagnostic;
 mod json;
 mod report;
+mod update;
 
 pub use assemble_sources::{LockStatus, LockedUnit};
 pub use diagnostic::{Diagnostic, FailureKind};
@@ -38,6 +39,7 @@ use assemble_recipe::{Recipe, RecipeError, UnitName};
 use assemble_reconcile::{Diff, Layout, Lock, Outcome, Snapshot, UnitStatus};
 use assemble_sources::Realised;
 pub use report::EventReporter;
+pub use update::{Updated, update};
 
 /// What a run is asked to do; every path absolute.
 #[derive(Debug, Clone)]
@@ -250,12 +252,17 @@ impl Session {
     /// from the inputs or the output. A dry run's session writes nothing,
     /// the cache included.
     pub fn open(opts: &Options, mode: Mode) -> Result<Session, Error> {
+        Session::open_with(opts, mode, Recipe::load(&opts.recipe)?)
+    }
+
+    /// As [`Session::open`], with the recipe already read (and perhaps
+    /// changed in memory: `update` plans a recipe it has not written).
+    pub fn open_with(opts: &Options, mode: Mode, recipe: Recipe) -> Result<Session, Error> {
         let policy = match mode {
             Mode::DryRun => Policy::Look,
             Mode::Apply if opts.offline => Policy::Offline,
             Mode::Apply => Policy::Make,
         };
-        let recipe = Recipe::load(&opts.recipe)?;
         let out = normalize(&opts.out);
         let layout = Layout::new(&out, &opts.state_base);
         let prefix = match &opts.prefix {
@@ -827,8 +834,18 @@ pub fn assemble(
     mode: Mode,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, Error> {
+    assemble_with(opts, mode, Recipe::load(&opts.recipe)?, events)
+}
+
+/// As [`assemble`], with the recipe already read.
+pub fn assemble_with(
+    opts: &Options,
+    mode: Mode,
+    recipe: Recipe,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Report, Error> {
     let mut phases = Phases::start();
-    let session = Session::open(opts, mode)?;
+    let session = Session::open_with(opts, mode, recipe)?;
     phases.lap("session");
     session.run_timed(mode, events, phases)
 }

@@ -41,6 +41,9 @@ pub enum Error {
     },
     #[error("{0}")]
     PatchNotFound(Box<PatchMiss>),
+    /// Several patches of one unit, each said as [`Error::PatchNotFound`].
+    #[error("{}", .0.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("\n"))]
+    PatchesNotFound(Vec<PatchMiss>),
     /// A mistake in the recipe that only planning finds (an unknown
     /// variable in an output path, a script name that is not one), at its
     /// `file:line:col`.
@@ -106,7 +109,7 @@ pub fn found_instead(path: &Path, wanted: &str) -> String {
 }
 
 /// A patch whose pattern is not in its file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PatchMiss {
     pub unit: UnitName,
     /// 1-based, in the unit's `[[units.NAME.patch]]` order.

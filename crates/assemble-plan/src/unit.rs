@@ -144,8 +144,19 @@ pub(crate) fn plan_unit(
     for x in &unit.executable {
         mark_executable(b, &u, x)?;
     }
+    // Every patch is tried: all that no longer match are said at once.
+    let mut misses = Vec::new();
     for (i, patch) in unit.patches.iter().enumerate() {
-        apply_patch(b, &u, i + 1, patch)?;
+        match apply_patch(b, &u, i + 1, patch) {
+            Err(Error::PatchNotFound(miss)) => misses.push(*miss),
+            other => other?,
+        }
+    }
+    if misses.len() == 1 {
+        return Err(Error::PatchNotFound(Box::new(misses.remove(0))));
+    }
+    if !misses.is_empty() {
+        return Err(Error::PatchesNotFound(misses));
     }
     for (link, target) in &unit.symlinks {
         symlink(b, &u, link, target)?;

@@ -36,6 +36,7 @@
 //! on-missing = "fail"
 //! ```
 
+pub mod edit;
 mod error;
 mod extends;
 mod locate;
@@ -50,7 +51,7 @@ pub(crate) use error::did_you_mean;
 pub use error::{Location, RecipeError};
 pub use locate::suggest;
 pub(crate) use locate::{de_error, find_line, from_toml, line_col};
-pub(crate) use parse::read_text;
+pub use parse::read_text;
 pub(crate) use schema::RawLayer;
 pub use schema::{
     Autopatchelf, Installer, OnMissing, Patch, Project, Recipe, Remote, Scripts, Source, Unit,

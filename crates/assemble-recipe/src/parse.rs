@@ -529,6 +529,6 @@ fn installer(raw: &RawPython) -> Result<Installer, String> {
 
 /// A recipe file's text: a regular file of at most a few MB (a FIFO or a
 /// device is refused, never read).
-pub(crate) fn read_text(file: &Path) -> std::io::Result<String> {
+pub fn read_text(file: &Path) -> std::io::Result<String> {
     assemble_fs::files::read_named_text(file, assemble_fs::files::NAMED_FILE_LIMIT)
 }

@@ -36,7 +36,7 @@ use assemble_plan::{Sources, WouldMake};
 use assemble_python::Interpreter;
 use assemble_recipe::{Recipe, Unit, UnitName};
 
-pub use lock::{LockStatus, LockedUnit, resolve_lock};
+pub use lock::{LockStatus, LockedUnit, locked_hash, resolve_lock, resolve_lock_unstored};
 pub use make::Maker;
 
 /// What the sources stage works with.

@@ -46,6 +46,31 @@ pub fn resolve_lock(
     update: &[String],
     reporter: &dyn Reporter,
 ) -> Result<(Vec<LockedUnit>, Vec<assemble_plan::WouldMake>), Error> {
+    let (done, would, mut lock) =
+        resolve_lock_unstored(recipe, cache, policy, locked, update, reporter)?;
+    // A --locked run never changes the lock, not even to drop the entries
+    // of units the recipe no longer has.
+    if !locked && policy.writes() {
+        lock.store().map_err(|source| Error::Lock {
+            recipe: recipe.file.clone(),
+            source,
+        })?;
+    }
+    Ok((done, would))
+}
+
+/// As [`resolve_lock`], the lock file left unwritten: returned as it
+/// would be stored (the entries of units the recipe no longer pins
+/// dropped), for a caller that writes it only once more has been checked
+/// (`cargo xtask update`).
+pub fn resolve_lock_unstored(
+    recipe: &mut Recipe,
+    cache: &Path,
+    policy: Policy,
+    locked: bool,
+    update: &[String],
+    reporter: &dyn Reporter,
+) -> Result<(Vec<LockedUnit>, Vec<assemble_plan::WouldMake>, Lockfile), Error> {
     for u in update {
         if !recipe.units.iter().any(|x| {
             x.name == u.as_str()
@@ -146,12 +171,24 @@ pub fn resolve_lock(
             status,
         });
     }
-    // A --locked run never changes the lock, not even to drop the entries
-    // of units the recipe no longer has.
-    if !locked && policy.writes() {
-        let keep: Vec<&str> = keep.iter().map(UnitName::as_str).collect();
-        lock.retain(&keep);
-        lock.store().map_err(lock_err)?;
-    }
-    Ok((done, would))
+    let keep: Vec<&str> = keep.iter().map(UnitName::as_str).collect();
+    lock.retain(&keep);
+    Ok((done, would, lock))
+}
+
+/// The hash `assemble.lock` records for unit `unit` of `recipe` under
+/// its current source line; `None` when it has no such entry.
+pub fn locked_hash(recipe: &Recipe, unit: &str) -> Result<Option<assemble_recipe::Hash>, Error> {
+    let lock = Lockfile::load(&recipe.file).map_err(|source| Error::Lock {
+        recipe: recipe.file.clone(),
+        source,
+    })?;
+    let key = recipe.unit(unit).and_then(|u| match &u.source {
+        Source::Remote(r) => Lockfile::key(r),
+        _ => None,
+    });
+    Ok(match key.map(|k| lock.get(unit, &k)) {
+        Some(Locked::Hash(h)) => Some(h),
+        _ => None,
+    })
 }
