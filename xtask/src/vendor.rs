@@ -1,5 +1,7 @@
 //! `cargo xtask vendor`: copy every remote unit's verified source into
-//! `vendor/<unit>/` beside the recipe, so builds need no network at all.
+//! `vendor/<unit>/` beside the recipe, and every file the uv-project venvs
+//! are installed from (with uv's wheel and what builds their sdists) into
+//! `vendor/pypi/`, so that builds need no network at all.
 
 use anyhow::Context as _;
 use assemble_fetch::Fetcher;
@@ -38,10 +40,14 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
             _ => None,
         })
         .collect();
-    if remotes
+    let needs_python = remotes
         .iter()
         .any(|(_, r)| matches!(r, Remote::Pypi { .. }))
-    {
+        || recipe
+            .units
+            .iter()
+            .any(|u| matches!(u.source, Source::UvProject { .. }));
+    if needs_python {
         let named = ws.python(&args.common);
         let python = assemble_pipeline::locate_interpreter(
             &recipe,
@@ -63,6 +69,7 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
     let reporter = assemble_pipeline::EventReporter {
         events: &|e| drawing.event(e),
     };
+    let python = config.python.clone();
     let fetcher = Fetcher::new(config, &reporter);
     for (unit, remote) in remotes {
         let dest = recipe.dir.join("vendor").join(unit);
@@ -70,6 +77,32 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
             .vendor(unit, remote, &dest)
             .with_context(|| format!("vendoring unit {unit}"))?;
         sh.status("Vendored", format!("{unit} into {}", dest.display()));
+    }
+    if let Some(python) = python {
+        let dest = recipe.dir.join("vendor").join("pypi");
+        let done = assemble_pipeline::vendor_pypi(
+            &recipe,
+            &cache,
+            python,
+            args.common.offline,
+            &dest,
+            &|e| drawing.event(e),
+        );
+        drawing.clear();
+        let done = done.map_err(Failure::from_pipeline)?;
+        if !done.dists.is_empty() || done.uv.is_some() {
+            let sdists = done.dists.iter().filter(|d| d.sdist).count();
+            sh.status(
+                "Vendored",
+                format!(
+                    "{} distributions ({sdists} sdists, {} wheels to build them){} into {}",
+                    done.dists.len(),
+                    done.build_wheels,
+                    done.uv.map(|u| format!(", {u}")).unwrap_or_default(),
+                    dest.display()
+                ),
+            );
+        }
     }
     Ok(())
 }

@@ -531,6 +531,20 @@ impl<'r> Fetcher<'r> {
         Ok((hash, dest))
     }
 
+    /// The file at `url` whose sha256 is `sha256`, from the cache or else
+    /// downloaded and checked (as a `url` source with `unpack = false`):
+    /// its path in the cache, named after the URL's last segment.
+    pub fn fetch_file(&self, unit: &str, url: &str, sha256: Hash) -> Result<PathBuf, Error> {
+        let remote = Remote::Url {
+            url: url.to_string(),
+            hash: sha256,
+            unpack: false,
+        };
+        let fetched = self.fetch(unit, &remote, &self.cache.join(".no-vendor"))?;
+        fetched.files.check_whole()?;
+        single_file(fetched.files.root())
+    }
+
     /// Copies a unit's verified source into `vendor` (replacing it).
     pub fn vendor(&self, unit: &str, remote: &Remote, vendor: &Path) -> Result<(), Error> {
         if remote.hash().is_none() {

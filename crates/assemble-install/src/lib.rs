@@ -8,18 +8,21 @@
 //! here; what it makes goes into the cache, made in a temporary place and
 //! sealed or given its digest link before it is used.
 
+mod build_failure;
 pub mod compile;
 mod interpreter;
 mod recover;
 mod run;
+pub mod vendored;
 
 use std::path::PathBuf;
 
+pub use build_failure::SourceBuild;
 pub use interpreter::{NotFound, locate, probe, probe_cached};
 pub use recover::recover_data_script;
 pub use run::{
-    Artifact, Progress, bootstrap_uv, build_venv, locked_packages, pip_download, sync_venv,
-    uv_finder,
+    Artifact, Progress, UvSync, bootstrap_uv, build_venv, download_uv_wheel, locked_packages,
+    pip_download, pip_download_wheels, sync_venv, uv_finder,
 };
 
 /// An error of this crate; each names the file or command it failed on.
@@ -42,6 +45,9 @@ pub enum Error {
     },
     #[error("{}: {message}", .path.display())]
     Malformed { path: PathBuf, message: String },
+    /// A distribution failed to build from its sdist (see [`SourceBuild`]).
+    #[error("{0}")]
+    SourceBuild(Box<SourceBuild>),
     /// The recipe's installer could not be fetched (its wheel, with pip).
     #[error("bootstrapping {what} from its wheel: {source}")]
     Bootstrap {

@@ -121,6 +121,15 @@ pub(crate) fn output_lines<S: AsRef<OsStr>>(
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
+    if program.file_name() == Some(OsStr::new("uv")) {
+        // The tree must not depend on the machine: uv reads no UV_* of
+        // the caller's (an index, a link mode, no-binary...), only ours.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("UV_") {
+                cmd.env_remove(k);
+            }
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -150,6 +159,9 @@ pub(crate) fn output_lines<S: AsRef<OsStr>>(
         .join()
         .map_err(|_| std::io::Error::other("reading stdout panicked"))??;
     if !status.success() {
+        if let Some(build) = crate::build_failure::from_log(&said_lines) {
+            return Err(Error::SourceBuild(Box::new(build)));
+        }
         return Err(Error::Command {
             program: said(program, args),
             status: status.to_string(),
@@ -273,74 +285,81 @@ pub fn build_venv(
     h.update(b"\0");
     h.update(python.executable.as_os_str().as_encoded_bytes());
     let what = || format!("the virtualenv of {}", requirements.display());
-    cached_venv(cache, h, policy, &what, progress, |tmp| {
-        let cwd = requirements.parent();
-        let req_path = requirements.as_os_str();
-        let tmp_python = tmp.join("bin/python");
-        let uv = match installer {
-            Installer::Pip => None,
-            Installer::Uv { version, sha256 } => {
-                Some(bootstrap_uv(version, sha256, python, cache, &|| {
-                    progress.wait()
-                })?)
+    cached_venv(
+        cache,
+        h,
+        policy,
+        &what,
+        progress,
+        Build::Online(|tmp: &Path| {
+            let cwd = requirements.parent();
+            let req_path = requirements.as_os_str();
+            let tmp_python = tmp.join("bin/python");
+            let uv = match installer {
+                Installer::Pip => None,
+                Installer::Uv { version, sha256 } => {
+                    Some(bootstrap_uv(version, sha256, python, cache, None, &|| {
+                        progress.wait()
+                    })?)
+                }
+            };
+            if let Some(uv) = &uv {
+                output(
+                    uv,
+                    &[
+                        OsStr::new("venv"),
+                        OsStr::new("--python"),
+                        python.executable.as_os_str(),
+                        tmp.as_os_str(),
+                    ],
+                    cwd,
+                )?;
+                output_lines(
+                    uv,
+                    &[
+                        OsStr::new("pip"),
+                        OsStr::new("install"),
+                        OsStr::new("--python"),
+                        tmp_python.as_os_str(),
+                        OsStr::new("-r"),
+                        req_path,
+                    ],
+                    cwd,
+                    &[uv_copies()],
+                    &|l| progress.line(l),
+                )?;
+            } else {
+                output(
+                    &python.executable,
+                    &[
+                        OsStr::new("-m"),
+                        OsStr::new("venv"),
+                        OsStr::new("--without-pip"),
+                        tmp.as_os_str(),
+                    ],
+                    cwd,
+                )?;
+                output_lines(
+                    &python.executable,
+                    &[
+                        OsStr::new("-m"),
+                        OsStr::new("pip"),
+                        OsStr::new("--python"),
+                        tmp_python.as_os_str(),
+                        OsStr::new("install"),
+                        OsStr::new("--no-input"),
+                        OsStr::new("--disable-pip-version-check"),
+                        OsStr::new("-r"),
+                        req_path,
+                    ],
+                    cwd,
+                    &[],
+                    &|l| progress.line(l),
+                )?;
             }
-        };
-        if let Some(uv) = &uv {
-            output(
-                uv,
-                &[
-                    OsStr::new("venv"),
-                    OsStr::new("--python"),
-                    python.executable.as_os_str(),
-                    tmp.as_os_str(),
-                ],
-                cwd,
-            )?;
-            output_lines(
-                uv,
-                &[
-                    OsStr::new("pip"),
-                    OsStr::new("install"),
-                    OsStr::new("--python"),
-                    tmp_python.as_os_str(),
-                    OsStr::new("-r"),
-                    req_path,
-                ],
-                cwd,
-                &[uv_copies()],
-                &|l| progress.line(l),
-            )?;
-        } else {
-            output(
-                &python.executable,
-                &[
-                    OsStr::new("-m"),
-                    OsStr::new("venv"),
-                    OsStr::new("--without-pip"),
-                    tmp.as_os_str(),
-                ],
-                cwd,
-            )?;
-            output_lines(
-                &python.executable,
-                &[
-                    OsStr::new("-m"),
-                    OsStr::new("pip"),
-                    OsStr::new("--python"),
-                    tmp_python.as_os_str(),
-                    OsStr::new("install"),
-                    OsStr::new("--no-input"),
-                    OsStr::new("--disable-pip-version-check"),
-                    OsStr::new("-r"),
-                    req_path,
-                ],
-                cwd,
-                &[],
-                &|l| progress.line(l),
-            )?;
-        }
-        Ok(())
-    })
+            Ok(())
+        }),
+    )
 }
 
 /// Which artifact of a release to download.
@@ -396,6 +415,77 @@ pub fn pip_download(
     }
 }
 
+/// Downloads into `dest` (with pip, for `python`) wheels of every
+/// requirement in `requires` and of what they need: the build
+/// requirements of an sdist, kept so that it builds with no index.
+/// Returns how many files `dest` gained.
+pub fn pip_download_wheels(
+    requires: &[String],
+    python: &Interpreter,
+    dest: &Path,
+) -> Result<usize, Error> {
+    let count = || fs_err::read_dir(dest).map(|d| d.count());
+    let before = count()?;
+    let mut args: Vec<&OsStr> = [
+        "-m",
+        "pip",
+        "download",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--only-binary",
+        ":all:",
+        "--dest",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    args.push(dest.as_os_str());
+    args.extend(requires.iter().map(OsStr::new));
+    output(&python.executable, &args, None)?;
+    Ok(count()?.saturating_sub(before))
+}
+
+/// uv's wheel at `version` downloaded into `dest` (with the interpreter's
+/// pip), kept only if its sha256 is one of `sha256`. Returns its name.
+pub fn download_uv_wheel(
+    version: &str,
+    sha256: &[[u8; 32]],
+    python: &Interpreter,
+    dest: &Path,
+) -> Result<String, Error> {
+    if let Some(have) = vendored_uv(dest, version, sha256) {
+        return Ok(have
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned());
+    }
+    let work = tempfile::Builder::new()
+        .prefix(".uv-wheel-")
+        .tempdir_in(dest)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dest.display())))?;
+    let wheel = pip_download(
+        &format!("uv=={version}"),
+        Artifact::Wheel,
+        python,
+        work.path(),
+    )?;
+    let bytes = fs_err::read(&wheel)?;
+    let got: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    if !sha256.contains(&got) {
+        return Err(Error::Malformed {
+            path: wheel,
+            message: format!(
+                "uv's wheel has sha256 {}, which is none of [python] installer-sha256",
+                hex::encode(got)
+            ),
+        });
+    }
+    let name = wheel.file_name().unwrap_or_default().to_os_string();
+    fs_err::rename(&wheel, dest.join(&name))?;
+    Ok(name.to_string_lossy().into_owned())
+}
+
 /// uv installs a venv's files as copies, not hard links into its own cache
 /// (its default on Linux): a cache entry of ours shares no file with
 /// another tool, whose use would change it (a new link changes a file's
@@ -421,6 +511,7 @@ pub fn bootstrap_uv(
     sha256: &[[u8; 32]],
     python: &Interpreter,
     cache: &Path,
+    vendor: Option<&Path>,
     waiting: &dyn Fn(),
 ) -> Result<PathBuf, Error> {
     let bin = uv_path(cache, version);
@@ -463,16 +554,19 @@ pub fn bootstrap_uv(
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
     let download = work.path().join("download");
     fs_err::create_dir_all(&download)?;
-    let wheel = pip_download(
-        &format!("uv=={version}"),
-        Artifact::Wheel,
-        python,
-        &download,
-    )
-    .map_err(|e| Error::Bootstrap {
-        what: format!("uv {version}"),
-        source: Box::new(e),
-    })?;
+    let wheel = match vendor.and_then(|v| vendored_uv(v, version, sha256)) {
+        Some(wheel) => wheel,
+        None => pip_download(
+            &format!("uv=={version}"),
+            Artifact::Wheel,
+            python,
+            &download,
+        )
+        .map_err(|e| Error::Bootstrap {
+            what: format!("uv {version}"),
+            source: Box::new(e),
+        })?,
+    };
     let bytes = fs_err::read(&wheel)?;
     let got: [u8; 32] = sha2::Sha256::digest(&bytes).into();
     if !sha256.contains(&got) {
@@ -508,80 +602,136 @@ pub fn bootstrap_uv(
     Ok(bin)
 }
 
-/// Syncs (once) a virtualenv from the uv project in `project` (its
+/// uv's wheel at `version` in the vendored folder `vendor`, when one is
+/// there whose sha256 is one of `sha256`.
+fn vendored_uv(vendor: &Path, version: &str, sha256: &[[u8; 32]]) -> Option<PathBuf> {
+    let prefix = format!("uv-{version}-");
+    fs_err::read_dir(vendor)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+        })
+        .find(|p| {
+            fs_err::read(p)
+                .map(|b| sha256.contains(&sha2::Sha256::digest(&b).into()))
+                .unwrap_or(false)
+        })
+}
+
+/// Syncs (once) a virtualenv from the uv project in `sync.project` (its
 /// `pyproject.toml` and `uv.lock`) into `cache/venvs/<key>`, as authentik's
 /// image does (`uv sync --locked --no-dev --no-install-project`), and also
 /// without the workspace members and without the distributions in
-/// `exclude` (other units provide them): the dependencies alone. The key
-/// is the sha256 of uv's version, the interpreter, those flags, `uv.lock`
-/// and the `pyproject.toml` of every local package the lock names; a
-/// change to the project's other files builds nothing. uv never downloads
-/// an interpreter here.
-#[allow(clippy::too_many_arguments)]
-pub fn sync_venv(
-    project: &Files,
-    python: &Interpreter,
-    uv_version: &str,
-    uv_sha256: &[[u8; 32]],
-    exclude: &[String],
-    cache: &Path,
-    policy: Policy,
-    progress: Progress<'_>,
-) -> Result<Files, Error> {
+/// `exclude` (other units provide them): the dependencies alone. uv reads
+/// the project's own `[tool.uv]` settings (`no-binary-package`, ...) and
+/// no user's or machine's configuration or `UV_*` variable. The key is the
+/// sha256 of uv's version, the interpreter, those flags, `uv.lock` and the
+/// `pyproject.toml` of every local package the lock names (the project's
+/// settings with it); a change to the project's other files builds
+/// nothing. uv never downloads an interpreter here.
+///
+/// With `vendor` (a flat folder of the lock's files, `cargo xtask vendor`)
+/// nothing is downloaded: uv syncs from a copy of the lock that reads
+/// every distribution from there, and the venv is the one the index
+/// gives (see [`crate::vendored`]).
+pub fn sync_venv(sync: &UvSync<'_>, cache: &Path, policy: Policy) -> Result<Files, Error> {
+    let project = sync.project;
     let dir = project.root();
     let lock_path = dir.join("uv.lock");
     let lock = read_project(project, &lock_path)?;
-    let mut excluded: Vec<&str> = exclude.iter().map(String::as_str).collect();
+    let pyproject_path = dir.join("pyproject.toml");
+    let pyproject = read_project(project, &pyproject_path)?;
+    let mut excluded: Vec<&str> = sync.exclude.iter().map(String::as_str).collect();
     excluded.sort_unstable();
     let flags = format!(
-        "sync --locked --no-dev --no-install-project --no-install-workspace; excluded: {}",
+        "sync --locked --no-dev --no-install-project --no-install-workspace, the project's [tool.uv] as --config-file; excluded: {}",
         excluded.join(", ")
     );
     let mut h = sha2::Sha256::new();
     for part in [
-        b"assemble-uv-sync-v1".as_slice(),
-        format!("uv {uv_version}").as_bytes(),
-        python.full_version.as_bytes(),
-        python.executable.as_os_str().as_encoded_bytes(),
+        b"assemble-uv-sync-v2".as_slice(),
+        format!("uv {}", sync.uv_version).as_bytes(),
+        sync.python.full_version.as_bytes(),
+        sync.python.executable.as_os_str().as_encoded_bytes(),
         flags.as_bytes(),
         &lock,
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    for member in local_packages(&lock_path, &lock)? {
-        // A member's folder inside the project, its links resolved there.
-        let rel = assemble_fs::resolve_beneath(dir, &format!("{member}/pyproject.toml")).map_err(
-            |e| Error::Malformed {
-                path: lock_path.clone(),
-                message: format!("workspace member {member}: {e}"),
-            },
-        )?;
-        let bytes = read_project(project, &dir.join(rel))?;
+    let members = local_packages(&lock_path, &lock)?;
+    for member in &members {
+        let bytes = read_project(project, &member_pyproject(dir, &lock_path, member)?)?;
         h.update((member.len() as u64).to_le_bytes());
         h.update(member.as_bytes());
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
     }
     let what = || format!("the virtualenv of the uv project {}", dir.display());
-    let project = dir;
-    cached_venv(cache, h, policy, &what, progress, |tmp| {
-        let uv = bootstrap_uv(uv_version, uv_sha256, python, cache, &|| progress.wait())?;
-        let mut args: Vec<&OsStr> = [
-            "sync",
-            "--locked",
-            "--no-dev",
-            "--no-install-project",
-            "--no-install-workspace",
-            "--no-config",
-            "--python",
-        ]
-        .iter()
-        .map(OsStr::new)
-        .collect();
-        args.push(python.executable.as_os_str());
+    let progress = sync.progress;
+    let build = |tmp: &Path| {
+        let uv = bootstrap_uv(
+            sync.uv_version,
+            sync.uv_sha256,
+            sync.python,
+            cache,
+            sync.vendor,
+            &|| progress.wait(),
+        )?;
+        let work = tempfile::Builder::new()
+            .prefix(".sync-")
+            .tempdir_in(cache.join("venvs"))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", cache.display())))?;
+        let config = work.path().join("uv.toml");
+        fs_err::write(
+            &config,
+            crate::vendored::project_config(&pyproject, &pyproject_path)?,
+        )?;
+        let (from, mode): (PathBuf, Vec<&OsStr>) = match sync.vendor {
+            None => (dir.to_path_buf(), vec![OsStr::new("--locked")]),
+            Some(vendor) => {
+                let copy = work.path().join("project");
+                for member in &members {
+                    let rel = member_pyproject(dir, &lock_path, member)?;
+                    let to = copy.join(rel.strip_prefix(dir).unwrap_or(&rel));
+                    fs_err::create_dir_all(to.parent().unwrap_or(&copy))?;
+                    fs_err::write(&to, read_project(project, &rel)?)?;
+                }
+                fs_err::create_dir_all(&copy)?;
+                fs_err::write(copy.join("pyproject.toml"), &pyproject)?;
+                let text = String::from_utf8_lossy(&lock);
+                fs_err::write(
+                    copy.join("uv.lock"),
+                    crate::vendored::rewrite_lock(&text, &lock_path, vendor)?,
+                )?;
+                // The lock was checked against the project (`--locked`)
+                // when the folder was made (`cargo xtask vendor`).
+                const OFFLINE: [&str; 4] = ["--frozen", "--offline", "--no-index", "--find-links"];
+                let mut mode: Vec<&OsStr> = OFFLINE.iter().map(OsStr::new).collect();
+                mode.push(vendor.as_os_str());
+                (copy, mode)
+            }
+        };
+        let mut args: Vec<&OsStr> = vec![OsStr::new("sync")];
+        args.extend(mode);
+        args.extend(
+            [
+                "--no-dev",
+                "--no-install-project",
+                "--no-install-workspace",
+                "--config-file",
+            ]
+            .iter()
+            .map(OsStr::new),
+        );
+        args.push(config.as_os_str());
+        args.push(OsStr::new("--python"));
+        args.push(sync.python.executable.as_os_str());
         args.push(OsStr::new("--project"));
-        args.push(project.as_os_str());
+        args.push(from.as_os_str());
         for x in &excluded {
             args.push(OsStr::new("--no-install-package"));
             args.push(OsStr::new(x));
@@ -591,9 +741,52 @@ pub fn sync_venv(
             uv_copies(),
             ("UV_PYTHON_DOWNLOADS", OsStr::new("never")),
         ];
-        output_lines(&uv, &args, Some(project), &env, &|l| progress.line(l))?;
+        output_lines(&uv, &args, Some(&from), &env, &|l| progress.line(l))?;
+        if sync.vendor.is_some() {
+            crate::vendored::forget_local_archives(tmp)?;
+        }
         Ok(())
-    })
+    };
+    let build = match sync.vendor {
+        Some(_) => Build::NoNetwork(build),
+        None => Build::Online(build),
+    };
+    cached_venv(cache, h, policy, &what, progress, build)
+}
+
+/// What [`sync_venv`] syncs, and how.
+#[derive(Clone, Copy)]
+pub struct UvSync<'a> {
+    /// The uv project: its `pyproject.toml` and `uv.lock`.
+    pub project: &'a Files,
+    pub python: &'a Interpreter,
+    pub uv_version: &'a str,
+    pub uv_sha256: &'a [[u8; 32]],
+    /// Distributions other units provide.
+    pub exclude: &'a [String],
+    /// A flat folder holding every file the venv needs (`vendor/pypi`).
+    pub vendor: Option<&'a Path>,
+    pub progress: Progress<'a>,
+}
+
+/// A workspace member's `pyproject.toml` inside the project `dir`, its
+/// links resolved there.
+fn member_pyproject(dir: &Path, lock_path: &Path, member: &str) -> Result<PathBuf, Error> {
+    let rel =
+        assemble_fs::resolve_beneath(dir, &format!("{member}/pyproject.toml")).map_err(|e| {
+            Error::Malformed {
+                path: lock_path.to_path_buf(),
+                message: format!("workspace member {member}: {e}"),
+            }
+        })?;
+    Ok(dir.join(rel))
+}
+
+/// How a missing venv is built: with the network (not under `--offline`),
+/// or from local files alone (`vendor/pypi`: under `--offline` too).
+enum Build<F> {
+    Online(F),
+    NoNetwork(F),
 }
 
 /// The venv cached under the key `h` makes, in `cache/venvs`: there
@@ -609,7 +802,7 @@ fn cached_venv(
     policy: Policy,
     what: &dyn Fn() -> String,
     progress: Progress<'_>,
-    build: impl FnOnce(&Path) -> Result<(), Error>,
+    build: Build<impl FnOnce(&Path) -> Result<(), Error>>,
 ) -> Result<Files, Error> {
     let key = hex::encode(h.finalize());
     let root = cache.join("venvs");
@@ -629,7 +822,11 @@ fn cached_venv(
     if let Some(seal) = Seal::load(&dir) {
         return Ok(Files::sealed(seal));
     }
-    if policy == Policy::Offline {
+    let (build, offline_too) = match build {
+        Build::Online(b) => (b, false),
+        Build::NoNetwork(b) => (b, true),
+    };
+    if policy == Policy::Offline && !offline_too {
         return Err(missing());
     }
     progress.reporter.starting(progress.starting);

@@ -325,10 +325,21 @@ fn sources_diagnostic(e: &assemble_sources::Error) -> Diagnostic {
             hint: Some(CORRUPT_HINT.into()),
             ..Diagnostic::new(FailureKind::Cache, message)
         },
-        S::Python { unit, .. } => Diagnostic {
-            unit: Some(unit.clone()),
-            ..Diagnostic::new(FailureKind::Python, message)
-        },
+        S::Python { unit, source } => {
+            let build = match source {
+                assemble_install::Error::SourceBuild(b) => Some(b),
+                _ => None,
+            };
+            Diagnostic {
+                unit: Some(unit.clone()),
+                hint: build.map(|b| match b.missing {
+                    Some((_, package)) => format!("apt-get install {package}, then assemble again; README: Building real authentik lists what a real build needs"),
+                    None => "the build log's tail is under -v; README: Building real authentik lists the system packages a real build needs".to_string(),
+                }),
+                detail: build.map(|b| format!("the build log ends:\n{}", b.tail)),
+                ..Diagnostic::new(FailureKind::Python, message)
+            }
+        }
         S::Fetch { unit, source } => Diagnostic {
             unit: Some(unit.clone()),
             hint: source.hint(),

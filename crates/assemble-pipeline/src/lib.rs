@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use assemble_cache::Policy;
 use assemble_fs::find_program;
 use assemble_plan::{Context, Phases, Plan};
-use assemble_python::carriable;
+use assemble_python::{Interpreter, carriable};
 use assemble_recipe::{Recipe, RecipeError, UnitName};
 use assemble_reconcile::{Diff, Layout, Lock, Outcome, Snapshot, UnitStatus};
 use assemble_sources::Realised;
@@ -379,6 +379,7 @@ impl Session {
             cache: self.ctx.cache.clone(),
             python: self.ctx.python.clone(),
             policy: self.policy,
+            vendored_pypi: true,
         };
         let (_, unlocked) = assemble_sources::resolve_lock(
             &mut self.recipe,
@@ -817,6 +818,31 @@ pub fn locked_recipe(
         &EventReporter { events },
     )?;
     Ok(recipe)
+}
+
+/// `cargo xtask vendor`'s Python side: fills `dest` (`vendor/pypi`) with
+/// every file the recipe's uv-project venvs are installed from (see
+/// [`assemble_sources::vendor_pypi`]).
+pub fn vendor_pypi(
+    recipe: &Recipe,
+    cache: &Path,
+    python: Interpreter,
+    offline: bool,
+    dest: &Path,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<assemble_sources::VendoredPypi, Error> {
+    let config = assemble_sources::Config {
+        cache: cache.to_path_buf(),
+        python,
+        policy: lock_policy(offline),
+        vendored_pypi: false,
+    };
+    Ok(assemble_sources::vendor_pypi(
+        recipe,
+        &config,
+        &EventReporter { events },
+        dest,
+    )?)
 }
 
 /// What locking may fetch: `--offline`, nothing.

@@ -27,6 +27,7 @@
 mod lock;
 mod make;
 mod resolve;
+mod vendor;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ use assemble_recipe::{Recipe, Unit, UnitName};
 
 pub use lock::{LockStatus, LockedUnit, locked_hash, resolve_lock, resolve_lock_unstored};
 pub use make::Maker;
+pub use vendor::{VendoredPypi, vendor_pypi};
 
 /// What the sources stage works with.
 #[derive(Debug, Clone)]
@@ -48,6 +50,10 @@ pub struct Config {
     pub python: Interpreter,
     /// Whether what the cache lacks is made.
     pub policy: Policy,
+    /// Whether uv projects' venvs are synced from `vendor/pypi` beside the
+    /// recipe when it is there (not by `cargo xtask vendor`, which makes it
+    /// from a venv synced from the index).
+    pub vendored_pypi: bool,
 }
 
 /// A failure to realise a source; each names the unit.

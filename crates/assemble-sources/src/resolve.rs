@@ -182,17 +182,18 @@ fn uv_project_venv(
         dir.join("uv.lock").display()
     );
     let waiting = format!("the venv of {}", unit.name);
-    assemble_install::sync_venv(
-        &files,
-        &config.python,
-        version,
-        sha256,
-        &unit.exclude,
-        &config.cache,
-        config.policy,
-        progress(r, &starting, &waiting),
-    )
-    .map_err(python_error(unit))
+    // `cargo xtask vendor` keeps the lock's files beside the recipe.
+    let vendor = r.recipe.dir.join("vendor").join("pypi");
+    let sync = assemble_install::UvSync {
+        project: &files,
+        python: &config.python,
+        uv_version: version,
+        uv_sha256: sha256,
+        exclude: &unit.exclude,
+        vendor: (config.vendored_pypi && vendor.is_dir()).then_some(vendor.as_path()),
+        progress: progress(r, &starting, &waiting),
+    };
+    assemble_install::sync_venv(&sync, &config.cache, config.policy).map_err(python_error(unit))
 }
 
 /// Every distribution `exclude` names is in the project's `uv.lock`: uv
