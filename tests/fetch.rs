@@ -643,6 +643,102 @@ fn the_lock_file_pins_a_tag_and_every_fetch_is_checked_against_it() {
     assert!(hits >= 1);
 }
 
+/// What the lock-features fixture asks of the venv, in the tree `site`
+/// built from `project` with `cache`: pycurl built here from its sdist
+/// (not the lock's manylinux wheel), the sdist-only docopt, the extras;
+/// the venv file for file what `uv sync --locked` with the same
+/// exclusions makes; and the lock current for its git source (served from
+/// a local repository made here, the commit the lock pins).
+fn lock_features(s: &Scratch, project: &Path, site: &Path, cache: &Path) {
+    let wheel = fs_err::read_to_string(site.join("pycurl-7.49.0.dist-info/WHEEL")).unwrap();
+    assert!(
+        wheel.contains("-linux_x86_64") && !wheel.contains("manylinux"),
+        "pycurl built here: {wheel}"
+    );
+    assert!(site.join("docopt.py").is_file());
+    assert!(site.join("psycopg_pool/__init__.py").is_file());
+    // What uv itself makes of the same lock, with the same exclusions.
+    let uv = support::shared_uv();
+    let reference = s.path("uv-sync-reference");
+    let python = support::real_python();
+    let mut sync = Command::new(&uv);
+    sync.args([
+        "sync",
+        "--locked",
+        "--no-dev",
+        "--no-install-project",
+        "--no-install-workspace",
+        "--no-install-package",
+        "opencontainers",
+        "--python",
+    ])
+    .arg(&python)
+    .arg("--project")
+    .arg(project)
+    .env("UV_PROJECT_ENVIRONMENT", &reference)
+    .env("UV_LINK_MODE", "copy")
+    .env("UV_PYTHON_DOWNLOADS", "never");
+    support::stdout_ok(&mut sync);
+    let venvs: Vec<PathBuf> = fs_err::read_dir(cache.join("venvs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert_eq!(venvs.len(), 1, "{venvs:?}");
+    assert_eq!(
+        support::listing(&venvs[0].join("lib")),
+        support::listing(&reference.join("lib")),
+        "the venv is what `uv sync --locked` makes"
+    );
+    // The git source: the lock is current for the commit it pins.
+    let repo = s.path("opencontainers-git");
+    support::copy_dir(&features_dir().join("opencontainers-git"), &repo);
+    support::git(&repo, &["init", "-q", "-b", "main"]);
+    support::git(&repo, &["add", "-A"]);
+    support::stdout_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args([
+                "commit",
+                "-q",
+                "-m",
+                "opencontainers, as the lock-features fixture serves it",
+            ])
+            .env("GIT_AUTHOR_NAME", "assemble")
+            .env("GIT_AUTHOR_EMAIL", "assemble@example.invalid")
+            .env("GIT_COMMITTER_NAME", "assemble")
+            .env("GIT_COMMITTER_EMAIL", "assemble@example.invalid")
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1"),
+    );
+    assert_eq!(
+        support::git(&repo, &["rev-parse", "HEAD"]),
+        "218535ed83e14e562460994876fd56e510b7c7b7"
+    );
+    let git_config = s.path("gitconfig");
+    fs_err::write(
+        &git_config,
+        format!(
+            "[url \"file://{}\"]\n\tinsteadOf = https://git.example.invalid/opencontainers\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let mut check = Command::new(&uv);
+    check
+        .args(["lock", "--check", "--no-config", "--project"])
+        .arg(project)
+        .env("GIT_CONFIG_GLOBAL", &git_config);
+    support::stdout_ok(&mut check);
+}
+
+fn features_dir() -> PathBuf {
+    support::root().join("tests/fixtures/lock-features")
+}
+
 /// The tag the root recipe pins authentik at.
 const AUTHENTIK_TAG: &str = "version/2026.2.0";
 
@@ -656,10 +752,20 @@ const AUTHENTIK_TAG: &str = "version/2026.2.0";
 /// root one: opencontainers's (a git rev on GitHub, whose bytes cannot be
 /// served here) by the same package's sdist. The interpreter is this
 /// machine's python3, named with --python (the recipe asks for 3.14).
+///
+/// The fixture's project and lock are replaced by `tests/fixtures/
+/// lock-features/`, which have what authentik's have beside its plain
+/// wheels: opencontainers from git (excluded from the venv, as the recipe
+/// says), a `no-binary-package` in `[tool.uv]` built from its sdist
+/// against a system library (pycurl, through curl-config), an sdist-only
+/// distribution (docopt) and extras (psycopg[binary,pool]).
 #[test]
 fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
     let s = Scratch::new();
     let fixture = s.path("demo/authentik");
+    for file in ["pyproject.toml", "uv.lock"] {
+        fs_err::copy(features_dir().join(file), fixture.join(file)).unwrap();
+    }
     let hash = nix_hash_path(&fixture);
     let at_tag = format!("/goauthentik/authentik/archive/{AUTHENTIK_TAG}.tar.gz");
     let server = Server::start();
@@ -772,6 +878,7 @@ fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
         ak.lines().next(),
         Some(format!("#!{}", bash.display()).as_str())
     );
+    lock_features(&s, &fixture, &site, &cache);
     // The tree runs.
     let (ok, msg) = support::run(&out.join("bin/gunicorn"), &["--version"]);
     assert!(ok && msg.contains("gunicorn"), "{msg}");
@@ -788,6 +895,65 @@ fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
     server.stop();
     assemble(&s.path("out2"), "http://127.0.0.1:9", &cache).json();
     assert_eq!(fs_err::read_to_string(&lock_file).unwrap(), text);
+
+    // A file:// mirror in GitHub's layout serves the same tag.
+    let mirror = s.path("mirror");
+    let archive = mirror.join(at_tag.trim_start_matches('/'));
+    fs_err::create_dir_all(archive.parent().unwrap()).unwrap();
+    fs_err::write(&archive, tar_gz("authentik-version-2026.2.0", &fixture)).unwrap();
+    let file_mirror = format!("file://{}", mirror.display());
+    let mirrored = support::cache_sharing_uv(s.dir.path(), "mirrored-cache");
+    let out5 = s.path("out5");
+    assemble(&out5, &file_mirror, &mirrored).json();
+    assert!(
+        crate::fetch::site(&out5)
+            .join("authentik/root/settings.py")
+            .is_file()
+    );
+
+    // A source build whose system library is missing: curl-config not on
+    // PATH, and a uv cache of its own (HOME), so that pycurl is built
+    // again. The error names the distribution, the missing tool and the
+    // Debian package; the log's tail under -v.
+    let bare = s.path("bare-bin");
+    fs_err::create_dir_all(&bare).unwrap();
+    for tool in ["bash", "gcc", "cc"] {
+        fs_err::os::unix::fs::symlink(support::which(tool), bare.join(tool)).unwrap();
+    }
+    let no_dev = support::cache_sharing_uv(s.dir.path(), "no-dev-cache");
+    let home = s.path("home");
+    let run = xtask_env(
+        s.dir.path(),
+        &[
+            "assemble",
+            "-v",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--locked",
+            "--python",
+            support::real_python().to_str().unwrap(),
+            "--out",
+            s.path("out6").to_str().unwrap(),
+        ],
+        &[
+            ("ASSEMBLE_CACHE_DIR", no_dev.to_str().unwrap()),
+            ("ASSEMBLE_GITHUB_URL", &file_mirror),
+            ("PATH", bare.to_str().unwrap()),
+            ("HOME", home.to_str().unwrap()),
+            ("XDG_CACHE_HOME", home.join(".cache").to_str().unwrap()),
+        ],
+    );
+    let err = run.fails(1);
+    assert!(
+        err.contains("unit python-deps: building pycurl==7.49.0 from its sdist failed: it needs `curl-config`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("apt-get install libcurl4-openssl-dev"),
+        "{err}"
+    );
+    assert!(err.contains("the build log ends:"), "-v: the tail: {err}");
+    assert!(!s.path("out6").exists());
 
     // Other bytes at the same tag, into an empty cache: the NAR check
     // fails, naming the unit, the URL and both hashes.
@@ -817,5 +983,83 @@ fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
         other.hits(),
         1,
         "only the tampered fetch reached the server"
+    );
+}
+
+/// The root recipe with no network at all: after `lock` and `vendor`
+/// through the loopback "GitHub" (authentik's source into
+/// `vendor/authentik`, opencontainers' sdist, and `vendor/pypi`: every
+/// distribution the venv is installed from and uv's wheel), a build in a
+/// network namespace with nothing but loopback, from an empty cache and
+/// with the server gone, gives the online build's tree, to the bit.
+#[test]
+fn the_root_recipe_vendored_builds_with_no_network_at_all() {
+    let s = Scratch::new();
+    let fixture = s.path("demo/authentik");
+    let server = Server::start();
+    server.route(
+        &format!("/goauthentik/authentik/archive/{AUTHENTIK_TAG}.tar.gz"),
+        Reply::Ok(tar_gz("authentik-version-2026.2.0", &fixture)),
+    );
+    let recipe = s.path("packager/assemble.toml");
+    fs_err::create_dir_all(recipe.parent().unwrap()).unwrap();
+    fs_err::write(
+        &recipe,
+        format!("extends = \"../assemble.toml\"\n\n[units.opencontainers]\n{PYPI_PIN}\n"),
+    )
+    .unwrap();
+    let python = support::real_python();
+    let online_cache = support::cache_sharing_uv(s.dir.path(), "online-cache");
+    let xtask = |args: &[&str], cache: &Path, github: &str, network: bool| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--python",
+            python.to_str().unwrap(),
+        ]);
+        let env = [
+            ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+            ("ASSEMBLE_GITHUB_URL", github),
+        ];
+        if network {
+            xtask_env(s.dir.path(), &all, &env)
+        } else {
+            support::xtask_without_network(s.dir.path(), &all, &env)
+        }
+    };
+    let build = |out: &str| {
+        [
+            "assemble",
+            "--locked",
+            "--out",
+            s.path(out).to_str().unwrap(),
+            "--prefix",
+            "/opt/authentik",
+            "--nar-hash",
+            "--json",
+        ]
+        .map(str::to_string)
+    };
+    xtask(&["lock"], &online_cache, &server.base, true).ok();
+    let said = xtask(&["vendor"], &online_cache, &server.base, true).ok();
+    assert!(said.contains("Vendored authentik"), "{said}");
+    assert!(s.path("packager/vendor/pypi").is_dir(), "{said}");
+    let args = build("online");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let report = xtask(&args, &online_cache, &server.base, true).json();
+    let want = report["nar_hash"].as_str().unwrap().to_string();
+    server.stop();
+
+    let empty = s.path("empty-cache");
+    let mut args = build("offline").to_vec();
+    args.push("--offline".to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = xtask(&args, &empty, "http://127.0.0.1:9", false);
+    assert_eq!(
+        run.json()["nar_hash"].as_str(),
+        Some(want.as_str()),
+        "{}",
+        run.stderr()
     );
 }

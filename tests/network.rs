@@ -216,3 +216,61 @@ fn a_file_mirror_serves_the_github_kind() {
     assert!(site(&out).join("opencontainers/digest/digest.py").is_file());
     assert!(file.ends_with(format!("vsoch/oci-python/archive/{REV}.tar.gz")));
 }
+
+/// The NAR hash `assemble --json --nar-hash` reports.
+fn nar_hash(run: &support::Run) -> String {
+    run.json()["nar_hash"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no nar_hash: {}", run.stdout()))
+        .to_string()
+}
+
+/// After `cargo xtask vendor`, the demo builds in a network namespace with
+/// nothing but loopback, from an empty cache: the venv from `vendor/pypi`
+/// (its distributions, uv's wheel), opencontainers' sdist from
+/// `vendor/opencontainers`, and the tree is the online build's, to the bit.
+#[test]
+fn a_vendored_demo_builds_with_no_network_at_all() {
+    let s = Scratch::new();
+    let recipe = s.recipe();
+    let recipe = recipe.to_str().unwrap();
+    let online_cache = support::cache_sharing_uv(s.dir.path(), "online-cache");
+    let online = [("ASSEMBLE_CACHE_DIR", online_cache.to_str().unwrap())];
+    let said = support::xtask_env(s.dir.path(), &["vendor", "--recipe", recipe], &online).ok();
+    assert!(said.contains("uv-0.9.5-"), "uv's wheel: {said}");
+    let pypi: Vec<String> = fs_err::read_dir(s.path("demo/vendor/pypi"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for wanted in ["psycopg_binary-3.3.9-", "dramatiq-2.2.1-", "uv-0.9.5-"] {
+        assert!(
+            pypi.iter().any(|f| f.starts_with(wanted)),
+            "{wanted}: {pypi:?}"
+        );
+    }
+    let build = |out: &str| {
+        let out = s.path(out);
+        vec![
+            "assemble".to_string(),
+            "--recipe".to_string(),
+            recipe.to_string(),
+            "--out".to_string(),
+            out.to_str().unwrap().to_string(),
+            "--prefix".to_string(),
+            "/opt/authentik".to_string(),
+            "--nar-hash".to_string(),
+            "--json".to_string(),
+        ]
+    };
+    let args = build("online");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let want = nar_hash(&support::xtask_env(s.dir.path(), &args, &online));
+
+    let empty = s.path("empty-cache");
+    let offline = [("ASSEMBLE_CACHE_DIR", empty.to_str().unwrap())];
+    let mut args = build("offline");
+    args.push("--offline".to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = support::xtask_without_network(s.dir.path(), &args, &offline);
+    assert_eq!(nar_hash(&run), want, "{}", run.stderr());
+}

@@ -60,7 +60,7 @@ pub fn real_python() -> PathBuf {
 pub fn shared_uv() -> PathBuf {
     let python = assemble_install::probe("python3").expect("python3 on PATH");
     let sha = <[u8; 32]>::try_from(hex::decode(UV_WHEEL_SHA256).expect("hex")).expect("32 bytes");
-    assemble_install::bootstrap_uv(UV_VERSION, &[sha], &python, &shared_cache(), &|| {})
+    assemble_install::bootstrap_uv(UV_VERSION, &[sha], &python, &shared_cache(), None, &|| {})
         .expect("bootstrap uv")
 }
 
@@ -233,7 +233,18 @@ pub fn xtask(cwd: &Path, args: &[&str]) -> Run {
 /// override `ASSEMBLE_CACHE_DIR`, the shared cache by default, and
 /// `ASSEMBLE_STATE_DIR`, `state` in `cwd` by default).
 pub fn xtask_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    xtask_command(Command::new(env!("CARGO_BIN_EXE_xtask")), cwd, args, env)
+}
+
+/// As [`xtask_env`], in a network namespace of its own with nothing but
+/// loopback (`unshare -n`): no network at all.
+pub fn xtask_without_network(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-n", env!("CARGO_BIN_EXE_xtask")]);
+    xtask_command(cmd, cwd, args, env)
+}
+
+fn xtask_command(mut cmd: Command, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     cmd.args(args)
         .current_dir(cwd)
         .env("ASSEMBLE_CACHE_DIR", shared_cache())
