@@ -75,6 +75,11 @@ const NEEDS: &[Need] = &[
         packages: &["nix-bin"],
     },
     Need {
+        check: Check::Program("curl-config"),
+        why: "pycurl built from its sdist against libcurl (a no-binary package)",
+        packages: &["libcurl4-openssl-dev", "libssl-dev"],
+    },
+    Need {
         check: Check::Program("tinyproxy"),
         why: "a real HTTP proxy on loopback",
         packages: &["tinyproxy"],
