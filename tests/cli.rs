@@ -478,6 +478,8 @@ fn the_test_command_names_what_is_missing_and_how_to_install_it() {
         "zsh",
         "groff",
         "tinyproxy",
+        "curl-config",
+        "mount",
     ] {
         std::os::unix::fs::symlink(support::which(tool), bin.join(tool)).unwrap();
     }

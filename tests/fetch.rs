@@ -815,6 +815,10 @@ fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
         let env = [
             ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
             ("ASSEMBLE_GITHUB_URL", github),
+            // The caller's uv settings do not reach the venv: honoured,
+            // these would fail the sync (no index, no source build).
+            ("UV_INDEX_URL", "http://127.0.0.1:9/simple"),
+            ("UV_NO_BUILD", "1"),
         ];
         xtask_env(s.dir.path(), &all, &env)
     };
