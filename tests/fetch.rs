@@ -94,6 +94,21 @@ fn assemble(
     github: Option<&str>,
     extra: &[&str],
 ) -> support::Run {
+    let mut env = vec![("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
+    if let Some(g) = github {
+        env.push(("ASSEMBLE_GITHUB_URL", g));
+    }
+    assemble_env(s, out, extra, &env)
+}
+
+/// `xtask assemble` of the scratch demo into `out`, with `extra` flags
+/// and the environment `env`.
+pub(crate) fn assemble_env(
+    s: &Scratch,
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> support::Run {
     let recipe = s.recipe();
     let mut args = vec![
         "assemble",
@@ -103,11 +118,7 @@ fn assemble(
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let mut env = vec![("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap())];
-    if let Some(g) = github {
-        env.push(("ASSEMBLE_GITHUB_URL", g));
-    }
-    xtask_env(s.dir.path(), &args, &env)
+    xtask_env(s.dir.path(), &args, env)
 }
 
 pub(crate) fn site(out: &Path) -> PathBuf {
@@ -765,6 +776,25 @@ fn features_dir() -> PathBuf {
     support::root().join("tests/fixtures/lock-features")
 }
 
+/// A packager's recipe, `packager/assemble.toml`, extending the root one
+/// with one pin replaced: opencontainers' (a git rev on GitHub, whose
+/// bytes cannot be served here) by the same package's sdist; and
+/// `server` serving `fixture` as authentik at the tag the root pins.
+fn packager_recipe(s: &Scratch, server: &Server, fixture: &Path) -> PathBuf {
+    server.route(
+        &format!("/goauthentik/authentik/archive/{AUTHENTIK_TAG}.tar.gz"),
+        Reply::Ok(tar_gz("authentik-version-2026.2.0", fixture)),
+    );
+    let recipe = s.path("packager/assemble.toml");
+    fs_err::create_dir_all(recipe.parent().unwrap()).unwrap();
+    fs_err::write(
+        &recipe,
+        format!("extends = \"../assemble.toml\"\n\n[units.opencontainers]\n{PYPI_PIN}\n"),
+    )
+    .unwrap();
+    recipe
+}
+
 /// The tag the root recipe pins authentik at.
 const AUTHENTIK_TAG: &str = "version/2026.2.0";
 
@@ -795,17 +825,7 @@ fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
     let hash = nix_hash_path(&fixture);
     let at_tag = format!("/goauthentik/authentik/archive/{AUTHENTIK_TAG}.tar.gz");
     let server = Server::start();
-    server.route(
-        &at_tag,
-        Reply::Ok(tar_gz("authentik-version-2026.2.0", &fixture)),
-    );
-    let recipe = s.path("packager/assemble.toml");
-    fs_err::create_dir_all(recipe.parent().unwrap()).unwrap();
-    fs_err::write(
-        &recipe,
-        format!("extends = \"../assemble.toml\"\n\n[units.opencontainers]\n{PYPI_PIN}\n"),
-    )
-    .unwrap();
+    let recipe = packager_recipe(&s, &server, &fixture);
     let lock_file = s.path("packager/assemble.lock");
     // `--python "$(command -v python3)"`, as the README says.
     let python = support::which("python3");
@@ -1027,17 +1047,7 @@ fn the_root_recipe_vendored_builds_with_no_network_at_all() {
     let s = Scratch::new();
     let fixture = s.path("demo/authentik");
     let server = Server::start();
-    server.route(
-        &format!("/goauthentik/authentik/archive/{AUTHENTIK_TAG}.tar.gz"),
-        Reply::Ok(tar_gz("authentik-version-2026.2.0", &fixture)),
-    );
-    let recipe = s.path("packager/assemble.toml");
-    fs_err::create_dir_all(recipe.parent().unwrap()).unwrap();
-    fs_err::write(
-        &recipe,
-        format!("extends = \"../assemble.toml\"\n\n[units.opencontainers]\n{PYPI_PIN}\n"),
-    )
-    .unwrap();
+    let recipe = packager_recipe(&s, &server, &fixture);
     let python = support::real_python();
     let online_cache = support::cache_sharing_uv(s.dir.path(), "online-cache");
     let xtask = |args: &[&str], cache: &Path, github: &str, network: bool| {

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fetch::{REV, archive_path, fake_upstream, site, use_github};
+use crate::fetch::{REV, archive_path, assemble_env, fake_upstream, site, use_github};
 use crate::support::http::{Authority, Reply, Server};
 use crate::support::proxy::Tinyproxy;
 use crate::support::{self, Scratch};
@@ -49,20 +49,10 @@ fn env<'a>(cache: &'a Path, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a s
 }
 
 fn run(s: &Scratch, out: &Path, github: &str, env: &[(&str, &str)], json: bool) -> support::Run {
-    let recipe = s.recipe();
-    let mut args = vec![
-        "assemble",
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    if json {
-        args.push("--json");
-    }
     let mut env = env.to_vec();
     env.push(("ASSEMBLE_GITHUB_URL", github));
-    support::xtask_env(s.dir.path(), &args, &env)
+    let extra: &[&str] = if json { &["--json"] } else { &[] };
+    assemble_env(s, out, extra, &env)
 }
 
 /// A loopback HTTPS server whose certificate a CA made here signs: not

@@ -45,6 +45,17 @@ pub enum Error {
     },
     #[error("{}: {message}", .path.display())]
     Malformed { path: PathBuf, message: String },
+    /// A sync from a vendored folder failed: it may lack what the lock
+    /// needs now.
+    #[error(
+        "syncing from {} (vendored; no index is asked while it is there): {source}\nIt may lack a file the lock now needs: run `cargo xtask vendor` again where the network is, or remove the folder to sync from the index.",
+        .folder.display()
+    )]
+    Vendored {
+        folder: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
     /// A distribution failed to build from its sdist (see [`SourceBuild`]).
     #[error("{0}")]
     SourceBuild(Box<SourceBuild>),

@@ -741,7 +741,16 @@ pub fn sync_venv(sync: &UvSync<'_>, cache: &Path, policy: Policy) -> Result<File
             uv_copies(),
             ("UV_PYTHON_DOWNLOADS", OsStr::new("never")),
         ];
-        output_lines(&uv, &args, Some(&from), &env, &|l| progress.line(l))?;
+        output_lines(&uv, &args, Some(&from), &env, &|l| progress.line(l)).map_err(|e| {
+            match sync.vendor {
+                // A source build that failed is said as itself.
+                Some(folder) if !matches!(e, Error::SourceBuild(_)) => Error::Vendored {
+                    folder: folder.to_path_buf(),
+                    source: Box::new(e),
+                },
+                _ => e,
+            }
+        })?;
         if sync.vendor.is_some() {
             crate::vendored::forget_local_archives(tmp)?;
         }

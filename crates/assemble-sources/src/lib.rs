@@ -56,6 +56,20 @@ pub struct Config {
     pub vendored_pypi: bool,
 }
 
+impl Config {
+    /// The fetcher of this stage: its cache, policy and interpreter.
+    pub(crate) fn fetcher<'r>(&self, reporter: &'r dyn Reporter) -> assemble_fetch::Fetcher<'r> {
+        assemble_fetch::Fetcher::new(
+            assemble_fetch::Config {
+                policy: self.policy,
+                python: Some(self.python.clone()),
+                ..assemble_fetch::Config::new(self.cache.clone())
+            },
+            reporter,
+        )
+    }
+}
+
 /// A failure to realise a source; each names the unit.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -157,14 +171,7 @@ pub fn realise(
     config: &Config,
     reporter: &dyn Reporter,
 ) -> Result<Realised, Error> {
-    let fetcher = assemble_fetch::Fetcher::new(
-        assemble_fetch::Config {
-            policy: config.policy,
-            python: Some(config.python.clone()),
-            ..assemble_fetch::Config::new(config.cache.clone())
-        },
-        reporter,
-    );
+    let fetcher = config.fetcher(reporter);
     let stage = Stage {
         config,
         fetcher,

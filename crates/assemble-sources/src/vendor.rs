@@ -53,14 +53,7 @@ pub fn vendor_pypi(
         ..config.clone()
     };
     let realised = realise(recipe, &from_index, reporter)?;
-    let fetcher = assemble_fetch::Fetcher::new(
-        assemble_fetch::Config {
-            policy: config.policy,
-            python: Some(config.python.clone()),
-            ..assemble_fetch::Config::new(config.cache.clone())
-        },
-        reporter,
-    );
+    let fetcher = config.fetcher(reporter);
     fs_err::create_dir_all(dest).map_err(io)?;
     for (unit, project) in uv_units {
         let python_error = |source| Error::Python {
