@@ -285,81 +285,75 @@ pub fn build_venv(
     h.update(b"\0");
     h.update(python.executable.as_os_str().as_encoded_bytes());
     let what = || format!("the virtualenv of {}", requirements.display());
-    cached_venv(
-        cache,
-        h,
-        policy,
-        &what,
-        progress,
-        Build::Online(|tmp: &Path| {
-            let cwd = requirements.parent();
-            let req_path = requirements.as_os_str();
-            let tmp_python = tmp.join("bin/python");
-            let uv = match installer {
-                Installer::Pip => None,
-                Installer::Uv { version, sha256 } => {
-                    Some(bootstrap_uv(version, sha256, python, cache, None, &|| {
-                        progress.wait()
-                    })?)
-                }
-            };
-            if let Some(uv) = &uv {
-                output(
-                    uv,
-                    &[
-                        OsStr::new("venv"),
-                        OsStr::new("--python"),
-                        python.executable.as_os_str(),
-                        tmp.as_os_str(),
-                    ],
-                    cwd,
-                )?;
-                output_lines(
-                    uv,
-                    &[
-                        OsStr::new("pip"),
-                        OsStr::new("install"),
-                        OsStr::new("--python"),
-                        tmp_python.as_os_str(),
-                        OsStr::new("-r"),
-                        req_path,
-                    ],
-                    cwd,
-                    &[uv_copies()],
-                    &|l| progress.line(l),
-                )?;
-            } else {
-                output(
-                    &python.executable,
-                    &[
-                        OsStr::new("-m"),
-                        OsStr::new("venv"),
-                        OsStr::new("--without-pip"),
-                        tmp.as_os_str(),
-                    ],
-                    cwd,
-                )?;
-                output_lines(
-                    &python.executable,
-                    &[
-                        OsStr::new("-m"),
-                        OsStr::new("pip"),
-                        OsStr::new("--python"),
-                        tmp_python.as_os_str(),
-                        OsStr::new("install"),
-                        OsStr::new("--no-input"),
-                        OsStr::new("--disable-pip-version-check"),
-                        OsStr::new("-r"),
-                        req_path,
-                    ],
-                    cwd,
-                    &[],
-                    &|l| progress.line(l),
-                )?;
+    let build = |tmp: &Path| {
+        let cwd = requirements.parent();
+        let req_path = requirements.as_os_str();
+        let tmp_python = tmp.join("bin/python");
+        let uv = match installer {
+            Installer::Pip => None,
+            Installer::Uv { version, sha256 } => {
+                Some(bootstrap_uv(version, sha256, python, cache, None, &|| {
+                    progress.wait()
+                })?)
             }
-            Ok(())
-        }),
-    )
+        };
+        if let Some(uv) = &uv {
+            output(
+                uv,
+                &[
+                    OsStr::new("venv"),
+                    OsStr::new("--python"),
+                    python.executable.as_os_str(),
+                    tmp.as_os_str(),
+                ],
+                cwd,
+            )?;
+            output_lines(
+                uv,
+                &[
+                    OsStr::new("pip"),
+                    OsStr::new("install"),
+                    OsStr::new("--python"),
+                    tmp_python.as_os_str(),
+                    OsStr::new("-r"),
+                    req_path,
+                ],
+                cwd,
+                &[uv_copies()],
+                &|l| progress.line(l),
+            )?;
+        } else {
+            output(
+                &python.executable,
+                &[
+                    OsStr::new("-m"),
+                    OsStr::new("venv"),
+                    OsStr::new("--without-pip"),
+                    tmp.as_os_str(),
+                ],
+                cwd,
+            )?;
+            output_lines(
+                &python.executable,
+                &[
+                    OsStr::new("-m"),
+                    OsStr::new("pip"),
+                    OsStr::new("--python"),
+                    tmp_python.as_os_str(),
+                    OsStr::new("install"),
+                    OsStr::new("--no-input"),
+                    OsStr::new("--disable-pip-version-check"),
+                    OsStr::new("-r"),
+                    req_path,
+                ],
+                cwd,
+                &[],
+                &|l| progress.line(l),
+            )?;
+        }
+        Ok(())
+    };
+    cached_venv(cache, h, policy, &what, progress, Build::Online(build))
 }
 
 /// Which artifact of a release to download.
@@ -694,19 +688,7 @@ pub fn sync_venv(sync: &UvSync<'_>, cache: &Path, policy: Policy) -> Result<File
             None => (dir.to_path_buf(), vec![OsStr::new("--locked")]),
             Some(vendor) => {
                 let copy = work.path().join("project");
-                for member in &members {
-                    let rel = member_pyproject(dir, &lock_path, member)?;
-                    let to = copy.join(rel.strip_prefix(dir).unwrap_or(&rel));
-                    fs_err::create_dir_all(to.parent().unwrap_or(&copy))?;
-                    fs_err::write(&to, read_project(project, &rel)?)?;
-                }
-                fs_err::create_dir_all(&copy)?;
-                fs_err::write(copy.join("pyproject.toml"), &pyproject)?;
-                let text = String::from_utf8_lossy(&lock);
-                fs_err::write(
-                    copy.join("uv.lock"),
-                    crate::vendored::rewrite_lock(&text, &lock_path, vendor)?,
-                )?;
+                vendored_project(project, &members, vendor, &copy)?;
                 // The lock was checked against the project (`--locked`)
                 // when the folder was made (`cargo xtask vendor`).
                 const OFFLINE: [&str; 4] = ["--frozen", "--offline", "--no-index", "--find-links"];
@@ -761,6 +743,35 @@ pub fn sync_venv(sync: &UvSync<'_>, cache: &Path, policy: Policy) -> Result<File
         None => Build::Online(build),
     };
     cached_venv(cache, h, policy, &what, progress, build)
+}
+
+/// A copy of the uv project's `pyproject.toml` files in `copy`, and its
+/// lock rewritten to read every distribution from the flat folder `vendor`.
+fn vendored_project(
+    project: &Files,
+    members: &[String],
+    vendor: &Path,
+    copy: &Path,
+) -> Result<(), Error> {
+    let dir = project.root();
+    let lock_path = dir.join("uv.lock");
+    for member in members {
+        let rel = member_pyproject(dir, &lock_path, member)?;
+        let to = copy.join(rel.strip_prefix(dir).unwrap_or(&rel));
+        fs_err::create_dir_all(to.parent().unwrap_or(copy))?;
+        fs_err::write(&to, read_project(project, &rel)?)?;
+    }
+    fs_err::create_dir_all(copy)?;
+    fs_err::write(
+        copy.join("pyproject.toml"),
+        read_project(project, &dir.join("pyproject.toml"))?,
+    )?;
+    let lock = read_project(project, &lock_path)?;
+    fs_err::write(
+        copy.join("uv.lock"),
+        crate::vendored::rewrite_lock(&String::from_utf8_lossy(&lock), &lock_path, vendor)?,
+    )?;
+    Ok(())
 }
 
 /// What [`sync_venv`] syncs, and how.
