@@ -264,3 +264,52 @@ fn a_vendored_demo_builds_with_no_network_at_all() {
     let run = support::xtask_without_network(s.dir.path(), &args, &offline);
     assert_eq!(nar_hash(&run), want, "{}", run.stderr());
 }
+
+/// `cargo xtask vendor --mirror DIR` writes each github unit's source in
+/// the layout `ASSEMBLE_GITHUB_URL` reads; with the server gone and an
+/// empty cache, the mirror alone serves the build (the archive checked by
+/// its NAR hash like GitHub's), and a second vendor writes the same bytes.
+#[test]
+fn vendor_writes_a_mirror_the_github_kind_reads() {
+    let s = Scratch::new();
+    let (archive, hash) = fake_upstream(&s);
+    let server = Server::start();
+    server.route(&archive_path(), Reply::Ok(archive));
+    use_github(&s, &hash);
+    let recipe = s.recipe();
+    let mirror = s.path("mirror");
+    let cache = fresh_cache(&s, "vendor-cache");
+    let vendor = |github: &str| {
+        support::xtask_env(
+            s.dir.path(),
+            &[
+                "vendor",
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--mirror",
+                mirror.to_str().unwrap(),
+            ],
+            &[
+                ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+                ("ASSEMBLE_GITHUB_URL", github),
+            ],
+        )
+        .ok()
+    };
+    let said = vendor(&server.base);
+    let file = mirror.join(archive_path().trim_start_matches('/'));
+    assert!(said.contains("Mirrored opencontainers"), "{said}");
+    let first = fs_err::read(&file).unwrap();
+    server.stop();
+    // From the cache now: the same bytes.
+    vendor("http://127.0.0.1:9");
+    assert_eq!(fs_err::read(&file).unwrap(), first, "reproducible");
+
+    // Only the mirror: no vendor/ copy, an empty cache, the server gone.
+    fs_err::remove_dir_all(s.path("demo/vendor")).unwrap();
+    let empty = fresh_cache(&s, "empty-cache");
+    let out = s.path("out");
+    let base = format!("file://{}", mirror.display());
+    run(&s, &out, &base, &env(&empty, &[]), true).json();
+    assert!(site(&out).join("opencontainers/digest/digest.py").is_file());
+}

@@ -14,6 +14,11 @@ use crate::{Failure, RecipeArgs};
 pub struct VendorArgs {
     #[command(flatten)]
     pub common: RecipeArgs,
+    /// Also write each `github` unit's source into DIR as GitHub archives
+    /// it (`OWNER/REPO/archive/REV.tar.gz`): a mirror for
+    /// `ASSEMBLE_GITHUB_URL=file://DIR` (or served over http).
+    #[arg(long, value_name = "DIR")]
+    pub mirror: Option<std::path::PathBuf>,
 }
 
 pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
@@ -77,6 +82,15 @@ pub fn run(sh: &crate::shell::Shell, args: &VendorArgs) -> Result<(), Failure> {
             .vendor(unit, remote, &dest)
             .with_context(|| format!("vendoring unit {unit}"))?;
         sh.status("Vendored", format!("{unit} into {}", dest.display()));
+        if let Some(mirror) = &args.mirror {
+            let mirror = ws.cwd.join(mirror);
+            if let Some(archive) = fetcher
+                .mirror(unit, remote, &mirror)
+                .with_context(|| format!("mirroring unit {unit}"))?
+            {
+                sh.status("Mirrored", format!("{unit} as {}", archive.display()));
+            }
+        }
     }
     if let Some(python) = python {
         let dest = recipe.dir.join("vendor").join("pypi");

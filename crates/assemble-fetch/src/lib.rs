@@ -545,6 +545,47 @@ impl<'r> Fetcher<'r> {
         single_file(fetched.files.root())
     }
 
+    /// Writes a `github` unit's verified source into the mirror folder
+    /// `mirror` as GitHub archives it, at the path `ASSEMBLE_GITHUB_URL`
+    /// reads (`OWNER/REPO/archive/REV.tar.gz`): a reproducible tar.gz
+    /// (sorted, no owners or times) whose unpacked tree has the pinned NAR
+    /// hash. Returns its path; `None` for the other kinds.
+    pub fn mirror(
+        &self,
+        unit: &str,
+        remote: &Remote,
+        mirror: &Path,
+    ) -> Result<Option<PathBuf>, Error> {
+        let Remote::Github {
+            owner, repo, rev, ..
+        } = remote
+        else {
+            return Ok(None);
+        };
+        let fetched = self.fetch(unit, remote, &self.cache.join(".no-vendor"))?;
+        fetched.files.check_whole()?;
+        let archive = mirror
+            .join(owner)
+            .join(repo)
+            .join("archive")
+            .join(format!("{rev}.tar.gz"));
+        let parent = archive.parent().unwrap_or(mirror);
+        fs_err::create_dir_all(parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".mirror-")
+            .tempfile_in(parent)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", parent.display())))?;
+        let top = format!("{repo}-{}", rev.replace('/', "-"));
+        write_tar_gz(fetched.files.root(), &top, tmp.as_file())?;
+        tmp.persist(&archive).map_err(|e| {
+            std::io::Error::new(
+                e.error.kind(),
+                format!("{}: {}", archive.display(), e.error),
+            )
+        })?;
+        Ok(Some(archive))
+    }
+
     /// Copies a unit's verified source into `vendor` (replacing it).
     pub fn vendor(&self, unit: &str, remote: &Remote, vendor: &Path) -> Result<(), Error> {
         if remote.hash().is_none() {
@@ -672,6 +713,24 @@ fn single_file_hash(dir: &Path) -> Result<Hash, Error> {
 /// same content meanwhile, theirs is as good.
 fn place(from: &Path, to: &Path) -> Result<(), Error> {
     Ok(assemble_fs::files::place(from, to)?)
+}
+
+/// `tree` as a gzipped tar under one top folder `top`, as GitHub archives
+/// a revision: entries in sorted order, links as links, no owners or
+/// times, so the same tree gives the same bytes.
+fn write_tar_gz(tree: &Path, top: &str, out: &std::fs::File) -> Result<(), Error> {
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.follow_symlinks(false);
+    for e in walkdir::WalkDir::new(tree).sort_by_file_name() {
+        let e = e.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let rel = e.path().strip_prefix(tree).unwrap_or(e.path());
+        let name = Path::new(top).join(rel);
+        tar.append_path_with_name(e.path(), &name)?;
+    }
+    tar.into_inner()?.finish()?.sync_all()?;
+    Ok(())
 }
 
 /// Copies a tree, keeping symlinks and the executable bit.
