@@ -288,13 +288,12 @@ fn no_proxy_lists(no_proxy: &str, host: &str) -> bool {
     let host = host.to_ascii_lowercase();
     no_proxy
         .split(',')
-        .map(|e| e.trim().trim_start_matches('*').to_ascii_lowercase())
+        .map(|e| e.trim().to_ascii_lowercase())
         .filter(|e| !e.is_empty())
         .any(|e| {
-            let domain = e.trim_start_matches('.');
+            let domain = e.trim_start_matches('*').trim_start_matches('.');
             e == "*" || host == domain || host.ends_with(&format!(".{domain}"))
         })
-        || no_proxy.trim() == "*"
 }
 
 /// A ureq error as a [`Failure`] and its words.
@@ -371,8 +370,13 @@ mod tests {
                 .map(|p| p.proxy.port()),
             Some(8080)
         );
-        let star = [("https_proxy", "http://127.0.0.1:1"), ("no_proxy", "*")];
-        assert!(proxy_for("https://h/x", &env(&star)).unwrap().is_none());
+        for list in ["*", "a.example, *"] {
+            let star = [("https_proxy", "http://127.0.0.1:1"), ("no_proxy", list)];
+            assert!(
+                proxy_for("https://h/x", &env(&star)).unwrap().is_none(),
+                "{list}"
+            );
+        }
         let bad = [("https_proxy", "::")];
         assert!(proxy_for("https://h/x", &env(&bad)).is_err());
     }
