@@ -562,6 +562,20 @@ impl<'r> Fetcher<'r> {
         else {
             return Ok(None);
         };
+        // Names inside the mirror only (the recipe checks them too).
+        let inside = [owner.as_str(), repo.as_str(), rev.as_str()]
+            .iter()
+            .all(|p| {
+                Path::new(p)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+            });
+        if !inside {
+            return Err(Error::Unit {
+                unit: unit.to_string(),
+                why: format!("{owner}/{repo} at {rev} names no path inside a mirror"),
+            });
+        }
         let fetched = self.fetch(unit, remote, &self.cache.join(".no-vendor"))?;
         fetched.files.check_whole()?;
         let archive = mirror

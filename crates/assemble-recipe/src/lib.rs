@@ -108,6 +108,35 @@ with = "b"
         );
     }
 
+    /// A github pin names paths (in URLs, in a `vendor --mirror` folder):
+    /// one that would climb out, or is not a git ref name, is refused.
+    #[test]
+    fn a_github_pin_names_no_path_outside() {
+        let with = |source: &str| {
+            OK.replace(
+                "path = \"src\"",
+                &format!(
+                    "{source}\nhash = \"sha256-Q6SJed0K6eIrqQ9mNAD4RGx+YCJvnI5E+0KGp5fBtTU=\""
+                ),
+            )
+        };
+        for bad in [
+            "github = \"../x\"\nrev = \"a\"",
+            "github = \"o/..\"\nrev = \"a\"",
+            "github = \"o/r\"\ntag = \"../../etc/x\"",
+            "github = \"o/r\"\ntag = \"/etc/x\"",
+            "github = \"o/r\"\nrev = \"a b\"",
+        ] {
+            assert!(parse(&with(bad)).is_err(), "accepted: {bad}");
+        }
+        for good in [
+            "github = \"goauthentik/authentik\"\ntag = \"version/2026.2.0\"",
+            "github = \"vsoch/oci-python\"\nrev = \"ceb4fcc090851717a3069d78e85ceb1e86c2740c\"",
+        ] {
+            assert!(parse(&with(good)).is_ok(), "refused: {good}");
+        }
+    }
+
     #[test]
     fn parses_units_in_order() {
         let r = parse(OK).expect("valid recipe");

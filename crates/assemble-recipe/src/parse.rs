@@ -414,12 +414,37 @@ fn remote(u: &RawUnit) -> Result<Option<Remote>, String> {
         else {
             return Err(format!("github = {gh:?} must read \"OWNER/REPO\""));
         };
+        let name_ok = |n: &str| {
+            n != "."
+                && n != ".."
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !name_ok(owner) || !name_ok(repo) {
+            return Err(format!(
+                "github = {gh:?}: OWNER and REPO are names (letters, digits, `-`, `_`, `.`)"
+            ));
+        }
         let rev = match (&u.rev, &u.tag) {
             (Some(r), None) => r.clone(),
             (None, Some(t)) => t.clone(),
             (Some(_), Some(_)) => return Err("give `rev` or `tag`, not both".into()),
             (None, None) => return Err(format!("github = {gh:?} needs `rev` (a commit) or `tag`")),
         };
+        // As git's check-ref-format: it names a path in URLs and mirrors.
+        if rev.is_empty()
+            || rev.starts_with('/')
+            || rev.ends_with('/')
+            || rev.contains("..")
+            || rev.contains("//")
+            || rev
+                .chars()
+                .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c))
+        {
+            return Err(format!(
+                "{rev:?} is not a git revision or tag name (git check-ref-format)"
+            ));
+        }
         return Ok(Some(Remote::Github {
             owner: owner.to_string(),
             repo: repo.to_string(),
