@@ -583,18 +583,13 @@ impl<'r> Fetcher<'r> {
             .join(repo)
             .join("archive")
             .join(format!("{rev}.tar.gz"));
-        let parent = archive.parent().unwrap_or(mirror);
-        fs_err::create_dir_all(parent)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".mirror-")
-            .tempfile_in(parent)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", parent.display())))?;
+        fs_err::create_dir_all(archive.parent().unwrap_or(mirror))?;
         let top = format!("{repo}-{}", rev.replace('/', "-"));
-        write_tar_gz(fetched.files.root(), &top, tmp.as_file())?;
-        tmp.persist(&archive).map_err(|e| {
-            std::io::Error::new(
-                e.error.kind(),
-                format!("{}: {}", archive.display(), e.error),
+        assemble_fs::files::replace_with(&archive, |tmp| {
+            write_tar_gz(
+                fetched.files.root(),
+                &top,
+                &fs_err::File::create(tmp)?.into_parts().0,
             )
         })?;
         Ok(Some(archive))
