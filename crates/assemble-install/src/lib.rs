@@ -67,7 +67,7 @@ pub enum Error {
         source: Box<Error>,
     },
     #[error(
-        "{what} is not in the cache ({}) and --offline forbids building or fetching it; run once without --offline",
+        "{what} is not in the cache ({}) and --offline forbids building or fetching it; run once without --offline, or `cargo xtask vendor`",
         .cached_at.display()
     )]
     Offline { what: String, cached_at: PathBuf },

@@ -317,7 +317,7 @@ fn sources_diagnostic(e: &assemble_sources::Error) -> Diagnostic {
         S::Python { unit, .. } | S::Fetch { unit, .. } if e.is_offline_miss() => Diagnostic {
             unit: Some(unit.clone()),
             hint: Some(
-                "run once without --offline, or `cargo xtask vendor` for the remote sources".into(),
+                "run once without --offline, or `cargo xtask vendor` where the network is: it keeps the remote sources and every file the venvs are installed from beside the recipe, for builds with no network".into(),
             ),
             ..Diagnostic::new(FailureKind::Offline, message)
         },
