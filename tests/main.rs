@@ -15,6 +15,7 @@ mod cache;
 mod cli;
 mod concurrency;
 mod confinement;
+mod deploy;
 mod elf;
 mod fetch;
 mod incremental;

@@ -26,6 +26,14 @@ pub struct VerifyArgs {
     /// list what is corrupt or incomplete.
     #[arg(long, conflicts_with = "out")]
     pub cache: bool,
+    /// Check a tree against this NAR hash (what `nix hash path` prints),
+    /// with no state at all: a tree moved or copied anywhere. When it
+    /// differs and a state remembers the hash, each difference is named.
+    #[arg(long, value_name = "HASH", conflicts_with = "cache")]
+    pub nar_hash: Option<String>,
+    /// The tree `--nar-hash` checks (default: --out, else the default output).
+    #[arg(value_name = "DIR", requires = "nar_hash", conflicts_with = "out")]
+    pub dir: Option<PathBuf>,
 }
 
 pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
@@ -33,7 +41,14 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
     if args.cache {
         return cache(sh, args, &ws.cache(args.common.cache_dir.as_deref()));
     }
-    let out = ws.out(&args.common, args.out.as_deref())?;
+    let out = match &args.dir {
+        Some(dir) => ws.cwd.join(dir),
+        None => ws.out(&args.common, args.out.as_deref())?,
+    };
+    if let Some(hash) = &args.nar_hash {
+        let base = ws.state_base(args.common.state_dir.as_deref());
+        return nar_hash(sh, args.json, &out, hash, &base);
+    }
     let layout = Layout::new(&out, &ws.state_base(args.common.state_dir.as_deref()));
     let found = assemble_reconcile::verify(&layout)?;
     if args.json {
@@ -78,6 +93,66 @@ fn failed_if(found: usize, message: impl FnOnce() -> String) -> Result<(), Failu
     Err(Failure {
         code: 1,
         error: crate::Reported(message()).into(),
+    })
+}
+
+/// `verify --nar-hash HASH [DIR]`.
+fn nar_hash(
+    sh: &crate::shell::Shell,
+    json: bool,
+    dir: &std::path::Path,
+    want: &str,
+    base: &std::path::Path,
+) -> Result<(), Failure> {
+    use assemble_reconcile::NarCheck;
+    let want = assemble_nar::Hash::parse(want).map_err(|e| Failure {
+        code: 2,
+        error: anyhow::anyhow!("--nar-hash: {e}"),
+    })?;
+    let check = assemble_reconcile::verify_nar_hash(dir, &want, base)?;
+    let (got, found) = match &check {
+        NarCheck::Matches => (want, None),
+        NarCheck::Differs { got, recorded } => (*got, recorded.as_ref()),
+    };
+    let differences = found.map(|(_, d)| d.as_slice()).unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "output": dir,
+                "nar_hash": got.to_sri(),
+                "expected": want.to_sri(),
+                "differences": differences,
+            })
+        );
+    } else {
+        for d in differences {
+            sh.note("Differs", format!("{}: {}", d.path, d.what));
+        }
+        sh.status(
+            verdict(check == NarCheck::Matches),
+            format!("{}: NAR hash {}", dir.display(), got.to_sri()),
+        );
+    }
+    if check == NarCheck::Matches {
+        return Ok(());
+    }
+    let named = match found {
+        Some((state, d)) => format!(
+            "{} difference{} from the manifest recorded with it ({})",
+            d.len(),
+            if d.len() == 1 { "" } else { "s" },
+            state.display()
+        ),
+        None => "no state remembers that hash, so the files that differ cannot be named (keep the state folder of the output it came from, or compare it with `cargo xtask export --format nar`)".to_string(),
+    };
+    failed_if(1, || {
+        format!(
+            "{} has NAR hash {}, not {}: {named}",
+            dir.display(),
+            got.to_sri(),
+            want.to_sri()
+        )
     })
 }
 

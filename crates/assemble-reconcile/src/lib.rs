@@ -131,7 +131,7 @@ pub use apply::{Outcome, UnitCounts, apply, predict, unit_counts};
 pub use diff::{Change, Delta, Diff, DirtyReason, Snapshot, UnitStatus, diff, diff_snapshot};
 pub use export::{nar_hash, write_nar, write_tar};
 pub use state::{Entries, Layout, Lock, Recorded, State};
-pub use verify::{Difference, verify};
+pub use verify::{Difference, NarCheck, verify, verify_nar_hash};
 
 /// An error of this crate; each names the path it failed on.
 #[derive(Debug, thiserror::Error)]

@@ -3,10 +3,13 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
+use std::path::{Path, PathBuf};
+
 use crate::Error;
-use crate::root::EntryType;
-use crate::state::Layout;
+use crate::root::{EntryType, Root};
+use crate::state::{Layout, State};
 use assemble_manifest::{Kind, hash_stream};
+use assemble_nar::Hash;
 
 /// One way the output differs from what the tool recorded.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -22,6 +25,67 @@ pub struct Difference {
 /// nothing is followed.
 pub fn verify(layout: &Layout) -> Result<Vec<Difference>, Error> {
     let (root, state) = layout.open_recorded()?;
+    differences(&root, &state)
+}
+
+/// What `verify --nar-hash` found of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NarCheck {
+    /// Its NAR hash is the one asked for.
+    Matches,
+    /// It is not: its own hash, and, when a state remembers the hash
+    /// asked for, the differences from the manifest recorded with it.
+    Differs {
+        got: Hash,
+        recorded: Option<(PathBuf, Vec<Difference>)>,
+    },
+}
+
+/// Checks any tree `dir` (moved, copied: it needs no state) against the
+/// NAR hash `want`, reading every file once. When it differs and a state
+/// folder under `base` remembers `want` for the manifest it recorded (an
+/// output that was assembled, then moved or copied), `dir` is compared
+/// with that manifest so that each difference is named.
+pub fn verify_nar_hash(dir: &Path, want: &Hash, base: &Path) -> Result<NarCheck, Error> {
+    let got = assemble_nar::nar_hash(dir).map_err(|e| match e {
+        assemble_nar::Error::Io(e) => Error::Io(e),
+        e => Error::Io(std::io::Error::other(e.to_string())),
+    })?;
+    if got == *want {
+        return Ok(NarCheck::Matches);
+    }
+    let recorded = match recorded_with(base, want) {
+        Some((state_dir, state)) => {
+            let root = Root::open(dir)?;
+            Some((state_dir, differences(&root, &state)?))
+        }
+        None => None,
+    };
+    Ok(NarCheck::Differs { got, recorded })
+}
+
+/// The state folder under `base`, and its state, whose remembered NAR
+/// hash is `want` for the manifest it holds now.
+fn recorded_with(base: &Path, want: &Hash) -> Option<(PathBuf, State)> {
+    let folders = fs_err::read_dir(base).ok()?;
+    folders.filter_map(Result::ok).find_map(|e| {
+        let dir = e.path();
+        let (digest, hash) = crate::export::remembered(&dir)?;
+        if hash != *want {
+            return None;
+        }
+        let state = State::load(&dir)?;
+        let entries = state
+            .entries
+            .iter()
+            .map(|(p, r)| (p.as_str(), r.kind.clone()));
+        (crate::export::manifest_digest(entries) == digest).then_some((dir, state))
+    })
+}
+
+/// Every difference between the tree at `root` and the manifest `state`
+/// recorded (see [`verify`]).
+fn differences(root: &Root, state: &State) -> Result<Vec<Difference>, Error> {
     let mut found: Vec<Difference> = state
         .entries
         .as_slice()
