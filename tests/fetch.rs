@@ -298,26 +298,9 @@ fn url_kind_unpacks_archives_and_keeps_flat_files() {
 fn git_kind_checks_out_a_commit_without_dot_git() {
     let s = Scratch::new();
     let repo = s.path("oci-git");
-    let git = |args: &[&str]| {
-        support::stdout_ok(
-            Command::new("git")
-                .args([
-                    "-c",
-                    "user.name=t",
-                    "-c",
-                    "user.email=t@example.invalid",
-                    "-C",
-                ])
-                .arg(&repo)
-                .args(args),
-        )
-    };
+    let git = |args: &[&str]| support::git(&repo, args);
     fs_err::create_dir_all(repo.join("opencontainers")).unwrap();
-    Command::new("git")
-        .args(["init", "-q"])
-        .arg(&repo)
-        .status()
-        .unwrap();
+    git(&["init", "-q"]);
     fs_err::write(repo.join("opencontainers/__init__.py"), "v = 1\n").unwrap();
     git(&["add", "-A"]);
     git(&["commit", "-q", "-m", "one"]);
@@ -732,24 +715,14 @@ fn lock_features(s: &Scratch, project: &Path, site: &Path, cache: &Path) {
     support::copy_dir(&features_dir().join("opencontainers-git"), &repo);
     support::git(&repo, &["init", "-q", "-b", "main"]);
     support::git(&repo, &["add", "-A"]);
-    support::stdout_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args([
-                "commit",
-                "-q",
-                "-m",
-                "opencontainers, as the lock-features fixture serves it",
-            ])
-            .env("GIT_AUTHOR_NAME", "assemble")
-            .env("GIT_AUTHOR_EMAIL", "assemble@example.invalid")
-            .env("GIT_COMMITTER_NAME", "assemble")
-            .env("GIT_COMMITTER_EMAIL", "assemble@example.invalid")
-            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1"),
+    support::git(
+        &repo,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "opencontainers, as the lock-features fixture serves it",
+        ],
     );
     assert_eq!(
         support::git(&repo, &["rev-parse", "HEAD"]),

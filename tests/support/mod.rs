@@ -502,19 +502,19 @@ pub fn run_within(mut cmd: Command, deadline: std::time::Duration) -> Run {
     }
 }
 
-/// Runs `git ARGS` in `repo` as a fixed author, no user configuration
-/// read; its stdout, trimmed.
+/// Runs `git ARGS` in `repo` as a fixed author at a fixed date, no user
+/// configuration read (so a commit of the same tree and message has the
+/// same hash on every machine); its stdout, trimmed.
 pub fn git(repo: &Path, args: &[&str]) -> String {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(repo).args(args);
+    for who in ["AUTHOR", "COMMITTER"] {
+        cmd.env(format!("GIT_{who}_NAME"), "assemble")
+            .env(format!("GIT_{who}_EMAIL"), "assemble@example.invalid")
+            .env(format!("GIT_{who}_DATE"), "2026-01-01T00:00:00Z");
+    }
     stdout_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(repo)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_CONFIG_NOSYSTEM", "1"),
     )
 }

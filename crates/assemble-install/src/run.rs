@@ -636,8 +636,6 @@ pub fn sync_venv(sync: &UvSync<'_>, cache: &Path, policy: Policy) -> Result<File
     let dir = project.root();
     let lock_path = dir.join("uv.lock");
     let lock = read_project(project, &lock_path)?;
-    let pyproject_path = dir.join("pyproject.toml");
-    let pyproject = read_project(project, &pyproject_path)?;
     let mut excluded: Vec<&str> = sync.exclude.iter().map(String::as_str).collect();
     excluded.sort_unstable();
     let flags = format!(
@@ -679,6 +677,10 @@ pub fn sync_venv(sync: &UvSync<'_>, cache: &Path, policy: Policy) -> Result<File
             .prefix(".sync-")
             .tempdir_in(cache.join("venvs"))
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", cache.display())))?;
+        // The project's own pyproject.toml is one of the members the key
+        // hashed; read again only when the venv is built.
+        let pyproject_path = dir.join("pyproject.toml");
+        let pyproject = read_project(project, &pyproject_path)?;
         let config = work.path().join("uv.toml");
         fs_err::write(
             &config,

@@ -55,7 +55,7 @@ pub fn vendor_pypi(
     let realised = realise(recipe, &from_index, reporter)?;
     let fetcher = config.fetcher(reporter);
     fs_err::create_dir_all(dest).map_err(io)?;
-    for (unit, project) in uv_units {
+    for (unit, project) in &uv_units {
         let python_error = |source| Error::Python {
             unit: unit.name.clone(),
             source,
@@ -100,12 +100,18 @@ pub fn vendor_pypi(
             }
         }
         out.dists.extend(dists);
-        if let Installer::Uv { version, sha256 } = &recipe.installer {
-            out.uv = Some(
-                assemble_install::download_uv_wheel(version, sha256, &config.python, dest)
-                    .map_err(python_error)?,
-            );
-        }
+    }
+    // uv-project units need the recipe's uv (checked by `realise`).
+    if let Installer::Uv { version, sha256 } = &recipe.installer {
+        let unit = &uv_units[0].0.name;
+        out.uv = Some(
+            assemble_install::download_uv_wheel(version, sha256, &config.python, dest).map_err(
+                |source| Error::Python {
+                    unit: unit.clone(),
+                    source,
+                },
+            )?,
+        );
     }
     Ok(out)
 }
