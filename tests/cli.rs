@@ -551,6 +551,7 @@ fn the_installers_progress_shows_on_a_terminal_only() {
         .args(&args)
         .current_dir(s.dir.path())
         .env("ASSEMBLE_CACHE_DIR", &cache)
+        .env("ASSEMBLE_STATE_DIR", s.path("state"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

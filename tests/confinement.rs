@@ -960,10 +960,11 @@ fn hostile_state_never_escapes() {
     }
 }
 
-/// Guards the defaults against the build's folder: the output, cache and
-/// state of a recipe outside this checkout go under the target dir of the
-/// cargo workspace the recipe is in, or `target/` in the current folder
-/// when it is in none, never into the checkout the tool was built in.
+/// Guards the defaults against the build's folder: the output and cache of
+/// a recipe outside this checkout go under the target dir of the cargo
+/// workspace the recipe is in, or `target/` in the current folder when it
+/// is in none, never into the checkout the tool was built in; the state
+/// goes to the user's state home, the same for every recipe.
 #[test]
 fn default_output_and_cache_follow_the_recipe_not_the_build() {
     // Were the defaults wrong, the tool would write into the checkout it
@@ -989,6 +990,7 @@ fn default_output_and_cache_follow_the_recipe_not_the_build() {
             .env_remove("ASSEMBLE_CACHE_DIR")
             .env_remove("ASSEMBLE_STATE_DIR")
             .env_remove("CARGO_TARGET_DIR")
+            .env("XDG_STATE_HOME", "/box/xdg-state")
             .output()
             .unwrap();
         assert!(
@@ -1009,7 +1011,18 @@ fn default_output_and_cache_follow_the_recipe_not_the_build() {
     let target = cwd.join("target");
     assert!(target.join("tiny/app/x.py").is_file(), "the output");
     assert!(target.join("assemble-cache/bytecode").is_dir(), "the cache");
-    assert!(target.join("assemble-state").is_dir(), "the state");
+    // The state is the user's, whatever the recipe: found from the output's
+    // path alone (issue 23).
+    assert!(
+        !target.join("assemble-state").exists(),
+        "no state in target/"
+    );
+    let states = || {
+        fs_err::read_dir("/box/xdg-state/authentik-assemble")
+            .unwrap()
+            .count()
+    };
+    assert_eq!(states(), 1, "the state, in XDG_STATE_HOME");
 
     // In a workspace (its Cargo.toml has [workspace]), from anywhere: its target/.
     let ws = s.path("ws");
@@ -1022,6 +1035,7 @@ fn default_output_and_cache_follow_the_recipe_not_the_build() {
         "the workspace's output"
     );
     assert!(ws.join("target/assemble-cache/bytecode").is_dir());
+    assert_eq!(states(), 2, "the second output's state beside the first's");
 
     assert_eq!(
         built_in.join("tiny").exists(),

@@ -1,5 +1,6 @@
-//! Getting a tree to where it runs, and checking it there: a tree moved
-//! or copied anywhere is verified against its NAR hash, with no state.
+//! Getting a tree to where it runs, and checking it there: an output is
+//! found by its path alone, from anywhere; a tree moved or copied anywhere
+//! is verified against its NAR hash, with no state.
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
@@ -43,4 +44,64 @@ fn verify_nar_hash_checks_a_moved_tree_and_names_what_changed() {
     assert!(err.contains("no state remembers that hash"), "{err}");
     // Not a hash: a usage error.
     verify("sha256-nothing").fails(2);
+}
+
+/// `verify --out DIR` finds the state of an output built with the default
+/// folders from any working folder and without `--recipe`: the state's
+/// default is the user's state home, not the recipe's workspace (before,
+/// a recipe in no workspace kept it in `./target/assemble-state`, and
+/// `verify` from anywhere else said the output was never assembled). An
+/// output whose state is still in the old place is found there.
+#[test]
+fn verify_finds_an_output_by_its_path_alone() {
+    let s = Scratch::new();
+    let home = s.path("state-home");
+    let recipe = s.recipe();
+    let recipe = recipe.to_str().unwrap();
+    // The recipe is in no cargo workspace: the default output is
+    // ./target/authentik-django-demo.
+    support::xtask_default_state(s.dir.path(), &["assemble", "--recipe", recipe], &home).ok();
+    let out = s.path("target/authentik-django-demo");
+    assert!(out.join("manage.py").is_file());
+    assert!(!s.path("target/assemble-state").exists(), "the old place");
+
+    let elsewhere = s.path("elsewhere");
+    fs_err::create_dir_all(&elsewhere).unwrap();
+    let verify = || {
+        support::xtask_default_state(
+            &elsewhere,
+            &["verify", "--out", out.to_str().unwrap()],
+            &home,
+        )
+    };
+    let said = verify().ok();
+    assert!(said.contains("Verified"), "{said}");
+    assert!(said.contains("0 differences"), "{said}");
+    fs_err::write(out.join("manage.py"), "print('changed')\n").unwrap();
+    let err = verify().fails(1);
+    assert!(err.contains("manage.py: content differs"), "{err}");
+
+    // A state an earlier version kept in the recipe's target/ is still read.
+    let old = s.path("target/old");
+    support::xtask_default_state(
+        s.dir.path(),
+        &[
+            "assemble",
+            "--recipe",
+            recipe,
+            "--out",
+            "target/old",
+            "--state-dir",
+            "target/assemble-state",
+        ],
+        &home,
+    )
+    .ok();
+    let said = support::xtask_default_state(
+        s.dir.path(),
+        &["verify", "--recipe", recipe, "--out", old.to_str().unwrap()],
+        &home,
+    )
+    .ok();
+    assert!(said.contains("Verified"), "{said}");
 }

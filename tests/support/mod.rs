@@ -258,6 +258,22 @@ fn xtask_command(mut cmd: Command, cwd: &Path, args: &[&str], env: &[(&str, &str
     }
 }
 
+/// Runs the xtask binary in `cwd` with the default state folder (no
+/// `ASSEMBLE_STATE_DIR`), the user's state home being `state_home`
+/// (`XDG_STATE_HOME`), and the shared cache.
+pub fn xtask_default_state(cwd: &Path, args: &[&str], state_home: &Path) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("ASSEMBLE_CACHE_DIR", shared_cache())
+        .env_remove("ASSEMBLE_STATE_DIR")
+        .env("XDG_STATE_HOME", state_home)
+        .env_remove("ASSEMBLE_GITHUB_URL");
+    Run {
+        output: cmd.output().expect("run xtask"),
+    }
+}
+
 /// Runs `xtask assemble --recipe RECIPE --out OUT EXTRA...` in `cwd`, with
 /// `env` added to what [`xtask_env`] sets.
 pub fn assemble_into(

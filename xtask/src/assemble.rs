@@ -39,10 +39,11 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(assemble_manifest::RACY_WINDOW, Duration::from_millis);
+    let state_base = ws.state_base(args.common.state_dir.as_deref(), &out);
     Ok(Options {
         recipe,
         out,
-        state_base: ws.state_base(args.common.state_dir.as_deref()),
+        state_base,
         cache: ws.cache(args.common.cache_dir.as_deref()),
         prefix: args.prefix.clone(),
         webui: args.webui.clone(),

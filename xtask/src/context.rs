@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use assemble_recipe::Recipe;
+use assemble_reconcile::Layout;
 
 use crate::{Failure, RecipeArgs};
 
@@ -91,11 +92,26 @@ impl Workspace {
         })
     }
 
-    /// `--state-dir`, else `$ASSEMBLE_STATE_DIR`, else `<target>/assemble-state`.
-    pub fn state_base(&self, arg: Option<&Path>) -> PathBuf {
-        arg.map(|c| self.cwd.join(c))
+    /// `--state-dir`, else `$ASSEMBLE_STATE_DIR`, else the user's state
+    /// home (see [`state_home`]): the same for every recipe and working
+    /// folder, so that any output built with the defaults can be found
+    /// from its path alone. An output whose state an earlier version kept
+    /// in `<target>/assemble-state` (the recipe's workspace) is still
+    /// found there, while the state home has none for it.
+    pub fn state_base(&self, arg: Option<&Path>, out: &Path) -> PathBuf {
+        if let Some(named) = arg
+            .map(|c| self.cwd.join(c))
             .or_else(|| std::env::var_os("ASSEMBLE_STATE_DIR").map(|c| self.cwd.join(c)))
-            .unwrap_or_else(|| self.target_dir.join("assemble-state"))
+        {
+            return named;
+        }
+        let home = state_home().unwrap_or_else(|| self.target_dir.join("assemble-state"));
+        let legacy = self.target_dir.join("assemble-state");
+        let has = |base: &Path| Layout::new(out, base).state.is_dir();
+        if !has(&home) && has(&legacy) {
+            return legacy;
+        }
+        home
     }
 
     /// `--out` (`arg`), else `<target>/<the recipe's package name>`, made
@@ -153,4 +169,21 @@ fn same_folder(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
     }
+}
+
+/// Where each output's state is kept by default: `$XDG_STATE_HOME`, else
+/// `~/.local/state` (as the XDG base directory spec says; a relative
+/// `XDG_STATE_HOME` is ignored, as it asks), then `authentik-assemble`.
+/// None without a home.
+pub fn state_home() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let base = xdg.or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .map(|h| h.join(".local/state"))
+    })?;
+    Some(base.join("authentik-assemble"))
 }

@@ -38,7 +38,10 @@ pub struct ExportArgs {
 pub fn run(args: &ExportArgs) -> Result<(), Failure> {
     let ws = Workspace::for_recipe(&args.common)?;
     let tree = ws.out(&args.common, args.from.as_deref())?;
-    let layout = Layout::new(&tree, &ws.state_base(args.common.state_dir.as_deref()));
+    let layout = Layout::new(
+        &tree,
+        &ws.state_base(args.common.state_dir.as_deref(), &tree),
+    );
     let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => v
             .trim()

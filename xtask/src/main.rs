@@ -99,7 +99,8 @@ pub struct RecipeArgs {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Where the tool keeps each output's state, outside the output
-    /// (default: $ASSEMBLE_STATE_DIR, else TARGET/assemble-state).
+    /// (default: $ASSEMBLE_STATE_DIR, else $XDG_STATE_HOME/authentik-assemble,
+    /// else ~/.local/state/authentik-assemble: the same for every recipe).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Never fetch: fail at once when a source is neither cached nor vendored.

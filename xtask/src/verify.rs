@@ -46,10 +46,10 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
         None => ws.out(&args.common, args.out.as_deref())?,
     };
     if let Some(hash) = &args.nar_hash {
-        let base = ws.state_base(args.common.state_dir.as_deref());
+        let base = ws.state_base(args.common.state_dir.as_deref(), &out);
         return nar_hash(sh, args.json, &out, hash, &base);
     }
-    let layout = Layout::new(&out, &ws.state_base(args.common.state_dir.as_deref()));
+    let layout = Layout::new(&out, &ws.state_base(args.common.state_dir.as_deref(), &out));
     let found = assemble_reconcile::verify(&layout)?;
     if args.json {
         println!(
