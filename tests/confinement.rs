@@ -15,65 +15,17 @@
 use crate::support;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use proptest::prelude::*;
 
-/// Set in the environment of the run inside the sandbox.
-const INSIDE: &str = "ASSEMBLE_TEST_IN_SANDBOX";
-
+use support::sandbox::sandboxed as run_sandboxed;
 use support::xtask_bin;
 
-/// Outside the sandbox: runs `test` (a test of this binary) inside it,
-/// asserts that it passed, and returns `false`. Inside: returns `true`, and
-/// the caller runs its body.
 fn sandboxed(test: &str) -> bool {
-    if std::env::var_os(INSIDE).is_some() {
-        return true;
-    }
-    let sandbox = support::root().join("../shared/tools/sandbox");
-    let exe = std::env::current_exe().unwrap();
-    let xtask = xtask_bin();
-    let target = xtask.parent().and_then(Path::parent).unwrap();
-    let mut cmd = Command::new("bash");
-    cmd.arg(&sandbox);
-    if let Some(ws) = std::env::var_os("ASSEMBLE_TEST_XTASK_WORKSPACE") {
-        // Another build's binary finds its recipe default in its checkout.
-        cmd.arg("--ro").arg(ws);
-    }
-    let out = cmd
-        .arg("--ro")
-        .arg(support::root())
-        .arg("--ro")
-        .arg(target)
-        .arg("--ro")
-        .arg(exe.parent().unwrap())
-        .arg("--")
-        .arg(&exe)
-        .args([
-            "--exact",
-            &format!("confinement::{test}"),
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(INSIDE, "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "{test} in the sandbox ({}):\n{text}",
-        out.status
-    );
-    false
+    run_sandboxed(&format!("confinement::{test}"))
 }
 
 /// Where everything of a case lives inside the sandbox.
@@ -100,56 +52,9 @@ fn xtask(args: &[&str]) -> (i32, String) {
 }
 
 /// Every path of the sandbox but the output, the tool's state and cache
-/// and the read-only binds: kind, mode, owner, and the content's hash or
-/// the link's target.
+/// and the read-only binds.
 fn sentinel() -> BTreeMap<PathBuf, String> {
-    let ro = [
-        support::root(),
-        xtask_bin()
-            .parent()
-            .and_then(Path::parent)
-            .unwrap()
-            .to_path_buf(),
-        std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .to_path_buf(),
-    ];
-    let skip = |p: &Path| {
-        [OUT, STATE, CACHE, "/usr", "/etc", "/proc", "/dev", "/sys"]
-            .iter()
-            .any(|s| p == Path::new(s))
-            || ro.iter().any(|r| p == r)
-    };
-    let mut seen = BTreeMap::new();
-    for e in walkdir::WalkDir::new("/")
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| !skip(e.path()))
-    {
-        let e = e.unwrap();
-        let m = e.path().symlink_metadata().unwrap();
-        let what = if m.is_symlink() {
-            format!("link {:?}", fs_err::read_link(e.path()).unwrap())
-        } else if m.is_file() {
-            format!(
-                "file {}",
-                hex::encode(sha(&fs_err::read(e.path()).unwrap()))
-            )
-        } else {
-            "dir".to_string()
-        };
-        seen.insert(
-            e.path().to_path_buf(),
-            format!("{what} {:o} {}:{}", m.mode(), m.uid(), m.gid()),
-        );
-    }
-    seen
-}
-
-fn sha(b: &[u8]) -> [u8; 32] {
-    assemble_manifest::Sha256::of(b).0
+    support::sandbox::snapshot(&[Path::new(OUT), Path::new(STATE), Path::new(CACHE)])
 }
 
 /// The sentinel tree around the output: siblings of the output and of its

@@ -4,6 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
 use crate::support::{self, Scratch};
 
 /// `verify --nar-hash H DIR` on a moved output: 0 on the right hash; on a
@@ -104,4 +109,175 @@ fn verify_finds_an_output_by_its_path_alone() {
     )
     .ok();
     assert!(said.contains("Verified"), "{said}");
+}
+
+/// Two deploys and a rollback of the demo into a prefix, in the sandbox
+/// (deploy removes, so a wrong path could reach what is not its own):
+/// `PREFIX` is a link switched by a rename; after each switch
+/// `PREFIX/bin/gunicorn --version` runs; a process started before a switch
+/// keeps reading the generation it started in; the files the edit left
+/// alone are the same inodes in both generations; a `PREFIX` that is a
+/// folder of someone else's is refused; `--keep 1` removes the others; and
+/// nothing outside `PREFIX` and `PREFIX.generations` changes.
+#[test]
+fn deploy_switches_generations_atomically_and_rolls_back() {
+    // Bootstrapped outside: the sandbox reads the shared cache only.
+    support::shared_uv();
+    if !support::sandbox::sandboxed("deploy::deploy_switches_generations_atomically_and_rolls_back")
+    {
+        return;
+    }
+    let s = Scratch::new();
+    let cache = support::cache_sharing_uv(s.dir.path(), "cache");
+    // uv keeps its cache in HOME and its locks in TMPDIR: both in the
+    // test's folder.
+    let (home, tmp) = (s.path("home"), s.path("tmp"));
+    fs_err::create_dir_all(&home).unwrap();
+    fs_err::create_dir_all(&tmp).unwrap();
+    for d in ["/box/srv/taken", "/box/outside"] {
+        fs_err::create_dir_all(d).unwrap();
+    }
+    fs_err::write("/box/srv/sibling", "s").unwrap();
+    fs_err::write("/box/srv/taken/precious", "p").unwrap();
+    fs_err::write("/box/outside/keep", "k").unwrap();
+    std::os::unix::fs::symlink("/box/outside", "/box/srv/out-link").unwrap();
+    let (prefix, gens) = ("/box/srv/authentik", "/box/srv/authentik.generations");
+    let skip = [s.dir.path(), Path::new(prefix), Path::new(gens)];
+    let before = support::sandbox::snapshot(&skip);
+    let env = [
+        ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+        ("HOME", home.to_str().unwrap()),
+        ("TMPDIR", tmp.to_str().unwrap()),
+    ];
+    let recipe = s.recipe();
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "deploy",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--to",
+            prefix,
+        ];
+        args.extend_from_slice(extra);
+        support::xtask_env(s.dir.path(), &args, &env)
+    };
+    let link = || fs_err::read_link(prefix).unwrap();
+    let gunicorn = || {
+        let v = support::stdout_ok(Command::new(format!("{prefix}/bin/gunicorn")).arg("--version"));
+        assert!(v.starts_with("gunicorn (version"), "{v}");
+    };
+
+    deploy(&[]).ok();
+    assert_eq!(link(), Path::new("authentik.generations/1"));
+    gunicorn();
+    let manage = fs_err::read_to_string(format!("{prefix}/manage.py")).unwrap();
+
+    // Started in generation 1: it holds manage.py open and its working
+    // folder is generation 1's.
+    let mut running = Command::new(format!("{prefix}/bin/python"))
+        .args([
+            "-c",
+            "import sys\nf = open('manage.py')\nprint('ready', flush=True)\nsys.stdin.readline()\nprint(f.read() == open('manage.py').read() == sys.argv[1])",
+            &manage,
+        ])
+        .current_dir(prefix)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(running.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+
+    let edited = s.path("demo/authentik/manage.py");
+    fs_err::write(
+        &edited,
+        format!(
+            "{}# deployed twice\n",
+            fs_err::read_to_string(&edited).unwrap()
+        ),
+    )
+    .unwrap();
+    deploy(&[]).ok();
+    assert_eq!(link(), Path::new("authentik.generations/2"));
+    gunicorn();
+    let now = fs_err::read_to_string(format!("{prefix}/manage.py")).unwrap();
+    assert!(now.ends_with("# deployed twice\n"), "{now}");
+
+    // The process still reads generation 1.
+    writeln!(running.stdin.take().unwrap()).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(
+        line, "True\n",
+        "the running process kept generation 1's files"
+    );
+    assert!(running.wait().unwrap().success());
+
+    // Unchanged files are one inode in both generations; the edited one not.
+    let ino = |g: u32, p: &str| fs_err::metadata(format!("{gens}/{g}/{p}")).unwrap().ino();
+    for p in ["lifecycle/wait_for_db.py", "bin/gunicorn", "pyvenv.cfg"] {
+        assert_eq!(ino(1, p), ino(2, p), "{p} is shared");
+    }
+    assert_ne!(ino(1, "manage.py"), ino(2, "manage.py"));
+
+    let list = deploy(&["--list", "--json"]).json();
+    let rows = list["generations"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{list}");
+    assert_eq!(rows[1]["current"], true, "{list}");
+    assert_ne!(rows[0]["nar_hash"], rows[1]["nar_hash"], "{list}");
+    assert!(rows[0]["nar_hash"].as_str().unwrap().starts_with("sha256-"));
+
+    deploy(&["--rollback"]).ok();
+    assert_eq!(link(), Path::new("authentik.generations/1"));
+    gunicorn();
+    assert_eq!(
+        fs_err::read_to_string(format!("{prefix}/manage.py")).unwrap(),
+        manage
+    );
+    // A deployed prefix is verified through its link, from anywhere.
+    let said = support::xtask_env(
+        Path::new("/"),
+        &["verify", "--out", prefix],
+        &[("ASSEMBLE_STATE_DIR", s.path("state").to_str().unwrap())],
+    )
+    .ok();
+    assert!(said.contains("Verified"), "{said}");
+    // Nothing older than generation 1.
+    let err = deploy(&["--rollback"]).fails(1);
+    assert!(err.contains("nothing to roll back to"), "{err}");
+
+    // A folder at the prefix is someone else's: refused, untouched.
+    let err = support::xtask_env(
+        s.dir.path(),
+        &[
+            "deploy",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--to",
+            "/box/srv/taken",
+        ],
+        &env,
+    )
+    .fails(1);
+    assert!(err.contains("is not a link deploy made"), "{err}");
+
+    // A third deploy (the edited tree again, from generation 1), keeping one.
+    let json = deploy(&["--keep", "1", "--json"]).json();
+    assert_eq!(json["generation"], 3, "{json}");
+    assert_eq!(json["removed"], serde_json::json!([1, 2]), "{json}");
+    let mut left: Vec<String> = fs_err::read_dir(gens)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".deploy.lock", "3", "3.json"]);
+    gunicorn();
+
+    assert_eq!(
+        support::sandbox::snapshot(&skip),
+        before,
+        "nothing outside the prefix and its generations changed"
+    );
 }

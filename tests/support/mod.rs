@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod proxy;
+pub mod sandbox;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;

@@ -13,18 +13,22 @@ use crate::{AssembleArgs, Failure};
 /// `assemble` would do, and why; changes nothing in the output).
 pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
     let opts = options(args)?;
-    // Progress (download bars, the installer's lines under a spinner) on
-    // a terminal only, and never with --json or -q.
-    let drawing = Drawing::new(sh, !args.json && sh.progress(), args.json || sh.quiet());
-    let events = |e: Event| drawing.event(e);
-    let result = assemble_pipeline::assemble(&opts, mode, &events);
-    drawing.clear();
-    let r = result.map_err(Failure::from_pipeline)?;
+    let r = build(sh, &opts, args.json, mode)?;
     report(sh, args, &r);
     // The process ends here: freeing the manifest's ~100,000 allocations
     // one by one would only delay the exit.
     std::mem::forget(r);
     Ok(())
+}
+
+/// Runs the pipeline with `opts`, drawing its progress on a terminal
+/// (never with `json` or -q).
+pub fn build(sh: &Shell, opts: &Options, json: bool, mode: Mode) -> Result<Report, Failure> {
+    let drawing = Drawing::new(sh, !json && sh.progress(), json || sh.quiet());
+    let events = |e: Event| drawing.event(e);
+    let result = assemble_pipeline::assemble(opts, mode, &events);
+    drawing.clear();
+    result.map_err(Failure::from_pipeline)
 }
 
 /// The pipeline's options from the command line and the workspace.
@@ -52,6 +56,7 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         locked: args.locked,
         wait: !args.no_wait,
         nar_hash: args.nar_hash,
+        link_from: None,
         racy_window,
     })
 }

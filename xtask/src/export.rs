@@ -37,7 +37,8 @@ pub struct ExportArgs {
 
 pub fn run(args: &ExportArgs) -> Result<(), Failure> {
     let ws = Workspace::for_recipe(&args.common)?;
-    let tree = ws.out(&args.common, args.from.as_deref())?;
+    // A link (a deployed prefix) is read through: export only reads.
+    let tree = assemble_fs::canonical(&ws.out(&args.common, args.from.as_deref())?);
     let layout = Layout::new(
         &tree,
         &ws.state_base(args.common.state_dir.as_deref(), &tree),

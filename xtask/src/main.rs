@@ -8,6 +8,7 @@ mod assemble;
 mod autopatchelf;
 mod bench;
 mod context;
+mod deploy;
 mod export;
 mod generate;
 mod hash;
@@ -63,6 +64,8 @@ enum Command {
     Plan(AssembleArgs),
     /// Re-hash the output against its recorded manifest; exit 1 on any difference.
     Verify(verify::VerifyArgs),
+    /// Build a new generation beside PREFIX, verify it, switch PREFIX to it atomically.
+    Deploy(deploy::DeployArgs),
     /// Write the assembled tree as one NAR or tar file, the same bytes for the same tree.
     Export(export::ExportArgs),
     /// Time cold, no-op and edit assembles of generated inputs against `cp -a`.
@@ -191,6 +194,7 @@ impl Command {
         match self {
             Command::Assemble(a) | Command::Plan(a) => a.json,
             Command::Verify(a) => a.json,
+            Command::Deploy(a) => a.json,
             Command::Autopatchelf(a) => a.json,
             Command::Bench(a) => a.json,
             _ => false,
@@ -210,6 +214,7 @@ fn main() -> ExitCode {
         Command::Assemble(args) => assemble::run(sh, &args, assemble_pipeline::Mode::Apply),
         Command::Plan(args) => assemble::run(sh, &args, assemble_pipeline::Mode::DryRun),
         Command::Verify(args) => verify::run(sh, &args),
+        Command::Deploy(args) => deploy::run(sh, &args),
         Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(sh, &args),
         Command::Autopatchelf(args) => autopatchelf::run(sh, &args),

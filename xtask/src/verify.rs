@@ -41,10 +41,11 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
     if args.cache {
         return cache(sh, args, &ws.cache(args.common.cache_dir.as_deref()));
     }
-    let out = match &args.dir {
+    // A link (a deployed prefix) is read through: verify only reads.
+    let out = assemble_fs::canonical(&match &args.dir {
         Some(dir) => ws.cwd.join(dir),
         None => ws.out(&args.common, args.out.as_deref())?,
-    };
+    });
     if let Some(hash) = &args.nar_hash {
         let base = ws.state_base(args.common.state_dir.as_deref(), &out);
         return nar_hash(sh, args.json, &out, hash, &base);

@@ -36,7 +36,7 @@ use assemble_fs::find_program;
 use assemble_plan::{Context, Phases, Plan};
 use assemble_python::{Interpreter, carriable};
 use assemble_recipe::{Recipe, RecipeError, UnitName};
-use assemble_reconcile::{Diff, Layout, Lock, Outcome, Snapshot, UnitStatus};
+use assemble_reconcile::{Diff, Layout, LinkFrom, Lock, Outcome, Snapshot, UnitStatus};
 use assemble_sources::Realised;
 pub use report::EventReporter;
 pub use update::{Updated, update};
@@ -68,6 +68,10 @@ pub struct Options {
     pub wait: bool,
     /// Report the output's NAR hash (read under the lock, after the apply).
     pub nar_hash: bool,
+    /// A tree assembled before (its state under `state_base`) whose files
+    /// the new one hard-links where they are unchanged, instead of copying
+    /// them (`deploy`'s previous generation).
+    pub link_from: Option<PathBuf>,
     /// How close to a run's start an input's timestamp may be and still be
     /// trusted next time (see `assemble_manifest::RACY_WINDOW`).
     pub racy_window: Duration,
@@ -88,6 +92,7 @@ impl Options {
             locked: false,
             wait: true,
             nar_hash: false,
+            link_from: None,
             racy_window: assemble_manifest::RACY_WINDOW,
         }
     }
@@ -245,6 +250,8 @@ pub struct Session {
     wait: bool,
     locked: bool,
     nar_hash: bool,
+    /// The tree to hard-link unchanged files from, and its state.
+    link_from: Option<Layout>,
 }
 
 impl Session {
@@ -350,7 +357,24 @@ impl Session {
             wait: opts.wait,
             locked: opts.locked,
             nar_hash: opts.nar_hash,
+            link_from: opts
+                .link_from
+                .as_ref()
+                .map(|p| Layout::new(&normalize(p), &opts.state_base)),
         })
+    }
+
+    /// The tree to hard-link unchanged files from, opened with its state.
+    fn link_from(&self) -> Result<Option<LinkFrom>, Error> {
+        let Some(layout) = &self.link_from else {
+            return Ok(None);
+        };
+        LinkFrom::open(layout)
+            .map(Some)
+            .map_err(|e| Error::ReadOutput {
+                out: layout.out.clone(),
+                source: Box::new(e),
+            })
     }
 
     /// Plans, diffs and (unless a dry run) applies.
@@ -419,12 +443,11 @@ impl Session {
         phases.lap("diff");
         let statuses = d.units.clone();
         let written = |done, total| events(Event::Writing { done, total });
-        let outcome =
-            assemble_reconcile::apply(&plan.target, d, &lock, &written).map_err(|source| {
-                Error::Write {
-                    out: self.layout.out.clone(),
-                    source: Box::new(source),
-                }
+        let link = self.link_from()?;
+        let outcome = assemble_reconcile::apply(&plan.target, d, &lock, link.as_ref(), &written)
+            .map_err(|source| Error::Write {
+                out: self.layout.out.clone(),
+                source: Box::new(source),
             })?;
         phases.lap("apply");
         // Under the lock, so that no other run changes the tree meanwhile.

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::diff::{Change, Diff, zip_sorted};
+use crate::link::LinkFrom;
 use crate::root::{Root, create_at, remove_at, rename_at, stat_at, symlink_at};
 use crate::state::{Lock, Recorded, State};
 use assemble_manifest::path::temp_name;
@@ -53,11 +54,13 @@ pub struct Outcome {
 /// that `lock` holds. Every change goes through the lock's handle on the
 /// output root: beneath it, never through a link. `written(done, total)`
 /// is told how many files and links are written so far (for a progress
-/// bar), from any thread.
+/// bar), from any thread. With `link`, each file the previous tree holds
+/// unchanged is hard-linked from it instead of copied ([`LinkFrom`]).
 pub fn apply(
     target: &Target,
     diff: Diff,
     lock: &Lock,
+    link: Option<&LinkFrom>,
     written: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Outcome, Error> {
     let root = &lock.claim()?;
@@ -102,7 +105,14 @@ pub fn apply(
         sweep_temp_files(root, &prev.pending)?;
         remove_stale(root, &removes, &mut outcome)?;
         let created = make_folders(root, desired, &writes, &mut outcome)?;
-        hashed_on_copy = write_files(root, desired, &writes, &created, written, &mut outcome)?;
+        hashed_on_copy = write_files(
+            root,
+            desired,
+            (&writes, &created),
+            link,
+            written,
+            &mut outcome,
+        )?;
         root.chmod_dir("", 0o755)?;
         stats.extend(stat_again(root, desired, &writes, &removes));
     }
@@ -185,8 +195,8 @@ fn make_folders<'w>(
 fn write_files<'d>(
     root: &Root,
     desired: &'d Desired,
-    writes: &[Change],
-    created: &HashSet<&str>,
+    (writes, created): (&[Change], &HashSet<&str>),
+    link: Option<&LinkFrom>,
     written: &(dyn Fn(usize, usize) + Sync),
     outcome: &mut Outcome,
 ) -> Result<FxHashMap<&'d str, Sha256>, Error> {
@@ -210,11 +220,17 @@ fn write_files<'d>(
         .map(|(dir, files)| {
             let folder = root.locate(dir)?;
             let fresh = created.contains(dir);
+            let from = link.and_then(|l| Some((l, l.folder(dir)?)));
             let mut hashed = Vec::new();
             for c in files.iter() {
                 let name = c.path.rsplit_once('/').map_or(c.path.as_str(), |(_, n)| n);
-                let sha =
-                    write_entry(&folder, name, &desired[c.path.as_str()], fresh).map_err(|e| {
+                let e = &desired[c.path.as_str()];
+                let linked = from
+                    .as_ref()
+                    .and_then(|(l, f)| l.link(f, &folder, &c.path, name, e, fresh));
+                let sha = linked
+                    .unwrap_or_else(|| write_entry(&folder, name, e, fresh))
+                    .map_err(|e| {
                         io::Error::new(
                             e.kind(),
                             format!("{}: {e}", root.display(&c.path).display()),

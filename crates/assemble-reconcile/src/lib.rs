@@ -123,6 +123,7 @@ use serde::Serialize;
 mod apply;
 mod diff;
 mod export;
+mod link;
 pub mod root;
 mod state;
 mod verify;
@@ -130,6 +131,7 @@ mod verify;
 pub use apply::{Outcome, UnitCounts, apply, predict, unit_counts};
 pub use diff::{Change, Delta, Diff, DirtyReason, Snapshot, UnitStatus, diff, diff_snapshot};
 pub use export::{nar_hash, write_nar, write_tar};
+pub use link::LinkFrom;
 pub use state::{Entries, Layout, Lock, Recorded, State};
 pub use verify::{Difference, NarCheck, verify, verify_nar_hash};
 
