@@ -12,6 +12,7 @@ mod deploy;
 mod export;
 mod generate;
 mod hash;
+mod image;
 mod lock;
 mod prefetch;
 mod shell;
@@ -66,6 +67,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Build a new generation beside PREFIX, verify it, switch PREFIX to it atomically.
     Deploy(deploy::DeployArgs),
+    /// Pack the tree, assembled at an image's prefix, as a reproducible OCI image (no container engine).
+    Image(image::ImageArgs),
     /// Write the assembled tree as one NAR or tar file, the same bytes for the same tree.
     Export(export::ExportArgs),
     /// Time cold, no-op and edit assembles of generated inputs against `cp -a`.
@@ -195,6 +198,7 @@ impl Command {
             Command::Assemble(a) | Command::Plan(a) => a.json,
             Command::Verify(a) => a.json,
             Command::Deploy(a) => a.json,
+            Command::Image(a) => a.json,
             Command::Autopatchelf(a) => a.json,
             Command::Bench(a) => a.json,
             _ => false,
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => assemble::run(sh, &args, assemble_pipeline::Mode::DryRun),
         Command::Verify(args) => verify::run(sh, &args),
         Command::Deploy(args) => deploy::run(sh, &args),
+        Command::Image(args) => image::run(sh, &args),
         Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(sh, &args),
         Command::Autopatchelf(args) => autopatchelf::run(sh, &args),

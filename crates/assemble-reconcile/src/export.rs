@@ -173,32 +173,96 @@ pub fn nar_hash(layout: &Layout) -> Result<Hash, Error> {
 /// names, modes 0755/0644 (links 0777), every time `mtime`, no extended
 /// attributes; long names in GNU's way.
 pub fn write_tar(layout: &Layout, mtime: u64, out: &mut impl Write) -> Result<(), Error> {
+    write_tar_where(layout, &TarShape::whole(mtime), &|_, _| true, out)
+}
+
+/// How [`write_tar_where`] lays the tree out.
+#[derive(Debug, Clone, Default)]
+pub struct TarShape {
+    /// Every entry's time.
+    pub mtime: u64,
+    /// A folder path the tree is put under (`opt/authentik`: an image's
+    /// prefix), its folders written first; empty: at the archive's root.
+    pub under: String,
+}
+
+impl TarShape {
+    /// The whole tree at the archive's root.
+    pub fn whole(mtime: u64) -> TarShape {
+        TarShape {
+            mtime,
+            under: String::new(),
+        }
+    }
+}
+
+/// As [`write_tar`], with only the recorded paths `keep` accepts (by path
+/// and record), each with the folders above it (those `keep` refuses
+/// too, as the tree has them), under `shape.under`: one layer of an
+/// image. Nothing is written twice, and the same tree and `keep` give the
+/// same bytes.
+pub fn write_tar_where(
+    layout: &Layout,
+    shape: &TarShape,
+    keep: &dyn Fn(&str, &crate::Recorded) -> bool,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     let t = Tree::open(layout)?;
     let mut b = tar::Builder::new(out);
-    for (path, r) in t.state.entries.iter() {
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
         let mut h = tar::Header::new_gnu();
         h.set_uid(0);
         h.set_gid(0);
-        h.set_mtime(mtime);
+        h.set_mtime(shape.mtime);
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h
+    };
+    let under = shape.under.trim_matches('/');
+    let name = |path: &str| match under {
+        "" => path.to_string(),
+        u => format!("{u}/{path}"),
+    };
+    let mut prefix = String::new();
+    for part in under.split('/').filter(|p| !p.is_empty()) {
+        prefix.push_str(part);
+        prefix.push('/');
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        b.append_data(&mut h, &prefix, io::empty())?;
+    }
+    // The folders written so far (paths sort `a`, `a-b`, `a/c`: a folder
+    // is not always just before what it holds).
+    let mut open: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for (path, r) in t.state.entries.iter() {
+        if !keep(path, r) {
+            continue;
+        }
+        let mut at = 0;
+        while let Some(slash) = path[at..].find('/') {
+            let dir = &path[..at + slash];
+            at += slash + 1;
+            if open.insert(dir) {
+                let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                b.append_data(&mut h, format!("{}/", name(dir)), io::empty())?;
+            }
+        }
         match &r.kind {
             Kind::Dir => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                b.append_data(&mut h, format!("{path}/"), io::empty())?;
+                if open.insert(path) {
+                    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                    b.append_data(&mut h, format!("{}/", name(path)), io::empty())?;
+                }
             }
             Kind::File { executable, .. } => {
                 let (len, f) = t.open_file(path)?;
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(if *executable { 0o755 } else { 0o644 });
-                h.set_size(len);
-                b.append_data(&mut h, path, f.take(len))?;
+                let mode = if *executable { 0o755 } else { 0o644 };
+                let mut h = header(tar::EntryType::Regular, mode, len);
+                b.append_data(&mut h, name(path), f.take(len))?;
             }
             Kind::Link { target } => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_mode(0o777);
-                h.set_size(0);
-                b.append_link(&mut h, path, target)?;
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                b.append_link(&mut h, name(path), target)?;
             }
         }
     }

@@ -130,7 +130,7 @@ mod verify;
 
 pub use apply::{Outcome, UnitCounts, apply, predict, unit_counts};
 pub use diff::{Change, Delta, Diff, DirtyReason, Snapshot, UnitStatus, diff, diff_snapshot};
-pub use export::{nar_hash, write_nar, write_tar};
+pub use export::{TarShape, nar_hash, write_nar, write_tar, write_tar_where};
 pub use link::LinkFrom;
 pub use state::{Entries, Layout, Lock, Recorded, State};
 pub use verify::{Difference, NarCheck, verify, verify_nar_hash};
