@@ -18,6 +18,7 @@ mod confinement;
 mod deploy;
 mod elf;
 mod fetch;
+mod image;
 mod incremental;
 mod nar;
 mod network;

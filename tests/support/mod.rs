@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod proxy;
+pub mod registry;
 pub mod sandbox;
 
 use std::collections::BTreeSet;

@@ -260,7 +260,7 @@ fn list(prefix: &Prefix, json: bool) -> Result<(), Failure> {
         match prefix.info(n) {
             Some(i) => println!(
                 "{mark} {n:>4}  {}  {}  {} {}",
-                date(i.created),
+                assemble_image::rfc3339(i.created),
                 i.nar_hash,
                 i.package,
                 i.version
@@ -269,28 +269,6 @@ fn list(prefix: &Prefix, json: bool) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in UTC.
-fn date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// A prefix and its generations folder.

@@ -85,6 +85,21 @@ const NEEDS: &[Need] = &[
         packages: &["tinyproxy"],
     },
     Need {
+        check: Check::Program("skopeo"),
+        why: "the oracle that reads images (layouts, archives, registries)",
+        packages: &["skopeo"],
+    },
+    Need {
+        check: Check::Program("umoci"),
+        why: "unpacking an OCI layout into a root to run the tree in",
+        packages: &["umoci"],
+    },
+    Need {
+        check: Check::Program("docker-registry"),
+        why: "a real OCI registry on loopback to push to",
+        packages: &["docker-registry"],
+    },
+    Need {
         check: Check::Program("git"),
         why: "the git source kind",
         packages: &["git"],

@@ -15,10 +15,7 @@ pub type Keep<'a> = Box<dyn Fn(&str, &Recorded) -> bool + Sync + 'a>;
 pub enum Source<'a> {
     /// The recorded paths of an assembled tree that `keep` accepts (by
     /// path and record), under the image's prefix.
-    Tree {
-        layout: &'a Layout,
-        keep: Keep<'a>,
-    },
+    Tree { layout: &'a Layout, keep: Keep<'a> },
     /// Files of the host, at their own paths.
     Host(&'a host::HostFiles),
 }

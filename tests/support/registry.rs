@@ -1,0 +1,84 @@
+//! A real OCI registry on loopback for the image tests: Debian's
+//! docker-registry (the CNCF distribution server), started in the
+//! foreground on a port the kernel picks, its storage in the test's folder,
+//! its access log read to see which blobs were uploaded.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+pub struct Registry {
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    log: Arc<Mutex<Vec<String>>>,
+    child: Child,
+}
+
+impl Registry {
+    /// Starts docker-registry with its storage in `dir/data`; ready when it
+    /// says where it listens.
+    pub fn start(dir: &Path) -> Registry {
+        let data = dir.join("data");
+        fs_err::create_dir_all(&data).expect("registry storage");
+        let conf = dir.join("config.yml");
+        fs_err::write(
+            &conf,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n",
+                data.display()
+            ),
+        )
+        .expect("registry config");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start docker-registry (Debian package docker-registry)");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let host = loop {
+            let line = lines
+                .next()
+                .expect("docker-registry ended before it listened")
+                .expect("its log");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest
+                    .split(['"', ' '])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+        };
+        // The rest of the log, kept for `requests`.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let keep = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                keep.lock().expect("log").push(line);
+            }
+        });
+        Registry { host, log, child }
+    }
+
+    /// The requests completed so far with `method` whose path holds
+    /// `path` (`POST`, `/blobs/uploads/`).
+    pub fn requests(&self, method: &str, path: &str) -> Vec<String> {
+        let method = format!("http.request.method={method} ");
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains("response completed") && l.contains(&method) && l.contains(path))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
