@@ -480,6 +480,9 @@ fn the_test_command_names_what_is_missing_and_how_to_install_it() {
         "tinyproxy",
         "curl-config",
         "mount",
+        "skopeo",
+        "umoci",
+        "docker-registry",
     ] {
         std::os::unix::fs::symlink(support::which(tool), bin.join(tool)).unwrap();
     }

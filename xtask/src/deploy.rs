@@ -24,12 +24,12 @@ use assemble_reconcile::Layout;
 
 use crate::context::Workspace;
 use crate::shell::Shell;
-use crate::{AssembleArgs, Failure, RecipeArgs};
+use crate::{Failure, TreeArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
     #[command(flatten)]
-    pub common: RecipeArgs,
+    pub tree: TreeArgs,
     /// Where the tree runs from: a link to its current generation, made
     /// and switched by deploy (PREFIX.generations/<n> beside it).
     #[arg(long, value_name = "PREFIX")]
@@ -45,12 +45,6 @@ pub struct DeployArgs {
     /// current one is always kept).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
-    /// The web UI's path (`@webui@`).
-    #[arg(long, value_name = "PATH")]
-    pub webui: Option<String>,
-    /// Fail if assemble.lock lacks an entry or has a stale one.
-    #[arg(long)]
-    pub locked: bool,
     /// Print what was done (or the list) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -69,7 +63,7 @@ struct Info {
 }
 
 pub fn run(sh: &Shell, args: &DeployArgs) -> Result<(), Failure> {
-    let ws = Workspace::for_recipe(&args.common)?;
+    let ws = Workspace::for_recipe(&args.tree.common)?;
     let prefix = Prefix::new(&ws.cwd, &args.to)?;
     if args.list {
         return list(&prefix, args.json);
@@ -83,7 +77,7 @@ pub fn run(sh: &Shell, args: &DeployArgs) -> Result<(), Failure> {
     })
     .context("locking the generations folder")?;
     let current = prefix.current()?;
-    let state_base = |out: &Path| ws.state_base(args.common.state_dir.as_deref(), out);
+    let state_base = |out: &Path| ws.state_base(args.tree.common.state_dir.as_deref(), out);
     let target = if args.rollback {
         let to = rollback_target(&prefix, current)?;
         check(&prefix, to, &state_base(&prefix.generation(to)))?;
@@ -142,16 +136,9 @@ fn build(
 ) -> Result<u64, Failure> {
     let next = prefix.numbered(false)?.last().map_or(1, |n| n + 1);
     let out = prefix.generation(next);
-    let assemble = AssembleArgs {
-        common: args.common.clone(),
-        out: Some(out.clone()),
-        prefix: Some(prefix.link.clone()),
-        webui: args.webui.clone(),
-        json: args.json,
-        no_wait: false,
-        locked: args.locked,
-        nar_hash: true,
-    };
+    let assemble = args
+        .tree
+        .assemble_args(out.clone(), prefix.link.clone(), args.json);
     let mut opts = crate::assemble::options(&assemble)?;
     opts.link_from = current
         .map(|n| prefix.generation(n))

@@ -14,12 +14,12 @@ use assemble_reconcile::{Layout, Recorded};
 
 use crate::context::Workspace;
 use crate::shell::Shell;
-use crate::{AssembleArgs, Failure, RecipeArgs};
+use crate::{Failure, TreeArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct ImageArgs {
     #[command(flatten)]
-    pub common: RecipeArgs,
+    pub tree: TreeArgs,
     /// Where the tree is assembled for the image (default:
     /// TARGET/<package name>-image).
     #[arg(long, value_name = "DIR")]
@@ -59,12 +59,6 @@ pub struct ImageArgs {
     /// Allow plain http to a registry that is not on loopback.
     #[arg(long, requires = "push")]
     pub insecure: bool,
-    /// The web UI's path (`@webui@`).
-    #[arg(long, value_name = "PATH")]
-    pub webui: Option<String>,
-    /// Fail if assemble.lock lacks an entry or has a stale one.
-    #[arg(long)]
-    pub locked: bool,
     /// Print what was built as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -87,8 +81,8 @@ pub fn run(sh: &Shell, args: &ImageArgs) -> Result<(), Failure> {
     {
         return Err(usage("--user: an image runs as a user that is not root"));
     }
-    let ws = Workspace::for_recipe(&args.common)?;
-    let recipe = ws.recipe(&args.common)?;
+    let ws = Workspace::for_recipe(&args.tree.common)?;
+    let recipe = ws.recipe(&args.tree.common)?;
     let (report, layout) = assemble(sh, args, &ws, &recipe)?;
     let python = interpreter_link(&layout.out)?;
     let base = match &args.base {
@@ -179,16 +173,9 @@ fn assemble(
         Some(o) => ws.cwd.join(o),
         None => ws.target_dir.join(format!("{}-image", recipe.name)),
     };
-    let assemble = AssembleArgs {
-        common: args.common.clone(),
-        out: Some(out),
-        prefix: Some(PathBuf::from(&args.prefix)),
-        webui: args.webui.clone(),
-        json: args.json,
-        no_wait: false,
-        locked: args.locked,
-        nar_hash: true,
-    };
+    let assemble = args
+        .tree
+        .assemble_args(out, PathBuf::from(&args.prefix), args.json);
     let opts = crate::assemble::options(&assemble)?;
     let report = crate::assemble::build(sh, &opts, args.json, Mode::Apply)?;
     let layout = Layout::new(&report.output, &opts.state_base);

@@ -119,6 +119,36 @@ pub struct RecipeArgs {
     pub python: Option<String>,
 }
 
+/// What `deploy` and `image` pass on to the assemble they run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TreeArgs {
+    #[command(flatten)]
+    pub common: RecipeArgs,
+    /// The web UI's path (`@webui@`).
+    #[arg(long, value_name = "PATH")]
+    pub webui: Option<String>,
+    /// Fail if assemble.lock lacks an entry or has a stale one.
+    #[arg(long)]
+    pub locked: bool,
+}
+
+impl TreeArgs {
+    /// The assemble of this tree into `out` for `prefix`, its NAR hash
+    /// reported.
+    pub fn assemble_args(&self, out: PathBuf, prefix: PathBuf, json: bool) -> AssembleArgs {
+        AssembleArgs {
+            common: self.common.clone(),
+            out: Some(out),
+            prefix: Some(prefix),
+            webui: self.webui.clone(),
+            json,
+            no_wait: false,
+            locked: self.locked,
+            nar_hash: true,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct AssembleArgs {
     #[command(flatten)]
