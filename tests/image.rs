@@ -1,7 +1,10 @@
 //! `cargo xtask image`: OCI images of the tree without a container engine,
 //! checked with the tools of the container world from Debian: skopeo reads
 //! the layout and the archive, umoci unpacks the layout, the unpacked root
-//! runs the tree under `chroot`, docker-registry takes the push.
+//! runs the tree under `chroot`, docker-registry takes the push. Each test
+//! runs inside the sandbox (the command writes layouts, archives and
+//! trees: were a path wrong, only a tmpfs would suffer), and the first
+//! snapshots the sandbox's root around its runs.
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
@@ -10,7 +13,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{self, Scratch, registry::Registry};
+use crate::support::{self, Scratch, registry::Registry, sandbox::sandboxed};
 
 const PREFIX: &str = "/opt/authentik";
 const TAG: &str = "2026.2.0";
@@ -18,7 +21,9 @@ const TAG: &str = "2026.2.0";
 const EPOCH: &str = "1700000000";
 
 /// `cargo xtask image --recipe <scratch recipe> --out <scratch>/tree ARGS...`
-/// at SOURCE_DATE_EPOCH, from the scratch folder.
+/// at SOURCE_DATE_EPOCH, from the scratch folder, with a cache of the
+/// test's own (the shared one is read-only in the sandbox) and uv's cache
+/// and temporary files in the scratch folder too.
 fn image(s: &Scratch, args: &[&str]) -> support::Run {
     let recipe = s.recipe();
     let tree = s.path("tree");
@@ -30,7 +35,19 @@ fn image(s: &Scratch, args: &[&str]) -> support::Run {
         tree.to_str().unwrap(),
     ];
     all.extend_from_slice(args);
-    support::xtask_env(s.dir.path(), &all, &[("SOURCE_DATE_EPOCH", EPOCH)])
+    let (cache, home, tmp) = (s.path("cache"), s.path("home"), s.path("tmp"));
+    if !cache.exists() {
+        support::cache_sharing_uv(s.dir.path(), "cache");
+        fs_err::create_dir_all(&home).unwrap();
+        fs_err::create_dir_all(&tmp).unwrap();
+    }
+    let env = [
+        ("SOURCE_DATE_EPOCH", EPOCH),
+        ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
+        ("HOME", home.to_str().unwrap()),
+        ("TMPDIR", tmp.to_str().unwrap()),
+    ];
+    support::xtask_env(s.dir.path(), &all, &env)
 }
 
 fn skopeo(args: &[&str]) -> Value {
@@ -68,7 +85,14 @@ fn interpreter_of(tree: &Path) -> PathBuf {
 /// edit of one app file changes the app layer and no other.
 #[test]
 fn an_image_is_reproducible_runs_with_no_base_and_an_edit_changes_one_layer() {
+    // Bootstrapped outside: the sandbox reads the shared cache only.
+    support::shared_uv();
+    if !sandboxed("image::an_image_is_reproducible_runs_with_no_base_and_an_edit_changes_one_layer")
+    {
+        return;
+    }
     let s = Scratch::new();
+    let outside = support::sandbox::snapshot(&[s.dir.path()]);
     let (a, b) = (s.path("a"), s.path("b"));
     let (a_tar, b_tar) = (s.path("a.tar"), s.path("b.tar"));
     let build = |dir: &Path, tar: &Path| {
@@ -196,6 +220,11 @@ fn an_image_is_reproducible_runs_with_no_base_and_an_edit_changes_one_layer() {
     );
     assert_ne!(before[3], after[3], "the app layer");
     assert_ne!(first["digest"], edited["digest"]);
+    assert_eq!(
+        support::sandbox::snapshot(&[s.dir.path()]),
+        outside,
+        "nothing outside the test's folder changed"
+    );
 }
 
 /// A base that lacks the interpreter `bin/python` points to is refused,
@@ -205,6 +234,11 @@ fn an_image_is_reproducible_runs_with_no_base_and_an_edit_changes_one_layer() {
 /// back, and a second push uploads nothing.
 #[test]
 fn a_base_must_hold_the_interpreter_and_a_push_uploads_only_what_is_missing() {
+    support::shared_uv();
+    if !sandboxed("image::a_base_must_hold_the_interpreter_and_a_push_uploads_only_what_is_missing")
+    {
+        return;
+    }
     let s = Scratch::new();
     let empty = s.path("empty");
     let umoci = |args: &[&str]| support::stdout_ok(Command::new("umoci").args(args));
