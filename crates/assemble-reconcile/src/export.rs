@@ -45,8 +45,11 @@ impl Tree {
         Ok(Tree { root, state })
     }
 
-    /// A recorded file, opened, with its length: refused when its stat is
-    /// not the recorded one (changed since the run).
+    /// A recorded file, opened, with its length: refused when it is not
+    /// what the run recorded. Its stat is the proof; when the stat moved,
+    /// its content decides (hashed against the record, then read again):
+    /// a deploy's later generation hard-links unchanged files, and a link
+    /// made to a file changes its change time, not its bytes.
     /// A file that became a link, went, or lost its folder to a file is
     /// as changed as one edited.
     fn open_file(&self, path: &str) -> io::Result<(u64, std::fs::File)> {
@@ -56,15 +59,23 @@ impl Tree {
                 self.root.display(path).display()
             ))
         };
-        let f = self
+        let mut f = self
             .root
             .open_file(path)
             .map_err(|e| if crate::root::gone(&e) { changed() } else { e })?;
         let now = assemble_manifest::Stat::of(&f.metadata()?);
-        let recorded = self.state.entries.get(path).and_then(|r| r.stat);
-        if recorded != Some(now) {
+        let recorded = self.state.entries.get(path);
+        if recorded.and_then(|r| r.stat) == Some(now) {
+            return Ok((now.size, f));
+        }
+        let Some(Kind::File { sha256, .. }) = recorded.map(|r| &r.kind) else {
+            return Err(changed());
+        };
+        let (got, _) = assemble_manifest::hash_stream(&mut f, &[], |_| Ok(()))?;
+        if got != *sha256 {
             return Err(changed());
         }
+        io::Seek::seek(&mut f, io::SeekFrom::Start(0))?;
         Ok((now.size, f))
     }
 
