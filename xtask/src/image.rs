@@ -65,44 +65,19 @@ pub struct ImageArgs {
 }
 
 pub fn run(sh: &Shell, args: &ImageArgs) -> Result<(), Failure> {
-    if args.oci.is_none() && args.docker_archive.is_none() && args.push.is_none() {
-        return Err(usage(
-            "say where the image goes: --oci DIR, --docker-archive FILE or --push REFERENCE",
-        ));
-    }
-    if !args.prefix.starts_with('/') || args.prefix.trim_matches('/').is_empty() {
-        return Err(usage("--prefix must be an absolute path below /"));
-    }
-    if args
-        .user
-        .split(':')
-        .next()
-        .is_some_and(|u| u == "0" || u == "root")
-    {
-        return Err(usage("--user: an image runs as a user that is not root"));
-    }
     let ws = Workspace::for_recipe(&args.tree.common)?;
+    check_args(&ws, args)?;
     let recipe = ws.recipe(&args.tree.common)?;
     let (report, layout) = assemble(sh, args, &ws, &recipe)?;
     let python = interpreter_link(&layout.out)?;
-    let base = match &args.base {
-        Some(b) => {
-            let base = assemble_image::base::Base::open(&ws.cwd.join(b))?;
-            base.check_file(&python.to_string_lossy())
-                .map_err(|e| anyhow!("{e}\n  hint: use a base with that interpreter (or build with --python naming the base's), or --with-interpreter for an image with no base"))?;
-            Some(base)
-        }
-        None => None,
-    };
+    let base = base_for(&ws, args, &python)?;
     let host = if args.with_interpreter {
         Some(interpreter_files(&report, &python)?)
     } else {
         None
     };
-    if let Some(h) = &host {
-        for w in &h.warnings {
-            sh.warn(w);
-        }
+    for w in host.iter().flat_map(|h| &h.warnings) {
+        sh.warn(w);
     }
     let mtime = source_date_epoch()?;
     let spec = Spec {
@@ -112,47 +87,94 @@ pub fn run(sh: &Shell, args: &ImageArgs) -> Result<(), Failure> {
         config: config(&recipe, args, &report, &layout, mtime),
         base: base.as_ref(),
     };
-    let scratch;
-    let store = match &args.oci {
-        Some(dir) => {
-            let dir = ws.cwd.join(dir);
-            assemble_image::write::check_layout_dir(&dir)?;
-            Store::new(&assemble_image::write::layout_blobs(&dir))?
-        }
-        None => {
-            scratch = tempfile::Builder::new()
-                .prefix("assemble-image-")
-                .tempdir()
-                .context("a temporary folder")?;
-            Store::new(scratch.path())?
-        }
-    };
+    let (store, _scratch) = store_for(&ws, args)?;
     let image = assemble_image::image::build(&spec, &store)?;
+    let pushed = deliver(&ws, args, &recipe, (&store, &image), mtime)?;
+    said(sh, args, &image, pushed.as_ref());
+    Ok(())
+}
+
+/// The flags checked before anything is built.
+fn check_args(ws: &Workspace, args: &ImageArgs) -> Result<(), Failure> {
+    if args.oci.is_none() && args.docker_archive.is_none() && args.push.is_none() {
+        return Err(usage(
+            "say where the image goes: --oci DIR, --docker-archive FILE or --push REFERENCE",
+        ));
+    }
+    if !args.prefix.starts_with('/') || args.prefix.trim_matches('/').is_empty() {
+        return Err(usage("--prefix must be an absolute path below /"));
+    }
+    let user = args.user.split(':').next().unwrap_or_default();
+    if user == "0" || user == "root" {
+        return Err(usage("--user: an image runs as a user that is not root"));
+    }
+    if let Some(dir) = &args.oci {
+        assemble_image::write::check_layout_dir(&ws.cwd.join(dir))?;
+    }
+    Ok(())
+}
+
+/// `--base`, read, and refused unless it holds the interpreter.
+fn base_for(
+    ws: &Workspace,
+    args: &ImageArgs,
+    python: &Path,
+) -> Result<Option<assemble_image::base::Base>, Failure> {
+    let Some(path) = &args.base else {
+        return Ok(None);
+    };
+    let base = assemble_image::base::Base::open(&ws.cwd.join(path))?;
+    base.check_file(&python.to_string_lossy()).map_err(|e| {
+        anyhow!(
+            "{e}\n  hint: use a base with that interpreter (or build with --python naming the base's), or --with-interpreter for an image with no base"
+        )
+    })?;
+    Ok(Some(base))
+}
+
+/// Where the blobs go: the layout's own folder, else a temporary one
+/// (kept alive by the second value).
+fn store_for(
+    ws: &Workspace,
+    args: &ImageArgs,
+) -> Result<(Store, Option<tempfile::TempDir>), Failure> {
+    if let Some(dir) = &args.oci {
+        let blobs = assemble_image::write::layout_blobs(&ws.cwd.join(dir));
+        return Ok((Store::new(&blobs)?, None));
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("assemble-image-")
+        .tempdir()
+        .context("a temporary folder")?;
+    Ok((Store::new(scratch.path())?, Some(scratch)))
+}
+
+/// The image into the layout, the archive and the registry asked for.
+fn deliver(
+    ws: &Workspace,
+    args: &ImageArgs,
+    recipe: &Recipe,
+    (store, image): (&Store, &Image),
+    mtime: u64,
+) -> Result<Option<assemble_image::push::Pushed>, Failure> {
     let tag = args.tag.clone().unwrap_or_else(|| recipe.version.clone());
     if let Some(dir) = &args.oci {
-        assemble_image::write::write_layout(&ws.cwd.join(dir), &image, &tag)?;
+        assemble_image::write::write_layout(&ws.cwd.join(dir), image, &tag)?;
     }
     if let Some(file) = &args.docker_archive {
         let repo_tag = format!("{}:{tag}", recipe.name);
-        assemble_image::write::write_docker_archive(
-            &store,
-            &image,
-            &repo_tag,
-            mtime,
-            &ws.cwd.join(file),
-        )?;
+        let file = ws.cwd.join(file);
+        assemble_image::write::write_docker_archive(store, image, &repo_tag, mtime, &file)?;
     }
-    let pushed = match &args.push {
-        Some(reference) => Some(assemble_image::push::push(
-            &store,
-            &image,
+    match &args.push {
+        Some(reference) => Ok(Some(assemble_image::push::push(
+            store,
+            image,
             reference,
             args.insecure,
-        )?),
-        None => None,
-    };
-    said(sh, args, &image, pushed.as_ref());
-    Ok(())
+        )?)),
+        None => Ok(None),
+    }
 }
 
 fn usage(why: &str) -> Failure {
