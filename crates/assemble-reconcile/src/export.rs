@@ -231,10 +231,7 @@ pub fn write_tar_where(
         h
     };
     let under = shape.under.trim_matches('/');
-    let name = |path: &str| match under {
-        "" => path.to_string(),
-        u => format!("{u}/{path}"),
-    };
+    let name = |path| in_archive(under, path);
     let mut prefix = String::new();
     for part in under.split('/').filter(|p| !p.is_empty()) {
         prefix.push_str(part);
@@ -249,7 +246,14 @@ pub fn write_tar_where(
         if !keep(path, r) {
             continue;
         }
-        let mut at = 0;
+        // A folder is written only after those above it: when the parent
+        // is written, so are all of them (one lookup for most entries).
+        let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+        let mut at = if parent.is_empty() || open.contains(parent) {
+            path.len()
+        } else {
+            0
+        };
         while let Some(slash) = path[at..].find('/') {
             let dir = &path[..at + slash];
             at += slash + 1;
@@ -269,16 +273,24 @@ pub fn write_tar_where(
                 let (len, f) = t.open_file(path)?;
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut h = header(tar::EntryType::Regular, mode, len);
-                b.append_data(&mut h, name(path), f.take(len))?;
+                b.append_data(&mut h, &*name(path), f.take(len))?;
             }
             Kind::Link { target } => {
                 let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-                b.append_link(&mut h, name(path), target)?;
+                b.append_link(&mut h, &*name(path), target)?;
             }
         }
     }
     b.into_inner()?.flush()?;
     Ok(())
+}
+
+/// `path` in an archive whose tree is under `under` ("": at its root).
+fn in_archive<'a>(under: &str, path: &'a str) -> std::borrow::Cow<'a, str> {
+    match under {
+        "" => path.into(),
+        u => format!("{u}/{path}").into(),
+    }
 }
 
 /// A `Write` that hashes.
