@@ -117,7 +117,8 @@ fn verify_finds_an_output_by_its_path_alone() {
 /// `PREFIX/bin/gunicorn --version` runs; a process started before a switch
 /// keeps reading the generation it started in; the files the edit left
 /// alone are the same inodes in both generations; a `PREFIX` that is a
-/// folder of someone else's is refused; `--keep 1` removes the others; and
+/// folder of someone else's is refused; a build that fails changes nothing;
+/// `--keep 1` removes the others; and
 /// nothing outside `PREFIX` and `PREFIX.generations` changes.
 #[test]
 fn deploy_switches_generations_atomically_and_rolls_back() {
@@ -282,16 +283,35 @@ fn deploy_switches_generations_atomically_and_rolls_back() {
     .fails(1);
     assert!(err.contains("is not a link deploy made"), "{err}");
 
+    // A build that fails (a patch no longer matches) leaves the prefix and
+    // the generations as they were.
+    let listing = || {
+        let mut names: Vec<String> = fs_err::read_dir(gens)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let had = listing();
+    let settings = s.path("demo/authentik/authentik/root/settings.py");
+    let original = fs_err::read_to_string(&settings).unwrap();
+    fs_err::write(
+        &settings,
+        original.replace("BASE_DIR = Path", "BASE = Path"),
+    )
+    .unwrap();
+    let err = deploy(&[]).fails(1);
+    assert!(err.contains("patch 1"), "{err}");
+    assert_eq!(link(), Path::new("authentik.generations/1"));
+    assert_eq!(listing(), had, "no generation left behind");
+    fs_err::write(&settings, original).unwrap();
+
     // A third deploy (the edited tree again, from generation 1), keeping one.
     let json = deploy(&["--keep", "1", "--json"]).json();
     assert_eq!(json["generation"], 3, "{json}");
     assert_eq!(json["removed"], serde_json::json!([1, 2]), "{json}");
-    let mut left: Vec<String> = fs_err::read_dir(gens)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    left.sort();
-    assert_eq!(left, [".deploy.lock", "3", "3.json"]);
+    assert_eq!(listing(), [".deploy.lock", "3", "3.json"]);
     gunicorn();
 
     assert_eq!(

@@ -262,6 +262,13 @@ fn a_base_must_hold_the_interpreter_and_a_push_uploads_only_what_is_missing() {
     );
     assert!(err.contains("--with-interpreter"), "{err}");
     assert!(!refused.exists(), "nothing written");
+    // A folder that holds other files is not made a layout.
+    let taken = s.path("taken");
+    fs_err::create_dir_all(&taken).unwrap();
+    fs_err::write(taken.join("notes.txt"), "mine").unwrap();
+    let err = image(&s, &["--oci", taken.to_str().unwrap()]).fails(1);
+    assert!(err.contains("is not an OCI image layout"), "{err}");
+    assert_eq!(fs_err::read_dir(&taken).unwrap().count(), 1, "untouched");
 
     let (full, full_tar) = (s.path("full"), s.path("full.tar"));
     let base = image(
