@@ -206,7 +206,7 @@ impl Base {
         let mut fs = BTreeMap::new();
         for (blob, file) in &self.layers {
             let reader: Box<dyn Read> = if blob.gzipped() {
-                Box::new(flate2::read::GzDecoder::new(fs_err::File::open(file)?))
+                Box::new(flate2::read::MultiGzDecoder::new(fs_err::File::open(file)?))
             } else {
                 Box::new(fs_err::File::open(file)?)
             };
@@ -399,7 +399,7 @@ fn uncompressed_len(path: &Path, gzipped: bool) -> Result<u64, Error> {
         return Ok(file.metadata()?.len());
     }
     Ok(io::copy(
-        &mut flate2::read::GzDecoder::new(file),
+        &mut flate2::read::MultiGzDecoder::new(file),
         &mut io::sink(),
     )?)
 }

@@ -5,7 +5,8 @@
 //! the other units, the app), each a reproducible tar of the recorded tree
 //! ([`assemble_reconcile::write_tar_where`]: path order, owner 0, fixed
 //! modes, one time for every entry) stored gzipped with no name and no time
-//! in its header; a config and a manifest whose JSON depends on nothing
+//! in its headers (in members of 4 MiB compressed in parallel,
+//! [`blob::Members`]); a config and a manifest whose JSON depends on nothing
 //! else. So the same tree and options give the same digests, and a change
 //! to one unit changes that unit's layer (and the config and manifest)
 //! only.

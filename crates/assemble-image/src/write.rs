@@ -83,7 +83,7 @@ pub fn write_docker_archive(
             let name = format!("{}.tar", blob::hex_of(&layer.diff_id));
             let stored = fs_err::File::open(store.path(&layer.digest))?;
             let tar: Box<dyn Read> = if layer.gzipped() {
-                Box::new(flate2::read::GzDecoder::new(stored))
+                Box::new(flate2::read::MultiGzDecoder::new(stored))
             } else {
                 Box::new(stored)
             };
