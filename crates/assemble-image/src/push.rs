@@ -3,7 +3,8 @@
 //! file in one `PUT`, then the manifest, byte for byte as written, under
 //! the reference's tag, so the registry's digest is the image's.
 //!
-//! Credentials, never printed: `ASSEMBLE_REGISTRY_USER` with
+//! Credentials, never printed: `ASSEMBLE_REGISTRY_TOKEN` (a bearer token,
+//! as CI systems hand out), else `ASSEMBLE_REGISTRY_USER` with
 //! `ASSEMBLE_REGISTRY_PASSWORD`, else the registry's entry in
 //! `REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` or the
 //! docker config (`$DOCKER_CONFIG/config.json`, `~/.docker/config.json`),
@@ -135,6 +136,9 @@ fn loopback(registry: &str) -> bool {
 
 /// The credentials for `registry` (see the module doc).
 fn credentials(registry: &str) -> RegistryAuth {
+    if let Ok(token) = std::env::var("ASSEMBLE_REGISTRY_TOKEN") {
+        return RegistryAuth::Bearer(token);
+    }
     if let (Ok(user), Ok(password)) = (
         std::env::var("ASSEMBLE_REGISTRY_USER"),
         std::env::var("ASSEMBLE_REGISTRY_PASSWORD"),
