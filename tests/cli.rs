@@ -483,6 +483,7 @@ fn the_test_command_names_what_is_missing_and_how_to_install_it() {
         "skopeo",
         "umoci",
         "docker-registry",
+        "htpasswd",
     ] {
         std::os::unix::fs::symlink(support::which(tool), bin.join(tool)).unwrap();
     }

@@ -25,6 +25,11 @@ const EPOCH: &str = "1700000000";
 /// test's own (the shared one is read-only in the sandbox) and uv's cache
 /// and temporary files in the scratch folder too.
 fn image(s: &Scratch, args: &[&str]) -> support::Run {
+    image_env(s, args, &[])
+}
+
+/// As [`image`], with `extra` in its environment.
+fn image_env(s: &Scratch, args: &[&str], extra: &[(&str, &str)]) -> support::Run {
     let recipe = s.recipe();
     let tree = s.path("tree");
     let mut all = vec![
@@ -41,12 +46,13 @@ fn image(s: &Scratch, args: &[&str]) -> support::Run {
         fs_err::create_dir_all(&home).unwrap();
         fs_err::create_dir_all(&tmp).unwrap();
     }
-    let env = [
+    let mut env = vec![
         ("SOURCE_DATE_EPOCH", EPOCH),
         ("ASSEMBLE_CACHE_DIR", cache.to_str().unwrap()),
         ("HOME", home.to_str().unwrap()),
         ("TMPDIR", tmp.to_str().unwrap()),
     ];
+    env.extend_from_slice(extra);
     support::xtask_env(s.dir.path(), &all, &env)
 }
 
@@ -231,7 +237,8 @@ fn an_image_is_reproducible_runs_with_no_base_and_an_edit_changes_one_layer() {
 /// naming it, before anything is written; a base that holds it (an OCI
 /// layout or a docker-archive) gives an image of its layers and ours. A
 /// push to a real registry on loopback gives the same digest skopeo reads
-/// back, and a second push uploads nothing.
+/// back, and a second push uploads nothing; a registry that wants a login
+/// takes one from an auth file, and a wrong password is never printed.
 #[test]
 fn a_base_must_hold_the_interpreter_and_a_push_uploads_only_what_is_missing() {
     support::shared_uv();
@@ -334,4 +341,41 @@ fn a_base_must_hold_the_interpreter_and_a_push_uploads_only_what_is_missing() {
         uploads,
         "no upload started"
     );
+
+    // A registry that wants a login: refused without one, with a hint; a
+    // wrong password is never printed; the entry of an auth file (what
+    // `podman login` writes) is used.
+    let (user, password) = ("alice", "s3cret-pw");
+    let guarded = Registry::start_with_login(&s.path("guarded"), user, password);
+    let reference = format!("{}/authentik:{TAG}", guarded.host);
+    let push = ["--push", reference.as_str(), "--json"];
+    let err = image(&s, &push).fails(1);
+    assert!(err.contains("401") && err.contains("podman login"), "{err}");
+    let wrong = [
+        ("ASSEMBLE_REGISTRY_USER", user),
+        ("ASSEMBLE_REGISTRY_PASSWORD", "not-the-password"),
+    ];
+    let run = image_env(&s, &push, &wrong);
+    let err = run.fails(1);
+    let said = format!("{err}{}", run.stdout());
+    assert!(!said.contains("not-the-password"), "{said}");
+    let auth = s.path("auth.json");
+    let encoded = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{user}:{password}"),
+    );
+    let entry = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{encoded}"}}}}}}"#,
+        guarded.host
+    );
+    fs_err::write(&auth, entry).unwrap();
+    let pushed = image_env(&s, &push, &[("REGISTRY_AUTH_FILE", auth.to_str().unwrap())]).json();
+    let remote = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--authfile",
+        auth.to_str().unwrap(),
+        &format!("docker://{reference}"),
+    ]);
+    assert_eq!(remote["Digest"], pushed["digest"]);
 }

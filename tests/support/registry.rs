@@ -19,13 +19,31 @@ impl Registry {
     /// Starts docker-registry with its storage in `dir/data`; ready when it
     /// says where it listens.
     pub fn start(dir: &Path) -> Registry {
+        Registry::start_with(dir, "")
+    }
+
+    /// As [`Registry::start`], taking only `user` with `password` (basic
+    /// auth from an htpasswd file that Debian's htpasswd writes).
+    pub fn start_with_login(dir: &Path, user: &str, password: &str) -> Registry {
+        fs_err::create_dir_all(dir).expect("registry folder");
+        let file = dir.join("htpasswd");
+        let line = super::stdout_ok(Command::new("htpasswd").args(["-Bbn", user, password]));
+        fs_err::write(&file, line).expect("htpasswd file");
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            file.display()
+        );
+        Registry::start_with(dir, &auth)
+    }
+
+    fn start_with(dir: &Path, auth: &str) -> Registry {
         let data = dir.join("data");
         fs_err::create_dir_all(&data).expect("registry storage");
         let conf = dir.join("config.yml");
         fs_err::write(
             &conf,
             format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n",
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n{auth}",
                 data.display()
             ),
         )

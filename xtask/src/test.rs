@@ -100,6 +100,11 @@ const NEEDS: &[Need] = &[
         packages: &["docker-registry"],
     },
     Need {
+        check: Check::Program("htpasswd"),
+        why: "a login for the registry on loopback",
+        packages: &["apache2-utils"],
+    },
+    Need {
         check: Check::Program("git"),
         why: "the git source kind",
         packages: &["git"],

@@ -43,7 +43,7 @@ pub fn push(
 ) -> Result<Pushed, Error> {
     let failed = |why: String| Error::Registry {
         reference: reference.to_string(),
-        why,
+        why: with_hint(why),
     };
     let target: Reference = reference
         .parse()
@@ -120,6 +120,17 @@ async fn upload(
 
 fn http_header(v: &'static str) -> http::HeaderValue {
     http::HeaderValue::from_static(v)
+}
+
+/// `why`, with what to do when the registry refused who we are.
+fn with_hint(why: String) -> String {
+    if why.contains("401") || why.contains("403") {
+        format!(
+            "{why}\n  hint: the registry wants credentials, or refused these: set ASSEMBLE_REGISTRY_USER and ASSEMBLE_REGISTRY_PASSWORD (or ASSEMBLE_REGISTRY_TOKEN), or log in with `podman login`, `skopeo login` or `docker login`, which write the auth file read here"
+        )
+    } else {
+        why
+    }
 }
 
 /// Whether `registry` (`HOST[:PORT]`) is on loopback.
