@@ -914,6 +914,40 @@ fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
     );
     assert!(ok && msg.trim() == o.to_string(), "{msg}");
 
+    // Its image's labels name the authentik unit's pin: the tag's version,
+    // the locked hash, the repository.
+    let (layout, image_tree) = (s.path("image"), s.path("image-tree"));
+    let image_args = [
+        "image",
+        "--python",
+        python.to_str().unwrap(),
+        "--out",
+        image_tree.to_str().unwrap(),
+        "--oci",
+        layout.to_str().unwrap(),
+    ];
+    xtask(&image_args, &server.base, &cache).ok();
+    let inspected = support::stdout_ok(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:2026.2.0", layout.display())),
+    );
+    let labels: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    let labels = &labels["Labels"];
+    assert_eq!(
+        labels["org.opencontainers.image.version"], "2026.2.0",
+        "{labels}"
+    );
+    assert_eq!(
+        labels["org.opencontainers.image.revision"],
+        hash.as_str(),
+        "{labels}"
+    );
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        "https://github.com/goauthentik/authentik"
+    );
+
     // The server gone: the cache has the source, under its locked hash.
     server.stop();
     assemble(&s.path("out2"), "http://127.0.0.1:9", &cache).json();
