@@ -237,7 +237,8 @@ fn an_image_is_reproducible_runs_with_no_base_and_an_edit_changes_one_layer() {
 /// naming it, before anything is written; a base that holds it (an OCI
 /// layout or a docker-archive) gives an image of its layers and ours. A
 /// push to a real registry on loopback gives the same digest skopeo reads
-/// back, and a second push uploads nothing; a registry that wants a login
+/// back, a blob tampered with in its storage is refused when pulled, and a
+/// second push uploads nothing; a registry that wants a login
 /// takes one from an auth file, and a wrong password is never printed.
 #[test]
 fn a_base_must_hold_the_interpreter_and_a_push_uploads_only_what_is_missing() {
@@ -329,6 +330,41 @@ fn a_base_must_hold_the_interpreter_and_a_push_uploads_only_what_is_missing() {
     assert_eq!(pushed["digest"], base["digest"]);
     let uploads = registry.requests("POST", "/blobs/uploads/").len();
     assert_eq!(uploads, 5);
+    // Pulled back through the client, each blob is checked against its
+    // digest: the registry's copy of a layer with one byte flipped on disk
+    // is refused, naming it, and nothing is left where it was to go.
+    let client = assemble_registry::Registry::connect(&reference, false).unwrap();
+    let (manifest, digest) = client
+        .pull_manifest(&["application/vnd.oci.image.manifest.v1+json"])
+        .unwrap();
+    assert_eq!(digest, pushed["digest"].as_str().unwrap());
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let app = manifest["layers"][3]["digest"].as_str().unwrap();
+    fs_err::create_dir_all(s.path("pulled")).unwrap();
+    let to = s.path("pulled/app");
+    client.pull_blob(app, &to).unwrap();
+    let sha = assemble_manifest::Sha256::of(&fs_err::read(&to).unwrap());
+    assert_eq!(format!("sha256:{}", sha.hex()), app);
+    let hex = app.trim_start_matches("sha256:");
+    let stored = s
+        .path("registry/data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = fs_err::read(&stored).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs_err::write(&stored, bytes).unwrap();
+    let again = s.path("pulled/again");
+    let err = client.pull_blob(app, &again).unwrap_err().to_string();
+    assert!(err.contains(app), "{err}");
+    assert!(!again.exists(), "nothing kept");
+    assert_eq!(
+        fs_err::read_dir(s.path("pulled")).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+
     let again = push();
     assert_eq!(
         again["pushed"]["uploaded"],

@@ -20,7 +20,7 @@
 //!   file system resolved to check that it holds a path.
 //! - [`write`]: an OCI image layout, or a docker-archive tar.
 //! - [`push`]: the blobs a registry lacks and the manifest, over the OCI
-//!   distribution API.
+//!   distribution API ([`assemble_registry`]).
 
 pub mod base;
 pub mod blob;
@@ -60,8 +60,8 @@ pub enum Error {
         path: String,
         why: String,
     },
-    #[error("{reference}: {why}")]
-    Registry { reference: String, why: String },
+    #[error(transparent)]
+    Registry(#[from] assemble_registry::Error),
     #[error(transparent)]
     Elf(#[from] assemble_elf::Error),
 }
