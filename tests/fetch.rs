@@ -927,12 +927,7 @@ fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
         layout.to_str().unwrap(),
     ];
     xtask(&image_args, &server.base, &cache).ok();
-    let inspected = support::stdout_ok(
-        Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci:{}:2026.2.0", layout.display())),
-    );
-    let labels: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    let labels = support::skopeo(&["inspect", &format!("oci:{}:2026.2.0", layout.display())]);
     let labels = &labels["Labels"];
     assert_eq!(
         labels["org.opencontainers.image.version"], "2026.2.0",

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{self, Scratch, registry::Registry, sandbox::sandboxed};
+use crate::support::{self, Scratch, registry::Registry, sandbox::sandboxed, skopeo};
 
 const PREFIX: &str = "/opt/authentik";
 const TAG: &str = "2026.2.0";
@@ -54,11 +54,6 @@ fn image_env(s: &Scratch, args: &[&str], extra: &[(&str, &str)]) -> support::Run
     ];
     env.extend_from_slice(extra);
     support::xtask_env(s.dir.path(), &all, &env)
-}
-
-fn skopeo(args: &[&str]) -> Value {
-    let out = support::stdout_ok(Command::new("skopeo").args(args));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("skopeo said ({e}):\n{out}"))
 }
 
 fn digests(report: &Value) -> Vec<String> {

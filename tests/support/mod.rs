@@ -536,3 +536,10 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
             .env("GIT_CONFIG_NOSYSTEM", "1"),
     )
 }
+
+/// Runs Debian's skopeo (the oracle that reads images) and parses what it
+/// prints as JSON.
+pub fn skopeo(args: &[&str]) -> serde_json::Value {
+    let out = stdout_ok(Command::new("skopeo").args(args));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("skopeo said ({e}):\n{out}"))
+}
