@@ -58,6 +58,7 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         nar_hash: args.nar_hash,
         link_from: None,
         racy_window,
+        shared: args.registry.shared(),
     })
 }
 
@@ -103,6 +104,26 @@ fn unit_lines(sh: &Shell, r: &Report, verbose: bool) {
     }
 }
 
+/// What the shared cache did, in one line.
+fn registry_line(t: &assemble_share::Tally) -> String {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mut parts = vec![format!(
+        "{} entries pulled ({:.1} MiB), {} missing there",
+        t.pulled,
+        mib(t.pulled_bytes),
+        t.missed
+    )];
+    if t.refused > 0 {
+        parts.push(format!("{} refused", t.refused));
+    }
+    parts.push(format!(
+        "{} pushed ({:.1} MiB)",
+        t.pushed,
+        mib(t.pushed_bytes)
+    ));
+    parts.join(", ")
+}
+
 fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
     let dry_run = r.dry_run;
     let plan = &r.plan;
@@ -140,13 +161,21 @@ fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
             sh.note("Needs", crate::shell::library_line(l));
         }
     }
-    if let Some(b) = plan.bytecode.filter(|b| b.compiled > 0 || verbose) {
+    if let Some(b) = plan
+        .bytecode
+        .filter(|b| b.compiled > 0 || b.pulled > 0 || verbose)
+    {
         sh.status(
             "Bytecode",
             format!(
-                "{} compiled, {} from the cache{}",
+                "{} compiled, {} from the cache{}{}",
                 b.compiled,
                 b.cached,
+                if b.pulled > 0 {
+                    format!(", {} from the registry", b.pulled)
+                } else {
+                    String::new()
+                },
                 if b.failed > 0 {
                     format!(", {} that do not compile", b.failed)
                 } else {
@@ -154,6 +183,9 @@ fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
                 }
             ),
         );
+    }
+    if let Some(t) = r.registry.filter(|t| *t != Default::default() || verbose) {
+        sh.status("Registry", registry_line(&t));
     }
     if sh.very_verbose() {
         for (phase, time) in &r.phases {

@@ -119,11 +119,51 @@ pub struct RecipeArgs {
     pub python: Option<String>,
 }
 
+/// The cache shared through an OCI registry (README: Sharing builds).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RegistryArgs {
+    /// Ask this OCI repository (REGISTRY/REPOSITORY) for a venv, a unit's
+    /// bytecode or a patched ELF file before making it, and push what is
+    /// made (default: $ASSEMBLE_CACHE_REGISTRY). A registry that fails is a
+    /// warning and a local build.
+    #[arg(long, value_name = "REGISTRY/REPO", env = "ASSEMBLE_CACHE_REGISTRY")]
+    pub cache_registry: Option<String>,
+    /// Pull from the registry, never push.
+    #[arg(long, env = "ASSEMBLE_CACHE_REGISTRY_READ_ONLY")]
+    pub cache_registry_read_only: bool,
+    /// Fail when the registry fails or holds an entry that is refused,
+    /// instead of warning and building here.
+    #[arg(long, env = "ASSEMBLE_CACHE_REGISTRY_REQUIRED")]
+    pub cache_registry_required: bool,
+    /// Plain http to a registry that is not on loopback (loopback always
+    /// may).
+    #[arg(long, env = "ASSEMBLE_CACHE_REGISTRY_INSECURE")]
+    pub cache_registry_insecure: bool,
+}
+
+impl RegistryArgs {
+    /// The pipeline's shared cache: its settings and this tool's version.
+    pub fn shared(&self) -> Option<(assemble_share::Settings, String)> {
+        let repository = self.cache_registry.clone().filter(|r| !r.is_empty())?;
+        Some((
+            assemble_share::Settings {
+                repository,
+                insecure: self.cache_registry_insecure,
+                read_only: self.cache_registry_read_only,
+                required: self.cache_registry_required,
+            },
+            VERSION.to_string(),
+        ))
+    }
+}
+
 /// What `deploy` and `image` pass on to the assemble they run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TreeArgs {
     #[command(flatten)]
     pub common: RecipeArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// The web UI's path (`@webui@`).
     #[arg(long, value_name = "PATH")]
     pub webui: Option<String>,
@@ -138,6 +178,7 @@ impl TreeArgs {
     pub fn assemble_args(&self, out: PathBuf, prefix: PathBuf, json: bool) -> AssembleArgs {
         AssembleArgs {
             common: self.common.clone(),
+            registry: self.registry.clone(),
             out: Some(out),
             prefix: Some(prefix),
             webui: self.webui.clone(),
@@ -153,6 +194,8 @@ impl TreeArgs {
 pub struct AssembleArgs {
     #[command(flatten)]
     pub common: RecipeArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Where to write the tree (default: TARGET/<package name>: the target
     /// dir of the cargo workspace the recipe is in, else ./target).
     #[arg(long, value_name = "DIR")]

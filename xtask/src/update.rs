@@ -34,6 +34,7 @@ pub fn run(sh: &Shell, args: &UpdateArgs) -> Result<(), Failure> {
     // Planned as `cargo xtask plan` would, into the default output.
     let opts = crate::assemble::options(&AssembleArgs {
         common: args.common.clone(),
+        registry: crate::RegistryArgs::default(),
         out: None,
         prefix: None,
         webui: None,

@@ -53,12 +53,14 @@ mod entry;
 mod files;
 mod report;
 mod seal;
+mod shared;
 pub mod verify;
 
 pub use entry::{discard, lock, remove};
 pub use files::Files;
 pub use report::{Policy, Reporter, Silent};
 pub use seal::{Seal, Sealed, SealedKind, seal_path};
+pub use shared::{Member, Shared, SharedEntry, SharedError, SharedKind, members_of, place_sealed};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -144,6 +144,11 @@ impl Seal {
         &self.entry
     }
 
+    /// Every sealed path, in order (`""`, the entry's folder, first).
+    pub fn entries(&self) -> &[Sealed] {
+        &self.entries
+    }
+
     /// The sealed record of `path` (relative to the entry).
     pub fn get(&self, path: &str) -> Option<&Sealed> {
         self.entries

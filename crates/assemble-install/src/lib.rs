@@ -71,6 +71,9 @@ pub enum Error {
         .cached_at.display()
     )]
     Offline { what: String, cached_at: PathBuf },
+    /// The shared cache failed, and it is required.
+    #[error(transparent)]
+    Shared(Box<assemble_cache::SharedError>),
 }
 
 assemble_cache::io_or_corrupt!(Error);
@@ -84,5 +87,11 @@ impl From<assemble_python::Error> for Error {
                 Error::Malformed { path, message }
             }
         }
+    }
+}
+
+impl From<assemble_cache::SharedError> for Error {
+    fn from(e: assemble_cache::SharedError) -> Error {
+        Error::Shared(Box::new(e))
     }
 }

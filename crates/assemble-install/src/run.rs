@@ -90,6 +90,11 @@ pub struct Progress<'a> {
     /// What this one waits for when another run holds the entry's lock
     /// (it is building it): `the venv of python-deps`.
     pub waiting: &'a str,
+    /// The unit the venv is for.
+    pub unit: &'a str,
+    /// The cache shared between machines, asked before the venv is built
+    /// and offered it after.
+    pub shared: Option<&'a dyn assemble_cache::Shared>,
 }
 
 impl Progress<'_> {
@@ -851,20 +856,38 @@ fn cached_venv(
     if policy == Policy::Offline && !offline_too {
         return Err(missing());
     }
-    progress.reporter.starting(progress.starting);
-    assemble_fs::pause::at("venv-build");
     // There but not sealed: interrupted, or made before entries were.
     assemble_cache::remove(&dir)?;
     let tmp = root.join(format!("{}.partial", &key[..32]));
-    if tmp.exists() {
-        fs_err::remove_dir_all(&tmp)?;
+    if std::fs::symlink_metadata(&tmp).is_ok() {
+        assemble_cache::remove(&tmp)?;
     }
+    let shared = progress.shared.map(|s| {
+        let entry = assemble_cache::SharedEntry {
+            kind: assemble_cache::SharedKind::Venv,
+            key: &key,
+            unit: Some(progress.unit),
+            what: progress.waiting.to_string(),
+        };
+        (s, entry)
+    });
+    if let Some((s, entry)) = &shared
+        && s.pull(entry, &tmp)?
+    {
+        return Ok(Files::sealed(assemble_cache::place_sealed(&tmp, &dir)?));
+    }
+    progress.reporter.starting(progress.starting);
+    assemble_fs::pause::at("venv-build");
     if let Err(e) = build(&tmp) {
         let _ = fs_err::remove_dir_all(&tmp);
         return Err(e);
     }
     assemble_fs::files::place(&tmp, &dir)?;
-    Ok(Files::sealed(Seal::make(&dir)?))
+    let seal = Seal::make(&dir)?;
+    if let Some((s, entry)) = &shared {
+        s.push(entry, &assemble_cache::members_of(&seal))?;
+    }
+    Ok(Files::sealed(seal))
 }
 
 /// A file the recipe names (a requirements file, a uv project's

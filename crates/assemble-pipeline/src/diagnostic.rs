@@ -51,13 +51,16 @@ pub enum FailureKind {
     Busy,
     /// A program the run needs is missing (bash).
     MissingTool,
+    /// The shared cache (`--cache-registry-required`) failed, or held an
+    /// entry that was refused.
+    CacheRegistry,
     /// Any other failure (of a command other than `assemble` and `plan`).
     Error,
 }
 
 impl FailureKind {
     /// Every kind, in declaration order.
-    pub const ALL: [FailureKind; 21] = [
+    pub const ALL: [FailureKind; 22] = [
         FailureKind::Recipe,
         FailureKind::Usage,
         FailureKind::Interpreter,
@@ -78,6 +81,7 @@ impl FailureKind {
         FailureKind::Lock,
         FailureKind::Busy,
         FailureKind::MissingTool,
+        FailureKind::CacheRegistry,
         FailureKind::Error,
     ];
 
@@ -104,6 +108,7 @@ impl FailureKind {
             FailureKind::Lock => "lock",
             FailureKind::Busy => "busy",
             FailureKind::MissingTool => "missing-tool",
+            FailureKind::CacheRegistry => "cache-registry",
             FailureKind::Error => "error",
         }
     }
@@ -249,6 +254,7 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
         P::Python { unit, .. } => (FailureKind::Python, Some(unit)),
         P::Make { .. } => (FailureKind::Python, None),
         P::Elf(_) => (FailureKind::Elf, None),
+        P::Shared(_) => (FailureKind::CacheRegistry, None),
         P::Corrupt(_) => (FailureKind::Cache, None),
         P::BadPath { unit, .. } => (FailureKind::OutputPath, Some(unit)),
         P::Io(_) => (FailureKind::Io, None),
@@ -256,6 +262,7 @@ fn plan_diagnostic(p: &assemble_plan::Error) -> Diagnostic {
     let hint = match p {
         P::MissingPath { .. } => Some("fix the path in the recipe".to_string()),
         P::Conflict { fix, .. } => Some(fix.clone()),
+        P::Shared(_) => Some(SHARED_HINT.to_string()),
         _ if p.corrupt().is_some() => Some(CORRUPT_HINT.to_string()),
         _ => None,
     };
@@ -298,6 +305,9 @@ impl Diagnostic {
     }
 }
 
+/// What to do when a required shared cache fails.
+const SHARED_HINT: &str = "the registry is required (--cache-registry-required): fix what it says, or leave the flag out to build here whatever the registry lacks, refuses or cannot give; README: Sharing builds";
+
 fn sources_diagnostic(e: &assemble_sources::Error) -> Diagnostic {
     use assemble_sources::Error as S;
     let message = e.to_string();
@@ -324,6 +334,14 @@ fn sources_diagnostic(e: &assemble_sources::Error) -> Diagnostic {
         _ if e.corrupt().is_some() => Diagnostic {
             hint: Some(CORRUPT_HINT.into()),
             ..Diagnostic::new(FailureKind::Cache, message)
+        },
+        S::Python {
+            unit,
+            source: assemble_install::Error::Shared(_),
+        } => Diagnostic {
+            unit: Some(unit.clone()),
+            hint: Some(SHARED_HINT.into()),
+            ..Diagnostic::new(FailureKind::CacheRegistry, message)
         },
         S::Python { unit, source } => {
             let build = match source {

@@ -64,8 +64,12 @@ struct JsonReport<'a> {
     /// and the files that need it.
     libraries: &'a [assemble_elf::Library],
     /// With `[python] compile-bytecode`: sources compiled by this run, taken
-    /// from the cache, and that do not compile (else null).
+    /// from the cache, taken from the shared cache, and that do not
+    /// compile (else null).
     bytecode: Option<BytecodeReport>,
+    /// With `--cache-registry`: entries pulled (and their compressed
+    /// bytes), missed, refused, pushed (and their bytes); else null.
+    registry: Option<assemble_share::Tally>,
     /// Every path written or removed, with why.
     changes: Vec<ChangeReport<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,6 +94,7 @@ struct Interpreter<'a> {
 struct BytecodeReport {
     compiled: usize,
     cached: usize,
+    pulled: usize,
     failed: usize,
 }
 
@@ -141,8 +146,10 @@ impl Report {
             bytecode: plan.bytecode.map(|b| BytecodeReport {
                 compiled: b.compiled,
                 cached: b.cached,
+                pulled: b.pulled,
                 failed: b.failed,
             }),
+            registry: self.registry,
             changes: o
                 .changes
                 .iter()

@@ -75,6 +75,10 @@ pub struct Options {
     /// How close to a run's start an input's timestamp may be and still be
     /// trusted next time (see `assemble_manifest::RACY_WINDOW`).
     pub racy_window: Duration,
+    /// The cache shared through an OCI registry (`--cache-registry`), and
+    /// this tool's version for the entries it pushes. Not asked by a dry
+    /// run or with `--offline`.
+    pub shared: Option<(assemble_share::Settings, String)>,
 }
 
 impl Options {
@@ -94,6 +98,7 @@ impl Options {
             nar_hash: false,
             link_from: None,
             racy_window: assemble_manifest::RACY_WINDOW,
+            shared: None,
         }
     }
 }
@@ -252,6 +257,8 @@ pub struct Session {
     nar_hash: bool,
     /// The tree to hard-link unchanged files from, and its state.
     link_from: Option<Layout>,
+    /// The cache shared through a registry, when this run may use it.
+    shared: Option<std::sync::Arc<assemble_share::Remote>>,
 }
 
 impl Session {
@@ -348,6 +355,22 @@ impl Session {
             // if a state turns up after all, they are hashed before the diff.
             defer_hashes: !layout.recorded(),
         };
+        let shared = match &opts.shared {
+            Some((settings, tool_version)) if policy == Policy::Make => {
+                let origin = assemble_share::Origin {
+                    package: recipe.name.clone(),
+                    package_version: recipe.version.clone(),
+                    tool_version: tool_version.clone(),
+                };
+                let remote = assemble_share::Remote::connect(settings.clone(), origin, &opts.cache)
+                    .map_err(|e| Error::Option {
+                        flag: "--cache-registry",
+                        message: e.why,
+                    })?;
+                Some(std::sync::Arc::new(remote))
+            }
+            _ => None,
+        };
         Ok(Session {
             recipe,
             layout,
@@ -361,6 +384,7 @@ impl Session {
                 .link_from
                 .as_ref()
                 .map(|p| Layout::new(&normalize(p), &opts.state_base)),
+            shared,
         })
     }
 
@@ -404,6 +428,10 @@ impl Session {
             python: self.ctx.python.clone(),
             policy: self.policy,
             vendored_pypi: true,
+            shared: self
+                .shared
+                .clone()
+                .map(|r| assemble_sources::SharedCache(r)),
         };
         let (_, unlocked) = assemble_sources::resolve_lock(
             &mut self.recipe,
@@ -619,6 +647,11 @@ impl Session {
         phases: Phases,
     ) -> Report {
         let dry_run = mode == Mode::DryRun;
+        let mut plan = plan;
+        let registry = self.shared.as_ref().map(|r| {
+            plan.warnings.extend(r.take_warnings());
+            r.tally()
+        });
         let units = self
             .recipe
             .units
@@ -669,6 +702,7 @@ impl Session {
             phases: phases.done(),
             elapsed,
             plan,
+            registry,
         }
     }
 }
@@ -859,6 +893,7 @@ pub fn vendor_pypi(
         python,
         policy: lock_policy(offline),
         vendored_pypi: false,
+        shared: None,
     };
     Ok(assemble_sources::vendor_pypi(
         recipe,
@@ -958,6 +993,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// The plan: the manifest, warnings, autoPatchelf's decisions, reads.
     pub plan: Plan,
+    /// What the shared cache did (`--cache-registry`).
+    pub registry: Option<assemble_share::Tally>,
 }
 
 /// `p` absolute (against the current folder) and normalised: the prefix

@@ -73,6 +73,8 @@ pub struct Bytecode {
     pub compiled: usize,
     /// Sources whose pyc came from the cache.
     pub cached: usize,
+    /// Sources whose pyc came from the shared cache (`--cache-registry`).
+    pub pulled: usize,
     /// Sources that do not compile (each a warning).
     pub failed: usize,
 }
@@ -146,6 +148,37 @@ impl Step<'_> {
         Ok(())
     }
 
+    /// The whole set of pycs of each of `units`, from `all` the sources.
+    fn sets<'s>(
+        &self,
+        all: &'s [Source<'_>],
+        units: &std::collections::BTreeSet<&'s str>,
+    ) -> Vec<crate::PycSet<'s>> {
+        let mut keys: std::collections::BTreeMap<&str, Vec<&str>> =
+            std::collections::BTreeMap::new();
+        for s in all {
+            let unit: &str = s.unit.as_ref();
+            if units.contains(unit) {
+                keys.entry(unit).or_default().push(&s.key);
+            }
+        }
+        keys.into_iter()
+            .map(|(unit, mut members)| {
+                members.sort_unstable();
+                let mut h = sha2::Sha256::new();
+                for part in std::iter::once("assemble-pyc-set-v1").chain(members.iter().copied()) {
+                    h.update((part.len() as u64).to_le_bytes());
+                    h.update(part.as_bytes());
+                }
+                crate::PycSet {
+                    unit,
+                    key: hex::encode(h.finalize()),
+                    members: members.iter().map(|k| self.pyc_of(k)).collect(),
+                }
+            })
+            .collect()
+    }
+
     /// The sources the cache lacks (or holds corrupt), compiled by the
     /// sources stage (`make`), their pycs then taken; a source that did
     /// not compile before is said again, not compiled. A dry run's `make`
@@ -153,6 +186,7 @@ impl Step<'_> {
     fn compile_missing(
         &mut self,
         make: &dyn crate::Make,
+        all: &[Source<'_>],
         wanted: Vec<(&Source<'_>, Option<Box<assemble_cache::Corrupt>>)>,
         would_make: &mut Vec<crate::WouldMake>,
     ) -> Result<(), Error> {
@@ -178,7 +212,9 @@ impl Step<'_> {
         if jobs.is_empty() {
             return Ok(());
         }
-        let Some(results) = make.compile(&jobs)? else {
+        let units: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.unit).collect();
+        let sets = self.sets(all, &units);
+        let Some(results) = make.compile(&jobs, &sets)? else {
             would_make.push(crate::WouldMake::step(format!(
                 "{} sources would be compiled to bytecode",
                 jobs.len()
@@ -199,6 +235,7 @@ impl Step<'_> {
                 }
                 Compiled::Done => self.counts.compiled += 1,
                 Compiled::Cached => self.counts.cached += 1,
+                Compiled::Pulled => self.counts.pulled += 1,
             }
             let Cached::Ready(r) = self.cached(s)? else {
                 return Err(std::io::Error::other(format!(
@@ -260,7 +297,7 @@ pub(crate) fn plan_bytecode(
                 Cached::Corrupt(c) => wanted.push((s, Some(c))),
             }
         }
-        step.compile_missing(make, wanted, &mut would_make)?;
+        step.compile_missing(make, &sources, wanted, &mut would_make)?;
     }
     b.would_make.extend(would_make);
     *counts = step.counts;

@@ -69,6 +69,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Elf(#[from] assemble_elf::Error),
+    /// The shared cache failed, and it is required.
+    #[error(transparent)]
+    Shared(Box<assemble_cache::SharedError>),
     /// A cache entry is not what it was made as: discard it and plan again.
     #[error(transparent)]
     Corrupt(Box<assemble_cache::Corrupt>),
@@ -146,5 +149,11 @@ impl std::fmt::Display for PatchMiss {
             f,
             "Update `replace` of that patch to the file's current text, or set on-missing = \"warn\" if the change is no longer needed."
         )
+    }
+}
+
+impl From<assemble_cache::SharedError> for Error {
+    fn from(e: assemble_cache::SharedError) -> Error {
+        Error::Shared(Box::new(e))
     }
 }

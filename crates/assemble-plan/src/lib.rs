@@ -41,7 +41,7 @@ use rayon::prelude::*;
 use builder::{Builder, Hashing, Sealed, look_up};
 pub use bytecode::{Bytecode, CHECKED as CHECKED_PYCS};
 pub use error::{Error, PatchMiss, found_instead};
-pub use make::{CompileJob, Compiled, Make, PatchJob, Sources, WouldMake};
+pub use make::{CompileJob, Compiled, Make, PatchJob, PycSet, Sources, WouldMake};
 pub use patch::{closest_lines, substitute};
 pub use unit::{recipe_error, relative_link};
 

@@ -42,6 +42,18 @@ pub struct CompileJob<'a> {
     pub corrupt: bool,
 }
 
+/// The pycs of all of one unit's sources (not only those the cache
+/// lacks): what a shared cache keeps as one entry.
+#[derive(Debug)]
+pub struct PycSet<'a> {
+    pub unit: &'a str,
+    /// The sha256 of its members' keys, in order: what decides its content.
+    pub key: String,
+    /// Each member's pyc in the cache (`<cache>/bytecode/<xx>/<key>.pyc`),
+    /// in order.
+    pub members: Vec<PathBuf>,
+}
+
 /// What became of a [`CompileJob`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compiled {
@@ -49,6 +61,8 @@ pub enum Compiled {
     Done,
     /// Made by another run meanwhile: the pyc is in the cache.
     Cached,
+    /// Taken from the shared cache now: the pyc is in the cache.
+    Pulled,
     /// The source does not compile: why, as `compileall` says it.
     Fails(String),
 }
@@ -68,7 +82,13 @@ pub struct PatchJob<'a> {
 /// this run makes nothing (a dry run).
 pub trait Make: Sync {
     /// Compiles every job's source into its pyc; one result per job.
-    fn compile(&self, jobs: &[CompileJob<'_>]) -> Result<Option<Vec<Compiled>>, Error>;
+    /// `sets` are the units' whole sets of pycs, for a shared cache: those
+    /// of the jobs' units.
+    fn compile(
+        &self,
+        jobs: &[CompileJob<'_>],
+        sets: &[PycSet<'_>],
+    ) -> Result<Option<Vec<Compiled>>, Error>;
 
     /// Makes the patched file at `job.dest`, replacing a corrupt one.
     fn patch(&self, job: &PatchJob<'_>) -> Result<Option<()>, Error>;

@@ -68,6 +68,9 @@ impl Registry {
         let client = Client::new(ClientConfig {
             protocol,
             use_monolithic_push: true,
+            extra_root_certificates: system_certificates(),
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(120)),
             ..ClientConfig::default()
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -84,6 +87,11 @@ impl Registry {
         })
     }
 
+    /// The repository, as given (`REGISTRY/REPOSITORY[:TAG]`).
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
     fn failed(&self, why: String) -> Error {
         Error::Registry {
             reference: self.reference.clone(),
@@ -95,7 +103,7 @@ impl Registry {
     pub fn has_blob(&self, digest: &str) -> Result<bool, Error> {
         self.runtime
             .block_on(self.client.blob_exists(&self.target, digest))
-            .map_err(|e| self.failed(format!("asking for {digest}: {e}")))
+            .map_err(|e| self.failed(format!("asking for {digest}: {}", chain(&e))))
     }
 
     /// Uploads the file `path` as the blob `digest` of `size` bytes,
@@ -119,34 +127,86 @@ impl Registry {
                     .push_blob_stream(&self.target, chunks, digest, Some(size)),
             )
             .map(|_| ())
-            .map_err(|e| self.failed(format!("uploading {digest}: {e}")))
+            .map_err(|e| self.failed(format!("uploading {digest}: {}", chain(&e))))
     }
 
     /// Puts `bytes` as the manifest of the reference's tag, as they are
     /// (so the registry's digest is theirs); returns that digest.
     pub fn push_manifest(&self, bytes: &[u8], media_type: &str) -> Result<String, Error> {
+        self.push_manifest_to(&self.target, bytes, media_type)
+    }
+
+    /// [`Registry::push_manifest`] to the tag `tag` of the repository.
+    pub fn push_manifest_tagged(
+        &self,
+        tag: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<String, Error> {
+        self.push_manifest_to(&self.tagged(tag), bytes, media_type)
+    }
+
+    fn push_manifest_to(
+        &self,
+        target: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<String, Error> {
         let content_type = http::HeaderValue::from_str(media_type)
             .map_err(|e| self.failed(format!("the media type {media_type}: {e}")))?;
         self.runtime
             .block_on(
                 self.client
-                    .push_manifest_raw(&self.target, bytes.to_vec(), content_type),
+                    .push_manifest_raw(target, bytes.to_vec(), content_type),
             )
-            .map_err(|e| self.failed(format!("the manifest: {e}")))?;
+            .map_err(|e| self.failed(format!("the manifest: {}", chain(&e))))?;
         Ok(digest_of(bytes))
+    }
+
+    /// The reference to the tag `tag` of this repository.
+    fn tagged(&self, tag: &str) -> Reference {
+        Reference::with_tag(
+            self.target.registry().to_string(),
+            self.target.repository().to_string(),
+            tag.to_string(),
+        )
     }
 
     /// The manifest the reference names, of one of `accepted` media types,
     /// with its digest, checked: the one the reference holds
     /// (`@sha256:...`), else the one the registry gives.
     pub fn pull_manifest(&self, accepted: &[&str]) -> Result<(Vec<u8>, String), Error> {
-        let auth = auth::credentials(self.target.resolve_registry());
-        let (bytes, said) = self
+        self.pull_manifest_from(&self.target, accepted)?
+            .ok_or_else(|| self.failed("the manifest: not found".into()))
+    }
+
+    /// The manifest of the tag `tag` of this repository, checked as
+    /// [`Registry::pull_manifest`] checks it; `None` when the registry
+    /// has no such tag (or no such repository yet).
+    pub fn pull_manifest_tagged(
+        &self,
+        tag: &str,
+        accepted: &[&str],
+    ) -> Result<Option<(Vec<u8>, String)>, Error> {
+        self.pull_manifest_from(&self.tagged(tag), accepted)
+    }
+
+    fn pull_manifest_from(
+        &self,
+        target: &Reference,
+        accepted: &[&str],
+    ) -> Result<Option<(Vec<u8>, String)>, Error> {
+        let auth = auth::credentials(target.resolve_registry());
+        let (bytes, said) = match self
             .runtime
-            .block_on(self.client.pull_manifest_raw(&self.target, &auth, accepted))
-            .map_err(|e| self.failed(format!("the manifest: {e}")))?;
+            .block_on(self.client.pull_manifest_raw(target, &auth, accepted))
+        {
+            Ok(found) => found,
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.failed(format!("the manifest: {}", chain(&e)))),
+        };
         let got = digest_of(&bytes);
-        let want = self.target.digest().map_or(said, str::to_string);
+        let want = target.digest().map_or(said, str::to_string);
         if got != want {
             return Err(Error::Digest {
                 reference: self.reference.clone(),
@@ -155,7 +215,20 @@ impl Registry {
                 got,
             });
         }
-        Ok((bytes.to_vec(), got))
+        Ok(Some((bytes.to_vec(), got)))
+    }
+
+    /// Every tag of this repository (none when it does not exist yet).
+    pub fn tags(&self) -> Result<Vec<String>, Error> {
+        let auth = auth::credentials(self.target.resolve_registry());
+        match self
+            .runtime
+            .block_on(self.client.list_tags(&self.target, &auth, None, None))
+        {
+            Ok(listed) => Ok(listed.tags),
+            Err(e) if not_found(&e) => Ok(Vec::new()),
+            Err(e) => Err(self.failed(format!("listing its tags: {}", chain(&e)))),
+        }
     }
 
     /// Downloads the blob `digest` to `to` (replaced atomically), refused
@@ -167,9 +240,24 @@ impl Registry {
             .tempfile_in(dir)
             .map_err(|e| io(dir, e))?;
         let file = tokio::fs::File::from_std(tmp.reopen().map_err(|e| io(tmp.path(), e))?);
-        self.runtime
+        match self
+            .runtime
             .block_on(self.client.pull_blob(&self.target, digest, file))
-            .map_err(|e| self.failed(format!("downloading {digest}: {e}")))?;
+        {
+            Ok(()) => {}
+            // Checked as it came: not what was asked for.
+            Err(oci_client::errors::OciDistributionError::DigestError(
+                oci_client::errors::DigestError::VerificationError { actual, .. },
+            )) => {
+                return Err(Error::Digest {
+                    reference: self.reference.clone(),
+                    what: format!("the blob {digest}"),
+                    want: digest.to_string(),
+                    got: actual,
+                });
+            }
+            Err(e) => return Err(self.failed(format!("downloading {digest}: {}", chain(&e)))),
+        }
         let got = sha256_file(tmp.path())?;
         if got != digest {
             return Err(Error::Digest {
@@ -222,6 +310,48 @@ fn with_hint(why: String) -> String {
 }
 
 /// Whether `registry` (`HOST[:PORT]`) is on loopback.
+/// An error with its causes (`error sending request: ... Connection
+/// refused`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut said = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !said.contains(&more) {
+            said = format!("{said}: {more}");
+        }
+        cause = c.source();
+    }
+    said
+}
+
+/// The system's trust store (or `SSL_CERT_FILE`/`SSL_CERT_DIR` instead,
+/// as OpenSSL reads them), added to the bundled roots.
+fn system_certificates() -> Vec<oci_client::client::Certificate> {
+    rustls_native_certs::load_native_certs()
+        .certs
+        .into_iter()
+        .map(|c| oci_client::client::Certificate {
+            encoding: oci_client::client::CertificateEncoding::Der,
+            data: c.to_vec(),
+        })
+        .collect()
+}
+
+/// Whether the registry said it has no such manifest or repository.
+fn not_found(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, C::ManifestUnknown | C::NameUnknown | C::NotFound)),
+        E::ServerError { code, .. } => *code == 404,
+        _ => false,
+    }
+}
+
 fn loopback(registry: &str) -> bool {
     let host = match registry.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),

@@ -54,6 +54,28 @@ pub struct Config {
     /// recipe when it is there (not by `cargo xtask vendor`, which makes it
     /// from a venv synced from the index).
     pub vendored_pypi: bool,
+    /// The cache shared between machines (`--cache-registry`), asked
+    /// before a venv, a unit's bytecode or a patched ELF file is made.
+    pub shared: Option<SharedCache>,
+}
+
+/// A shared cache, as the stage holds it.
+#[derive(Clone)]
+pub struct SharedCache(pub std::sync::Arc<dyn assemble_cache::Shared + Send + Sync>);
+
+impl std::fmt::Debug for SharedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedCache")
+    }
+}
+
+impl Config {
+    /// The shared cache, if any.
+    pub(crate) fn shared(&self) -> Option<&dyn assemble_cache::Shared> {
+        self.shared
+            .as_ref()
+            .map(|s| &*s.0 as &dyn assemble_cache::Shared)
+    }
 }
 
 impl Config {

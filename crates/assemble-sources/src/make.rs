@@ -4,9 +4,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use assemble_cache::{Member, SealedKind, Shared, SharedEntry, SharedKind};
 use assemble_cache::{Policy, Reporter};
 use assemble_manifest::{Content, InputRecord, Sha256};
-use assemble_plan::{CompileJob, Compiled, Error, Make, PatchJob};
+use assemble_plan::{CompileJob, Compiled, Error, Make, PatchJob, PycSet};
 use assemble_python::Dist;
 
 use crate::Config;
@@ -19,18 +20,62 @@ pub struct Maker<'a> {
 }
 
 impl Make for Maker<'_> {
-    fn compile(&self, jobs: &[CompileJob<'_>]) -> Result<Option<Vec<Compiled>>, Error> {
+    fn compile(
+        &self,
+        jobs: &[CompileJob<'_>],
+        sets: &[PycSet<'_>],
+    ) -> Result<Option<Vec<Compiled>>, Error> {
         if !self.config.policy.writes() {
             return Ok(None);
         }
-        compile(&self.config.python, jobs, &self.config.cache, self.reporter).map(Some)
+        let shared = self.config.shared().map(|s| (s, sets));
+        compile(
+            &self.config.python,
+            jobs,
+            shared,
+            &self.config.cache,
+            self.reporter,
+        )
+        .map(Some)
     }
 
     fn patch(&self, job: &PatchJob<'_>) -> Result<Option<()>, Error> {
         if !self.config.policy.writes() {
             return Ok(None);
         }
-        patch(job).map(Some)
+        let Some(shared) = self.config.shared() else {
+            return patch(job).map(Some);
+        };
+        let key = job
+            .dest
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let entry = SharedEntry {
+            kind: SharedKind::Elf,
+            key: &key,
+            unit: None,
+            what: format!("{} patched", job.decision.path),
+        };
+        if std::fs::symlink_metadata(job.dest).is_ok() {
+            assemble_cache::digest::discard(job.dest)?;
+        }
+        let mut pulled = Pulled::default();
+        if pull_files(
+            shared,
+            &entry,
+            job.dest.parent().unwrap_or(job.dest),
+            &mut pulled,
+            |_| job.dest.to_path_buf(),
+        )? {
+            return Ok(Some(()));
+        }
+        patch(job)?;
+        if let Some(m) = file_member(&key, job.dest, true) {
+            shared.push(&entry, &[dir_member(job.dest), m])?;
+        }
+        Ok(Some(()))
     }
 
     fn recover(&self, dist: &Dist, script: &str) -> Result<Option<(PathBuf, InputRecord)>, Error> {
@@ -62,6 +107,7 @@ impl Make for Maker<'_> {
 fn compile(
     python: &assemble_python::Interpreter,
     jobs: &[CompileJob<'_>],
+    shared: Option<(&dyn Shared, &[PycSet<'_>])>,
     cache: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Vec<Compiled>, Error> {
@@ -71,6 +117,21 @@ fn compile(
         reporter.waiting("the bytecode cache")
     })
     .map_err(|e| unwritable(&root, e))?;
+    // Each unit's whole set from the shared cache, if it has it; the sets
+    // it lacks are offered once compiled.
+    let mut pulled = Pulled::default();
+    let mut missed = Vec::new();
+    if let Some((shared, sets)) = shared {
+        for set in sets {
+            let entry = pyc_entry(set);
+            let got = pull_files(shared, &entry, &root, &mut pulled, |name| {
+                root.join(&name[..2]).join(name)
+            })?;
+            if !got {
+                missed.push((set, entry));
+            }
+        }
+    }
     let mut results: Vec<Option<Compiled>> = vec![None; jobs.len()];
     let mut todo = Vec::new();
     let mut scratch: Option<tempfile::TempDir> = None;
@@ -84,8 +145,13 @@ fn compile(
                 assemble_cache::digest::check(&job.pyc, &assemble_manifest::Stat::of(&m)).is_ok()
             });
             if fine {
-                // Made by another run meanwhile.
-                results[i] = Some(Compiled::Cached);
+                // Taken from the shared cache, or made by another run
+                // meanwhile.
+                results[i] = Some(if pulled.0.contains(&job.pyc) {
+                    Compiled::Pulled
+                } else {
+                    Compiled::Cached
+                });
                 continue;
             }
             assemble_cache::digest::discard(&job.pyc)?;
@@ -142,10 +208,139 @@ fn compile(
             }
         });
     }
+    if let Some((shared, _)) = shared {
+        for (set, entry) in missed {
+            if let Some(members) = pyc_members(set) {
+                shared.push(&entry, &members)?;
+            }
+        }
+    }
     Ok(results
         .into_iter()
         .map(|r| r.unwrap_or(Compiled::Done))
         .collect())
+}
+
+/// The shared cache's entry for a unit's pycs.
+fn pyc_entry<'s>(set: &'s PycSet<'_>) -> SharedEntry<'s> {
+    SharedEntry {
+        kind: SharedKind::Bytecode,
+        key: &set.key,
+        unit: Some(set.unit),
+        what: format!(
+            "the bytecode of {} ({} sources)",
+            set.unit,
+            set.members.len()
+        ),
+    }
+}
+
+/// The members of a unit's set of pycs, each pyc (or, for a source that
+/// does not compile, its complaint) from the cache; `None` when one is
+/// missing (nothing to offer then).
+fn pyc_members(set: &PycSet<'_>) -> Option<Vec<Member>> {
+    let mut members = vec![dir_member(&set.members[0])];
+    for pyc in &set.members {
+        let name = pyc.file_name()?.to_str()?;
+        let err = pyc.with_extension("err");
+        let member = match file_member(name, pyc, false) {
+            Some(m) => m,
+            None => {
+                let bytes = fs_err::read(&err).ok()?;
+                Member {
+                    path: err.file_name()?.to_str()?.to_string(),
+                    from: err,
+                    kind: SealedKind::File {
+                        sha256: Sha256::of(&bytes),
+                        executable: false,
+                        elf: false,
+                    },
+                }
+            }
+        };
+        members.push(member);
+    }
+    members.sort_by(|a, b| a.path.cmp(&b.path));
+    Some(members)
+}
+
+/// The entry's folder, as a member (its path `""`).
+fn dir_member(any: &Path) -> Member {
+    Member {
+        path: String::new(),
+        from: any.to_path_buf(),
+        kind: SealedKind::Dir,
+    }
+}
+
+/// The file entry `file` as the member `name`, its sha256 its digest
+/// link's; `None` without one.
+fn file_member(name: &str, file: &Path, executable: bool) -> Option<Member> {
+    let sha256 = assemble_cache::digest::recorded(file)?;
+    Some(Member {
+        path: name.to_string(),
+        from: file.to_path_buf(),
+        kind: SealedKind::File {
+            sha256,
+            executable,
+            elf: false,
+        },
+    })
+}
+
+/// The file entries taken from the shared cache in this call.
+#[derive(Default)]
+struct Pulled(std::collections::HashSet<PathBuf>);
+
+/// Pulls the file entries `entry` holds into a folder beside `dir`, then
+/// moves each into place (`place(name)`), its digest link first, unless a
+/// sound one is there; a complaint (`.err`) without one. `false` when
+/// the shared cache did not give it.
+fn pull_files(
+    shared: &dyn Shared,
+    entry: &SharedEntry<'_>,
+    dir: &Path,
+    pulled: &mut Pulled,
+    place: impl Fn(&str) -> PathBuf,
+) -> Result<bool, Error> {
+    fs_err::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".pull-{}-{}", entry.kind.word(), entry.key));
+    if std::fs::symlink_metadata(&tmp).is_ok() {
+        assemble_cache::remove(&tmp)?;
+    }
+    if !shared.pull(entry, &tmp)? {
+        return Ok(false);
+    }
+    let seal = assemble_cache::Seal::load(&tmp).ok_or_else(|| {
+        std::io::Error::other(format!("{}: pulled, but not sealed", tmp.display()))
+    })?;
+    for s in seal.entries() {
+        let SealedKind::File { sha256, .. } = &s.kind else {
+            continue;
+        };
+        let dest = place(&s.path);
+        if let Some(parent) = dest.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        if s.path.ends_with(".err") {
+            fs_err::rename(tmp.join(&s.path), &dest)?;
+            continue;
+        }
+        let sound = dest.metadata().is_ok_and(|m| {
+            assemble_cache::digest::check(&dest, &assemble_manifest::Stat::of(&m)).is_ok()
+        });
+        if !sound {
+            if std::fs::symlink_metadata(&dest).is_ok() {
+                assemble_cache::digest::discard(&dest)?;
+            }
+            // The record first: a file without one is incomplete.
+            assemble_cache::digest::record(&dest, sha256)?;
+            fs_err::rename(tmp.join(&s.path), &dest)?;
+        }
+        pulled.0.insert(dest);
+    }
+    assemble_cache::remove(&tmp)?;
+    Ok(true)
 }
 
 /// One interpreter per core, each with its share of the jobs.

@@ -104,6 +104,7 @@ fn inside(
 /// waits for another run's build of the same venv.
 fn progress<'a>(
     r: &Resolving<'a, '_>,
+    unit: &'a Unit,
     starting: &'a str,
     waiting: &'a str,
 ) -> assemble_install::Progress<'a> {
@@ -111,6 +112,8 @@ fn progress<'a>(
         reporter: r.stage.reporter,
         starting,
         waiting,
+        unit: unit.name.as_ref(),
+        shared: r.stage.config.shared(),
     }
 }
 
@@ -134,7 +137,7 @@ fn requirements_venv(r: &mut Resolving<'_, '_>, unit: &Unit, path: &Path) -> Res
         &r.recipe.installer,
         &config.cache,
         config.policy,
-        progress(r, &starting, &waiting),
+        progress(r, unit, &starting, &waiting),
     )
     .map_err(python_error(unit))
 }
@@ -191,7 +194,7 @@ fn uv_project_venv(
         uv_sha256: sha256,
         exclude: &unit.exclude,
         vendor: (config.vendored_pypi && vendor.is_dir()).then_some(vendor.as_path()),
-        progress: progress(r, &starting, &waiting),
+        progress: progress(r, unit, &starting, &waiting),
     };
     assemble_install::sync_venv(&sync, &config.cache, config.policy).map_err(python_error(unit))
 }

@@ -1,0 +1,204 @@
+//! An entry's tree as a tar compressed with zstd: written from its
+//! members (each file checked against its record as it is read), and
+//! unpacked into a folder that does not exist yet, confined to it by
+//! construction.
+
+use fs_err::os::unix::fs::OpenOptionsExt;
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path};
+
+use assemble_cache::{Member, SealedKind};
+use sha2::Digest as _;
+
+/// zstd's level and workers: fixed, so that the same tree gives the same
+/// bytes on every machine.
+const LEVEL: i32 = 3;
+const WORKERS: u32 = 4;
+
+/// Writes the members (in order; `""`, the entry's folder, left out) as a
+/// reproducible tar compressed into `to`: no owners, no times, modes 0755
+/// or 0644. A file whose bytes no longer hash to its record is an error:
+/// nothing corrupt is pushed.
+pub fn write(members: &[Member], to: &Path) -> io::Result<()> {
+    let file = fs_err::File::create(to)?;
+    let mut zstd = zstd::stream::Encoder::new(io::BufWriter::new(file), LEVEL)?;
+    zstd.multithread(WORKERS)?;
+    let mut tar = tar::Builder::new(zstd);
+    for m in members.iter().filter(|m| !m.path.is_empty()) {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        match &m.kind {
+            SealedKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                tar.append_data(&mut header, &m.path, io::empty())?;
+            }
+            SealedKind::Link { target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                tar.append_link(&mut header, &m.path, target)?;
+            }
+            SealedKind::File {
+                sha256, executable, ..
+            } => {
+                let f = fs_err::File::open(&m.from)?;
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(if *executable { 0o755 } else { 0o644 });
+                header.set_size(f.metadata()?.len());
+                let mut read = Hashing {
+                    inner: f,
+                    hash: sha2::Sha256::new(),
+                };
+                tar.append_data(&mut header, &m.path, &mut read)?;
+                if read.hash.finalize().as_slice() != sha256.0 {
+                    return Err(io::Error::other(format!(
+                        "{}: changed since it was made (its sha256 is not the recorded one); not pushed",
+                        m.from.display()
+                    )));
+                }
+            }
+        }
+    }
+    let mut out = tar.into_inner()?.finish()?;
+    out.flush()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Unpacks the compressed tar `from` into `into`, which must not exist:
+/// folders, regular files and symbolic links only; every path relative
+/// and plain (no `..`, no root); every parent a folder this unpack made;
+/// every file and folder created anew (never through a link, never over
+/// anything). A link is made as a link and never followed here.
+pub fn unpack(from: &Path, into: &Path) -> io::Result<()> {
+    fs_err::create_dir(into)?;
+    let zstd = zstd::stream::Decoder::new(fs_err::File::open(from)?)?;
+    let mut archive = tar::Archive::new(zstd);
+    let mut made: HashSet<String> = HashSet::from([String::new()]);
+    let refuse = |path: &str, why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {path}: {why}", from.display()),
+        )
+    };
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path()?.into_owned();
+        let rel = plain(&raw)
+            .ok_or_else(|| refuse(&raw.to_string_lossy(), "not a plain relative path"))?;
+        let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+        if !made.contains(parent) {
+            return Err(refuse(
+                &rel,
+                "its folder is not one the archive made before it",
+            ));
+        }
+        let path = into.join(&rel);
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => {
+                fs_err::create_dir(&path)?;
+                fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+                made.insert(rel);
+            }
+            tar::EntryType::Regular => {
+                let mode = if entry.header().mode()? & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                let mut file = fs_err::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .open(&path)?;
+                io::copy(&mut entry, &mut file)?;
+                // Whatever the umask made of it.
+                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| refuse(&rel, "a link without a target"))?;
+                std::os::unix::fs::symlink(&target, &path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            }
+            other => {
+                return Err(refuse(
+                    &rel,
+                    &format!("{other:?} is not a folder, file or link"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` as a `/`-separated string of plain names, if it is one.
+fn plain(path: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(name) => parts.push(name.to_str()?),
+            _ => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_are_taken() {
+        assert_eq!(plain(Path::new("a/b.py")).as_deref(), Some("a/b.py"));
+        for bad in ["/etc/passwd", "../x", "a/../../x", "", "./a"] {
+            assert_eq!(plain(Path::new(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_archive_cannot_write_through_a_link_it_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs_err::create_dir(&outside).unwrap();
+        // A link to the folder outside, then a file "through" it.
+        let tar_path = dir.path().join("evil.tar.zst");
+        let mut tar = tar::Builder::new(
+            zstd::stream::Encoder::new(fs_err::File::create(&tar_path).unwrap(), 3)
+                .unwrap()
+                .auto_finish(),
+        );
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        tar.append_link(&mut h, "link", &outside).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "link/planted", &b"x"[..]).unwrap();
+        drop(tar.into_inner().unwrap());
+        let e = unpack(&tar_path, &dir.path().join("into")).unwrap_err();
+        assert!(e.to_string().contains("link/planted"), "{e}");
+        assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 0);
+    }
+}
