@@ -24,6 +24,7 @@ mod nar;
 mod network;
 mod planning;
 mod reconcile;
+mod share;
 mod state;
 mod unpack;
 mod update;

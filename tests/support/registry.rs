@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 pub struct Registry {
     /// `127.0.0.1:PORT`.
     pub host: String,
+    /// Its storage.
+    data: std::path::PathBuf,
     log: Arc<Mutex<Vec<String>>>,
     child: Child,
 }
@@ -77,7 +79,47 @@ impl Registry {
                 keep.lock().expect("log").push(line);
             }
         });
-        Registry { host, log, child }
+        Registry {
+            host,
+            data,
+            log,
+            child,
+        }
+    }
+
+    /// The body of `GET path` (`/v2/_catalog`), asking for `accept`.
+    pub fn get(&self, path: &str, accept: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.host).expect("connect to the registry");
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: {accept}\r\n\r\n",
+            self.host
+        )
+        .expect("send");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).expect("read");
+        let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+        assert!(
+            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+            "GET {path}: {head}"
+        );
+        body.to_string()
+    }
+
+    /// Flips one byte in the middle of the blob `digest` in the storage.
+    pub fn flip_blob(&self, digest: &str) {
+        let hex = digest.trim_start_matches("sha256:");
+        let stored = self
+            .data
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data");
+        let mut bytes = fs_err::read(&stored).expect("the stored blob");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs_err::write(&stored, bytes).expect("write the stored blob");
     }
 
     /// The requests completed so far with `method` whose path holds

@@ -271,25 +271,9 @@ impl Remote {
         self.registry
             .pull_blob(&tree.digest, &tree_file)
             .map_err(Refused::registry)?;
-        let unpacked = pack::unpack(&tree_file, into)
-            .and_then(|()| Seal::make(into))
-            .map_err(|e| Refused::Content(format!("its tree: {e}")));
-        let checked = unpacked.and_then(|seal| {
-            let got: Vec<artifact::Listed> = seal
-                .entries()
-                .iter()
-                .map(|s| artifact::Listed {
-                    path: s.path.clone(),
-                    what: artifact::What::of(&s.kind),
-                })
-                .collect();
-            match first_difference(&listed.paths, &got) {
-                None => Ok(listing.size + tree.size),
-                Some(why) => Err(Refused::Content(format!(
-                    "its tree is not what its listing says: {why}"
-                ))),
-            }
-        });
+        let checked = unpack_checked(&tree_file, into, &listed.paths)
+            .map(|()| listing.size + tree.size)
+            .map_err(Refused::Content);
         if checked.is_err() {
             let _ = assemble_cache::remove(into);
         }
@@ -319,6 +303,26 @@ impl Refused {
                 format!("{}: {source}", path.display()),
             )),
         }
+    }
+}
+
+/// Unpacks the tree `from` into `into` and seals it there: its seal
+/// must be `listed`, path for path.
+fn unpack_checked(from: &Path, into: &Path, listed: &[artifact::Listed]) -> Result<(), String> {
+    let seal = pack::unpack(from, into)
+        .and_then(|()| Seal::make(into))
+        .map_err(|e| format!("its tree: {e}"))?;
+    let got: Vec<artifact::Listed> = seal
+        .entries()
+        .iter()
+        .map(|s| artifact::Listed {
+            path: s.path.clone(),
+            what: artifact::What::of(&s.kind),
+        })
+        .collect();
+    match first_difference(listed, &got) {
+        None => Ok(()),
+        Some(why) => Err(format!("its tree is not what its listing says: {why}")),
     }
 }
 
@@ -460,4 +464,40 @@ fn digest_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut h = sha2::Sha256::new();
     let size = std::io::copy(&mut fs_err::File::open(path)?, &mut h)?;
     Ok((format!("sha256:{}", hex::encode(h.finalize())), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree packed from a sealed folder, then its listing with one
+    /// file's hash changed: unpacked, sealed, refused naming that file.
+    #[test]
+    fn a_tree_that_is_not_its_listing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("entry");
+        fs_err::create_dir_all(entry.join("bin")).unwrap();
+        fs_err::write(entry.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+        fs_err::write(entry.join("data.txt"), b"data").unwrap();
+        std::os::unix::fs::symlink("data.txt", entry.join("link")).unwrap();
+        let seal = Seal::make(&entry).unwrap();
+        let members = assemble_cache::members_of(&seal);
+        let tree = dir.path().join("tree.tar.zst");
+        pack::write(&members, &tree).unwrap();
+        let mut listed: Vec<artifact::Listed> = members
+            .iter()
+            .map(|m| artifact::Listed {
+                path: m.path.clone(),
+                what: artifact::What::of(&m.kind),
+            })
+            .collect();
+        unpack_checked(&tree, &dir.path().join("good"), &listed).unwrap();
+        let data = listed.iter_mut().find(|l| l.path == "data.txt").unwrap();
+        data.what = artifact::What::File {
+            sha256: "00".repeat(32),
+            executable: false,
+        };
+        let why = unpack_checked(&tree, &dir.path().join("bad"), &listed).unwrap_err();
+        assert!(why.contains("data.txt"), "{why}");
+    }
 }
