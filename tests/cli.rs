@@ -396,6 +396,7 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
             "output",
             "phases",
             "prefix",
+            "registry",
             "seconds",
             "units",
             "warnings",
@@ -417,7 +418,11 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
             "{u}"
         );
     }
-    assert_eq!(keys(&report["bytecode"]), ["cached", "compiled", "failed"]);
+    assert_eq!(
+        keys(&report["bytecode"]),
+        ["cached", "compiled", "failed", "pulled"]
+    );
+    assert!(report["registry"].is_null(), "no --cache-registry");
     assert!(report["changes"].is_array() && report["warnings"].is_array());
     assert!(report["phases"][0]["phase"].is_string() && report["phases"][0]["ms"].is_number());
     let verbose = json(&["-v"]).json();

@@ -22,31 +22,36 @@ struct Machine {
 }
 
 /// Assembles the demo into `out` on `m`, with the shared cache `repo` and
-/// `extra` flags, the interpreter named by its path (the venv's key holds
-/// it) and the tree run from the same prefix on every machine.
+/// `extra` flags, the tree run from the same prefix on every machine.
 fn assemble(s: &Scratch, m: &Machine, out: &str, repo: &str, extra: &[&str]) -> support::Run {
-    let recipe = s.recipe();
     let out = s.path(out);
-    let mut args = vec![
-        "assemble",
+    let mut args = vec!["assemble", "--out", out.to_str().unwrap(), "--nar-hash"];
+    args.extend_from_slice(extra);
+    on(s, m, repo, &args)
+}
+
+/// Runs `cargo xtask ARGS --recipe DEMO --prefix PREFIX --cache-registry
+/// REPO` (no prefix for `cache ls`) on `m`: its cache and PATH, the
+/// interpreter named by its path (a venv's key holds it).
+fn on(s: &Scratch, m: &Machine, repo: &str, args: &[&str]) -> support::Run {
+    let recipe = s.recipe();
+    let mut all = args.to_vec();
+    all.extend([
         "--recipe",
         recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--prefix",
-        PREFIX,
-        "--nar-hash",
         "--cache-registry",
         repo,
-    ];
-    args.extend_from_slice(extra);
+    ]);
+    if args.get(1) != Some(&"ls") {
+        all.extend(["--prefix", PREFIX]);
+    }
     let python = support::real_python();
     let (home, tmp) = (s.path("home"), s.path("tmp"));
     fs_err::create_dir_all(&home).unwrap();
     fs_err::create_dir_all(&tmp).unwrap();
     support::xtask_env(
         s.dir.path(),
-        &args,
+        &all,
         &[
             ("ASSEMBLE_CACHE_DIR", m.cache.to_str().unwrap()),
             ("ASSEMBLE_PYTHON", python.to_str().unwrap()),
@@ -210,6 +215,38 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
         "{text}"
     );
     assert!(text.contains(&format!("{pushed} entries pulled")), "{text}");
+
+    // `cache ls`: what the registry holds for the recipe's package.
+    let listed = on(&s, &b, &repo, &["cache", "ls", "--json"]).json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len() as u64, pushed, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|h| h["kind"] == "venv" && h["unit"] == "python-deps"),
+        "{listed:?}"
+    );
+
+    // CI's warm-up: `cache push` fills another repository from A's cache
+    // (building nothing), once; `cache pull` fills an empty machine's
+    // cache, which then builds the tree with --offline.
+    let warm = format!("{}/authentik/warm", registry.host);
+    let first = on(&s, &a, &warm, &["cache", "push", "--json"]).json();
+    assert_eq!(count(&first, "registry", "pushed"), pushed, "{first}");
+    assert_eq!(count(&first, "bytecode", "compiled"), 0, "{first}");
+    let again = on(&s, &a, &warm, &["cache", "push", "--json"]).json();
+    assert_eq!(count(&again, "registry", "pushed"), 0, "{again}");
+    assert_eq!(count(&again, "registry", "present"), pushed, "{again}");
+    let f = Machine {
+        cache: s.path("cache-f"),
+        path: bin.display().to_string(),
+    };
+    let pulled = on(&s, &f, &warm, &["cache", "pull", "--json"]).json();
+    assert_eq!(count(&pulled, "registry", "pulled"), pushed, "{pulled}");
+    assert_eq!(count(&pulled, "registry", "pushed"), 0, "{pulled}");
+    let offline = assemble(&s, &f, "out-f", &warm, &["--json", "--offline"]).json();
+    assert_eq!(offline["nar_hash"].as_str().unwrap(), nar);
+    assert_eq!(count(&offline, "bytecode", "compiled"), 0);
 
     // One byte of authentik's pycs flipped in the registry's storage.
     let (tag, m) = held

@@ -7,6 +7,7 @@
 mod assemble;
 mod autopatchelf;
 mod bench;
+mod cache;
 mod context;
 mod deploy;
 mod export;
@@ -69,6 +70,8 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Pack the tree, assembled at an image's prefix, as a reproducible OCI image (no container engine).
     Image(image::ImageArgs),
+    /// The build cache shared through an OCI registry: push to it, pull from it, list it.
+    Cache(cache::CacheArgs),
     /// Write the assembled tree as one NAR or tar file, the same bytes for the same tree.
     Export(export::ExportArgs),
     /// Time cold, no-op and edit assembles of generated inputs against `cp -a`.
@@ -151,6 +154,7 @@ impl RegistryArgs {
                 insecure: self.cache_registry_insecure,
                 read_only: self.cache_registry_read_only,
                 required: self.cache_registry_required,
+                offer_all: false,
             },
             VERSION.to_string(),
         ))
@@ -272,6 +276,7 @@ impl Command {
             Command::Verify(a) => a.json,
             Command::Deploy(a) => a.json,
             Command::Image(a) => a.json,
+            Command::Cache(a) => a.json(),
             Command::Autopatchelf(a) => a.json,
             Command::Bench(a) => a.json,
             _ => false,
@@ -293,6 +298,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(sh, &args),
         Command::Deploy(args) => deploy::run(sh, &args),
         Command::Image(args) => image::run(sh, &args),
+        Command::Cache(args) => cache::run(sh, &args),
         Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(sh, &args),
         Command::Autopatchelf(args) => autopatchelf::run(sh, &args),

@@ -81,6 +81,10 @@ pub trait Shared: Sync {
     /// Offers `entry`, made here: its folder's paths (`""` and the folders
     /// included) or its files, each checked against its record while read.
     fn push(&self, entry: &SharedEntry<'_>, members: &[Member]) -> Result<(), SharedError>;
+
+    /// Whether the entries the cache already holds are offered too, not
+    /// only those made now (`cargo xtask cache push`).
+    fn offers_all(&self) -> bool;
 }
 
 /// The members of the sealed folder entry `seal`, for [`Shared::push`].

@@ -838,7 +838,16 @@ fn cached_venv(
         what: what(),
         cached_at: dir.clone(),
     };
+    let entry = assemble_cache::SharedEntry {
+        kind: assemble_cache::SharedKind::Venv,
+        key: &key[..32],
+        unit: Some(progress.unit),
+        what: progress.waiting.to_string(),
+    };
     if let Some(seal) = Seal::load(&dir) {
+        if let Some(s) = progress.shared.filter(|s| s.offers_all()) {
+            s.push(&entry, &assemble_cache::members_of(&seal))?;
+        }
         return Ok(Files::sealed(seal));
     }
     if !policy.writes() {
@@ -862,17 +871,8 @@ fn cached_venv(
     if std::fs::symlink_metadata(&tmp).is_ok() {
         assemble_cache::remove(&tmp)?;
     }
-    let shared = progress.shared.map(|s| {
-        let entry = assemble_cache::SharedEntry {
-            kind: assemble_cache::SharedKind::Venv,
-            key: &key,
-            unit: Some(progress.unit),
-            what: progress.waiting.to_string(),
-        };
-        (s, entry)
-    });
-    if let Some((s, entry)) = &shared
-        && s.pull(entry, &tmp)?
+    if let Some(s) = progress.shared
+        && s.pull(&entry, &tmp)?
     {
         return Ok(Files::sealed(assemble_cache::place_sealed(&tmp, &dir)?));
     }
@@ -884,8 +884,8 @@ fn cached_venv(
     }
     assemble_fs::files::place(&tmp, &dir)?;
     let seal = Seal::make(&dir)?;
-    if let Some((s, entry)) = &shared {
-        s.push(entry, &assemble_cache::members_of(&seal))?;
+    if let Some(s) = progress.shared {
+        s.push(&entry, &assemble_cache::members_of(&seal))?;
     }
     Ok(Files::sealed(seal))
 }

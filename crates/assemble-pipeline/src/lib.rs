@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use assemble_cache::Policy;
 use assemble_fs::find_program;
-use assemble_plan::{Context, Phases, Plan};
+use assemble_plan::{Context, Phases, Plan, WouldMake};
 use assemble_python::{Interpreter, carriable};
 use assemble_recipe::{Recipe, RecipeError, UnitName};
 use assemble_reconcile::{Diff, Layout, LinkFrom, Lock, Outcome, Snapshot, UnitStatus};
@@ -401,6 +401,59 @@ impl Session {
             })
     }
 
+    /// The sources stage's configuration for this run.
+    fn sources_config(&self) -> assemble_sources::Config {
+        assemble_sources::Config {
+            cache: self.ctx.cache.clone(),
+            python: self.ctx.python.clone(),
+            policy: self.policy,
+            vendored_pypi: true,
+            shared: self
+                .shared
+                .clone()
+                .map(|r| assemble_sources::SharedCache(r)),
+        }
+    }
+
+    /// The hashes the recipe leaves to assemble.lock, resolved (and
+    /// recorded); what a dry run would resolve.
+    fn resolve_lock(
+        &mut self,
+        config: &assemble_sources::Config,
+        reporter: &EventReporter<'_>,
+    ) -> Result<Vec<WouldMake>, Error> {
+        let (_, unlocked) = assemble_sources::resolve_lock(
+            &mut self.recipe,
+            &config.cache,
+            config.policy,
+            self.locked,
+            &[],
+            reporter,
+        )?;
+        Ok(unlocked)
+    }
+
+    /// Makes the cache hold everything the tree needs (the sources stage
+    /// and the plan, as `assemble` runs them), without touching the
+    /// output: `cargo xtask cache pull` and `cache push`.
+    pub fn prepare(mut self, events: &(dyn Fn(Event) + Sync)) -> Result<Prepared, Error> {
+        let reporter = EventReporter { events };
+        let config = self.sources_config();
+        self.resolve_lock(&config, &reporter)?;
+        let (mut plan, _) = self.plan_discarding_corrupt(&config, &reporter)?;
+        let registry = self.shared.as_ref().map(|r| {
+            plan.warnings.extend(r.take_warnings());
+            r.tally()
+        });
+        Ok(Prepared {
+            name: self.recipe.name,
+            version: self.recipe.version,
+            warnings: plan.warnings,
+            bytecode: plan.bytecode,
+            registry,
+        })
+    }
+
     /// Plans, diffs and (unless a dry run) applies.
     pub fn run(self, mode: Mode, events: &(dyn Fn(Event) + Sync)) -> Result<Report, Error> {
         self.run_timed(mode, events, Phases::start())
@@ -423,24 +476,8 @@ impl Session {
         };
         // The hashes the recipe leaves to assemble.lock, before planning.
         let reporter = EventReporter { events };
-        let config = assemble_sources::Config {
-            cache: self.ctx.cache.clone(),
-            python: self.ctx.python.clone(),
-            policy: self.policy,
-            vendored_pypi: true,
-            shared: self
-                .shared
-                .clone()
-                .map(|r| assemble_sources::SharedCache(r)),
-        };
-        let (_, unlocked) = assemble_sources::resolve_lock(
-            &mut self.recipe,
-            &config.cache,
-            config.policy,
-            self.locked,
-            &[],
-            &reporter,
-        )?;
+        let config = self.sources_config();
+        let unlocked = self.resolve_lock(&config, &reporter)?;
         phases.lap("lock file");
         // Sources and plan first, without the lock (but with --no-wait):
         // they only read inputs and fill the cache, and a run that fails
@@ -932,6 +969,18 @@ pub fn assemble_with(
     let session = Session::open_with(opts, mode, recipe)?;
     phases.lap("session");
     session.run_timed(mode, events, phases)
+}
+
+/// What [`Session::prepare`] did.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The recipe's package name and version.
+    pub name: String,
+    pub version: String,
+    pub warnings: Vec<String>,
+    pub bytecode: Option<assemble_plan::Bytecode>,
+    /// What the shared cache did.
+    pub registry: Option<assemble_share::Tally>,
 }
 
 /// A unit's state after a run.

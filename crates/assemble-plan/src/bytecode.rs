@@ -298,6 +298,10 @@ pub(crate) fn plan_bytecode(
             }
         }
         step.compile_missing(make, &sources, wanted, &mut would_make)?;
+        if make.offers() {
+            let units = sources.iter().map(|s| s.unit.as_ref()).collect();
+            make.offer_pycs(&step.sets(&sources, &units))?;
+        }
     }
     b.would_make.extend(would_make);
     *counts = step.counts;

@@ -200,7 +200,12 @@ fn patched_file(
                 .map(|r| inputs.record_of(stat, r.sha256, r.elf)),
         };
         match checked {
-            Ok(r) => return Ok(Some((path, r))),
+            Ok(r) => {
+                if make.offers() {
+                    make.offer_patched(&path, &d.path)?;
+                }
+                return Ok(Some((path, r)));
+            }
             Err(assemble_cache::Error::Corrupt(c)) => corrupt = Some(c),
             Err(assemble_cache::Error::Io(e)) => return Err(e.into()),
         }

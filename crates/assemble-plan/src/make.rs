@@ -93,6 +93,23 @@ pub trait Make: Sync {
     /// Makes the patched file at `job.dest`, replacing a corrupt one.
     fn patch(&self, job: &PatchJob<'_>) -> Result<Option<()>, Error>;
 
+    /// Whether entries the cache already holds are offered to a shared
+    /// cache too (`cargo xtask cache push`): then the planner hands them
+    /// to [`Make::offer_pycs`] and [`Make::offer_patched`].
+    fn offers(&self) -> bool {
+        false
+    }
+
+    /// Offers the units' whole sets of pycs, all in the cache now.
+    fn offer_pycs(&self, _sets: &[PycSet<'_>]) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Offers the patched file `dest`, in the cache (for `path`).
+    fn offer_patched(&self, _dest: &Path, _path: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// The data script `script` of `dist`, recovered from its wheel and
     /// checked against its RECORD: the cached file and its input record.
     fn recover(&self, dist: &Dist, script: &str) -> Result<Option<(PathBuf, InputRecord)>, Error>;

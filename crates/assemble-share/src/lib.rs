@@ -49,6 +49,9 @@ pub struct Settings {
     /// A registry that fails, or an entry it holds that is refused, fails
     /// the run instead of being warned of.
     pub required: bool,
+    /// Offer every entry a run uses, not only those it makes (`cache
+    /// push`).
+    pub offer_all: bool,
 }
 
 /// What the shared cache did in a run.
@@ -64,6 +67,8 @@ pub struct Tally {
     /// Entries pushed, and their compressed size.
     pub pushed: u64,
     pub pushed_bytes: u64,
+    /// Entries offered that the registry had already.
+    pub present: u64,
 }
 
 /// An entry the registry holds, as `cache ls` lists it.
@@ -95,6 +100,7 @@ pub struct Remote {
     refused: AtomicU64,
     pushed: AtomicU64,
     pushed_bytes: AtomicU64,
+    present: AtomicU64,
     warnings: Mutex<Vec<String>>,
 }
 
@@ -126,6 +132,7 @@ impl Remote {
             refused: AtomicU64::new(0),
             pushed: AtomicU64::new(0),
             pushed_bytes: AtomicU64::new(0),
+            present: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
         })
     }
@@ -140,6 +147,7 @@ impl Remote {
             refused: n(&self.refused),
             pushed: n(&self.pushed),
             pushed_bytes: n(&self.pushed_bytes),
+            present: n(&self.present),
         }
     }
 
@@ -390,7 +398,10 @@ impl assemble_cache::Shared for Remote {
             return Ok(());
         }
         match self.manifest(entry) {
-            Ok(Some(_)) => return Ok(()),
+            Ok(Some(_)) => {
+                self.present.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
             Ok(None) => {}
             Err(e) => return self.failed(entry, "asking for it", e.to_string(), true),
         }
@@ -404,6 +415,10 @@ impl assemble_cache::Shared for Remote {
             Err(Refused::Content(why)) => self.failed(entry, "pushing it", why, false),
             Err(Refused::Local(e)) => self.failed(entry, "pushing it", e.to_string(), false),
         }
+    }
+
+    fn offers_all(&self) -> bool {
+        self.settings.offer_all && !self.settings.read_only
     }
 }
 

@@ -46,18 +46,8 @@ impl Make for Maker<'_> {
         let Some(shared) = self.config.shared() else {
             return patch(job).map(Some);
         };
-        let key = job
-            .dest
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let entry = SharedEntry {
-            kind: SharedKind::Elf,
-            key: &key,
-            unit: None,
-            what: format!("{} patched", job.decision.path),
-        };
+        let key = entry_key(job.dest);
+        let entry = elf_entry(&key, &job.decision.path);
         if std::fs::symlink_metadata(job.dest).is_ok() {
             assemble_cache::digest::discard(job.dest)?;
         }
@@ -72,10 +62,31 @@ impl Make for Maker<'_> {
             return Ok(Some(()));
         }
         patch(job)?;
-        if let Some(m) = file_member(&key, job.dest, true) {
-            shared.push(&entry, &[dir_member(job.dest), m])?;
-        }
+        offer_patched(shared, job.dest, &job.decision.path)?;
         Ok(Some(()))
+    }
+
+    fn offers(&self) -> bool {
+        self.config.shared().is_some_and(|s| s.offers_all())
+    }
+
+    fn offer_pycs(&self, sets: &[PycSet<'_>]) -> Result<(), Error> {
+        let Some(shared) = self.config.shared() else {
+            return Ok(());
+        };
+        for set in sets {
+            if let Some(members) = pyc_members(set) {
+                shared.push(&pyc_entry(set), &members)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn offer_patched(&self, dest: &Path, path: &str) -> Result<(), Error> {
+        match self.config.shared() {
+            Some(shared) => offer_patched(shared, dest, path),
+            None => Ok(()),
+        }
     }
 
     fn recover(&self, dist: &Dist, script: &str) -> Result<Option<(PathBuf, InputRecord)>, Error> {
@@ -219,6 +230,34 @@ fn compile(
         .into_iter()
         .map(|r| r.unwrap_or(Compiled::Done))
         .collect())
+}
+
+/// The name of the file entry `file`: its key.
+fn entry_key(file: &Path) -> String {
+    file.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The shared cache's entry for the patched file of key `key`, for the
+/// tree's `path`.
+fn elf_entry<'k>(key: &'k str, path: &str) -> SharedEntry<'k> {
+    SharedEntry {
+        kind: SharedKind::Elf,
+        key,
+        unit: None,
+        what: format!("{path} patched"),
+    }
+}
+
+/// Offers the patched file `dest` (for the tree's `path`).
+fn offer_patched(shared: &dyn Shared, dest: &Path, path: &str) -> Result<(), Error> {
+    let key = entry_key(dest);
+    if let Some(m) = file_member(&key, dest, true) {
+        shared.push(&elf_entry(&key, path), &[dir_member(dest), m])?;
+    }
+    Ok(())
 }
 
 /// The shared cache's entry for a unit's pycs.
