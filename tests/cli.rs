@@ -187,6 +187,7 @@ fn man_pages_for_the_tool_and_each_command_read_cleanly() {
         "verify",
         "export",
         "bench",
+        "cache",
         "autopatchelf",
         "hash",
         "lock",

@@ -30,6 +30,15 @@ pub fn record(file: &Path, sha: &Sha256) -> io::Result<()> {
     fs_err::rename(&tmp, &link)
 }
 
+/// Records that `file` holds `sha` where it has no record yet: the link
+/// made in place (one call); one there already is replaced.
+pub fn record_new(file: &Path, sha: &Sha256) -> io::Result<()> {
+    match std::os::unix::fs::symlink(B64.encode(sha.0), path_of(file)) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => record(file, sha),
+        done => done.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path_of(file).display()))),
+    }
+}
+
 /// The sha256 recorded for `file`, if there is a readable record.
 pub fn recorded(file: &Path) -> Option<Sha256> {
     let target = std::fs::read_link(path_of(file)).ok()?;

@@ -14,6 +14,7 @@
 //! <cache>/elf/patched/<key>            an ELF file with its new runpath        digest
 //! <cache>/scripts/sha256-<hex>         a data script recovered from a wheel    digest
 //! <cache>/python/, elf/scan/, elf/libs/  facts about files (StatCache): answers, not content
+//! <cache>/share/                       blobs on their way to or from a shared cache (temporary)
 //! ```
 //!
 //! (`<key>` and the other names say what decides an entry's content; the

@@ -78,6 +78,18 @@ pub trait Shared: Sync {
     /// holds was refused.
     fn pull(&self, entry: &SharedEntry<'_>, into: &Path) -> Result<bool, SharedError>;
 
+    /// Takes the file entries `entry` holds (a unit's pycs, a patched
+    /// file), each written where `place` says for its name (`None`: the
+    /// name is refused) unless a file with its record is there, checked
+    /// against the listing as it is written, its digest link made after
+    /// it: the paths written. `None` as for [`Shared::pull`]; a refused
+    /// entry leaves none of its files behind.
+    fn pull_files(
+        &self,
+        entry: &SharedEntry<'_>,
+        place: &dyn Fn(&str) -> Option<std::path::PathBuf>,
+    ) -> Result<Option<Vec<std::path::PathBuf>>, SharedError>;
+
     /// Offers `entry`, made here: its folder's paths (`""` and the folders
     /// included) or its files, each checked against its record while read.
     fn push(&self, entry: &SharedEntry<'_>, members: &[Member]) -> Result<(), SharedError>;

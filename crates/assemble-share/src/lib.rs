@@ -257,14 +257,13 @@ impl Remote {
             .map(|(bytes, _)| bytes))
     }
 
-    /// Pulls `entry` into `into` and seals it there; `Err(why)` when what
-    /// the registry holds is refused (nothing is left at `into`).
-    fn pull_checked(
+    /// The listing and the tree of `entry` (whose manifest is
+    /// `manifest`), each checked against its digest; their size.
+    fn pull_blobs(
         &self,
         entry: &SharedEntry<'_>,
         manifest: &[u8],
-        into: &Path,
-    ) -> Result<u64, Refused> {
+    ) -> Result<(artifact::Listing, tempfile::TempPath, u64), Refused> {
         let m: artifact::Manifest = serde_json::from_slice(manifest)
             .map_err(|e| Refused::Content(format!("its manifest is not one: {e}")))?;
         let (listing, tree) = m.layers_for(entry).map_err(Refused::Content)?;
@@ -279,13 +278,51 @@ impl Remote {
         self.registry
             .pull_blob(&tree.digest, &tree_file)
             .map_err(Refused::registry)?;
-        let checked = unpack_checked(&tree_file, into, &listed.paths)
-            .map(|()| listing.size + tree.size)
-            .map_err(Refused::Content);
-        if checked.is_err() {
-            let _ = assemble_cache::remove(into);
+        Ok((listed, tree_file, listing.size + tree.size))
+    }
+
+    /// Asks for `entry` and, when the registry has it, takes it with
+    /// `take` (given its manifest): what `take` gave, counted; `None` for
+    /// a miss, or when it failed and the shared cache is not required.
+    fn pulling<T>(
+        &self,
+        entry: &SharedEntry<'_>,
+        take: impl FnOnce(&[u8]) -> Result<(T, u64), Refused>,
+    ) -> Result<Option<T>, SharedError> {
+        if self.down.load(Ordering::Relaxed) {
+            return Ok(None);
         }
-        checked
+        let manifest = match self.manifest(entry) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.missed.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => {
+                self.failed(entry, "asking for it", e.to_string(), true)?;
+                return Ok(None);
+            }
+        };
+        match take(&manifest) {
+            Ok((taken, bytes)) => {
+                self.pulled.fetch_add(1, Ordering::Relaxed);
+                self.pulled_bytes.fetch_add(bytes, Ordering::Relaxed);
+                Ok(Some(taken))
+            }
+            Err(Refused::Registry(why)) => {
+                self.failed(entry, "pulling it", why, true)?;
+                Ok(None)
+            }
+            Err(Refused::Content(why)) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                self.failed(entry, "refused", format!("{why}; built here instead"), false)?;
+                Ok(None)
+            }
+            Err(Refused::Local(e)) => {
+                self.failed(entry, "pulling it", e.to_string(), false)?;
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -352,45 +389,29 @@ fn first_difference(listed: &[artifact::Listed], got: &[artifact::Listed]) -> Op
 
 impl assemble_cache::Shared for Remote {
     fn pull(&self, entry: &SharedEntry<'_>, into: &Path) -> Result<bool, SharedError> {
-        if self.down.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        let manifest = match self.manifest(entry) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                self.missed.fetch_add(1, Ordering::Relaxed);
-                return Ok(false);
+        let taken = self.pulling(entry, |manifest| {
+            let (listed, tree, bytes) = self.pull_blobs(entry, manifest)?;
+            match unpack_checked(&tree, into, &listed.paths) {
+                Ok(()) => Ok(((), bytes)),
+                Err(why) => {
+                    let _ = assemble_cache::remove(into);
+                    Err(Refused::Content(why))
+                }
             }
-            Err(e) => {
-                self.failed(entry, "asking for it", e.to_string(), true)?;
-                return Ok(false);
-            }
-        };
-        match self.pull_checked(entry, &manifest, into) {
-            Ok(bytes) => {
-                self.pulled.fetch_add(1, Ordering::Relaxed);
-                self.pulled_bytes.fetch_add(bytes, Ordering::Relaxed);
-                Ok(true)
-            }
-            Err(Refused::Registry(why)) => {
-                self.failed(entry, "pulling it", why, true)?;
-                Ok(false)
-            }
-            Err(Refused::Content(why)) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                self.failed(
-                    entry,
-                    "refused",
-                    format!("{why}; built here instead"),
-                    false,
-                )?;
-                Ok(false)
-            }
-            Err(Refused::Local(e)) => {
-                self.failed(entry, "pulling it", e.to_string(), false)?;
-                Ok(false)
-            }
-        }
+        })?;
+        Ok(taken.is_some())
+    }
+
+    fn pull_files(
+        &self,
+        entry: &SharedEntry<'_>,
+        place: &dyn Fn(&str) -> Option<PathBuf>,
+    ) -> Result<Option<Vec<PathBuf>>, SharedError> {
+        self.pulling(entry, |manifest| {
+            let (listed, tree, bytes) = self.pull_blobs(entry, manifest)?;
+            let placed = pack::unpack_files(&tree, &listed.paths, place).map_err(Refused::Content)?;
+            Ok((placed, bytes))
+        })
     }
 
     fn push(&self, entry: &SharedEntry<'_>, members: &[Member]) -> Result<(), SharedError> {

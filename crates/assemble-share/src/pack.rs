@@ -4,10 +4,10 @@
 //! construction.
 
 use fs_err::os::unix::fs::OpenOptionsExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use assemble_cache::{Member, SealedKind};
 use sha2::Digest as _;
@@ -73,6 +73,18 @@ pub fn write(members: &[Member], to: &Path) -> io::Result<()> {
 struct Hashing<R> {
     inner: R,
     hash: sha2::Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -149,6 +161,136 @@ pub fn unpack(from: &Path, into: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Unpacks the compressed tar `from`, a set of file entries (flat: names,
+/// no folders), each to where `place` says, unless a file recorded with
+/// the listed sha256 is there: written anew (never through a link),
+/// hashed as it is written and checked against `listed`, its digest link
+/// made after it. Every listed file must come, and nothing else. On a
+/// refusal, the files written are removed (their records first).
+pub fn unpack_files(
+    from: &Path,
+    listed: &[crate::artifact::Listed],
+    place: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Vec<PathBuf>, String> {
+    let mut placed = Vec::new();
+    let done = unpack_files_into(from, listed, place, &mut placed);
+    if done.is_err() {
+        for p in &placed {
+            let _ = assemble_cache::digest::discard(p);
+        }
+    }
+    done.map(|()| placed)
+}
+
+fn unpack_files_into(
+    from: &Path,
+    listed: &[crate::artifact::Listed],
+    place: &dyn Fn(&str) -> Option<PathBuf>,
+    placed: &mut Vec<PathBuf>,
+) -> Result<(), String> {
+    use crate::artifact::What;
+    let said = |e: io::Error| format!("its tree: {e}");
+    let mut wanted: HashMap<&str, (&str, bool)> = HashMap::new();
+    for l in listed {
+        match &l.what {
+            What::File { sha256, executable } => {
+                wanted.insert(&l.path, (sha256, *executable));
+            }
+            What::Dir if l.path.is_empty() => {}
+            _ => return Err(format!("{}: its listing holds more than files", l.path)),
+        }
+    }
+    let zstd = zstd::stream::Decoder::new(fs_err::File::open(from).map_err(said)?).map_err(said)?;
+    let mut archive = tar::Archive::new(zstd);
+    let mut seen = HashSet::new();
+    let mut folders = HashSet::new();
+    for entry in archive.entries().map_err(said)? {
+        let mut entry = entry.map_err(said)?;
+        let name = entry.path().map_err(said)?.to_string_lossy().into_owned();
+        let Some(&(sha, executable)) = wanted.get(name.as_str()) else {
+            return Err(format!("{name}: not in its listing"));
+        };
+        if entry.header().entry_type() != tar::EntryType::Regular || name.contains('/') {
+            return Err(format!("{name}: not a plain file"));
+        }
+        let dest = place(&name).ok_or_else(|| format!("{name}: not a name of this kind of entry"))?;
+        if !seen.insert(name.clone()) {
+            return Err(format!("{name}: twice in its tree"));
+        }
+        let mode = if executable { 0o755 } else { 0o644 };
+        let Some(file) = create(&dest, mode, sha, &mut folders).map_err(said)? else {
+            // There, recorded: checked by hash where it is used.
+            continue;
+        };
+        placed.push(dest.clone());
+        let mut out = Hashing {
+            inner: io::BufWriter::new(file),
+            hash: sha2::Sha256::new(),
+        };
+        io::copy(&mut entry, &mut out).map_err(said)?;
+        let got = hex::encode(out.hash.finalize());
+        if got != sha {
+            return Err(format!("{name}: its sha256 is {got}, listed as {sha}"));
+        }
+        let file = out.inner.into_inner().map_err(|e| said(e.into_error()))?;
+        if executable {
+            // Whatever the umask made of it.
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(said)?;
+        }
+        let sha = assemble_manifest::Sha256(
+            hex::decode(sha)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("{name}: its listed sha256 is not one"))?,
+        );
+        // The record last: a file without one is incomplete.
+        assemble_cache::digest::record_new(&dest, &sha).map_err(said)?;
+    }
+    if seen.len() != wanted.len() {
+        return Err(format!(
+            "its tree holds {} of the {} files its listing names",
+            seen.len(),
+            wanted.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `dest` made anew with `mode` (its folder first, once per folder), or
+/// `None` when a file recorded with the hex sha256 `sha` is there; one
+/// there without that record is discarded first.
+fn create(
+    dest: &Path,
+    mode: u32,
+    sha: &str,
+    folders: &mut HashSet<PathBuf>,
+) -> io::Result<Option<fs_err::File>> {
+    if let Some(dir) = dest.parent()
+        && !folders.contains(dir)
+    {
+        fs_err::create_dir_all(dir)?;
+        folders.insert(dir.to_path_buf());
+    }
+    let open = || {
+        fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(dest)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if assemble_cache::digest::recorded(dest).is_some_and(|r| r.hex() == sha) {
+                return Ok(None);
+            }
+            assemble_cache::digest::discard(dest)?;
+            open().map(Some)
+        }
+        opened => opened.map(Some),
+    }
 }
 
 /// `path` as a `/`-separated string of plain names, if it is one.

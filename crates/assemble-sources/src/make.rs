@@ -48,17 +48,12 @@ impl Make for Maker<'_> {
         };
         let key = entry_key(job.dest);
         let entry = elf_entry(&key, &job.decision.path);
+        // Missing, or corrupt (the planner checked it): discarded first.
         if std::fs::symlink_metadata(job.dest).is_ok() {
             assemble_cache::digest::discard(job.dest)?;
         }
-        let mut pulled = Pulled::default();
-        if pull_files(
-            shared,
-            &entry,
-            job.dest.parent().unwrap_or(job.dest),
-            &mut pulled,
-            |_| job.dest.to_path_buf(),
-        )? {
+        let place = |name: &str| (name == key).then(|| job.dest.to_path_buf());
+        if shared.pull_files(&entry, &place)?.is_some() {
             return Ok(Some(()));
         }
         patch(job)?;
@@ -133,13 +128,16 @@ fn compile(
     let mut pulled = Pulled::default();
     let mut missed = Vec::new();
     if let Some((shared, sets)) = shared {
+        let place = |name: &str| {
+            let key = name.strip_suffix(".pyc")?;
+            (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| root.join(&key[..2]).join(name))
+        };
         for set in sets {
             let entry = pyc_entry(set);
-            let got = pull_files(shared, &entry, &root, &mut pulled, |name| {
-                root.join(&name[..2]).join(name)
-            })?;
-            if !got {
-                missed.push((set, entry));
+            match shared.pull_files(&entry, &place)? {
+                Some(placed) => pulled.0.extend(placed),
+                None => missed.push((set, entry)),
             }
         }
     }
@@ -147,6 +145,11 @@ fn compile(
     let mut todo = Vec::new();
     let mut scratch: Option<tempfile::TempDir> = None;
     for (i, job) in jobs.iter().enumerate() {
+        if pulled.0.contains(&job.pyc) {
+            // Just written, hashed as it was and checked.
+            results[i] = Some(Compiled::Pulled);
+            continue;
+        }
         if let Ok(why) = fs_err::read_to_string(&job.err) {
             results[i] = Some(Compiled::Fails(why.trim().to_string()));
             continue;
@@ -156,13 +159,8 @@ fn compile(
                 assemble_cache::digest::check(&job.pyc, &assemble_manifest::Stat::of(&m)).is_ok()
             });
             if fine {
-                // Taken from the shared cache, or made by another run
-                // meanwhile.
-                results[i] = Some(if pulled.0.contains(&job.pyc) {
-                    Compiled::Pulled
-                } else {
-                    Compiled::Cached
-                });
+                // Made by another run meanwhile.
+                results[i] = Some(Compiled::Cached);
                 continue;
             }
             assemble_cache::digest::discard(&job.pyc)?;
@@ -274,33 +272,18 @@ fn pyc_entry<'s>(set: &'s PycSet<'_>) -> SharedEntry<'s> {
     }
 }
 
-/// The members of a unit's set of pycs, each pyc (or, for a source that
-/// does not compile, its complaint) from the cache; `None` when one is
-/// missing (nothing to offer then).
+/// The members of a unit's set of pycs: each pyc the cache holds with
+/// its record (a source that does not compile has none); `None` when
+/// there is none.
 fn pyc_members(set: &PycSet<'_>) -> Option<Vec<Member>> {
     let mut members = vec![dir_member(&set.members[0])];
-    for pyc in &set.members {
-        let name = pyc.file_name()?.to_str()?;
-        let err = pyc.with_extension("err");
-        let member = match file_member(name, pyc, false) {
-            Some(m) => m,
-            None => {
-                let bytes = fs_err::read(&err).ok()?;
-                Member {
-                    path: err.file_name()?.to_str()?.to_string(),
-                    from: err,
-                    kind: SealedKind::File {
-                        sha256: Sha256::of(&bytes),
-                        executable: false,
-                        elf: false,
-                    },
-                }
-            }
-        };
-        members.push(member);
-    }
+    members.extend(
+        set.members
+            .iter()
+            .filter_map(|pyc| file_member(pyc.file_name()?.to_str()?, pyc, false)),
+    );
     members.sort_by(|a, b| a.path.cmp(&b.path));
-    Some(members)
+    (members.len() > 1).then_some(members)
 }
 
 /// The entry's folder, as a member (its path `""`).
@@ -331,56 +314,7 @@ fn file_member(name: &str, file: &Path, executable: bool) -> Option<Member> {
 #[derive(Default)]
 struct Pulled(std::collections::HashSet<PathBuf>);
 
-/// Pulls the file entries `entry` holds into a folder beside `dir`, then
-/// moves each into place (`place(name)`), its digest link first, unless a
-/// sound one is there; a complaint (`.err`) without one. `false` when
-/// the shared cache did not give it.
-fn pull_files(
-    shared: &dyn Shared,
-    entry: &SharedEntry<'_>,
-    dir: &Path,
-    pulled: &mut Pulled,
-    place: impl Fn(&str) -> PathBuf,
-) -> Result<bool, Error> {
-    fs_err::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".pull-{}-{}", entry.kind.word(), entry.key));
-    if std::fs::symlink_metadata(&tmp).is_ok() {
-        assemble_cache::remove(&tmp)?;
-    }
-    if !shared.pull(entry, &tmp)? {
-        return Ok(false);
-    }
-    let seal = assemble_cache::Seal::load(&tmp).ok_or_else(|| {
-        std::io::Error::other(format!("{}: pulled, but not sealed", tmp.display()))
-    })?;
-    for s in seal.entries() {
-        let SealedKind::File { sha256, .. } = &s.kind else {
-            continue;
-        };
-        let dest = place(&s.path);
-        if let Some(parent) = dest.parent() {
-            fs_err::create_dir_all(parent)?;
-        }
-        if s.path.ends_with(".err") {
-            fs_err::rename(tmp.join(&s.path), &dest)?;
-            continue;
-        }
-        let sound = dest.metadata().is_ok_and(|m| {
-            assemble_cache::digest::check(&dest, &assemble_manifest::Stat::of(&m)).is_ok()
-        });
-        if !sound {
-            if std::fs::symlink_metadata(&dest).is_ok() {
-                assemble_cache::digest::discard(&dest)?;
-            }
-            // The record first: a file without one is incomplete.
-            assemble_cache::digest::record(&dest, sha256)?;
-            fs_err::rename(tmp.join(&s.path), &dest)?;
-        }
-        pulled.0.insert(dest);
-    }
-    assemble_cache::remove(&tmp)?;
-    Ok(true)
-}
+
 
 /// One interpreter per core, each with its share of the jobs.
 fn compile_parallel(

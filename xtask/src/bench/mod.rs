@@ -10,6 +10,7 @@
 mod generate;
 mod imports;
 mod measure;
+mod registry;
 mod report;
 
 use std::io::Write;
@@ -180,9 +181,32 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
         b.root.join("state-no-bytecode"),
     );
     let copy = b.root.join("copy");
-    let cold = measure_interleaved(
-        b.runs,
-        vec![
+    // A registry filled by one cold build, for the row that takes the
+    // bytecode from it (with the same prefix, so the same keys).
+    let shared = registry::LocalRegistry::start(&b.root.join("registry"))?;
+    let (shared_out, shared_state) = (b.root.join("out-registry"), b.root.join("state-registry"));
+    let from_registry = |repository: &str| {
+        let mut c = b.assemble_into(&b.recipe, &shared_out, &shared_state);
+        c.arg("--prefix")
+            .arg(&b.out)
+            .arg("--cache-registry")
+            .arg(repository);
+        c
+    };
+    if let Some(r) = &shared {
+        fresh(&b.cache.join("bytecode"))?;
+        let out = from_registry(&r.repository)
+            .stdout(std::process::Stdio::null())
+            .output()
+            .context("filling the registry")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "filling the registry: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let mut series = vec![
             Series {
                 name: "cp -a of the inputs",
                 setup: Box::new(|_| {
@@ -217,8 +241,27 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
                 }),
                 cmd: Box::new(|| b.assemble()),
             },
-        ],
-    )?;
+        ];
+    if let Some(r) = &shared {
+        series.push(Series {
+            // The same, its bytecode from the registry (read-only).
+            name: "cold assemble, bytecode from a registry",
+            setup: Box::new(|_| {
+                fresh(&shared_out)?;
+                fresh(&shared_state)?;
+                fresh(&b.cache.join("bytecode"))
+            }),
+            cmd: Box::new(|| {
+                let mut c = from_registry(&r.repository);
+                c.arg("--cache-registry-read-only");
+                c
+            }),
+        });
+    }
+    let cold = measure_interleaved(b.runs, series)?;
+    drop(shared);
+    fresh(&shared_out)?;
+    fresh(&shared_state)?;
     fresh(&plain_out)?;
     fresh(&plain_state)?;
     fs_err::remove_dir_all(&copy)?;

@@ -57,6 +57,19 @@ pub(crate) fn ratios(ms: &[Stats]) -> Vec<Ratio> {
             None,
         ),
         ratio(
+            "cold, bytecode from a registry / compiled here",
+            get("cold assemble, bytecode from a registry") / get("cold assemble"),
+            None,
+        ),
+        // What the bytecode adds to a cold build, taken from a registry
+        // against compiled here (each less the cold build without it).
+        ratio(
+            "bytecode's cost: from a registry / compiled here",
+            (get("cold assemble, bytecode from a registry") - get("cold assemble, no bytecode"))
+                / (get("cold assemble") - get("cold assemble, no bytecode")),
+            Some(0.2),
+        ),
+        ratio(
             "no-op / stat walk",
             get("no-op assemble") / get("stat walk of the inputs"),
             Some(2.0),
