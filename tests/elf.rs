@@ -35,7 +35,7 @@ fn py(code: &str) -> String {
 
 /// Builds `<dir>/libs/libfoo.so.1`, `<dir>/native/foo-demo` and
 /// `<dir>/native/fooext<EXT_SUFFIX>`; returns the extension's file name.
-fn build_fixtures(dir: &Path) -> String {
+pub(crate) fn build_fixtures(dir: &Path) -> String {
     let src = dir.join("src");
     fs_err::create_dir_all(&src).unwrap();
     fs_err::create_dir_all(dir.join("libs")).unwrap();
@@ -80,7 +80,7 @@ fn build_fixtures(dir: &Path) -> String {
     ext
 }
 
-fn add_native_unit(s: &Scratch, ext: &str, extra_install: &str, autopatchelf: &str) {
+pub(crate) fn add_native_unit(s: &Scratch, ext: &str, extra_install: &str, autopatchelf: &str) {
     s.edit_recipe(|t| {
         format!(
             "{t}\n[units.native]\npath = \"../fixtures\"\ninstall = {{ \"native/foo-demo\" = \"bin/foo-demo\", \"native/{ext}\" = \"@site@/{ext}\"{extra_install} }}\n\n[autopatchelf]\n{autopatchelf}\n"

@@ -111,6 +111,12 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     }
     let s = Scratch::new();
     let outside = support::sandbox::snapshot(&[s.dir.path()]);
+    // A unit of ELF files built with gcc, whose runpaths autoPatchelf
+    // sets: two patched files, shared too.
+    let fixtures = s.path("fixtures");
+    let ext = crate::elf::build_fixtures(&fixtures);
+    let libs = fixtures.join("libs");
+    crate::elf::add_native_unit(&s, &ext, "", &format!("libs = [\"{}\"]", libs.display()));
     let registry = Registry::start(&s.path("registry"));
     let repo = format!("{}/authentik/cache", registry.host);
     let bin = bash_only(&s);
@@ -128,8 +134,10 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     assert!(compiled > 300, "{built}");
     let pushed = count(&built, "registry", "pushed");
     assert_eq!(count(&built, "registry", "pulled"), 0);
-    // The venv and one set of pycs per unit of the demo's seven.
-    assert_eq!(pushed, 8, "{built}");
+    // The venv, one set of pycs per unit of the demo's seven (the ELF
+    // unit has no sources), and the two patched files.
+    assert_eq!(built["elf_patched"], 2, "{built}");
+    assert_eq!(pushed, 10, "{built}");
     let nar = built["nar_hash"].as_str().unwrap().to_string();
 
     // The registry's catalog and the artifacts, as skopeo reads them.
@@ -177,11 +185,19 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
         ]
     );
     for (tag, m) in &held {
-        assert!(tag.starts_with("venv-") || tag.starts_with("pyc-"), "{tag}");
+        assert!(
+            ["venv-", "pyc-", "elf-"].iter().any(|k| tag.starts_with(k)),
+            "{tag}"
+        );
         assert_eq!(m["artifactType"], raw["artifactType"], "{tag}");
     }
+    assert_eq!(
+        held.iter().filter(|(t, _)| t.starts_with("elf-")).count(),
+        2
+    );
 
-    // Machine B: an empty cache, bash alone on its PATH.
+    // Machine B: an empty cache, bash alone on its PATH (no uv, pip or
+    // pip3 to build a venv, no patchelf to patch a file).
     let b = Machine {
         cache: s.path("cache-b"),
         path: bin.display().to_string(),
@@ -197,6 +213,8 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
         !b.cache.join("tools").exists(),
         "no installer was bootstrapped on B"
     );
+    let (ok, said) = support::run(&s.path("out-b/bin/foo-demo"), &[]);
+    assert!(ok && said.trim() == "42", "{said}");
     support::assert_same_tree(
         &support::listing(&s.path("out-a")),
         &support::listing(&s.path("out-b")),

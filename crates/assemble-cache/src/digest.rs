@@ -35,7 +35,9 @@ pub fn record(file: &Path, sha: &Sha256) -> io::Result<()> {
 pub fn record_new(file: &Path, sha: &Sha256) -> io::Result<()> {
     match std::os::unix::fs::symlink(B64.encode(sha.0), path_of(file)) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => record(file, sha),
-        done => done.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path_of(file).display()))),
+        done => {
+            done.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path_of(file).display())))
+        }
     }
 }
 

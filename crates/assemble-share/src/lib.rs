@@ -315,7 +315,12 @@ impl Remote {
             }
             Err(Refused::Content(why)) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
-                self.failed(entry, "refused", format!("{why}; built here instead"), false)?;
+                self.failed(
+                    entry,
+                    "refused",
+                    format!("{why}; built here instead"),
+                    false,
+                )?;
                 Ok(None)
             }
             Err(Refused::Local(e)) => {
@@ -409,7 +414,8 @@ impl assemble_cache::Shared for Remote {
     ) -> Result<Option<Vec<PathBuf>>, SharedError> {
         self.pulling(entry, |manifest| {
             let (listed, tree, bytes) = self.pull_blobs(entry, manifest)?;
-            let placed = pack::unpack_files(&tree, &listed.paths, place).map_err(Refused::Content)?;
+            let placed =
+                pack::unpack_files(&tree, &listed.paths, place).map_err(Refused::Content)?;
             Ok((placed, bytes))
         })
     }

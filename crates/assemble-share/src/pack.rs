@@ -215,30 +215,38 @@ fn unpack_files_into(
         if entry.header().entry_type() != tar::EntryType::Regular || name.contains('/') {
             return Err(format!("{name}: not a plain file"));
         }
-        let dest = place(&name).ok_or_else(|| format!("{name}: not a name of this kind of entry"))?;
+        let dest =
+            place(&name).ok_or_else(|| format!("{name}: not a name of this kind of entry"))?;
         if !seen.insert(name.clone()) {
             return Err(format!("{name}: twice in its tree"));
         }
-        let mode = if executable { 0o755 } else { 0o644 };
-        let Some(file) = create(&dest, mode, sha, &mut folders).map_err(said)? else {
+        if assemble_cache::digest::recorded(&dest).is_some_and(|r| r.hex() == sha) {
             // There, recorded: checked by hash where it is used.
             continue;
-        };
+        }
+        if let Some(dir) = dest.parent()
+            && !folders.contains(dir)
+        {
+            fs_err::create_dir_all(dir).map_err(said)?;
+            folders.insert(dir.to_path_buf());
+        }
+        // Written beside it and renamed over it: a run that reads it
+        // meanwhile sees the old file or the whole new one.
+        let mode = if executable { 0o755 } else { 0o644 };
+        let got = assemble_fs::files::replace_with(&dest, |tmp| -> io::Result<String> {
+            let mut out = Hashing {
+                inner: io::BufWriter::new(fs_err::OpenOptions::new().write(true).open(tmp)?),
+                hash: sha2::Sha256::new(),
+            };
+            io::copy(&mut entry, &mut out)?;
+            let file = out.inner.into_inner().map_err(|e| e.into_error())?;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            Ok(hex::encode(out.hash.finalize()))
+        })
+        .map_err(said)?;
         placed.push(dest.clone());
-        let mut out = Hashing {
-            inner: io::BufWriter::new(file),
-            hash: sha2::Sha256::new(),
-        };
-        io::copy(&mut entry, &mut out).map_err(said)?;
-        let got = hex::encode(out.hash.finalize());
         if got != sha {
             return Err(format!("{name}: its sha256 is {got}, listed as {sha}"));
-        }
-        let file = out.inner.into_inner().map_err(|e| said(e.into_error()))?;
-        if executable {
-            // Whatever the umask made of it.
-            file.set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(said)?;
         }
         let sha = assemble_manifest::Sha256(
             hex::decode(sha)
@@ -257,40 +265,6 @@ fn unpack_files_into(
         ));
     }
     Ok(())
-}
-
-/// `dest` made anew with `mode` (its folder first, once per folder), or
-/// `None` when a file recorded with the hex sha256 `sha` is there; one
-/// there without that record is discarded first.
-fn create(
-    dest: &Path,
-    mode: u32,
-    sha: &str,
-    folders: &mut HashSet<PathBuf>,
-) -> io::Result<Option<fs_err::File>> {
-    if let Some(dir) = dest.parent()
-        && !folders.contains(dir)
-    {
-        fs_err::create_dir_all(dir)?;
-        folders.insert(dir.to_path_buf());
-    }
-    let open = || {
-        fs_err::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(dest)
-    };
-    match open() {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if assemble_cache::digest::recorded(dest).is_some_and(|r| r.hex() == sha) {
-                return Ok(None);
-            }
-            assemble_cache::digest::discard(dest)?;
-            open().map(Some)
-        }
-        opened => opened.map(Some),
-    }
 }
 
 /// `path` as a `/`-separated string of plain names, if it is one.

@@ -314,8 +314,6 @@ fn file_member(name: &str, file: &Path, executable: bool) -> Option<Member> {
 #[derive(Default)]
 struct Pulled(std::collections::HashSet<PathBuf>);
 
-
-
 /// One interpreter per core, each with its share of the jobs.
 fn compile_parallel(
     python: &assemble_python::Interpreter,

@@ -207,41 +207,41 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
         }
     }
     let mut series = vec![
-            Series {
-                name: "cp -a of the inputs",
-                setup: Box::new(|_| {
-                    fresh(&copy)?;
-                    fs_err::create_dir_all(&copy)?;
-                    Ok(())
-                }),
-                cmd: Box::new(|| {
-                    let mut c = Command::new("cp");
-                    c.arg("-a")
-                        .arg(b.input_dir.join("venv"))
-                        .arg(b.input_dir.join("app"))
-                        .arg(&copy);
-                    c
-                }),
-            },
-            Series {
-                name: "cold assemble, no bytecode",
-                setup: Box::new(|_| {
-                    fresh(&plain_out)?;
-                    fresh(&plain_state)
-                }),
-                cmd: Box::new(|| b.assemble_into(&plain, &plain_out, &plain_state)),
-            },
-            Series {
-                // Every source compiled: the bytecode cache is emptied too.
-                name: "cold assemble",
-                setup: Box::new(|_| {
-                    fresh(&b.out)?;
-                    fresh(&b.state)?;
-                    fresh(&b.cache.join("bytecode"))
-                }),
-                cmd: Box::new(|| b.assemble()),
-            },
-        ];
+        Series {
+            name: "cp -a of the inputs",
+            setup: Box::new(|_| {
+                fresh(&copy)?;
+                fs_err::create_dir_all(&copy)?;
+                Ok(())
+            }),
+            cmd: Box::new(|| {
+                let mut c = Command::new("cp");
+                c.arg("-a")
+                    .arg(b.input_dir.join("venv"))
+                    .arg(b.input_dir.join("app"))
+                    .arg(&copy);
+                c
+            }),
+        },
+        Series {
+            name: "cold assemble, no bytecode",
+            setup: Box::new(|_| {
+                fresh(&plain_out)?;
+                fresh(&plain_state)
+            }),
+            cmd: Box::new(|| b.assemble_into(&plain, &plain_out, &plain_state)),
+        },
+        Series {
+            // Every source compiled: the bytecode cache is emptied too.
+            name: "cold assemble",
+            setup: Box::new(|_| {
+                fresh(&b.out)?;
+                fresh(&b.state)?;
+                fresh(&b.cache.join("bytecode"))
+            }),
+            cmd: Box::new(|| b.assemble()),
+        },
+    ];
     if let Some(r) = &shared {
         series.push(Series {
             // The same, its bytecode from the registry (read-only).
