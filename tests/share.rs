@@ -10,15 +10,18 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::support::http::{Reply, Server};
 use crate::support::{self, Scratch, registry::Registry, sandbox::sandboxed, skopeo};
 
 const PREFIX: &str = "/opt/authentik";
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-/// One machine: its cache, and the PATH it runs with.
+/// One machine: its cache, the PATH it runs with, and where it reaches
+/// "GitHub" (a loopback server).
 struct Machine {
     cache: PathBuf,
     path: String,
+    github: String,
 }
 
 /// Assembles the demo into `out` on `m`, with the shared cache `repo` and
@@ -56,6 +59,7 @@ fn on(s: &Scratch, m: &Machine, repo: &str, args: &[&str]) -> support::Run {
             ("ASSEMBLE_CACHE_DIR", m.cache.to_str().unwrap()),
             ("ASSEMBLE_PYTHON", python.to_str().unwrap()),
             ("PATH", &m.path),
+            ("ASSEMBLE_GITHUB_URL", &m.github),
             ("HOME", home.to_str().unwrap()),
             ("TMPDIR", tmp.to_str().unwrap()),
         ],
@@ -117,6 +121,12 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let ext = crate::elf::build_fixtures(&fixtures);
     let libs = fixtures.join("libs");
     crate::elf::add_native_unit(&s, &ext, "", &format!("libs = [\"{}\"]", libs.display()));
+    // opencontainers from "GitHub" (a loopback server), pinned by its NAR
+    // hash: a fetched source, shared too.
+    let (archive, hash) = crate::fetch::fake_upstream(&s);
+    let github = Server::start();
+    github.route(&crate::fetch::archive_path(), Reply::Ok(archive));
+    crate::fetch::use_github(&s, &hash);
     let registry = Registry::start(&s.path("registry"));
     let repo = format!("{}/authentik/cache", registry.host);
     let bin = bash_only(&s);
@@ -128,6 +138,7 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let a = Machine {
         cache: support::cache_sharing_uv(s.dir.path(), "cache-a"),
         path: full_path.clone(),
+        github: github.base.clone(),
     };
     let built = assemble(&s, &a, "out-a", &repo, &["--json"]).json();
     let compiled = count(&built, "bytecode", "compiled");
@@ -135,9 +146,10 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let pushed = count(&built, "registry", "pushed");
     assert_eq!(count(&built, "registry", "pulled"), 0);
     // The venv, one set of pycs per unit of the demo's seven (the ELF
-    // unit has no sources), and the two patched files.
+    // unit has no sources), the two patched files, and the source.
     assert_eq!(built["elf_patched"], 2, "{built}");
-    assert_eq!(pushed, 10, "{built}");
+    assert_eq!(pushed, 11, "{built}");
+    assert_eq!(github.hits(), 1);
     let nar = built["nar_hash"].as_str().unwrap().to_string();
 
     // The registry's catalog and the artifacts, as skopeo reads them.
@@ -186,7 +198,9 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     );
     for (tag, m) in &held {
         assert!(
-            ["venv-", "pyc-", "elf-"].iter().any(|k| tag.starts_with(k)),
+            ["venv-", "pyc-", "elf-", "src-"]
+                .iter()
+                .any(|k| tag.starts_with(k)),
             "{tag}"
         );
         assert_eq!(m["artifactType"], raw["artifactType"], "{tag}");
@@ -201,6 +215,7 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let b = Machine {
         cache: s.path("cache-b"),
         path: bin.display().to_string(),
+        github: github.base.clone(),
     };
     let from_registry = assemble(&s, &b, "out-b", &repo, &["--json"]).json();
     assert_eq!(from_registry["nar_hash"].as_str().unwrap(), nar);
@@ -215,6 +230,7 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     );
     let (ok, said) = support::run(&s.path("out-b/bin/foo-demo"), &[]);
     assert!(ok && said.trim() == "42", "{said}");
+    assert_eq!(github.hits(), 1, "the source came from the registry");
     support::assert_same_tree(
         &support::listing(&s.path("out-a")),
         &support::listing(&s.path("out-b")),
@@ -224,6 +240,7 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let b2 = Machine {
         cache: s.path("cache-b2"),
         path: bin.display().to_string(),
+        github: github.base.clone(),
     };
     let text = assemble(&s, &b2, "out-b2", &repo, &[]).ok();
     assert!(
@@ -258,6 +275,7 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let f = Machine {
         cache: s.path("cache-f"),
         path: bin.display().to_string(),
+        github: github.base.clone(),
     };
     let pulled = on(&s, &f, &warm, &["cache", "pull", "--json"]).json();
     assert_eq!(count(&pulled, "registry", "pulled"), pushed, "{pulled}");
@@ -276,6 +294,7 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let c = Machine {
         cache: s.path("cache-c"),
         path: bin.display().to_string(),
+        github: github.base.clone(),
     };
     let refused = assemble(&s, &c, "out-c", &repo, &["--json"]);
     let report = refused.json();
@@ -296,6 +315,7 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let d = Machine {
         cache: s.path("cache-d"),
         path: bin.display().to_string(),
+        github: github.base.clone(),
     };
     let failed = assemble(
         &s,
@@ -319,6 +339,7 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let e = Machine {
         cache: support::cache_sharing_uv(s.dir.path(), "cache-e"),
         path: full_path,
+        github: github.base.clone(),
     };
     let down = assemble(&s, &e, "out-e", &repo, &["--json"]);
     let report = down.json();

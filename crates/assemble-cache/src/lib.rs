@@ -61,7 +61,9 @@ pub use entry::{discard, lock, remove};
 pub use files::Files;
 pub use report::{Policy, Reporter, Silent};
 pub use seal::{Seal, Sealed, SealedKind, seal_path};
-pub use shared::{Member, Shared, SharedEntry, SharedError, SharedKind, members_of, place_sealed};
+pub use shared::{
+    Member, Shared, SharedCache, SharedEntry, SharedError, SharedKind, members_of, place_sealed,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

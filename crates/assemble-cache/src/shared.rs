@@ -24,6 +24,10 @@ pub enum SharedKind {
     Bytecode,
     /// One patched ELF file (`elf/patched/<key>`).
     Elf,
+    /// A fetched tree pinned by its NAR hash (`sources/nar-sha256-<key>`):
+    /// the one kind whose key is its content's hash, checked again by the
+    /// fetcher when pulled.
+    Source,
 }
 
 impl SharedKind {
@@ -33,6 +37,7 @@ impl SharedKind {
             SharedKind::Venv => "venv",
             SharedKind::Bytecode => "pyc",
             SharedKind::Elf => "elf",
+            SharedKind::Source => "src",
         }
     }
 }
@@ -94,9 +99,29 @@ pub trait Shared: Sync {
     /// included) or its files, each checked against its record while read.
     fn push(&self, entry: &SharedEntry<'_>, members: &[Member]) -> Result<(), SharedError>;
 
+    /// `entry`, pulled, failed the caller's own check (`why`): counted
+    /// and said as refused, or the run's error when required.
+    fn refused(&self, entry: &SharedEntry<'_>, why: String) -> Result<(), SharedError>;
+
     /// Whether the entries the cache already holds are offered too, not
     /// only those made now (`cargo xtask cache push`).
     fn offers_all(&self) -> bool;
+}
+
+/// A shared cache as a configuration holds it.
+#[derive(Clone)]
+pub struct SharedCache(pub std::sync::Arc<dyn Shared + Send + Sync>);
+
+impl std::fmt::Debug for SharedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedCache")
+    }
+}
+
+impl SharedCache {
+    pub fn get(&self) -> &dyn Shared {
+        &*self.0
+    }
 }
 
 /// The members of the sealed folder entry `seal`, for [`Shared::push`].

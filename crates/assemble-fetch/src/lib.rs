@@ -48,6 +48,9 @@ pub use unpack::{Limits, unpack, unpack_named};
 pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The shared cache failed, and it is required.
+    #[error(transparent)]
+    Shared(Box<assemble_cache::SharedError>),
     #[error("{}: {why}", .path.display())]
     Lockfile { path: PathBuf, why: String },
     #[error(transparent)]
@@ -135,6 +138,8 @@ pub enum Origin {
     Vendor,
     Cache,
     Network,
+    /// The shared cache (`--cache-registry`).
+    Registry,
 }
 
 /// A source ready to read.
@@ -174,6 +179,9 @@ pub struct Config {
     pub limits: Limits,
     /// For `pypi` sources.
     pub python: Option<Interpreter>,
+    /// The cache shared between machines, asked for a tree pinned by its
+    /// NAR hash before it is downloaded, and offered it after.
+    pub shared: Option<assemble_cache::SharedCache>,
 }
 
 impl Config {
@@ -189,6 +197,7 @@ impl Config {
             policy: Policy::Make,
             limits: Limits::default(),
             python: None,
+            shared: None,
         }
     }
 }
@@ -201,6 +210,7 @@ pub struct Fetcher<'r> {
     policy: Policy,
     limits: Limits,
     python: Option<Interpreter>,
+    shared: Option<assemble_cache::SharedCache>,
     reporter: &'r dyn Reporter,
 }
 
@@ -212,6 +222,7 @@ impl<'r> Fetcher<'r> {
             policy,
             limits,
             python,
+            shared,
         } = config;
         Fetcher {
             cache,
@@ -219,6 +230,7 @@ impl<'r> Fetcher<'r> {
             policy,
             limits,
             python,
+            shared,
             reporter,
         }
     }
@@ -321,13 +333,32 @@ impl<'r> Fetcher<'r> {
             }
         }
         let dest = self.cache_path(remote);
-        let cached = |seal, warnings| Fetched {
-            files: Files::sealed(seal),
-            origin: Origin::Cache,
-            warnings,
+        let shared = self
+            .shared
+            .as_ref()
+            .map(assemble_cache::SharedCache::get)
+            .filter(|_| remote.is_tree_hash());
+        let key = remote.hash().map(|h| h.to_hex()).unwrap_or_default();
+        let entry = assemble_cache::SharedEntry {
+            kind: assemble_cache::SharedKind::Source,
+            key: &key,
+            unit: Some(unit),
+            what: format!("the source of {unit}"),
+        };
+        // What the cache holds, offered too when every entry used is
+        // (`cache push`).
+        let cached = |seal: Seal, warnings| -> Result<Fetched, Error> {
+            if let Some(shared) = shared.filter(|s| s.offers_all()) {
+                shared.push(&entry, &assemble_cache::members_of(&seal))?;
+            }
+            Ok(Fetched {
+                files: Files::sealed(seal),
+                origin: Origin::Cache,
+                warnings,
+            })
         };
         if let Some(seal) = Seal::load(&dest) {
-            return Ok(cached(seal, warnings));
+            return cached(seal, warnings);
         }
         if self.policy != Policy::Make {
             return Err(Error::Offline {
@@ -341,18 +372,63 @@ impl<'r> Fetcher<'r> {
             self.reporter.waiting(&format!("the source of {unit}"))
         })?;
         if let Some(seal) = Seal::load(&dest) {
-            return Ok(cached(seal, warnings));
+            return cached(seal, warnings);
+        }
+        if let Some(shared) = shared
+            && let Some(seal) = self.pulled(shared, &entry, remote, &dest)?
+        {
+            return Ok(Fetched {
+                files: Files::sealed(seal),
+                origin: Origin::Registry,
+                warnings,
+            });
         }
         self.reporter
             .starting(&format!("{unit}: fetching {}", self.describe(remote)));
         let work = self.workdir()?;
         let built = self.verified(unit, remote, work.path())?;
         let seal = self.place_sealed(&built, &dest)?;
+        if let Some(shared) = shared {
+            shared.push(&entry, &assemble_cache::members_of(&seal))?;
+        }
         Ok(Fetched {
             files: Files::sealed(seal),
             origin: Origin::Network,
             warnings,
         })
+    }
+
+    /// The tree `remote` pins by its NAR hash, from the shared cache, its
+    /// NAR hash checked (the key is that hash) before it is renamed into
+    /// the cache as `dest`; `None` when the shared cache lacks it or it is
+    /// refused. Under the entry's lock.
+    fn pulled(
+        &self,
+        shared: &dyn assemble_cache::Shared,
+        entry: &assemble_cache::SharedEntry<'_>,
+        remote: &Remote,
+        dest: &Path,
+    ) -> Result<Option<Seal>, Error> {
+        let work = self.workdir()?;
+        let tree = work.path().join("tree");
+        if !shared.pull(entry, &tree)? {
+            return Ok(None);
+        }
+        let (want, got) = (remote.hash(), Some(nar_hash(&tree)?));
+        if got != want {
+            let said = |h: Option<Hash>| h.map_or("none".into(), |h| h.to_sri());
+            shared.refused(
+                entry,
+                format!(
+                    "its NAR hash is {}, not the pinned {}",
+                    said(got),
+                    said(want)
+                ),
+            )?;
+            return Ok(None);
+        }
+        assemble_cache::remove(dest)?;
+        Ok(Some(assemble_cache::place_sealed(&tree, dest)?))
     }
 
     /// The source `remote` downloaded (or checked out) into `work` and
@@ -763,4 +839,10 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+impl From<assemble_cache::SharedError> for Error {
+    fn from(e: assemble_cache::SharedError) -> Error {
+        Error::Shared(Box::new(e))
+    }
 }

@@ -335,10 +335,7 @@ fn sources_diagnostic(e: &assemble_sources::Error) -> Diagnostic {
             hint: Some(CORRUPT_HINT.into()),
             ..Diagnostic::new(FailureKind::Cache, message)
         },
-        S::Python {
-            unit,
-            source: assemble_install::Error::Shared(_),
-        } => Diagnostic {
+        S::Python { unit, .. } | S::Fetch { unit, .. } if e.shared().is_some() => Diagnostic {
             unit: Some(unit.clone()),
             hint: Some(SHARED_HINT.into()),
             ..Diagnostic::new(FailureKind::CacheRegistry, message)

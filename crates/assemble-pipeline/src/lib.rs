@@ -408,10 +408,7 @@ impl Session {
             python: self.ctx.python.clone(),
             policy: self.policy,
             vendored_pypi: true,
-            shared: self
-                .shared
-                .clone()
-                .map(|r| assemble_sources::SharedCache(r)),
+            shared: self.shared.clone().map(|r| assemble_cache::SharedCache(r)),
         }
     }
 

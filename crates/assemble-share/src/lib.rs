@@ -444,6 +444,12 @@ impl assemble_cache::Shared for Remote {
         }
     }
 
+    fn refused(&self, entry: &SharedEntry<'_>, why: String) -> Result<(), SharedError> {
+        self.pulled.fetch_sub(1, Ordering::Relaxed);
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.failed(entry, "refused", format!("{why}; made here instead"), false)
+    }
+
     fn offers_all(&self) -> bool {
         self.settings.offer_all && !self.settings.read_only
     }

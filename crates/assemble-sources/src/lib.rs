@@ -56,17 +56,7 @@ pub struct Config {
     pub vendored_pypi: bool,
     /// The cache shared between machines (`--cache-registry`), asked
     /// before a venv, a unit's bytecode or a patched ELF file is made.
-    pub shared: Option<SharedCache>,
-}
-
-/// A shared cache, as the stage holds it.
-#[derive(Clone)]
-pub struct SharedCache(pub std::sync::Arc<dyn assemble_cache::Shared + Send + Sync>);
-
-impl std::fmt::Debug for SharedCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedCache")
-    }
+    pub shared: Option<assemble_cache::SharedCache>,
 }
 
 impl Config {
@@ -85,6 +75,7 @@ impl Config {
             assemble_fetch::Config {
                 policy: self.policy,
                 python: Some(self.python.clone()),
+                shared: self.shared.clone(),
                 ..assemble_fetch::Config::new(self.cache.clone())
             },
             reporter,
@@ -132,6 +123,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The shared cache's failure, if that is what failed (it is
+    /// required).
+    pub fn shared(&self) -> Option<&assemble_cache::SharedError> {
+        match self {
+            Error::Python {
+                source: assemble_install::Error::Shared(e),
+                ..
+            }
+            | Error::Fetch {
+                source: assemble_fetch::Error::Shared(e),
+                ..
+            }
+            | Error::Plan(assemble_plan::Error::Shared(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The cache entry found corrupt, if that is what failed (in the venv
     /// build or fetch that found it, or in planning's reads).
     pub fn corrupt(&self) -> Option<&assemble_cache::Corrupt> {
