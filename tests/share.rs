@@ -269,6 +269,17 @@ fn a_second_machine_builds_the_same_tree_from_the_registry_compiling_nothing() {
     let first = on(&s, &a, &warm, &["cache", "push", "--json"]).json();
     assert_eq!(count(&first, "registry", "pushed"), pushed, "{first}");
     assert_eq!(count(&first, "bytecode", "compiled"), 0, "{first}");
+    // The same entries packed again give the same blobs: reproducible.
+    let layers = |held: &[(String, Value)]| -> Vec<(String, Value)> {
+        held.iter()
+            .map(|(t, m)| (t.clone(), m["layers"].clone()))
+            .collect()
+    };
+    let mut first_layers = layers(&held);
+    let mut warm_layers = layers(&artifacts(&registry, "authentik/warm"));
+    first_layers.sort_by(|a, b| a.0.cmp(&b.0));
+    warm_layers.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(first_layers, warm_layers);
     let again = on(&s, &a, &warm, &["cache", "push", "--json"]).json();
     assert_eq!(count(&again, "registry", "pushed"), 0, "{again}");
     assert_eq!(count(&again, "registry", "present"), pushed, "{again}");

@@ -8,7 +8,7 @@ use assemble_pipeline::{Event, Mode, Session};
 
 use crate::context::Workspace;
 use crate::shell::{Drawing, Shell};
-use crate::{AssembleArgs, Failure, RecipeArgs, RegistryArgs};
+use crate::{AssembleArgs, Failure, RecipeArgs, RegistryArgs, TreeArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct CacheArgs {
@@ -34,9 +34,7 @@ pub enum CacheCommand {
 #[derive(Debug, clap::Args)]
 pub struct PrepareArgs {
     #[command(flatten)]
-    pub common: RecipeArgs,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub tree: TreeArgs,
     /// The output whose path is the prefix by default (nothing is written
     /// there).
     #[arg(long, value_name = "DIR")]
@@ -44,12 +42,6 @@ pub struct PrepareArgs {
     /// The path the tree will run from (`@out@`).
     #[arg(long, value_name = "DIR")]
     pub prefix: Option<PathBuf>,
-    /// The web UI's path (`@webui@`).
-    #[arg(long, value_name = "PATH")]
-    pub webui: Option<String>,
-    /// Fail if assemble.lock lacks an entry or has a stale one.
-    #[arg(long)]
-    pub locked: bool,
     /// Print what was done as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -100,16 +92,17 @@ fn repository(registry: &RegistryArgs) -> Result<(), Failure> {
 }
 
 fn prepare(sh: &Shell, args: &PrepareArgs, push: bool) -> Result<(), Failure> {
-    repository(&args.registry)?;
+    let tree = &args.tree;
+    repository(&tree.registry)?;
     let mut opts = crate::assemble::options(&AssembleArgs {
-        common: args.common.clone(),
-        registry: args.registry.clone(),
+        common: tree.common.clone(),
+        registry: tree.registry.clone(),
         out: args.out.clone(),
         prefix: args.prefix.clone(),
-        webui: args.webui.clone(),
+        webui: tree.webui.clone(),
         json: args.json,
         no_wait: false,
-        locked: args.locked,
+        locked: tree.locked,
         nar_hash: false,
     })?;
     if let Some((settings, _)) = &mut opts.shared {

@@ -258,7 +258,7 @@ impl Registry {
             }
             Err(e) => return Err(self.failed(format!("downloading {digest}: {}", chain(&e)))),
         }
-        let got = sha256_file(tmp.path())?;
+        let (got, _) = digest_of_file(tmp.path())?;
         if got != digest {
             return Err(Error::Digest {
                 reference: self.reference.clone(),
@@ -277,18 +277,16 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
-fn sha256_file(path: &Path) -> Result<String, Error> {
+/// The digest (`sha256:<hex>`) and size of the file `path`: what a
+/// descriptor of it says.
+pub fn digest_of_file(path: &Path) -> Result<(String, u64), Error> {
     let mut h = sha2::Sha256::new();
-    let mut f = fs_err::File::open(path).map_err(|e| io(path, e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    let size = std::io::copy(
+        &mut fs_err::File::open(path).map_err(|e| io(path, e))?,
+        &mut h,
+    )
+    .map_err(|e| io(path, e))?;
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), size))
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {

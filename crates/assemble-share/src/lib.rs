@@ -483,7 +483,8 @@ impl Remote {
             (&tree_file, artifact::TREE_TYPE),
             (&empty_file, artifact::EMPTY_TYPE),
         ] {
-            let (digest, size) = digest_file(path).map_err(Refused::Local)?;
+            let (digest, size) =
+                assemble_registry::digest_of_file(path).map_err(Refused::registry)?;
             if !self.registry.has_blob(&digest).map_err(Refused::registry)? {
                 self.registry
                     .push_blob(path, &digest, size)
@@ -505,13 +506,6 @@ impl Remote {
             .map_err(Refused::registry)?;
         Ok(size)
     }
-}
-
-fn digest_file(path: &Path) -> std::io::Result<(String, u64)> {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    let size = std::io::copy(&mut fs_err::File::open(path)?, &mut h)?;
-    Ok((format!("sha256:{}", hex::encode(h.finalize())), size))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 
 use assemble_cache::{Member, SealedKind};
 use sha2::Digest as _;
@@ -73,18 +74,6 @@ pub fn write(members: &[Member], to: &Path) -> io::Result<()> {
 struct Hashing<R> {
     inner: R,
     hash: sha2::Sha256,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -205,57 +194,69 @@ fn unpack_files_into(
     let zstd = zstd::stream::Decoder::new(fs_err::File::open(from).map_err(said)?).map_err(said)?;
     let mut archive = tar::Archive::new(zstd);
     let mut seen = HashSet::new();
-    let mut folders = HashSet::new();
-    for entry in archive.entries().map_err(said)? {
-        let mut entry = entry.map_err(said)?;
-        let name = entry.path().map_err(said)?.to_string_lossy().into_owned();
-        let Some(&(sha, executable)) = wanted.get(name.as_str()) else {
-            return Err(format!("{name}: not in its listing"));
-        };
-        if entry.header().entry_type() != tar::EntryType::Regular || name.contains('/') {
-            return Err(format!("{name}: not a plain file"));
+    // Read here in order, written by a few threads: creating files is
+    // the cost, and the kernel creates them in parallel.
+    let folders = Mutex::new(HashSet::new());
+    let failed: Mutex<Option<String>> = Mutex::new(None);
+    let written = Mutex::new(Vec::new());
+    let (send, receive) = std::sync::mpsc::sync_channel::<FileJob<'_>>(256);
+    let receive = Mutex::new(receive);
+    let read = std::thread::scope(|scope| -> Result<(), String> {
+        for _ in 0..WRITERS {
+            scope.spawn(|| {
+                loop {
+                    let job = match receive.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    match write_one(&job, &folders) {
+                        Ok(Some(dest)) => lock(&written).push(dest),
+                        Ok(None) => {}
+                        Err(why) => {
+                            lock(&failed).get_or_insert(why);
+                        }
+                    }
+                }
+            });
         }
-        let dest =
-            place(&name).ok_or_else(|| format!("{name}: not a name of this kind of entry"))?;
-        if !seen.insert(name.clone()) {
-            return Err(format!("{name}: twice in its tree"));
-        }
-        if assemble_cache::digest::recorded(&dest).is_some_and(|r| r.hex() == sha) {
-            // There, recorded: checked by hash where it is used.
-            continue;
-        }
-        if let Some(dir) = dest.parent()
-            && !folders.contains(dir)
-        {
-            fs_err::create_dir_all(dir).map_err(said)?;
-            folders.insert(dir.to_path_buf());
-        }
-        // Written beside it and renamed over it: a run that reads it
-        // meanwhile sees the old file or the whole new one.
-        let mode = if executable { 0o755 } else { 0o644 };
-        let got = assemble_fs::files::replace_with(&dest, |tmp| -> io::Result<String> {
-            let mut out = Hashing {
-                inner: io::BufWriter::new(fs_err::OpenOptions::new().write(true).open(tmp)?),
-                hash: sha2::Sha256::new(),
-            };
-            io::copy(&mut entry, &mut out)?;
-            let file = out.inner.into_inner().map_err(|e| e.into_error())?;
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            Ok(hex::encode(out.hash.finalize()))
-        })
-        .map_err(said)?;
-        placed.push(dest.clone());
-        if got != sha {
-            return Err(format!("{name}: its sha256 is {got}, listed as {sha}"));
-        }
-        let sha = assemble_manifest::Sha256(
-            hex::decode(sha)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| format!("{name}: its listed sha256 is not one"))?,
-        );
-        // The record last: a file without one is incomplete.
-        assemble_cache::digest::record_new(&dest, &sha).map_err(said)?;
+        let read = (|| -> Result<(), String> {
+            for entry in archive.entries().map_err(said)? {
+                let mut entry = entry.map_err(said)?;
+                let name = entry.path().map_err(said)?.to_string_lossy().into_owned();
+                let Some(&(sha, executable)) = wanted.get(name.as_str()) else {
+                    return Err(format!("{name}: not in its listing"));
+                };
+                if entry.header().entry_type() != tar::EntryType::Regular || name.contains('/') {
+                    return Err(format!("{name}: not a plain file"));
+                }
+                let dest = place(&name)
+                    .ok_or_else(|| format!("{name}: not a name of this kind of entry"))?;
+                if !seen.insert(name.clone()) {
+                    return Err(format!("{name}: twice in its tree"));
+                }
+                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                io::copy(&mut entry, &mut bytes).map_err(said)?;
+                let job = FileJob {
+                    name,
+                    dest,
+                    bytes,
+                    sha,
+                    executable,
+                };
+                if lock(&failed).is_some() || send.send(job).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        drop(send);
+        read
+    });
+    *placed = std::mem::take(&mut *lock(&written));
+    read?;
+    if let Some(why) = lock(&failed).take() {
+        return Err(why);
     }
     if seen.len() != wanted.len() {
         return Err(format!(
@@ -265,6 +266,64 @@ fn unpack_files_into(
         ));
     }
     Ok(())
+}
+
+/// Threads that write a set's files.
+const WRITERS: usize = 4;
+
+/// One file of a set, read, to write.
+struct FileJob<'a> {
+    name: String,
+    dest: PathBuf,
+    bytes: Vec<u8>,
+    /// Its listed sha256, hex.
+    sha: &'a str,
+    executable: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes `job`'s file where it goes, if its bytes are what the listing
+/// says and no file recorded with that sha256 is there: written beside
+/// it and renamed over it (a run reading it meanwhile sees the old file
+/// or the whole new one), its digest link made after. The path written.
+fn write_one(
+    job: &FileJob<'_>,
+    folders: &Mutex<HashSet<PathBuf>>,
+) -> Result<Option<PathBuf>, String> {
+    let said = |e: io::Error| format!("its tree: {e}");
+    let got = assemble_manifest::Sha256::of(&job.bytes);
+    if got.hex() != job.sha {
+        return Err(format!(
+            "{}: its sha256 is {}, listed as {}",
+            job.name,
+            got.hex(),
+            job.sha
+        ));
+    }
+    let dest = &job.dest;
+    if assemble_cache::digest::recorded(dest) == Some(got) {
+        // There, recorded: checked by hash where it is used.
+        return Ok(None);
+    }
+    if let Some(dir) = dest.parent()
+        && !lock(folders).contains(dir)
+    {
+        fs_err::create_dir_all(dir).map_err(said)?;
+        lock(folders).insert(dir.to_path_buf());
+    }
+    let mode = if job.executable { 0o755 } else { 0o644 };
+    assemble_fs::files::replace_with(dest, |tmp| -> io::Result<()> {
+        let mut file = fs_err::OpenOptions::new().write(true).open(tmp)?;
+        file.write_all(&job.bytes)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    })
+    .map_err(said)?;
+    // The record last: a file without one is incomplete.
+    assemble_cache::digest::record_new(dest, &got).map_err(said)?;
+    Ok(Some(dest.clone()))
 }
 
 /// `path` as a `/`-separated string of plain names, if it is one.
@@ -316,5 +375,61 @@ mod tests {
         let e = unpack(&tar_path, &dir.path().join("into")).unwrap_err();
         assert!(e.to_string().contains("link/planted"), "{e}");
         assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    /// A set of file entries whose second file is not what its listing
+    /// says: refused, and the first, already written, removed with its
+    /// record; a good set lands with every record.
+    #[test]
+    fn a_set_with_one_wrong_file_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        fs_err::create_dir_all(&from).unwrap();
+        let mut members = vec![Member {
+            path: String::new(),
+            from: from.clone(),
+            kind: SealedKind::Dir,
+        }];
+        for (name, body) in [("a.pyc", b"aaaa"), ("b.pyc", b"bbbb")] {
+            fs_err::write(from.join(name), body).unwrap();
+            members.push(Member {
+                path: name.into(),
+                from: from.join(name),
+                kind: SealedKind::File {
+                    sha256: assemble_manifest::Sha256::of(body),
+                    executable: false,
+                    elf: false,
+                },
+            });
+        }
+        let tree = dir.path().join("set.tar.zst");
+        write(&members, &tree).unwrap();
+        let mut listed: Vec<crate::artifact::Listed> = members
+            .iter()
+            .map(|m| crate::artifact::Listed {
+                path: m.path.clone(),
+                what: crate::artifact::What::of(&m.kind),
+            })
+            .collect();
+        let store = dir.path().join("store");
+        let place = |name: &str| Some(store.join(name));
+        let good = unpack_files(&tree, &listed, &place).unwrap();
+        assert_eq!(good.len(), 2);
+        assert_eq!(
+            assemble_cache::digest::recorded(&store.join("a.pyc")),
+            Some(assemble_manifest::Sha256::of(b"aaaa"))
+        );
+        listed[2].what = crate::artifact::What::File {
+            sha256: "00".repeat(32),
+            executable: false,
+        };
+        let other = dir.path().join("other");
+        let place = |name: &str| Some(other.join(name));
+        let why = unpack_files(&tree, &listed, &place).unwrap_err();
+        assert!(why.contains("b.pyc"), "{why}");
+        let left: Vec<_> = fs_err::read_dir(&other)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
