@@ -126,7 +126,7 @@ pub struct RecipeArgs {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RegistryArgs {
     /// Ask this OCI repository (REGISTRY/REPOSITORY) for a venv, a unit's
-    /// bytecode or a patched ELF file before making it, and push what is
+    /// bytecode, a patched ELF file or a fetched tree before making it, and push what is
     /// made (default: $ASSEMBLE_CACHE_REGISTRY). A registry that fails is a
     /// warning and a local build.
     #[arg(long, value_name = "REGISTRY/REPO", env = "ASSEMBLE_CACHE_REGISTRY")]

@@ -13,8 +13,9 @@
 //! was pushed with, path for path: kind, sha256, executable bit, link
 //! target. Only then is it renamed into the cache.
 //!
-//! The keys are sha256s of everything that decides an entry's content,
-//! not of the content itself: a venv's key is its lock, interpreter and
+//! A fetched tree's key is its NAR hash, and the fetcher checks it again
+//! when it is pulled. The other keys are sha256s of everything that
+//! decides an entry's content, not of the content itself: a venv's key is its lock, interpreter and
 //! installer; a pyc's is its source's path and sha256 and the
 //! interpreter's magic; a patched ELF file's is its input's sha256 and the
 //! runpath decision. So whoever may push to the repository can put there
