@@ -11,7 +11,11 @@
 //! into a folder of its own (confined by construction: `pack::unpack`),
 //! sealed there as any entry is, and its seal must equal the listing it
 //! was pushed with, path for path: kind, sha256, executable bit, link
-//! target. Only then is it renamed into the cache.
+//! target. Only then is it renamed into the cache. A set of file
+//! entries (a unit's pycs, a patched file) is taken file by file
+//! (`pack::unpack_files`): each name one the caller places, each file's
+//! bytes hashed against the listing before it is written, its digest link
+//! made after; a refused set leaves none of its files.
 //!
 //! A fetched tree's key is its NAR hash, and the fetcher checks it again
 //! when it is pulled. The other keys are sha256s of everything that
