@@ -384,6 +384,7 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
         [
             "bytecode",
             "changes",
+            "copies",
             "dirs_created",
             "dry_run",
             "elf_patched",

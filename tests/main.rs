@@ -28,3 +28,4 @@ mod share;
 mod state;
 mod unpack;
 mod update;
+mod watch;

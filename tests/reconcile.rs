@@ -34,7 +34,7 @@ fn run(out: &Path, t: &Target) -> assemble_reconcile::Outcome {
     let layout = layout(out);
     let lock = Lock::acquire(&layout).unwrap();
     let d = diff(&layout, t).unwrap();
-    apply(t, d, &lock, None, &|_, _| {}).unwrap()
+    apply(t, d, &lock, &Default::default(), &|_, _| {}).unwrap()
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn a_planted_marker_does_not_make_a_folder_ours() {
     let lock = Lock::acquire(&l).unwrap();
     let d = diff(&l, &t).unwrap();
     fs_err::write(l.out.join("arrived"), "mine").unwrap();
-    let e = apply(&t, d, &lock, None, &|_, _| {})
+    let e = apply(&t, d, &lock, &Default::default(), &|_, _| {})
         .unwrap_err()
         .to_string();
     assert!(e.contains("refusing to write into"), "{e}");

@@ -13,6 +13,17 @@ use crate::{AssembleArgs, Failure};
 /// `assemble` would do, and why; changes nothing in the output).
 pub fn run(sh: &Shell, args: &AssembleArgs, mode: Mode) -> Result<(), Failure> {
     let opts = options(args)?;
+    if args.watch {
+        if mode == Mode::DryRun {
+            return Err(Failure {
+                code: 2,
+                error: anyhow::anyhow!(
+                    "--watch applies each change: give it to `assemble`, not `plan`"
+                ),
+            });
+        }
+        return crate::watch::run(sh, args, &opts);
+    }
     let r = build(sh, &opts, args.json, mode)?;
     report(sh, args, &r);
     // The process ends here: freeing the manifest's ~100,000 allocations
@@ -59,6 +70,7 @@ pub fn options(args: &AssembleArgs) -> Result<Options, Failure> {
         link_from: None,
         racy_window,
         shared: args.registry.shared(),
+        link_mode: args.link_mode.into(),
     })
 }
 
@@ -124,7 +136,7 @@ fn registry_line(t: &assemble_share::Tally) -> String {
     parts.join(", ")
 }
 
-fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
+pub(crate) fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
     let dry_run = r.dry_run;
     let plan = &r.plan;
     let o = &r.outcome;

@@ -104,6 +104,8 @@ fn prepare(sh: &Shell, args: &PrepareArgs, push: bool) -> Result<(), Failure> {
         no_wait: false,
         locked: tree.locked,
         nar_hash: false,
+        link_mode: crate::LinkModeArg::Clone,
+        watch: false,
     })?;
     if let Some((settings, _)) = &mut opts.shared {
         settings.offer_all = push;

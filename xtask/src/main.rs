@@ -21,6 +21,7 @@ mod test;
 mod update;
 mod vendor;
 mod verify;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -190,6 +191,8 @@ impl TreeArgs {
             no_wait: false,
             locked: self.locked,
             nar_hash: true,
+            link_mode: LinkModeArg::Clone,
+            watch: false,
         }
     }
 }
@@ -227,6 +230,43 @@ pub struct AssembleArgs {
     /// reported by every run that leaves the same tree, without this flag.
     #[arg(long)]
     pub nar_hash: bool,
+    /// How copied files are made: `copy` (the bytes), `clone` (a reflink
+    /// where the output's file system has them: btrfs, XFS, bcachefs; else
+    /// a copy), `hardlink` (unpatched files of the cache's venvs and
+    /// fetched sources linked to the cache: an edit through the output is
+    /// caught and both repaired, at the cost of rebuilding that entry).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "clone",
+        env = "ASSEMBLE_LINK_MODE"
+    )]
+    pub link_mode: LinkModeArg,
+    /// After the first run, keep the output's lock and watch the inputs
+    /// (sources, the recipe and what it extends, uv.lock and pyproject.toml
+    /// files): each change is applied as it comes, one line per update;
+    /// Ctrl-C ends it.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
+}
+
+/// `--link-mode`, with uv's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LinkModeArg {
+    Copy,
+    Clone,
+    Hardlink,
+}
+
+impl From<LinkModeArg> for assemble_pipeline::LinkMode {
+    fn from(m: LinkModeArg) -> Self {
+        match m {
+            LinkModeArg::Copy => assemble_pipeline::LinkMode::Copy,
+            LinkModeArg::Clone => assemble_pipeline::LinkMode::Clone,
+            LinkModeArg::Hardlink => assemble_pipeline::LinkMode::Hardlink,
+        }
+    }
 }
 
 /// A failure that the command's own `--json` report already states (a

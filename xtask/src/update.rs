@@ -42,6 +42,8 @@ pub fn run(sh: &Shell, args: &UpdateArgs) -> Result<(), Failure> {
         no_wait: false,
         locked: false,
         nar_hash: false,
+        link_mode: crate::LinkModeArg::Clone,
+        watch: false,
     })?;
     let pin = match (&args.tag, &args.rev) {
         (Some(t), _) => Pin::Tag(t.clone()),

@@ -51,6 +51,9 @@ struct JsonReport<'a> {
     files_written: usize,
     files_removed: usize,
     dirs_created: usize,
+    /// `--link-mode`, and how many of the files written were reflinks
+    /// (`cloned`) and hard links to the cache (`linked`).
+    copies: Copies,
     units: BTreeMap<&'a str, UnitReport>,
     warnings: &'a [String],
     /// What the tree needs that the cache lacks, which a dry run did not
@@ -82,6 +85,13 @@ struct JsonReport<'a> {
     /// Wall-clock milliseconds of each phase of the run, in order.
     phases: Vec<Phase>,
     seconds: f64,
+}
+
+#[derive(Serialize)]
+struct Copies {
+    mode: assemble_reconcile::LinkMode,
+    cloned: usize,
+    linked: usize,
 }
 
 #[derive(Serialize)]
@@ -123,6 +133,11 @@ impl Report {
             files_written: o.files_written,
             files_removed: o.files_removed,
             dirs_created: o.dirs_created,
+            copies: Copies {
+                mode: self.link_mode,
+                cloned: o.cloned,
+                linked: o.linked,
+            },
             units: self
                 .units
                 .iter()

@@ -36,7 +36,8 @@ use assemble_fs::find_program;
 use assemble_plan::{Context, Phases, Plan, WouldMake};
 use assemble_python::{Interpreter, carriable};
 use assemble_recipe::{Recipe, RecipeError, UnitName};
-use assemble_reconcile::{Diff, Layout, LinkFrom, Lock, Outcome, Snapshot, UnitStatus};
+use assemble_reconcile::{Diff, Layout, LinkFrom, Outcome, Snapshot, UnitStatus};
+pub use assemble_reconcile::{LinkMode, Lock};
 use assemble_sources::Realised;
 pub use report::EventReporter;
 pub use update::{Updated, update};
@@ -79,6 +80,8 @@ pub struct Options {
     /// this tool's version for the entries it pushes. Not asked by a dry
     /// run or with `--offline`.
     pub shared: Option<(assemble_share::Settings, String)>,
+    /// How copies are made (`--link-mode`).
+    pub link_mode: LinkMode,
 }
 
 impl Options {
@@ -99,6 +102,7 @@ impl Options {
             link_from: None,
             racy_window: assemble_manifest::RACY_WINDOW,
             shared: None,
+            link_mode: LinkMode::default(),
         }
     }
 }
@@ -259,6 +263,7 @@ pub struct Session {
     link_from: Option<Layout>,
     /// The cache shared through a registry, when this run may use it.
     shared: Option<std::sync::Arc<assemble_share::Remote>>,
+    link_mode: LinkMode,
 }
 
 impl Session {
@@ -385,6 +390,7 @@ impl Session {
                 .as_ref()
                 .map(|p| Layout::new(&normalize(p), &opts.state_base)),
             shared,
+            link_mode: opts.link_mode,
         })
     }
 
@@ -453,18 +459,32 @@ impl Session {
 
     /// Plans, diffs and (unless a dry run) applies.
     pub fn run(self, mode: Mode, events: &(dyn Fn(Event) + Sync)) -> Result<Report, Error> {
-        self.run_timed(mode, events, Phases::start())
+        self.run_timed(mode, events, Phases::start(), None)
     }
 
+    /// `held`: the output's lock, taken by the caller (`--watch` keeps it
+    /// between runs); else it is taken here.
     fn run_timed(
         mut self,
         mode: Mode,
         events: &(dyn Fn(Event) + Sync),
         mut phases: Phases,
+        held: Option<&Lock>,
     ) -> Result<Report, Error> {
+        if let Some(l) = held
+            && l.layout().state != self.layout.state
+        {
+            return Err(Error::Option {
+                flag: "--out",
+                message: format!(
+                    "{} is not the output whose lock this run holds",
+                    self.layout.out.display()
+                ),
+            });
+        }
         // With --no-wait, a busy output fails the run before anything is
         // fetched or built: the lock is taken now and kept.
-        let early = if self.wait || mode == Mode::DryRun {
+        let early = if held.is_some() || self.wait || mode == Mode::DryRun {
             None
         } else {
             Some(self.try_lock()?.ok_or_else(|| Error::Busy {
@@ -489,10 +509,12 @@ impl Session {
             let outcome = assemble_reconcile::predict(&plan.target, &d);
             return Ok(self.report(plan, &d.units, outcome, mode, phases));
         }
-        let lock = match early {
-            Some(l) => l,
-            None => self.lock(events)?,
+        let owned = match (held, early) {
+            (Some(_), _) => None,
+            (None, Some(l)) => Some(l),
+            (None, None) => Some(self.lock(events)?),
         };
+        let lock = held.or(owned.as_ref()).expect("a lock is held or taken");
         phases.lap("lock");
         // Diff under the lock, against the state this run replaces: the
         // snapshot is taken again if another run stored a state meanwhile.
@@ -506,10 +528,16 @@ impl Session {
         let statuses = d.units.clone();
         let written = |done, total| events(Event::Writing { done, total });
         let link = self.link_from()?;
-        let outcome = assemble_reconcile::apply(&plan.target, d, &lock, link.as_ref(), &written)
-            .map_err(|source| Error::Write {
-                out: self.layout.out.clone(),
-                source: Box::new(source),
+        let how = assemble_reconcile::How {
+            link_from: link.as_ref(),
+            writing: assemble_reconcile::Writing::new(self.link_mode, Some(&self.ctx.cache)),
+        };
+        let outcome =
+            assemble_reconcile::apply(&plan.target, d, lock, &how, &written).map_err(|source| {
+                Error::Write {
+                    out: self.layout.out.clone(),
+                    source: Box::new(source),
+                }
             })?;
         phases.lap("apply");
         // Under the lock, so that no other run changes the tree meanwhile.
@@ -523,7 +551,7 @@ impl Session {
         } else {
             None
         };
-        drop(lock);
+        drop(owned);
         let remembered = outcome.nar_hash;
         let mut report = self.report(plan, &statuses, outcome, mode, phases);
         report.nar_hash = nar_hash.or(remembered);
@@ -737,6 +765,7 @@ impl Session {
             elapsed,
             plan,
             registry,
+            link_mode: self.link_mode,
         }
     }
 }
@@ -965,7 +994,40 @@ pub fn assemble_with(
     let mut phases = Phases::start();
     let session = Session::open_with(opts, mode, recipe)?;
     phases.lap("session");
-    session.run_timed(mode, events, phases)
+    session.run_timed(mode, events, phases, None)
+}
+
+/// The output's lock, for a caller that keeps it across runs
+/// ([`assemble_holding`]): taken at once, else (unless `opts.wait` is
+/// false: [`Error::Busy`]) waited for, the wait said.
+pub fn lock_output(opts: &Options, events: &(dyn Fn(Event) + Sync)) -> Result<Lock, Error> {
+    let layout = Layout::new(&normalize(&opts.out), &opts.state_base);
+    let refused = |e| Error::Refused(Box::new(e));
+    if let Some(lock) = Lock::try_acquire(&layout).map_err(refused)? {
+        return Ok(lock);
+    }
+    if !opts.wait {
+        return Err(Error::Busy { out: layout.out });
+    }
+    events(Event::Waiting(&format!(
+        "the output {}",
+        layout.out.display()
+    )));
+    Lock::acquire(&layout).map_err(refused)
+}
+
+/// As [`assemble`], applying under `lock`, the output's lock the caller
+/// holds (and keeps): `--watch` runs one after another without letting
+/// another run in between.
+pub fn assemble_holding(
+    opts: &Options,
+    lock: &Lock,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Report, Error> {
+    let mut phases = Phases::start();
+    let session = Session::open(opts, Mode::Apply)?;
+    phases.lap("session");
+    session.run_timed(Mode::Apply, events, phases, Some(lock))
 }
 
 /// What [`Session::prepare`] did.
@@ -1041,6 +1103,8 @@ pub struct Report {
     pub plan: Plan,
     /// What the shared cache did (`--cache-registry`).
     pub registry: Option<assemble_share::Tally>,
+    /// How copies were made (`--link-mode`).
+    pub link_mode: LinkMode,
 }
 
 /// `p` absolute (against the current folder) and normalised: the prefix

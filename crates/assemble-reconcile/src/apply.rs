@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -13,6 +14,7 @@ use serde::Serialize;
 use crate::Error;
 use crate::diff::{Change, Diff, zip_sorted};
 use crate::link::LinkFrom;
+use crate::mode::Writing;
 use crate::root::{Root, create_at, remove_at, rename_at, stat_at, symlink_at};
 use crate::state::{Lock, Recorded, State};
 use assemble_manifest::path::temp_name;
@@ -44,23 +46,37 @@ pub struct Outcome {
     pub state_written: bool,
     /// Input files hashed while they were copied (a clean build's).
     pub hashed_on_copy: usize,
+    /// Copies made as reflinks (`--link-mode clone`).
+    pub cloned: usize,
+    /// Copies made as hard links to the cache (`--link-mode hardlink`).
+    pub linked: usize,
     /// The tree's NAR hash, when one is remembered for exactly this tree
     /// (computed by an earlier `nar_hash`); nothing is read for it.
     #[serde(skip)]
     pub nar_hash: Option<assemble_nar::Hash>,
 }
 
+/// How an apply makes its copies.
+#[derive(Default)]
+pub struct How<'a> {
+    /// A previous tree whose unchanged files are hard-linked (a deploy's).
+    pub link_from: Option<&'a LinkFrom>,
+    /// Every other copy.
+    pub writing: Writing,
+}
+
 /// Applies `diff` (computed by [`crate::diff`] for `target`) to the output
 /// that `lock` holds. Every change goes through the lock's handle on the
 /// output root: beneath it, never through a link. `written(done, total)`
 /// is told how many files and links are written so far (for a progress
-/// bar), from any thread. With `link`, each file the previous tree holds
-/// unchanged is hard-linked from it instead of copied ([`LinkFrom`]).
+/// bar), from any thread. With `how.link_from`, each file the previous
+/// tree holds unchanged is hard-linked from it instead of copied
+/// ([`LinkFrom`]); other copies are made as `how.writing` says.
 pub fn apply(
     target: &Target,
     diff: Diff,
     lock: &Lock,
-    link: Option<&LinkFrom>,
+    how: &How<'_>,
     written: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Outcome, Error> {
     let root = &lock.claim()?;
@@ -109,10 +125,12 @@ pub fn apply(
             root,
             desired,
             (&writes, &created),
-            link,
+            how,
             written,
             &mut outcome,
         )?;
+        outcome.cloned = how.writing.cloned.swap(0, Ordering::Relaxed);
+        outcome.linked = how.writing.linked.swap(0, Ordering::Relaxed);
         root.chmod_dir("", 0o755)?;
         stats.extend(stat_again(root, desired, &writes, &removes));
     }
@@ -196,7 +214,7 @@ fn write_files<'d>(
     root: &Root,
     desired: &'d Desired,
     (writes, created): (&[Change], &HashSet<&str>),
-    link: Option<&LinkFrom>,
+    how: &How<'_>,
     written: &(dyn Fn(usize, usize) + Sync),
     outcome: &mut Outcome,
 ) -> Result<FxHashMap<&'d str, Sha256>, Error> {
@@ -220,7 +238,7 @@ fn write_files<'d>(
         .map(|(dir, files)| {
             let folder = root.locate(dir)?;
             let fresh = created.contains(dir);
-            let from = link.and_then(|l| Some((l, l.folder(dir)?)));
+            let from = how.link_from.and_then(|l| Some((l, l.folder(dir)?)));
             let mut hashed = Vec::new();
             for c in files.iter() {
                 let name = c.path.rsplit_once('/').map_or(c.path.as_str(), |(_, n)| n);
@@ -229,7 +247,7 @@ fn write_files<'d>(
                     .as_ref()
                     .and_then(|(l, f)| l.link(f, &folder, &c.path, name, e, fresh));
                 let sha = linked
-                    .unwrap_or_else(|| write_entry(&folder, name, e, fresh))
+                    .unwrap_or_else(|| write_entry(&folder, name, e, fresh, &how.writing))
                     .map_err(|e| {
                         io::Error::new(
                             e.kind(),
@@ -240,7 +258,7 @@ fn write_files<'d>(
                     hashed.push((k, sha));
                 }
             }
-            let so_far = done.fetch_add(files.len(), std::sync::atomic::Ordering::Relaxed);
+            let so_far = done.fetch_add(files.len(), Ordering::Relaxed);
             written(so_far + files.len(), total);
             Ok(hashed)
         })
@@ -466,7 +484,7 @@ fn sweep_temp_files(root: &Root, pending: &BTreeSet<String>) -> Result<(), Error
 /// The input of a copy, checked to be the very file the plan found
 /// (`assemble_manifest::open_input`); one the plan did not stat is stat'ed
 /// now, and is still never read through a link.
-fn open_copied(src: &std::path::Path, e: &Entry) -> io::Result<fs_err::File> {
+pub(crate) fn open_copied(src: &std::path::Path, e: &Entry) -> io::Result<fs_err::File> {
     let stat = match e.input_stat {
         Some(s) => s,
         None => Stat::of(&fs_err::symlink_metadata(src)?),
@@ -477,9 +495,16 @@ fn open_copied(src: &std::path::Path, e: &Entry) -> io::Result<fs_err::File> {
 /// Writes one file or link `name` in `dir`: to a temporary name renamed over
 /// it, or, when `fresh` (its folder was just created), straight to `name`.
 /// Nothing is followed: a link at either name is replaced, a folder at
-/// `name` removed. The sha256 of a copy whose hash the plan deferred is
-/// computed on the way and returned.
-fn write_entry(dir: &impl AsFd, name: &str, e: &Entry, fresh: bool) -> io::Result<Option<Sha256>> {
+/// `name` removed. A copy is made as `writing` says (a reflink, a hard link
+/// to the cache, or bytes). The sha256 of a copy whose hash the plan
+/// deferred is computed on the way and returned.
+fn write_entry(
+    dir: &impl AsFd,
+    name: &str,
+    e: &Entry,
+    fresh: bool,
+    writing: &Writing,
+) -> io::Result<Option<Sha256>> {
     let tmp_name = temp_name(name.as_bytes());
     let tmp = if fresh {
         OsStr::new(name)
@@ -496,29 +521,9 @@ fn write_entry(dir: &impl AsFd, name: &str, e: &Entry, fresh: bool) -> io::Resul
             ..
         } => {
             let mode = if *executable { 0o755 } else { 0o644 };
-            let mut f = create_at(dir, tmp, mode)?;
-            match content {
-                Content::Bytes(b) => io::Write::write_all(&mut f, b)?,
-                Content::Copy(src) if e.after_copy() => {
-                    // Read once: hashed on the way to the copy.
-                    let mut s = open_copied(src, e)?;
-                    let copied = hash_stream(s.file_mut(), &[], |chunk| {
-                        io::Write::write_all(&mut f, chunk)
-                    });
-                    let (sha, _) = copied.map_err(|err| {
-                        io::Error::new(err.kind(), format!("copying {}: {err}", src.display()))
-                    })?;
-                    hashed = Some(sha);
-                }
-                Content::Copy(src) => {
-                    // std's File-to-File copy: copy_file_range, in the kernel.
-                    let mut s = open_copied(src, e)?;
-                    io::copy(s.file_mut(), &mut f).map_err(|e| {
-                        io::Error::new(e.kind(), format!("copying {}: {e}", src.display()))
-                    })?;
-                }
+            if !writing.hardlink(e, dir, tmp, mode)? {
+                hashed = write_file(dir, tmp, e, content, mode, writing)?;
             }
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
         Kind::Dir => return Err(io::Error::other("a folder is not written as a file")),
     }
@@ -529,5 +534,46 @@ fn write_entry(dir: &impl AsFd, name: &str, e: &Entry, fresh: bool) -> io::Resul
         remove_at(dir, OsStr::new(name))?;
     }
     rename_at(dir, tmp, OsStr::new(name))?;
+    Ok(hashed)
+}
+
+/// Writes the file `tmp` in `dir` with `content`: bytes, or a copy (a
+/// reflink when `writing` allows). A copy whose hash was deferred is hashed
+/// on the way (its input read once) and its sha256 returned.
+fn write_file(
+    dir: &impl AsFd,
+    tmp: &OsStr,
+    e: &Entry,
+    content: &Content,
+    mode: u32,
+    writing: &Writing,
+) -> io::Result<Option<Sha256>> {
+    let mut f = create_at(dir, tmp, mode)?;
+    let mut hashed = None;
+    match content {
+        Content::Bytes(b) => io::Write::write_all(&mut f, b)?,
+        Content::Copy(src) => {
+            let mut s = open_copied(src, e)?;
+            let failed = |err: io::Error| {
+                io::Error::new(err.kind(), format!("copying {}: {err}", src.display()))
+            };
+            if writing.clone_file(s.file(), &f).map_err(failed)? {
+                if e.after_copy() {
+                    let (sha, _) = hash_stream(s.file_mut(), &[], |_| Ok(())).map_err(failed)?;
+                    hashed = Some(sha);
+                }
+            } else if e.after_copy() {
+                // Read once: hashed on the way to the copy.
+                let copied = hash_stream(s.file_mut(), &[], |chunk| {
+                    io::Write::write_all(&mut f, chunk)
+                });
+                hashed = Some(copied.map_err(failed)?.0);
+            } else {
+                // std's File-to-File copy: copy_file_range, in the kernel.
+                io::copy(s.file_mut(), &mut f).map_err(failed)?;
+            }
+        }
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     Ok(hashed)
 }

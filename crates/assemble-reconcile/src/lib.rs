@@ -124,14 +124,16 @@ mod apply;
 mod diff;
 mod export;
 mod link;
+mod mode;
 pub mod root;
 mod state;
 mod verify;
 
-pub use apply::{Outcome, UnitCounts, apply, predict, unit_counts};
+pub use apply::{How, Outcome, UnitCounts, apply, predict, unit_counts};
 pub use diff::{Change, Delta, Diff, DirtyReason, Snapshot, UnitStatus, diff, diff_snapshot};
 pub use export::{TarShape, nar_hash, write_nar, write_tar, write_tar_where};
 pub use link::LinkFrom;
+pub use mode::{LinkMode, Writing};
 pub use state::{Entries, Layout, Lock, Recorded, State};
 pub use verify::{Difference, NarCheck, verify, verify_nar_hash};
 

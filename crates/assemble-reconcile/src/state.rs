@@ -635,6 +635,11 @@ impl Lock {
         }
     }
 
+    /// The output (and state) this lock is for.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// Waits for the lock.
     pub fn acquire(layout: &Layout) -> Result<Lock, Error> {
         let file = Lock::open(layout)?;
