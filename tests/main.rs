@@ -20,6 +20,7 @@ mod elf;
 mod fetch;
 mod image;
 mod incremental;
+mod links;
 mod nar;
 mod network;
 mod planning;

@@ -100,6 +100,11 @@ const NEEDS: &[Need] = &[
         packages: &["docker-registry"],
     },
     Need {
+        check: Check::Program("mkfs.xfs"),
+        why: "an XFS image, loop-mounted in the sandbox, for reflinks (--link-mode clone)",
+        packages: &["xfsprogs"],
+    },
+    Need {
         check: Check::Program("htpasswd"),
         why: "a login for the registry on loopback",
         packages: &["apache2-utils"],
