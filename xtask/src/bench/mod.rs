@@ -12,6 +12,7 @@ mod imports;
 mod measure;
 mod registry;
 mod report;
+mod watch;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -138,6 +139,12 @@ pub fn run(sh: &crate::shell::Shell, args: &BenchArgs) -> Result<(), Failure> {
     );
     let mut ms = cold_rows(&b)?;
     ms.extend(edit_rows(&b)?);
+    sh.status(
+        "Measuring",
+        "assemble --watch: 24 edits, then a 1,000-file checkout",
+    );
+    let site = b.out.join(format!("lib/python{xy}/site-packages"));
+    ms.extend(watch::watch_rows(&b, &site, 24)?);
     ms.extend(launcher_rows(&b, &xy)?);
     ms.extend(imports::import_times(
         sh,
@@ -181,6 +188,7 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
         b.root.join("state-no-bytecode"),
     );
     let copy = b.root.join("copy");
+    let (linked_out, linked_state) = (b.root.join("out-hardlink"), b.root.join("state-hardlink"));
     // A registry filled by one cold build, for the row that takes the
     // bytecode from it (with the same prefix, so the same keys).
     let shared = registry::LocalRegistry::start(&b.root.join("registry"))?;
@@ -229,7 +237,24 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
                 fresh(&plain_out)?;
                 fresh(&plain_state)
             }),
-            cmd: Box::new(|| b.assemble_into(&plain, &plain_out, &plain_state)),
+            cmd: Box::new(|| {
+                let mut c = b.assemble_into(&plain, &plain_out, &plain_state);
+                c.args(["--link-mode", "copy"]);
+                c
+            }),
+        },
+        Series {
+            // The venv's files hard-linked where they are cache entries'.
+            name: "cold assemble, no bytecode, hardlink",
+            setup: Box::new(|_| {
+                fresh(&linked_out)?;
+                fresh(&linked_state)
+            }),
+            cmd: Box::new(|| {
+                let mut c = b.assemble_into(&plain, &linked_out, &linked_state);
+                c.args(["--link-mode", "hardlink"]);
+                c
+            }),
         },
         Series {
             // Every source compiled: the bytecode cache is emptied too.
@@ -264,9 +289,11 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
     fresh(&shared_state)?;
     fresh(&plain_out)?;
     fresh(&plain_state)?;
+    fresh(&linked_out)?;
+    fresh(&linked_state)?;
     fs_err::remove_dir_all(&copy)?;
     let mut cold = cold.into_iter();
-    let mut ms: Vec<Stats> = cold.by_ref().take(2).collect();
+    let mut ms: Vec<Stats> = cold.by_ref().take(3).collect();
     ms.push(measure(
         "stat walk of the inputs",
         b.runs,
@@ -290,7 +317,7 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
 }
 
 /// The `.py` files under `dir` whose path passes `keep`, in name order.
-fn sources(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+pub(crate) fn sources(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()

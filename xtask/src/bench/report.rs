@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::generate::Inputs;
 use super::imports::{IMPORT_OWN, IMPORT_WITH, IMPORT_WITHOUT};
 use super::measure::Stats;
+use super::watch::{WATCH_CHECKOUT, WATCH_EDIT};
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Ratio {
@@ -33,9 +34,15 @@ pub(crate) fn ratios(ms: &[Stats]) -> Vec<Ratio> {
             .find(|s| s.name == n)
             .map_or(f64::NAN, |s| s.median_s)
     };
+    // The slowest run (for the watch's edits: the 99th percentile).
+    let max = |n: &str| {
+        ms.iter()
+            .find(|s| s.name == n)
+            .map_or(f64::NAN, |s| s.max_s)
+    };
     let peak = ms
         .iter()
-        .filter(|s| !s.name.starts_with("launcher"))
+        .filter(|s| !s.name.starts_with("launcher") && !s.name.starts_with("watch"))
         .filter(|s| s.name.contains("assemble") || s.name.contains("edit"))
         .filter_map(|s| s.peak_rss_mib)
         .fold(0.0, f64::max);
@@ -50,6 +57,11 @@ pub(crate) fn ratios(ms: &[Stats]) -> Vec<Ratio> {
             "cold, no bytecode / cp -a",
             get("cold assemble, no bytecode") / get("cp -a of the inputs"),
             Some(1.0),
+        ),
+        ratio(
+            "cold, no bytecode, hardlink / cp -a",
+            get("cold assemble, no bytecode, hardlink") / get("cp -a of the inputs"),
+            Some(0.25),
         ),
         ratio(
             "cold with bytecode / without",
@@ -72,7 +84,7 @@ pub(crate) fn ratios(ms: &[Stats]) -> Vec<Ratio> {
         ratio(
             "no-op / stat walk",
             get("no-op assemble") / get("stat walk of the inputs"),
-            Some(2.0),
+            Some(1.5),
         ),
         ratio(
             "one-file edit (its bytecode too) / no-op",
@@ -85,6 +97,30 @@ pub(crate) fn ratios(ms: &[Stats]) -> Vec<Ratio> {
             Some(1.5),
         ),
         ratio("peak RSS (MiB) / 200", peak / 200.0, Some(1.0)),
+        ratio(
+            "watch: an edit until in the tree, p50 (ms) / 20",
+            get(WATCH_EDIT) * 1e3 / 20.0,
+            Some(1.0),
+        ),
+        ratio(
+            "watch: an edit until in the tree, p99 (ms) / 100",
+            max(WATCH_EDIT) * 1e3 / 100.0,
+            Some(1.0),
+        ),
+        ratio(
+            "watch: a 1,000-file checkout / no-op",
+            get(WATCH_CHECKOUT) / get("no-op assemble"),
+            Some(2.0),
+        ),
+        ratio(
+            "watch: peak RSS (MiB) / 250",
+            ms.iter()
+                .find(|s| s.name == WATCH_EDIT)
+                .and_then(|s| s.peak_rss_mib)
+                .unwrap_or(f64::NAN)
+                / 250.0,
+            Some(1.0),
+        ),
         ratio(
             "launcher ours / seed's",
             get("launcher: ours (direct import)") / get("launcher: seed's (importlib.metadata)"),
