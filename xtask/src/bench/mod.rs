@@ -13,6 +13,7 @@ mod measure;
 mod registry;
 mod report;
 mod watch;
+mod xfs;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -138,6 +139,12 @@ pub fn run(sh: &crate::shell::Shell, args: &BenchArgs) -> Result<(), Failure> {
         ),
     );
     let mut ms = cold_rows(&b)?;
+    sh.status("Measuring", "reflinks on a loop-mounted XFS");
+    ms.extend(xfs::clone_rows(
+        sh,
+        &b,
+        inputs.venv_bytes + (inputs.venv_bytes >> 3),
+    )?);
     ms.extend(edit_rows(&b)?);
     sh.status(
         "Measuring",

@@ -7,6 +7,7 @@ use super::generate::Inputs;
 use super::imports::{IMPORT_OWN, IMPORT_WITH, IMPORT_WITHOUT};
 use super::measure::Stats;
 use super::watch::{WATCH_CHECKOUT, WATCH_EDIT};
+use super::xfs::{CLONE_XFS, CP_XFS, CP_XFS_NEVER};
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Ratio {
@@ -62,6 +63,16 @@ pub(crate) fn ratios(ms: &[Stats]) -> Vec<Ratio> {
             "cold, no bytecode, hardlink / cp -a",
             get("cold assemble, no bytecode, hardlink") / get("cp -a of the inputs"),
             Some(0.25),
+        ),
+        ratio(
+            "on XFS: cold, no bytecode, clone / cp -a",
+            get(CLONE_XFS) / get(CP_XFS),
+            Some(0.25),
+        ),
+        ratio(
+            "on XFS: cold, no bytecode, clone / cp -a --reflink=never",
+            get(CLONE_XFS) / get(CP_XFS_NEVER),
+            None,
         ),
         ratio(
             "cold with bytecode / without",
