@@ -491,6 +491,7 @@ fn the_test_command_names_what_is_missing_and_how_to_install_it() {
         "umoci",
         "docker-registry",
         "htpasswd",
+        "mkfs.xfs",
     ] {
         std::os::unix::fs::symlink(support::which(tool), bin.join(tool)).unwrap();
     }

@@ -349,7 +349,7 @@ fn lost_events_end_in_a_full_run_and_the_clean_tree() {
 }
 
 /// Another `assemble` on a watched output fails at once with `--no-wait`,
-/// naming the output.
+/// naming the output; `plan`, a dry run, takes no `--watch`.
 #[test]
 fn a_watched_output_is_locked() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -361,4 +361,6 @@ fn a_watched_output_is_locked() {
         .fails(1);
     assert!(busy.contains("another assemble is writing"), "{busy}");
     w.stop();
+    let plan = s.run("plan", &["--watch"]).fails(2);
+    assert!(plan.contains("--watch applies each change"), "{plan}");
 }

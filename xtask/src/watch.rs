@@ -323,15 +323,15 @@ fn rewatch(
 /// The folders the plan of `recipe` reads from outside the cache.
 fn inputs(recipe: &Recipe) -> BTreeMap<PathBuf, Watch> {
     let mut want = only_files(&recipe.files);
+    // One watch a folder: recursive if either is, for the names of both
+    // (all names if either counts all). At worst broader: a spare run.
     let mut add = |dir: &Path, w: Watch| {
         let merged = match want.remove(dir) {
-            // A folder watched whole and for some names: whole.
-            Some(old) if old.recursive && old.names.is_none() => old,
-            Some(old) if !w.recursive && !old.recursive => Watch {
-                recursive: false,
+            Some(old) => Watch {
+                recursive: old.recursive || w.recursive,
                 names: union(old.names, w.names),
             },
-            _ => w,
+            None => w,
         };
         want.insert(dir.to_path_buf(), merged);
     };
@@ -407,4 +407,74 @@ fn stop_on_signals(tx: mpsc::Sender<Message>) -> Result<(), Failure> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn watch(recursive: bool, names: Option<&[&str]>) -> Watch {
+        Watch {
+            recursive,
+            names: names.map(|n| n.iter().map(OsString::from).collect()),
+        }
+    }
+
+    /// A folder watched for some names counts only those names, and only
+    /// in itself unless recursive; a whole folder counts all beneath it.
+    #[test]
+    fn only_the_paths_a_plan_reads_count() {
+        let mut w = BTreeMap::new();
+        w.insert(PathBuf::from("/r"), watch(false, Some(&["assemble.toml"])));
+        w.insert(PathBuf::from("/src"), watch(true, None));
+        w.insert(PathBuf::from("/proj"), watch(true, Some(&["uv.lock"])));
+        for (path, expected) in [
+            ("/r/assemble.toml", true),
+            ("/r/assemble.lock", false),
+            ("/r/sub/assemble.toml", false),
+            ("/src/a/b/c.py", true),
+            ("/src", true),
+            ("/proj/uv.lock", true),
+            ("/proj/member/uv.lock", true),
+            ("/proj/.venv/lib/x.py", false),
+            ("/elsewhere/x.py", false),
+        ] {
+            assert_eq!(counts(Path::new(path), &w), expected, "{path}");
+        }
+    }
+
+    /// Two recipe files in one folder are one watch for both names; a
+    /// folder also watched whole stays whole.
+    #[test]
+    fn watches_of_one_folder_merge() {
+        let w = only_files(&[PathBuf::from("/r/a.toml"), PathBuf::from("/r/b.toml")]);
+        assert_eq!(w.len(), 1);
+        assert_eq!(
+            w[Path::new("/r")],
+            watch(false, Some(&["a.toml", "b.toml"]))
+        );
+        assert_eq!(
+            union(Some(vec!["b".into(), "a".into()]), Some(vec!["a".into()])),
+            Some(vec![OsString::from("a"), OsString::from("b")])
+        );
+        assert_eq!(union(None, Some(vec!["a".into()])), None);
+    }
+
+    /// The demo's recipe: its two files' folders for their names, the
+    /// authentik checkout whole (the uv project is in it).
+    #[test]
+    fn the_demo_is_watched_where_it_is_read() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let recipe = Recipe::load(&root.join("demo/assemble.toml")).unwrap();
+        let w = inputs(&recipe);
+        assert_eq!(
+            w[&root.join("demo")],
+            watch(false, Some(&["assemble.toml"]))
+        );
+        assert_eq!(w[root], watch(false, Some(&["assemble.toml"])));
+        assert_eq!(w[&root.join("demo/authentik")], watch(true, None));
+        assert_eq!(w.len(), 3);
+    }
 }
