@@ -9,6 +9,7 @@
 
 mod generate;
 mod imports;
+mod links;
 mod measure;
 mod registry;
 mod report;
@@ -145,6 +146,8 @@ pub fn run(sh: &crate::shell::Shell, args: &BenchArgs) -> Result<(), Failure> {
         &b,
         inputs.venv_bytes + (inputs.venv_bytes >> 3),
     )?);
+    sh.status("Measuring", "hard links to the cache");
+    ms.extend(links::link_rows(&b, &python.executable)?);
     ms.extend(edit_rows(&b)?);
     sh.status(
         "Measuring",
@@ -195,7 +198,6 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
         b.root.join("state-no-bytecode"),
     );
     let copy = b.root.join("copy");
-    let (linked_out, linked_state) = (b.root.join("out-hardlink"), b.root.join("state-hardlink"));
     // A registry filled by one cold build, for the row that takes the
     // bytecode from it (with the same prefix, so the same keys).
     let shared = registry::LocalRegistry::start(&b.root.join("registry"))?;
@@ -250,29 +252,6 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
                 c
             }),
         },
-        Series {
-            // The venv's files hard-linked where they are cache entries'.
-            name: "cold assemble, no bytecode, hardlink",
-            setup: Box::new(|_| {
-                fresh(&linked_out)?;
-                fresh(&linked_state)
-            }),
-            cmd: Box::new(|| {
-                let mut c = b.assemble_into(&plain, &linked_out, &linked_state);
-                c.args(["--link-mode", "hardlink"]);
-                c
-            }),
-        },
-        Series {
-            // Every source compiled: the bytecode cache is emptied too.
-            name: "cold assemble",
-            setup: Box::new(|_| {
-                fresh(&b.out)?;
-                fresh(&b.state)?;
-                fresh(&b.cache.join("bytecode"))
-            }),
-            cmd: Box::new(|| b.assemble()),
-        },
     ];
     if let Some(r) = &shared {
         series.push(Series {
@@ -296,11 +275,9 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
     fresh(&shared_state)?;
     fresh(&plain_out)?;
     fresh(&plain_state)?;
-    fresh(&linked_out)?;
-    fresh(&linked_state)?;
     fs_err::remove_dir_all(&copy)?;
     let mut cold = cold.into_iter();
-    let mut ms: Vec<Stats> = cold.by_ref().take(3).collect();
+    let mut ms: Vec<Stats> = cold.by_ref().take(2).collect();
     ms.push(measure(
         "stat walk of the inputs",
         b.runs,

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::generate::Inputs;
 use super::imports::{IMPORT_OWN, IMPORT_WITH, IMPORT_WITHOUT};
+use super::links::{CP_LIB, FETCHED_COPY, FETCHED_HARDLINK};
 use super::measure::Stats;
 use super::watch::{WATCH_CHECKOUT, WATCH_EDIT};
 use super::xfs::{CLONE_XFS, CP_XFS, CP_XFS_NEVER};
@@ -60,9 +61,14 @@ pub(crate) fn ratios(ms: &[Stats]) -> Vec<Ratio> {
             Some(1.0),
         ),
         ratio(
-            "cold, no bytecode, hardlink / cp -a",
-            get("cold assemble, no bytecode, hardlink") / get("cp -a of the inputs"),
+            "cold from the cache, hardlink / cp -a",
+            get(FETCHED_HARDLINK) / get(CP_LIB),
             Some(0.25),
+        ),
+        ratio(
+            "cold from the cache, copy / cp -a",
+            get(FETCHED_COPY) / get(CP_LIB),
+            None,
         ),
         ratio(
             "on XFS: cold, no bytecode, clone / cp -a",
