@@ -90,6 +90,8 @@ pub(crate) fn link_rows(b: &Bench, python: &Path) -> anyhow::Result<Vec<Stats>> 
         },
     ];
     let rows = measure_interleaved(b.runs, series)?;
+    // The row measured links: the last run's report says how many.
+    super::check_copies(&build("hardlink"), &[&out, &state], "linked")?;
     for dir in [&out, &state, &copy] {
         fresh(dir)?;
     }

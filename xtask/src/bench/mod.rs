@@ -91,6 +91,29 @@ impl Bench {
     }
 }
 
+/// Runs `build` (an `assemble --json`) into emptied `dirs` and fails
+/// unless its report counts some copies as `how` (`linked`, `cloned`):
+/// a row is only worth its name if the mode did what it says.
+fn check_copies(build: &Command, dirs: &[&Path], how: &str) -> anyhow::Result<()> {
+    for d in dirs {
+        fresh(d)?;
+    }
+    let mut c = Command::new(build.get_program());
+    c.args(build.get_args());
+    let out = c.output().with_context(|| format!("running {c:?}"))?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "the report of {c:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let n = report["copies"][how].as_u64().unwrap_or(0);
+    if n == 0 {
+        anyhow::bail!("no file was {how} by {c:?}: {}", report["copies"]);
+    }
+    Ok(())
+}
+
 /// `dir` and all it holds gone, if it was there.
 fn fresh(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
@@ -251,6 +274,16 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
                 c.args(["--link-mode", "copy"]);
                 c
             }),
+        },
+        Series {
+            // Every source compiled: the bytecode cache is emptied too.
+            name: "cold assemble",
+            setup: Box::new(|_| {
+                fresh(&b.out)?;
+                fresh(&b.state)?;
+                fresh(&b.cache.join("bytecode"))
+            }),
+            cmd: Box::new(|| b.assemble()),
         },
     ];
     if let Some(r) = &shared {

@@ -135,6 +135,19 @@ pub(crate) fn clone_rows(
         },
     ];
     let rows = measure_interleaved(b.runs, series)?;
+    let mut again = Command::new(&b.exe);
+    again
+        .arg("assemble")
+        .arg("--recipe")
+        .arg(&plain)
+        .arg("--out")
+        .arg(&out)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--link-mode", "clone", "--json"]);
+    super::check_copies(&again, &[&out, &state], "cloned")?;
     drop(xfs);
     Ok(rows)
 }
