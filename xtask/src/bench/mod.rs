@@ -65,6 +65,8 @@ struct Bench {
     state: PathBuf,
     cache: PathBuf,
     runs: usize,
+    /// The interpreter the recipes name.
+    python: PathBuf,
 }
 
 impl Bench {
@@ -114,6 +116,9 @@ fn check_copies(build: &Command, dirs: &[&Path], how: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// The row a first cold build with bytecode is compared with.
+pub(crate) const CP_COMPILEALL: &str = "cp -a of the inputs, then compileall -j0";
+
 /// `dir` and all it holds gone, if it was there.
 fn fresh(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
@@ -149,6 +154,7 @@ pub fn run(sh: &crate::shell::Shell, args: &BenchArgs) -> Result<(), Failure> {
         state: root.join("state"),
         cache: root.join("cache"),
         runs: args.runs.max(1),
+        python: python.executable.clone(),
         input_dir,
         root,
     };
@@ -221,6 +227,7 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
         b.root.join("state-no-bytecode"),
     );
     let copy = b.root.join("copy");
+    let compiled = b.root.join("copy-compiled");
     // A registry filled by one cold build, for the row that takes the
     // bytecode from it (with the same prefix, so the same keys).
     let shared = registry::LocalRegistry::start(&b.root.join("registry"))?;
@@ -260,6 +267,28 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
                     .arg(b.input_dir.join("venv"))
                     .arg(b.input_dir.join("app"))
                     .arg(&copy);
+                c
+            }),
+        },
+        Series {
+            // What a first build with bytecode competes with: the copy, then
+            // every source compiled on every core (a source that does not
+            // compile is not an error here).
+            name: CP_COMPILEALL,
+            setup: Box::new(|_| {
+                fresh(&compiled)?;
+                fs_err::create_dir_all(&compiled)?;
+                Ok(())
+            }),
+            cmd: Box::new(|| {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg("cp -a \"$1\" \"$2\" \"$3\" && { \"$4\" -m compileall -q -j0 \"$3\" >/dev/null; true; }")
+                    .arg("bash")
+                    .arg(b.input_dir.join("venv"))
+                    .arg(b.input_dir.join("app"))
+                    .arg(&compiled)
+                    .arg(&b.python);
                 c
             }),
         },
@@ -309,8 +338,9 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
     fresh(&plain_out)?;
     fresh(&plain_state)?;
     fs_err::remove_dir_all(&copy)?;
+    fresh(&compiled)?;
     let mut cold = cold.into_iter();
-    let mut ms: Vec<Stats> = cold.by_ref().take(2).collect();
+    let mut ms: Vec<Stats> = cold.by_ref().take(3).collect();
     ms.push(measure(
         "stat walk of the inputs",
         b.runs,

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::CP_COMPILEALL;
 use super::generate::Inputs;
 use super::imports::{IMPORT_OWN, IMPORT_WITH, IMPORT_WITHOUT};
 use super::links::{CP_LIB, FETCHED_COPY, FETCHED_HARDLINK};
@@ -79,6 +80,11 @@ pub(crate) fn ratios(ms: &[Stats]) -> Vec<Ratio> {
             "on XFS: cold, no bytecode, clone / cp -a --reflink=never",
             get(CLONE_XFS) / get(CP_XFS_NEVER),
             None,
+        ),
+        ratio(
+            "cold, bytecode compiled (empty cache) / cp -a, then compileall -j0",
+            get("cold assemble") / get(CP_COMPILEALL),
+            Some(1.0),
         ),
         ratio(
             "cold with bytecode / without",
