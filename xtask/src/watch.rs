@@ -91,8 +91,6 @@ pub fn run(sh: &Shell, args: &AssembleArgs, opts: &Options) -> Result<(), Failur
                 sh.warn(
                     "events were lost (the kernel's inotify queue overflowed, or a watch failed); every input is checked",
                 );
-            }
-            if batch.lost {
                 // Watches notify would have added for new folders may be
                 // missing: all made again before the run.
                 for dir in watched.keys() {
@@ -100,12 +98,13 @@ pub fn run(sh: &Shell, args: &AssembleArgs, opts: &Options) -> Result<(), Failur
                 }
                 watched.clear();
             }
+            // Before the run: a recipe edit's new folders are watched
+            // while it reads them, so no change to them is missed.
             rewatch(sh, &mut watcher, &mut watched, &opts.recipe);
             let start = Instant::now();
             if let Some(r) = once(sh, opts, &lock) {
                 update_line(sh, &r, &batch.triggers, &opts.recipe, start.elapsed());
             }
-            rewatch(sh, &mut watcher, &mut watched, &opts.recipe);
         }
         if stop {
             break;

@@ -59,8 +59,9 @@ impl LinkMode {
 #[derive(Debug, Default)]
 pub struct Writing {
     pub mode: LinkMode,
-    /// The cache folder, canonical: only its files are hard-linked.
-    cache: Option<PathBuf>,
+    /// The cache folder, as given and canonical: only files beneath it
+    /// are hard-linked.
+    cache: Vec<PathBuf>,
     /// Set once the output's file system refused a reflink: no more tries.
     no_clone: AtomicBool,
     pub(crate) cloned: AtomicUsize,
@@ -72,7 +73,9 @@ impl Writing {
     pub fn new(mode: LinkMode, cache: Option<&Path>) -> Writing {
         Writing {
             mode,
-            cache: cache.map(assemble_fs::canonical),
+            cache: cache
+                .map(|c| vec![c.to_path_buf(), assemble_fs::canonical(c)])
+                .unwrap_or_default(),
             ..Writing::default()
         }
     }
@@ -90,7 +93,7 @@ impl Writing {
         self.mode == LinkMode::Hardlink
             && e.step != "bytecode"
             && e.source_sha.as_ref() == Some(sha)
-            && self.cache.as_ref().is_some_and(|c| src.starts_with(c))
+            && self.cache.iter().any(|c| src.starts_with(c))
     }
 
     /// Makes `tmp` in `dir` a hard link to `e`'s input when it may be one
