@@ -22,9 +22,11 @@
 //! state before the next event is read.
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use assemble_pipeline::{Event, Lock, Options, Report};
@@ -63,7 +65,7 @@ pub fn run(sh: &Shell, args: &AssembleArgs, opts: &Options) -> Result<(), Failur
     let lock = lock.map_err(Failure::from_pipeline)?;
 
     let (tx, rx) = mpsc::channel();
-    stop_on_signals(tx.clone())?;
+    let stopping = stop_on_signals(tx.clone())?;
     let mut watcher = notify::recommended_watcher(move |e| {
         let _ = tx.send(Message::Fs(e));
     })?;
@@ -86,6 +88,11 @@ pub fn run(sh: &Shell, args: &AssembleArgs, opts: &Options) -> Result<(), Failur
         let Some((batch, stop)) = collect(first, &rx, &watched) else {
             break;
         };
+        // A signal that came during the last run ends the watch now, not
+        // after the events queued before it.
+        if stopping.load(Ordering::Relaxed) {
+            break;
+        }
         if !batch.triggers.is_empty() || batch.lost {
             if batch.lost {
                 sh.warn(
@@ -120,6 +127,7 @@ pub fn run(sh: &Shell, args: &AssembleArgs, opts: &Options) -> Result<(), Failur
 struct Batch {
     /// The input paths that changed, in order, each once.
     triggers: Vec<PathBuf>,
+    seen: HashSet<PathBuf>,
     /// Events were lost: the kernel's queue overflowed, or a watch failed.
     lost: bool,
 }
@@ -167,7 +175,7 @@ fn take(batch: &mut Batch, e: notify::Result<notify::Event>, watched: &BTreeMap<
         return;
     }
     for p in e.paths {
-        if counts(&p, watched) && !batch.triggers.contains(&p) {
+        if counts(&p, watched) && batch.seen.insert(p.clone()) {
             batch.triggers.push(p);
         }
     }
@@ -395,17 +403,20 @@ fn union(a: Option<Vec<OsString>>, b: Option<Vec<OsString>>) -> Option<Vec<OsStr
     Some(a)
 }
 
-/// SIGINT and SIGTERM become a [`Message::Stop`]: the run in progress ends
-/// and commits its state first.
-fn stop_on_signals(tx: mpsc::Sender<Message>) -> Result<(), Failure> {
+/// SIGINT and SIGTERM become a [`Message::Stop`] (and the flag returned,
+/// set): the run in progress ends and commits its state first.
+fn stop_on_signals(tx: mpsc::Sender<Message>) -> Result<Arc<AtomicBool>, Failure> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = stopping.clone();
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
+            flag.store(true, Ordering::Relaxed);
             let _ = tx.send(Message::Stop);
         }
     });
-    Ok(())
+    Ok(stopping)
 }
 
 #[cfg(test)]
