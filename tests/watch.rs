@@ -349,9 +349,11 @@ fn lost_events_end_in_a_full_run_and_the_clean_tree() {
 }
 
 /// Another `assemble` on a watched output fails at once with `--no-wait`,
-/// naming the output; `plan`, a dry run, takes no `--watch`.
+/// naming the output; a recipe broken while watching is said and the
+/// watch goes on, and the update after it also repairs a file edited in
+/// the output; `plan`, a dry run, takes no `--watch`.
 #[test]
-fn a_watched_output_is_locked() {
+fn a_watched_output_is_locked_and_survives_a_broken_recipe() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = Scratch::new();
     let out = s.path("out");
@@ -360,6 +362,20 @@ fn a_watched_output_is_locked() {
         .assemble(&["--out", out.to_str().unwrap(), "--no-wait"])
         .fails(1);
     assert!(busy.contains("another assemble is writing"), "{busy}");
+
+    // A typo in the recipe: the error, with its place, and the watch waits.
+    s.edit_recipe(|t| t.replace("[python]\n", "[python]\nintepreter = 1\n"));
+    w.wait_for_line("with the recipe's error", |l| l.contains("Waiting"));
+    assert!(w.log().contains("assemble.toml:"), "{}", w.log());
+    // A file edited in the output, then the recipe mended: the update
+    // puts back the tree's file too.
+    let site = out.join(format!("lib/python{}/site-packages", support::python_xy()));
+    let tree_file = site.join("guardian/__init__.py");
+    let original = fs_err::read_to_string(&tree_file).unwrap();
+    fs_err::write(&tree_file, "edited in the output\n").unwrap();
+    s.edit_recipe(|t| t.replace("intepreter = 1\n", ""));
+    let repaired = poll(|| fs_err::read_to_string(&tree_file).is_ok_and(|t| t == original));
+    assert!(repaired, "{}", w.log());
     w.stop();
     let plan = s.run("plan", &["--watch"]).fails(2);
     assert!(plan.contains("--watch applies each change"), "{plan}");
