@@ -92,6 +92,26 @@ impl Drop for Watching {
     }
 }
 
+/// The kernel's `max_queued_events` (for inotify instances made from now
+/// on) set, and put back when dropped, a failed test included.
+struct QueueLimit(String);
+
+const QUEUE_LIMIT: &str = "/proc/sys/fs/inotify/max_queued_events";
+
+impl QueueLimit {
+    fn set(value: &str) -> QueueLimit {
+        let was = fs_err::read_to_string(QUEUE_LIMIT).unwrap();
+        fs_err::write(QUEUE_LIMIT, value).unwrap();
+        QueueLimit(was)
+    }
+}
+
+impl Drop for QueueLimit {
+    fn drop(&mut self) {
+        let _ = fs_err::write(QUEUE_LIMIT, &self.0);
+    }
+}
+
 /// Polls `f` until it holds or [`DEADLINE`] passes.
 fn poll(mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -314,15 +334,12 @@ fn lost_events_end_in_a_full_run_and_the_clean_tree() {
     // Built first: the watch's own first run then opens no input.
     s.assemble(&["--out", out.to_str().unwrap(), "--prefix", PREFIX])
         .ok();
-    let limit = Path::new("/proc/sys/fs/inotify/max_queued_events");
-    let was = fs_err::read_to_string(limit).unwrap();
     // The limit is read when the watch makes its inotify instance, and
-    // restored as soon as it says it watches.
-    fs_err::write(limit, "0").unwrap();
-    let started =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Watching::start(&s, &out)));
-    fs_err::write(limit, &was).unwrap();
-    let w = started.unwrap();
+    // restored as soon as it says it watches (or the test fails).
+    let w = {
+        let _limit = QueueLimit::set("0");
+        Watching::start(&s, &out)
+    };
 
     let src = s.path("demo/authentik/authentik");
     for i in 0..300 {
