@@ -67,11 +67,7 @@ pub(crate) fn link_rows(b: &Bench, python: &Path) -> anyhow::Result<Vec<Stats>> 
     let series = vec![
         Series {
             name: CP_LIB,
-            setup: Box::new(|_| {
-                fresh(&copy)?;
-                fs_err::create_dir_all(&copy)?;
-                Ok(())
-            }),
+            setup: Box::new(|_| super::empty(&copy)),
             cmd: Box::new(|| {
                 let mut c = Command::new("cp");
                 c.arg("-a").arg(venv.join("lib")).arg(&copy);

@@ -119,6 +119,13 @@ fn check_copies(build: &Command, dirs: &[&Path], how: &str) -> anyhow::Result<()
 /// The row a first cold build with bytecode is compared with.
 pub(crate) const CP_COMPILEALL: &str = "cp -a of the inputs, then compileall -j0";
 
+/// `dir` empty: made anew.
+fn empty(dir: &Path) -> anyhow::Result<()> {
+    fresh(dir)?;
+    fs_err::create_dir_all(dir)?;
+    Ok(())
+}
+
 /// `dir` and all it holds gone, if it was there.
 fn fresh(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
@@ -256,11 +263,7 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
     let mut series = vec![
         Series {
             name: "cp -a of the inputs",
-            setup: Box::new(|_| {
-                fresh(&copy)?;
-                fs_err::create_dir_all(&copy)?;
-                Ok(())
-            }),
+            setup: Box::new(|_| empty(&copy)),
             cmd: Box::new(|| {
                 let mut c = Command::new("cp");
                 c.arg("-a")
@@ -275,11 +278,7 @@ fn cold_rows(b: &Bench) -> anyhow::Result<Vec<Stats>> {
             // every source compiled on every core (a source that does not
             // compile is not an error here).
             name: CP_COMPILEALL,
-            setup: Box::new(|_| {
-                fresh(&compiled)?;
-                fs_err::create_dir_all(&compiled)?;
-                Ok(())
-            }),
+            setup: Box::new(|_| empty(&compiled)),
             cmd: Box::new(|| {
                 let mut c = Command::new("bash");
                 c.arg("-c")

@@ -96,10 +96,20 @@ pub(crate) fn clone_rows(
             .arg(&copy);
         c
     };
-    let empty_copy = |_| {
-        fresh(&copy)?;
-        fs_err::create_dir_all(&copy)?;
-        Ok(())
+    let empty_copy = |_| super::empty(&copy);
+    let clone_build = || {
+        let mut c = Command::new(&b.exe);
+        c.arg("assemble")
+            .arg("--recipe")
+            .arg(&plain)
+            .arg("--out")
+            .arg(&out)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--link-mode", "clone", "--json"]);
+        c
     };
     let series = vec![
         Series {
@@ -118,36 +128,11 @@ pub(crate) fn clone_rows(
                 fresh(&out)?;
                 fresh(&state)
             }),
-            cmd: Box::new(|| {
-                let mut c = Command::new(&b.exe);
-                c.arg("assemble")
-                    .arg("--recipe")
-                    .arg(&plain)
-                    .arg("--out")
-                    .arg(&out)
-                    .arg("--cache-dir")
-                    .arg(&cache)
-                    .arg("--state-dir")
-                    .arg(&state)
-                    .args(["--link-mode", "clone", "--json"]);
-                c
-            }),
+            cmd: Box::new(clone_build),
         },
     ];
     let rows = measure_interleaved(b.runs, series)?;
-    let mut again = Command::new(&b.exe);
-    again
-        .arg("assemble")
-        .arg("--recipe")
-        .arg(&plain)
-        .arg("--out")
-        .arg(&out)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--link-mode", "clone", "--json"]);
-    super::check_copies(&again, &[&out, &state], "cloned")?;
+    super::check_copies(&clone_build(), &[&out, &state], "cloned")?;
     drop(xfs);
     Ok(rows)
 }
