@@ -739,3 +739,77 @@ fn offline_names_every_missing_input() {
     assert_eq!(units, ["opencontainers", "python-deps"], "{e}");
     assert!(!out.exists(), "nothing written");
 }
+
+/// Every command that prints to stdout, its stdout a pipe whose reader is
+/// already gone (`| head -c 1` at its most abrupt): the first write ends
+/// the process quietly, by SIGPIPE's default action, with no panic.
+/// Guards against `failed printing to stdout: Broken pipe` and exit 101.
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = Scratch::new();
+    let demo = demo(&s);
+    let out = s.path("out");
+    let empty = s.path("no-elf");
+    fs_err::create_dir_all(&empty).unwrap();
+    let (out, empty, readme) = (
+        out.to_str().unwrap(),
+        empty.to_str().unwrap(),
+        support::root().join("README.md"),
+    );
+    let recipe = s.recipe();
+    let recipe = recipe.to_str().unwrap();
+    let mut plan = demo.clone();
+    plan[0] = "plan".into();
+    let commands: Vec<Vec<String>> = [
+        vec!["completions", "bash"],
+        vec!["hash", readme.to_str().unwrap()],
+        vec!["verify", "--recipe", recipe, "--out", out, "--json"],
+        vec!["export", "--format", "tar", "--from", out],
+        vec!["autopatchelf", "--json", empty],
+    ]
+    .into_iter()
+    .map(|c| c.into_iter().map(String::from).collect())
+    .chain([
+        demo.iter().cloned().chain(["--json".into()]).collect(),
+        plan.iter().cloned().chain(["--json".into()]).collect(),
+    ])
+    .collect();
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(&args)
+            .current_dir(s.dir.path())
+            .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
+            .env("ASSEMBLE_STATE_DIR", s.path("state"))
+            .stdout(writer);
+        let done = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}:\n{err}"
+        );
+        assert!(
+            done.status.signal() == Some(13) || done.status.success(),
+            "{args:?} ended with {}:\n{err}",
+            done.status
+        );
+    }
+}
+
+/// `man` without `--out` writes into the checkout's target dir, never
+/// into the current folder (it once wrote 14 pages there).
+#[test]
+fn man_writes_nothing_into_the_current_folder() {
+    let s = Scratch::new();
+    let before = support::listing(s.dir.path());
+    let said = support::xtask(s.dir.path(), &["man"]).ok();
+    assert_eq!(support::listing(s.dir.path()), before, "{said}");
+    let target = support::xtask_bin()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("man");
+    assert!(target.join("xtask-assemble.1").is_file(), "{said}");
+}

@@ -17,9 +17,10 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ManArgs {
-    /// The folder to write the pages into (created if missing).
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    out: PathBuf,
+    /// The folder to write the pages into (created if missing; default:
+    /// TARGET/man, TARGET being this checkout's target dir).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 pub fn completions(args: &CompletionsArgs) -> Result<(), Failure> {
@@ -33,7 +34,11 @@ pub fn man(sh: &Shell, args: &ManArgs) -> Result<(), Failure> {
     let mut cmd = Cli::command();
     // Built, so that the global flags reach every command's page.
     cmd.build();
-    fs_err::create_dir_all(&args.out)?;
+    let out = match &args.out {
+        Some(dir) => dir.clone(),
+        None => crate::context::Workspace::locate()?.target_dir.join("man"),
+    };
+    fs_err::create_dir_all(&out)?;
     let mut pages = vec![("xtask".to_string(), cmd.clone())];
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
         let name = format!("xtask-{}", sub.get_name());
@@ -49,11 +54,11 @@ pub fn man(sh: &Shell, args: &ManArgs) -> Result<(), Failure> {
         clap_mangen::Man::new(page.clone())
             .title(name.as_str())
             .render(&mut buf)?;
-        fs_err::write(args.out.join(format!("{name}.1")), buf)?;
+        fs_err::write(out.join(format!("{name}.1")), buf)?;
     }
     sh.status(
         "Written",
-        format!("{} manual pages in {}", pages.len(), args.out.display()),
+        format!("{} manual pages in {}", pages.len(), out.display()),
     );
     Ok(())
 }

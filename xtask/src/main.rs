@@ -324,7 +324,17 @@ impl Command {
     }
 }
 
+/// A closed stdout (`xtask ... | head -1`) ends the process quietly, as it
+/// does cargo and ripgrep: SIGPIPE's default action (Rust ignores the
+/// signal, and `println!` then panics on the write's EPIPE).
+fn end_quietly_on_a_closed_pipe() {
+    let always = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Without it, a closed pipe is a panic: nothing else is lost.
+    let _ = signal_hook::flag::register_conditional_default(signal_hook::consts::SIGPIPE, always);
+}
+
 fn main() -> ExitCode {
+    end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     let json = cli.command.json();
     let shell = shell::Shell::new(
