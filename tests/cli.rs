@@ -813,3 +813,15 @@ fn man_writes_nothing_into_the_current_folder() {
         .join("man");
     assert!(target.join("xtask-assemble.1").is_file(), "{said}");
 }
+
+/// `lock` on a recipe with nothing to lock says so and writes no file;
+/// `--update` with a typo of a unit's name says which was meant.
+#[test]
+fn lock_says_what_it_wrote_and_what_was_meant() {
+    let s = Scratch::new();
+    let err = s.run("lock", &[]).ok();
+    assert!(err.contains("nothing to lock"), "{err}");
+    assert!(!s.path("demo/assemble.lock").exists());
+    let typo = s.run("lock", &["--update", "authentikk"]).fails(2);
+    assert!(typo.contains("did you mean `authentik`?"), "{typo}");
+}

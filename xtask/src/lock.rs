@@ -30,6 +30,22 @@ pub fn run(sh: &crate::shell::Shell, args: &LockArgs) -> Result<(), Failure> {
         assemble_pipeline::lock(&recipe, &cache, args.common.offline, &args.update, &events);
     drawing.clear();
     let units = units.map_err(Failure::from_pipeline)?;
+    let lock_file = recipe.with_file_name("assemble.lock");
+    if units.is_empty() {
+        sh.status(
+            "Finished",
+            format!(
+                "nothing to lock: {} pins no github source without `hash`{}",
+                recipe.display(),
+                if lock_file.exists() {
+                    String::new()
+                } else {
+                    format!("; {} not written", lock_file.display())
+                }
+            ),
+        );
+        return Ok(());
+    }
     for u in &units {
         let status = match u.status {
             LockStatus::Unchanged => "Locked",
@@ -42,7 +58,7 @@ pub fn run(sh: &crate::shell::Shell, args: &LockArgs) -> Result<(), Failure> {
         "Finished",
         format!(
             "{} ({} source{})",
-            recipe.with_file_name("assemble.lock").display(),
+            lock_file.display(),
             units.len(),
             if units.len() == 1 { "" } else { "s" }
         ),

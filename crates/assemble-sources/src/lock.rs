@@ -71,14 +71,23 @@ pub fn resolve_lock_unstored(
     update: &[String],
     reporter: &dyn Reporter,
 ) -> Result<(Vec<LockedUnit>, Vec<assemble_plan::WouldMake>, Lockfile), Error> {
+    let pinned: Vec<&str> = recipe
+        .units
+        .iter()
+        .filter(|x| matches!(&x.source, Source::Remote(r) if Lockfile::key(r).is_some()))
+        .map(|x| x.name.as_str())
+        .collect();
     for u in update {
-        if !recipe.units.iter().any(|x| {
-            x.name == u.as_str()
-                && matches!(&x.source, Source::Remote(r) if Lockfile::key(r).is_some())
-        }) {
+        if !pinned.contains(&u.as_str()) {
+            // A typo of a unit the lock pins, or of any unit of the recipe.
+            let all: Vec<&str> = recipe.units.iter().map(|x| x.name.as_str()).collect();
+            let hint = assemble_recipe::suggest(u, &pinned)
+                .or_else(|| assemble_recipe::suggest(u, &all))
+                .map(|m| format!("; did you mean `{m}`?"))
+                .unwrap_or_default();
             return Err(Error::Update {
                 message: format!(
-                    "{u} names no unit of {} whose source the lock pins (a github source without `hash`)",
+                    "{u} names no unit of {} whose source the lock pins (a github source without `hash`){hint}",
                     recipe.file.display()
                 ),
             });
@@ -105,6 +114,12 @@ pub fn resolve_lock_unstored(
         let (hash, status) = match lock.get(&unit.name, &key) {
             Locked::Hash(h) if !forced => (h, LockStatus::Unchanged),
             found => {
+                // What the entry held: a hash, one for another source, none.
+                let before = match found {
+                    Locked::Hash(h) => Some(Some(h)),
+                    Locked::Stale => Some(None),
+                    Locked::Missing => None,
+                };
                 if locked {
                     return Err(Error::Locked {
                         unit: unit.name.clone(),
@@ -152,10 +167,11 @@ pub fn resolve_lock_unstored(
                     unit: unit.name.clone(),
                     source,
                 })?;
-                let status = if forced {
-                    LockStatus::Updated
-                } else {
-                    LockStatus::Added
+                // Fetched again: updated only if it resolves to another hash.
+                let status = match before {
+                    Some(Some(b)) if b == h => LockStatus::Unchanged,
+                    Some(_) => LockStatus::Updated,
+                    None => LockStatus::Added,
                 };
                 (h, status)
             }
