@@ -825,3 +825,25 @@ fn lock_says_what_it_wrote_and_what_was_meant() {
     let typo = s.run("lock", &["--update", "authentikk"]).fails(2);
     assert!(typo.contains("did you mean `authentik`?"), "{typo}");
 }
+
+/// `verify` of a drifted output names the `assemble` that repairs it as
+/// it was asked for: the same `--recipe` and `--out` (a plain `cargo
+/// xtask assemble` would build the root recipe somewhere else).
+#[test]
+fn verify_hints_the_assemble_it_was_given() {
+    let s = Scratch::new();
+    demo(&s);
+    let out = s.path("out");
+    fs_err::write(out.join("manage.py"), "edited\n").unwrap();
+    let recipe = s.recipe();
+    let err = s.run("verify", &["--out", out.to_str().unwrap()]).fails(1);
+    let want = format!(
+        "run `cargo xtask assemble --recipe {} --out {}` to repair it",
+        recipe.display(),
+        out.display()
+    );
+    assert!(err.contains(&want), "{want}\n{err}");
+    // Run as the hint says, the output verifies again.
+    s.assemble(&["--out", out.to_str().unwrap()]).ok();
+    s.run("verify", &["--out", out.to_str().unwrap()]).ok();
+}

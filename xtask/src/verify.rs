@@ -73,10 +73,11 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
     }
     failed_if(found.len(), || {
         format!(
-            "{} does not match its recorded manifest ({} difference{}); run `cargo xtask assemble` to repair it",
+            "{} does not match its recorded manifest ({} difference{}); run `{}` to repair it",
             out.display(),
             found.len(),
-            if found.len() == 1 { "" } else { "s" }
+            if found.len() == 1 { "" } else { "s" },
+            args.common.assemble_command(args.out.as_deref()),
         )
     })
 }
