@@ -847,3 +847,41 @@ fn verify_hints_the_assemble_it_was_given() {
     s.assemble(&["--out", out.to_str().unwrap()]).ok();
     s.run("verify", &["--out", out.to_str().unwrap()]).ok();
 }
+
+/// A hand edit in the output and a file added there are each said at
+/// default verbosity when the run puts the tree back; past twenty, one
+/// line counts them, and `-v` lists them all.
+#[test]
+fn what_the_run_undoes_in_the_output_is_said() {
+    let s = Scratch::new();
+    let args = demo(&s);
+    let out = s.path("out");
+    let site = format!("lib/python{}/site-packages", support::python_xy());
+    let settings = format!("{site}/authentik/root/settings.py");
+    let notes = format!("{site}/authentik/mynotes.txt");
+    fs_err::write(out.join(&settings), "edited\n").unwrap();
+    fs_err::write(out.join(&notes), "mine\n").unwrap();
+    let args: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+    let err = support::xtask(s.dir.path(), &[&["assemble"], &args[..]].concat()).ok();
+    assert!(
+        err.contains(&format!(
+            "warning: Restored {settings} (edited outside the tool)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("warning: Removed {notes} (not in the recipe)")),
+        "{err}"
+    );
+    // Twenty-five strays: one line, then all of them with -v.
+    for i in 0..25 {
+        fs_err::write(out.join(format!("stray-{i}")), "").unwrap();
+    }
+    let plan = support::xtask(s.dir.path(), &[&["plan"], &args[..]].concat()).ok();
+    assert!(
+        plan.contains("would restore 0 paths changed outside the tool and would remove 25 not in the recipe (-v lists them)"),
+        "{plan}"
+    );
+    let all = support::xtask(s.dir.path(), &[&["assemble", "-v"], &args[..]].concat()).ok();
+    assert_eq!(all.matches("(not in the recipe)").count(), 25, "{all}");
+}

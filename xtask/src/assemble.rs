@@ -116,6 +116,54 @@ fn unit_lines(sh: &Shell, r: &Report, verbose: bool) {
     }
 }
 
+/// How many paths changed outside the tool are said one by one; past
+/// it, one line with the counts (all of them with `-v`).
+const OUTSIDE_ONE_BY_ONE: usize = 20;
+
+/// A warning for each path the run restores or removes because someone
+/// changed the output (`Restored authentik/root/settings.py (edited outside
+/// the tool)`, `Removed authentik/mynotes.txt (not in the recipe)`): a hand
+/// edit never vanishes without a word.
+pub(crate) fn outside_lines(
+    sh: &Shell,
+    changes: &[assemble_reconcile::Change],
+    verbose: bool,
+    dry_run: bool,
+) {
+    use assemble_reconcile::Reason;
+    let (restore, remove) = if dry_run {
+        ("Would restore", "Would remove")
+    } else {
+        ("Restored", "Removed")
+    };
+    let lines: Vec<String> = changes
+        .iter()
+        .filter_map(|c| {
+            let (word, why) = match c.reason {
+                Reason::Modified => (restore, "edited outside the tool"),
+                Reason::Missing => (restore, "removed outside the tool"),
+                Reason::Added => (remove, "not in the recipe"),
+                _ => return None,
+            };
+            Some(format!("{word} {} ({why})", c.path))
+        })
+        .collect();
+    if lines.len() <= OUTSIDE_ONE_BY_ONE || verbose {
+        for l in lines {
+            sh.warn(l);
+        }
+        return;
+    }
+    let removed = changes.iter().filter(|c| c.reason == Reason::Added).count();
+    sh.warn(format!(
+        "{} {} paths changed outside the tool and {} {} not in the recipe (-v lists them)",
+        restore.to_lowercase(),
+        lines.len() - removed,
+        remove.to_lowercase(),
+        removed
+    ));
+}
+
 /// What the shared cache did, in one line.
 fn registry_line(t: &assemble_share::Tally) -> String {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
@@ -152,6 +200,7 @@ pub(crate) fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
         sh.warn(w);
     }
     unit_lines(sh, r, verbose);
+    outside_lines(sh, &o.changes, verbose, dry_run);
     if verbose {
         for c in o.changes.iter().filter(|c| c.unit.is_none()) {
             sh.note("Dirty", c);

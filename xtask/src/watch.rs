@@ -219,6 +219,7 @@ fn update_line(sh: &Shell, r: &Report, triggers: &[PathBuf], recipe: &Path, took
     for w in &r.plan.warnings {
         sh.warn(w);
     }
+    crate::assemble::outside_lines(sh, &r.outcome.changes, sh.verbose(), false);
     let ms = took.as_millis();
     let changes = &r.outcome.changes;
     let mut units: Vec<&str> = changes
