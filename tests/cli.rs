@@ -416,7 +416,9 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
     for (_, u) in report["units"].as_object().unwrap() {
         assert_eq!(
             keys(u),
-            ["entries", "reasons", "removed", "status", "written"],
+            [
+                "entries", "patches", "reasons", "removed", "status", "written"
+            ],
             "{u}"
         );
     }
@@ -884,4 +886,34 @@ fn what_the_run_undoes_in_the_output_is_said() {
     );
     let all = support::xtask(s.dir.path(), &[&["assemble", "-v"], &args[..]].concat()).ok();
     assert_eq!(all.matches("(not in the recipe)").count(), 25, "{all}");
+}
+
+/// A variant of the demo that adds one patch to authentik keeps the
+/// base's six: `blueprints_dir` is still patched, the new patch applied,
+/// and the unit's line and JSON say seven patches.
+#[test]
+fn a_variant_adding_a_patch_keeps_the_bases() {
+    let s = Scratch::new();
+    s.edit_recipe(|t| {
+        format!(
+            "{t}\n[[units.authentik.patch]]\nfile = \"@site@/authentik/__init__.py\"\nreplace = \"\\\"\\\"\\\"authentik\"\nwith = \"\\\"\\\"\\\"authentik, patched by a variant\"\n"
+        )
+    });
+    let out = s.path("out");
+    let r = s.assemble(&["--out", out.to_str().unwrap(), "--json"]);
+    let report = r.json();
+    assert_eq!(report["units"]["authentik"]["patches"], 7, "{}", r.stderr());
+    let site = out.join(format!("lib/python{}/site-packages", support::python_xy()));
+    let default = fs_err::read_to_string(site.join("authentik/lib/default.yml")).unwrap();
+    assert!(
+        default.contains(&format!("blueprints_dir: {}/blueprints", out.display())),
+        "{default}"
+    );
+    let init = fs_err::read_to_string(site.join("authentik/__init__.py")).unwrap();
+    assert!(init.contains("authentik, patched by a variant"), "{init}");
+    let text = s.assemble(&["--out", out.to_str().unwrap()]).ok();
+    assert!(
+        text.contains("Fresh authentik (49 paths, 7 patches)"),
+        "{text}"
+    );
 }

@@ -91,11 +91,21 @@ fn unit_lines(sh: &Shell, r: &Report, verbose: bool) {
             .filter(|w| w.unit.as_deref() == Some(u.name.as_str()))
             .map(|w| w.what.as_str())
             .collect();
+        // A unit's patches are said with it: a variant that dropped the
+        // base's would show it.
+        let patches = match u.patches {
+            0 => String::new(),
+            1 => ", 1 patch".to_string(),
+            n => format!(", {n} patches"),
+        };
         match u.status {
             _ if !would.is_empty() => {
                 sh.status("Would build", format!("{} ({})", u.name, would.join("; ")))
             }
-            Status::Fresh => sh.status("Fresh", format!("{} ({} paths)", u.name, u.entries)),
+            Status::Fresh => sh.status(
+                "Fresh",
+                format!("{} ({} paths{patches})", u.name, u.entries),
+            ),
             status => sh.status(
                 if status == Status::Dirty {
                     "Would build"
@@ -103,7 +113,7 @@ fn unit_lines(sh: &Shell, r: &Report, verbose: bool) {
                     "Built"
                 },
                 format!(
-                    "{} ({} paths: {} {}, {} {})",
+                    "{} ({} paths{patches}: {} {}, {} {})",
                     u.name,
                     u.entries,
                     u.written,

@@ -19,6 +19,8 @@ struct UnitReport {
     entries: usize,
     written: usize,
     removed: usize,
+    /// The patches the recipe applies to it.
+    patches: usize,
     /// Why the unit is dirty, as plain sentences (empty when fresh).
     reasons: Vec<String>,
 }
@@ -149,6 +151,7 @@ impl Report {
                             entries: u.entries,
                             written: u.written,
                             removed: u.removed,
+                            patches: u.patches,
                             reasons: u.reasons.iter().map(ToString::to_string).collect(),
                         },
                     )

@@ -741,6 +741,7 @@ impl Session {
                     entries: c.entries,
                     written: c.written,
                     removed: c.removed,
+                    patches: u.patches.len(),
                     reasons: statuses
                         .get(&u.name)
                         .map(|s| s.reasons.clone())
@@ -1071,6 +1072,8 @@ pub struct UnitReport {
     pub entries: usize,
     pub written: usize,
     pub removed: usize,
+    /// The patches the recipe applies to it (its base's included).
+    pub patches: usize,
     /// Why the unit is dirty (empty when fresh).
     pub reasons: Vec<assemble_reconcile::DirtyReason>,
 }

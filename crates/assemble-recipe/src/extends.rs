@@ -13,7 +13,10 @@
 //! | `[units.NAME]` not in the base | added after the base's units |
 //! | `[units.NAME]` in both | key by key; a source key given (`path`, `github`, `pypi`, ...) replaces *all* the base's source keys (`tag`, `hash`, `sha256` with them) |
 //!
-//! A value is replaced whole: an `install` table, a `patch` list. Paths
+//! A value is replaced whole (an `install` table, an `executable` list),
+//! but for the one list of tables, `[[units.NAME.patch]]`: a recipe's
+//! patches follow its base's (one equal to a base's is kept once), unless
+//! the unit says `replace-patches = true`. Paths
 //! written in a base (`path`, `venv`, `requirements`, `uv-project`,
 //! `[autopatchelf]` folders) are relative to the base's own folder. Each
 //! file is checked on its own first, so an unknown key is reported at its
@@ -197,9 +200,27 @@ fn merge(into: &mut Table, over: Table) {
     }
 }
 
-fn merge_unit(base: &mut Table, over: Table) {
+fn merge_unit(base: &mut Table, mut over: Table) {
     if over.keys().any(|k| SOURCE_KEYS.contains(&k.as_str())) {
         base.retain(|k, _| !SOURCE_KEYS.contains(&k));
+    }
+    // A list of tables follows the base's (a variant that adds a patch
+    // keeps the base's six), each patch once: a recipe that repeats the
+    // base's patches means them once. `replace-patches = true` replaces.
+    let replace = over
+        .remove("replace-patches")
+        .is_some_and(|v| v.as_bool() == Some(true));
+    if !replace
+        && let Some(Value::Array(theirs)) = base.get("patch")
+        && let Some(Value::Array(mine)) = over.get_mut("patch")
+    {
+        let mut all = theirs.clone();
+        for p in mine.drain(..) {
+            if !all.contains(&p) {
+                all.push(p);
+            }
+        }
+        *mine = all;
     }
     base.extend(over);
 }
@@ -295,6 +316,35 @@ libs = ["libs"]
         }
         let top = dir.path().join("variant/assemble.toml");
         (dir, top)
+    }
+
+    /// A variant that adds a patch keeps the base's; one that repeats the
+    /// base's patch has it once; `replace-patches = true` replaces them.
+    #[test]
+    fn patches_follow_the_bases_unless_replaced() {
+        let child = |extra: &str| {
+            format!(
+                "extends = \"../base/assemble.toml\"\n[units.app]\n{extra}\n[[units.app.patch]]\nfile = \"@site@/app/x.py\"\nreplace = \"c\"\nwith = \"d\"\n"
+            )
+        };
+        let replaces = |r: &Recipe| -> Vec<String> {
+            r.unit("app")
+                .unwrap()
+                .patches
+                .iter()
+                .map(|p| p.replace.clone())
+                .collect()
+        };
+        let (_dir, top) = files(&child(""));
+        assert_eq!(replaces(&Recipe::load(&top).unwrap()), ["a", "c"]);
+        let repeated = format!(
+            "{}[[units.app.patch]]\nfile = \"@site@/app/x.py\"\nreplace = \"a\"\nwith = \"b\"\n",
+            child("")
+        );
+        let (_dir, top) = files(&repeated);
+        assert_eq!(replaces(&Recipe::load(&top).unwrap()), ["a", "c"]);
+        let (_dir, top) = files(&child("replace-patches = true"));
+        assert_eq!(replaces(&Recipe::load(&top).unwrap()), ["c"]);
     }
 
     #[test]

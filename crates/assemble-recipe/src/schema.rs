@@ -118,6 +118,10 @@ pub(crate) struct RawUnit {
     pub(crate) symlinks: IndexMap<String, String>,
     #[serde(default)]
     pub(crate) patch: Vec<Patch>,
+    /// In a recipe that `extends` another: this unit's `patch` list
+    /// replaces the base's instead of following it.
+    #[serde(default)]
+    pub(crate) replace_patches: bool,
 }
 
 /// What a patch does when its pattern is not in the file.
