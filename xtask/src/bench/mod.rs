@@ -37,9 +37,10 @@ pub struct BenchArgs {
     /// Files in the generated authentik checkout.
     #[arg(long, default_value_t = 2_500)]
     pub app_files: usize,
-    /// Runs of each measurement (the median is reported).
-    #[arg(long, default_value_t = 5)]
-    pub runs: usize,
+    /// Runs of each measurement (the median is reported; default 5, with
+    /// --smoke 3).
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// The generator's seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -160,7 +161,7 @@ pub fn run(sh: &crate::shell::Shell, args: &BenchArgs) -> Result<(), Failure> {
         out: root.join("out"),
         state: root.join("state"),
         cache: root.join("cache"),
-        runs: args.runs.max(1),
+        runs: args.runs.unwrap_or(if args.smoke { 3 } else { 5 }).max(1),
         python: python.executable.clone(),
         input_dir,
         root,
@@ -175,30 +176,42 @@ pub fn run(sh: &crate::shell::Shell, args: &BenchArgs) -> Result<(), Failure> {
             b.runs
         ),
     );
-    let mut ms = cold_rows(&b)?;
-    sh.status("Measuring", "reflinks on a loop-mounted XFS");
-    ms.extend(xfs::clone_rows(
-        sh,
-        &b,
-        inputs.venv_bytes + (inputs.venv_bytes >> 3),
+    // One line per phase, when it ends, with its time.
+    let started = std::time::Instant::now();
+    let phase = |name: &str, rows: anyhow::Result<Vec<Stats>>| -> anyhow::Result<Vec<Stats>> {
+        let rows = rows?;
+        sh.status(
+            "Measured",
+            format!("{name} ({:.0} s in all)", started.elapsed().as_secs_f64()),
+        );
+        Ok(rows)
+    };
+    let mut ms = phase("cold builds, the stat walk and the no-op", cold_rows(&b))?;
+    ms.extend(phase(
+        "reflinks on a loop-mounted XFS",
+        xfs::clone_rows(sh, &b, inputs.venv_bytes + (inputs.venv_bytes >> 3)),
     )?);
-    sh.status("Measuring", "hard links to the cache");
-    ms.extend(links::link_rows(&b, &python.executable)?);
-    ms.extend(edit_rows(&b)?);
-    sh.status(
-        "Measuring",
-        "assemble --watch: 24 edits, then a 1,000-file checkout",
-    );
+    ms.extend(phase(
+        "hard links to the cache",
+        links::link_rows(&b, &python.executable),
+    )?);
+    ms.extend(phase("edits", edit_rows(&b))?);
     let site = b.out.join(format!("lib/python{xy}/site-packages"));
-    ms.extend(watch::watch_rows(&b, &site, 24)?);
-    ms.extend(launcher_rows(&b, &xy)?);
-    ms.extend(imports::import_times(
-        sh,
-        &b.root,
-        &python.executable,
-        &b.exe,
-        &b.cache,
-        b.runs.max(10),
+    ms.extend(phase(
+        "assemble --watch: 24 edits, then a 1,000-file checkout",
+        watch::watch_rows(&b, &site, 24),
+    )?);
+    ms.extend(phase("launchers", launcher_rows(&b, &xy))?);
+    ms.extend(phase(
+        "imports",
+        imports::import_times(
+            sh,
+            &b.root,
+            &python.executable,
+            &b.exe,
+            &b.cache,
+            b.runs.max(10),
+        ),
     )?);
     let report = report::BenchReport {
         machine: report::machine(),
