@@ -717,3 +717,55 @@ fn a_tool_folder_that_is_a_file_is_said_as_such() {
         );
     }
 }
+
+/// The recipe's JSON Schema: `assemble.schema.json` is what the recipe
+/// types generate now (`cargo xtask schema > assemble.schema.json` after a
+/// change to them); every shipped recipe names it on its first line, as
+/// taplo and the TOML editor plugins read it; and a real validator
+/// (Debian's python3-jsonschema) accepts each shipped recipe and refuses
+/// a misspelt key.
+#[test]
+fn recipes_have_a_schema_that_is_current_and_checks_them() {
+    let root = support::root();
+    let committed = fs_err::read_to_string(root.join("assemble.schema.json")).unwrap();
+    assert!(
+        committed == assemble_recipe::json_schema(),
+        "assemble.schema.json is stale: run `cargo xtask schema > assemble.schema.json`"
+    );
+    let shipped = [root.join("assemble.toml"), root.join("demo/assemble.toml")];
+    for recipe in &shipped {
+        let text = fs_err::read_to_string(recipe).unwrap();
+        let first = text.lines().next().unwrap();
+        let named = first
+            .strip_prefix("#:schema ")
+            .expect("a #:schema line first");
+        let schema = recipe.parent().unwrap().join(named);
+        assert_eq!(
+            fs_err::canonicalize(&schema).unwrap(),
+            fs_err::canonicalize(root.join("assemble.schema.json")).unwrap(),
+            "{}",
+            recipe.display()
+        );
+    }
+    let s = Scratch::new();
+    let typo = s.path("typo.toml");
+    fs_err::write(&typo, "[python]\nintepreter = \"python3\"\n").unwrap();
+    let check = "import json, sys, tomllib, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        for path, valid in zip(sys.argv[2::2], sys.argv[3::2]):\n\
+        \x20   errors = list(jsonschema.Draft202012Validator(schema).iter_errors(tomllib.load(open(path, 'rb'))))\n\
+        \x20   assert (not errors) == (valid == 'valid'), (path, [e.message for e in errors])\n\
+        print('checked')\n";
+    let mut args = vec![
+        "-c".to_string(),
+        check.to_string(),
+        root.join("assemble.schema.json").display().to_string(),
+    ];
+    for r in &shipped {
+        args.extend([r.display().to_string(), "valid".into()]);
+    }
+    args.extend([typo.display().to_string(), "invalid".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = support::run(Path::new("/usr/bin/python3"), &args);
+    assert!(ok && out.contains("checked"), "{out}");
+}

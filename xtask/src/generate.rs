@@ -62,3 +62,11 @@ pub fn man(sh: &Shell, args: &ManArgs) -> Result<(), Failure> {
     );
     Ok(())
 }
+
+/// `cargo xtask schema`: the recipe's JSON Schema, generated from the
+/// types that read a recipe (`assemble.schema.json` is it).
+pub fn schema() -> Result<(), Failure> {
+    use std::io::Write;
+    std::io::stdout().write_all(assemble_recipe::json_schema().as_bytes())?;
+    Ok(())
+}

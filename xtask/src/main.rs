@@ -95,6 +95,8 @@ enum Command {
     Completions(generate::CompletionsArgs),
     /// Write the manual pages (xtask.1 and one per command) into DIR.
     Man(generate::ManArgs),
+    /// Print the JSON Schema of recipe files (assemble.schema.json), for editors.
+    Schema,
 }
 
 /// Options every command that reads a recipe takes.
@@ -389,6 +391,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(sh, &args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(sh, &args),
+        Command::Schema => generate::schema(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

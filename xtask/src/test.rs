@@ -105,6 +105,11 @@ const NEEDS: &[Need] = &[
         packages: &["xfsprogs"],
     },
     Need {
+        check: Check::File("/usr/lib/python3/dist-packages/jsonschema/__init__.py"),
+        why: "a JSON Schema validator that checks the recipes against assemble.schema.json",
+        packages: &["python3-jsonschema"],
+    },
+    Need {
         check: Check::Program("htpasswd"),
         why: "a login for the registry on loopback",
         packages: &["apache2-utils"],

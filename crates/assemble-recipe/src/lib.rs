@@ -55,6 +55,7 @@ pub use parse::read_text;
 pub(crate) use schema::RawLayer;
 pub use schema::{
     Autopatchelf, Installer, OnMissing, Patch, Project, Recipe, Remote, Scripts, Source, Unit,
+    json_schema,
 };
 pub use vars::{Vars, VarsError};
 

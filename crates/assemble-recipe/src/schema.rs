@@ -10,8 +10,9 @@ use crate::{Hash, UnitName};
 
 /// One recipe file as written: every section optional, as a recipe that
 /// `extends` another gives only what it changes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "authentik-assemble recipe (assemble.toml)")]
 pub(crate) struct RawLayer {
     pub(crate) extends: Option<String>,
     #[expect(
@@ -25,6 +26,7 @@ pub(crate) struct RawLayer {
     )]
     pub(crate) python: Option<RawPython>,
     #[serde(default)]
+    #[schemars(with = "IndexMap<String, RawUnit>")]
     pub(crate) units: IndexMap<String, toml::Spanned<RawUnit>>,
     #[expect(
         dead_code,
@@ -46,7 +48,7 @@ pub(crate) struct RawRecipe {
     pub(crate) autopatchelf: Option<RawAutopatchelf>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawAutopatchelf {
     #[serde(default)]
@@ -73,14 +75,14 @@ pub struct Autopatchelf {
     pub canonical: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPackage {
     pub(crate) name: Option<String>,
     pub(crate) version: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawPython {
     pub(crate) interpreter: Option<String>,
@@ -90,7 +92,7 @@ pub(crate) struct RawPython {
     pub(crate) installer_sha256: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawUnit {
     pub(crate) venv: Option<String>,
@@ -125,7 +127,9 @@ pub(crate) struct RawUnit {
 }
 
 /// What a patch does when its pattern is not in the file.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnMissing {
     /// Fail the build, showing the closest lines (Nix's `--replace-fail`).
@@ -138,7 +142,7 @@ pub enum OnMissing {
 }
 
 /// One `substituteInPlace --replace-*` of the seed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Patch {
     /// Output path of the file to patch (variables allowed).
@@ -392,4 +396,15 @@ pub struct Unit {
     pub patches: Vec<Patch>,
     /// The unit's section, canonically serialised: its recipe fingerprint.
     pub canonical: String,
+}
+
+/// The JSON Schema of a recipe file, generated from the types that read
+/// one (`RawLayer`): what editors check `assemble.toml` against (taplo and
+/// the TOML plugins that read a `#:schema` line). `cargo xtask schema`
+/// prints it; `assemble.schema.json` is it, checked by a test.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RawLayer);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
 }
