@@ -50,13 +50,18 @@ pub(crate) struct RawRecipe {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// `[autopatchelf]`: runpaths set as Nix's autoPatchelfHook sets them.
 pub(crate) struct RawAutopatchelf {
+    /// Library folders (Nix's buildInputs).
     #[serde(default)]
     pub(crate) libs: Vec<String>,
+    /// Sonames (globs) that may stay unresolved, with a warning.
     #[serde(default)]
     pub(crate) ignore_missing: Vec<String>,
+    /// Folders added to every executable's runpath.
     #[serde(default)]
     pub(crate) runtime_dependencies: Vec<String>,
+    /// The interpreter of every dynamic executable, when set.
     pub(crate) dynamic_linker: Option<String>,
 }
 
@@ -77,47 +82,82 @@ pub struct Autopatchelf {
 
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+/// `[package]`: what the tree is.
 pub(crate) struct RawPackage {
+    /// The package's name: the default output's folder name.
     pub(crate) name: Option<String>,
+    /// Its version (reported, and in an image's labels).
     pub(crate) version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// `[python]`: the interpreter the tree runs on, and what builds venvs.
 pub(crate) struct RawPython {
+    /// A name on PATH (`python3.14`) or a path; `--python` overrides it.
     pub(crate) interpreter: Option<String>,
+    /// `pip` (the default) or `uv==VERSION`, bootstrapped from its wheel.
     pub(crate) installer: Option<String>,
+    /// A `.pyc` for every `.py` of the tree (hash-based, checked).
     pub(crate) compile_bytecode: Option<bool>,
+    /// The sha256 of uv's wheel, one per platform.
     #[serde(default)]
     pub(crate) installer_sha256: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// `[units.NAME]`: one source input, and how its files enter the tree.
+/// Exactly one source key: `venv`, `requirements`, `uv-project`, `pypi`,
+/// `github`, `url`, `git`, `from` or `path`.
 pub(crate) struct RawUnit {
+    /// An existing virtualenv (a folder).
     pub(crate) venv: Option<String>,
+    /// A requirements file: a venv built from it into the cache.
     pub(crate) requirements: Option<String>,
+    /// A uv project (a folder, or `UNIT:SUBDIR`): a venv synced from its
+    /// uv.lock into the cache.
     pub(crate) uv_project: Option<String>,
+    /// An sdist from the package index (`NAME==VERSION`), with `sha256`.
     pub(crate) pypi: Option<String>,
+    /// The sha256 of a `pypi` sdist (hex).
     pub(crate) sha256: Option<String>,
+    /// `OWNER/REPO` on GitHub, at `rev` or `tag`, checked by `hash` (or
+    /// assemble.lock).
     pub(crate) github: Option<String>,
+    /// A commit (`github`, `git`).
     pub(crate) rev: Option<String>,
+    /// A tag (`github`).
     pub(crate) tag: Option<String>,
+    /// An archive (unpacked, NAR `hash`) or, with `unpack = false`, one
+    /// file (flat `hash`).
     pub(crate) url: Option<String>,
+    /// Whether a `url` is an archive to unpack (default true).
     pub(crate) unpack: Option<bool>,
+    /// A git repository, at `rev`.
     pub(crate) git: Option<String>,
+    /// The SRI hash (`sha256-...`) a remote source is checked against.
     pub(crate) hash: Option<String>,
+    /// A sub-folder of another unit's source: `UNIT:SUBDIR`.
     pub(crate) from: Option<String>,
+    /// A local folder.
     pub(crate) path: Option<String>,
+    /// A venv unit's console scripts that get a launcher in `bin/`.
     pub(crate) scripts: Option<Vec<String>>,
+    /// Distributions a venv unit leaves out (another unit provides them).
     #[serde(default)]
     pub(crate) exclude: Vec<String>,
+    /// Source path -> output path (variables allowed: `@site@`, `@out@`).
     #[serde(default)]
     pub(crate) install: IndexMap<String, String>,
+    /// Output paths to mark executable.
     #[serde(default)]
     pub(crate) executable: Vec<String>,
+    /// Output path of a link -> the output path it points at.
     #[serde(default)]
     pub(crate) symlinks: IndexMap<String, String>,
+    /// Text replacements in installed files (Nix's `substitute`), in
+    /// order; in a recipe that `extends` another, after the base's.
     #[serde(default)]
     pub(crate) patch: Vec<Patch>,
     /// In a recipe that `extends` another: this unit's `patch` list
@@ -147,8 +187,11 @@ pub enum OnMissing {
 pub struct Patch {
     /// Output path of the file to patch (variables allowed).
     pub file: String,
+    /// The text to replace (every occurrence).
     pub replace: String,
+    /// What replaces it (variables allowed: `@out@`, `@bash@`, `@webui@`).
     pub with: String,
+    /// When the text is not there: `fail` (the default), `warn` or `quiet`.
     #[serde(default)]
     pub on_missing: OnMissing,
 }
