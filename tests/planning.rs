@@ -468,11 +468,12 @@ fn the_root_recipe_without_its_interpreter_says_where_it_looked() {
         .lines()
         .skip_while(|l| !l.starts_with("error:"))
         .collect();
+    let (line, _) = position(&fs_err::read_to_string(&recipe).unwrap(), "interpreter = ");
     assert_eq!(
         said.first().copied(),
         Some(
             format!(
-                "error: [python] interpreter at {}:11:1: python interpreter `python3.14` not found",
+                "error: [python] interpreter at {}:{line}:1: python interpreter `python3.14` not found",
                 recipe.display()
             )
             .as_str()
