@@ -917,3 +917,57 @@ fn a_variant_adding_a_patch_keeps_the_bases() {
         "{text}"
     );
 }
+
+/// The binary copied alone into the sandbox, its checkout (and target dir)
+/// hidden under an empty tmpfs and no cargo on PATH, builds the demo with
+/// explicit flags: nothing but a default needs the workspace.
+#[test]
+fn the_binary_alone_builds_the_demo_with_explicit_flags() {
+    if !support::sandbox::sandboxed("cli::the_binary_alone_builds_the_demo_with_explicit_flags") {
+        return;
+    }
+    let s = Scratch::new();
+    let bin = Path::new("/box/bin/xtask");
+    fs_err::create_dir_all(bin.parent().unwrap()).unwrap();
+    fs_err::copy(support::xtask_bin(), bin).unwrap();
+    let hidden = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(support::root())
+        .status()
+        .unwrap();
+    assert!(hidden.success());
+    assert!(!support::root().join("Cargo.toml").exists());
+    let (home, tmp) = (s.path("home"), s.path("tmp"));
+    fs_err::create_dir_all(&home).unwrap();
+    fs_err::create_dir_all(&tmp).unwrap();
+    let out = Path::new("/box/out");
+    let recipe = s.recipe();
+    let done = Command::new(bin)
+        .arg("assemble")
+        .arg("--recipe")
+        .arg(&recipe)
+        .arg("--out")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(s.path("cache"))
+        .arg("--state-dir")
+        .arg(s.path("state"))
+        .current_dir("/box")
+        // No cargo (it lives in ~/.cargo/bin); the machine's own settings
+        // to reach the package index are kept.
+        .env("PATH", "/usr/bin:/bin")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("ASSEMBLE_CACHE_DIR")
+        .env_remove("ASSEMBLE_STATE_DIR")
+        .env("HOME", &home)
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{err}");
+    assert!(out.join("manage.py").is_file(), "{err}");
+    assert!(
+        !Path::new("/box/target").exists(),
+        "a default was used: {err}"
+    );
+}

@@ -41,12 +41,22 @@ impl Workspace {
             .manifest_path(&manifest)
             .no_deps()
             .other_options(vec!["--offline".to_string()])
-            .exec()
-            .with_context(|| format!("cannot read the workspace at {}", manifest.display()))?;
-        Ok(Workspace {
-            root: meta.workspace_root.into_std_path_buf(),
-            target_dir: meta.target_directory.into_std_path_buf(),
-            cwd,
+            .exec();
+        Ok(match meta {
+            Ok(meta) => Workspace {
+                root: meta.workspace_root.into_std_path_buf(),
+                target_dir: meta.target_directory.into_std_path_buf(),
+                cwd,
+            },
+            // The binary without its checkout (copied elsewhere) or without
+            // cargo: flags name what the defaults would have, and a default
+            // still needed lands in ./target, as for a recipe in no
+            // workspace (the recipe's own default is said missing by name).
+            Err(_) => Workspace {
+                root,
+                target_dir: cwd.join("target"),
+                cwd,
+            },
         })
     }
 
