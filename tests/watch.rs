@@ -124,12 +124,20 @@ fn poll(mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// The tree a clean build of the scratch recipe makes, beside `out`.
-fn clean_build(s: &Scratch, name: &str) -> Vec<String> {
-    let out = s.path(name);
-    s.assemble(&["--out", out.to_str().unwrap(), "--prefix", PREFIX])
+/// Stops the watch of `out` (see [`Watching::stop`]) and asserts its tree
+/// equals a clean build of the scratch recipe beside it, file for file;
+/// returns the watch's log.
+fn stopped_as_a_clean_build(w: Watching, s: &Scratch, out: &Path) -> String {
+    let log = w.stop();
+    let clean = s.path("clean");
+    s.assemble(&["--out", clean.to_str().unwrap(), "--prefix", PREFIX])
         .ok();
-    support::listing(&out)
+    support::assert_same_tree(
+        &support::listing(out),
+        &support::listing(&clean),
+        "the watched tree and a clean build",
+    );
+    log
 }
 
 /// xorshift64: the edits are random, and the seed printed.
@@ -313,13 +321,8 @@ fn thirty_random_edits_each_reach_the_tree_and_it_ends_as_a_clean_build() {
             w.log()
         );
     }
-    let log = w.stop();
+    let log = stopped_as_a_clean_build(w, &s, &out);
     assert!(log.contains("Updated authentik: "), "{log}");
-    support::assert_same_tree(
-        &support::listing(&out),
-        &clean_build(&s, "clean"),
-        "the watched tree and a clean build",
-    );
 }
 
 /// With the kernel's inotify queue at 0 events, every change the watch
@@ -356,13 +359,8 @@ fn lost_events_end_in_a_full_run_and_the_clean_tree() {
             && !site.join("authentik/burst_0.py").exists()
     });
     assert!(seen, "the burst did not reach the tree:\n{}", w.log());
-    let log = w.stop();
+    let log = stopped_as_a_clean_build(w, &s, &out);
     assert!(log.contains("events were lost"), "{log}");
-    support::assert_same_tree(
-        &support::listing(&out),
-        &clean_build(&s, "clean"),
-        "the tree after lost events and a clean build",
-    );
 }
 
 /// Another `assemble` on a watched output fails at once with `--no-wait`,

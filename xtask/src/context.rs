@@ -197,3 +197,28 @@ pub fn state_home() -> Option<PathBuf> {
     })?;
     Some(base.join("authentik-assemble"))
 }
+
+impl RecipeArgs {
+    /// The `assemble` command line that builds what these flags name, as
+    /// they were given (a hint repeats `--recipe`, `--out`, the folders),
+    /// each value quoted for a shell when it needs it.
+    pub fn assemble_command(&self, out: Option<&Path>) -> String {
+        let mut line = String::from("cargo xtask assemble");
+        let flags = [
+            ("--recipe", self.recipe.as_deref()),
+            ("--out", out),
+            ("--cache-dir", self.cache_dir.as_deref()),
+            ("--state-dir", self.state_dir.as_deref()),
+        ];
+        for (flag, value) in flags {
+            if let Some(v) = value {
+                let v = v.to_string_lossy();
+                // shlex quotes what a shell would split or expand; a NUL,
+                // which no path holds, is shown as it is.
+                let quoted = shlex::try_quote(&v).unwrap_or(v.clone());
+                line.push_str(&format!(" {flag} {quoted}"));
+            }
+        }
+        line
+    }
+}

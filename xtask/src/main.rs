@@ -125,35 +125,6 @@ pub struct RecipeArgs {
     pub python: Option<String>,
 }
 
-impl RecipeArgs {
-    /// The `assemble` command line that builds what these flags name, as
-    /// they were given (a hint repeats `--recipe`, `--out`, the folders),
-    /// each value quoted for a shell when it needs it.
-    pub fn assemble_command(&self, out: Option<&std::path::Path>) -> String {
-        let mut line = String::from("cargo xtask assemble");
-        let flags = [
-            ("--recipe", self.recipe.as_deref()),
-            ("--out", out),
-            ("--cache-dir", self.cache_dir.as_deref()),
-            ("--state-dir", self.state_dir.as_deref()),
-        ];
-        for (flag, value) in flags {
-            if let Some(v) = value {
-                let v = v.to_string_lossy();
-                let plain = v
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "/._-+,:=@".contains(c));
-                if plain {
-                    line.push_str(&format!(" {flag} {v}"));
-                } else {
-                    line.push_str(&format!(" {flag} '{}'", v.replace('\'', r"'\''")));
-                }
-            }
-        }
-        line
-    }
-}
-
 /// The cache shared through an OCI registry (README: Sharing builds).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RegistryArgs {

@@ -222,17 +222,14 @@ fn update_line(sh: &Shell, r: &Report, triggers: &[PathBuf], recipe: &Path, took
     crate::assemble::outside_lines(sh, &r.outcome.changes, sh.verbose(), false);
     let ms = took.as_millis();
     let changes = &r.outcome.changes;
-    let mut units: Vec<&str> = changes
+    let units: std::collections::BTreeSet<&str> = changes
         .iter()
         .filter_map(|c| c.unit.as_ref().map(|u| u.as_str()))
         .collect();
-    units.dedup();
-    units.sort_unstable();
-    units.dedup();
     let units = if units.is_empty() {
         "the tree".to_string()
     } else {
-        units.join(", ")
+        units.into_iter().collect::<Vec<_>>().join(", ")
     };
     match changes.as_slice() {
         [] => {
@@ -321,7 +318,10 @@ fn rewatch(
                 RecursiveMode::NonRecursive
             };
             if let Err(e) = watcher.watch(dir, mode) {
-                sh.warn(format!("cannot watch {}: {e}", dir.display()));
+                sh.warn(format!(
+                    "cannot watch {}: {e}; a change there is applied only with the next one elsewhere (a limit: raise fs.inotify.max_user_watches)",
+                    dir.display()
+                ));
             }
         }
     }

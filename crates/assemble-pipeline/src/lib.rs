@@ -487,9 +487,7 @@ impl Session {
         let early = if held.is_some() || self.wait || mode == Mode::DryRun {
             None
         } else {
-            Some(self.try_lock()?.ok_or_else(|| Error::Busy {
-                out: self.layout.out.clone(),
-            })?)
+            Some(take_lock(&self.layout, false, events)?)
         };
         // The hashes the recipe leaves to assemble.lock, before planning.
         let reporter = EventReporter { events };
@@ -512,7 +510,7 @@ impl Session {
         let owned = match (held, early) {
             (Some(_), _) => None,
             (None, Some(l)) => Some(l),
-            (None, None) => Some(self.lock(events)?),
+            (None, None) => Some(take_lock(&self.layout, true, events)?),
         };
         let lock = held.or(owned.as_ref()).expect("a lock is held or taken");
         phases.lap("lock");
@@ -556,24 +554,6 @@ impl Session {
         let mut report = self.report(plan, &statuses, outcome, mode, phases);
         report.nar_hash = nar_hash.or(remembered);
         Ok(report)
-    }
-
-    /// The output's lock if it is free.
-    fn try_lock(&self) -> Result<Option<Lock>, Error> {
-        Lock::try_acquire(&self.layout).map_err(|e| Error::Refused(Box::new(e)))
-    }
-
-    /// The output's lock, waited for (and the wait said) when another run
-    /// holds it.
-    fn lock(&self, events: &(dyn Fn(Event) + Sync)) -> Result<Lock, Error> {
-        if let Some(lock) = self.try_lock()? {
-            return Ok(lock);
-        }
-        events(Event::Waiting(&format!(
-            "the output {}",
-            self.layout.out.display()
-        )));
-        Lock::acquire(&self.layout).map_err(|e| Error::Refused(Box::new(e)))
     }
 
     /// The plan (see [`Session::plan_and_snapshot`]); each cache entry it
@@ -1003,18 +983,26 @@ pub fn assemble_with(
 /// false: [`Error::Busy`]) waited for, the wait said.
 pub fn lock_output(opts: &Options, events: &(dyn Fn(Event) + Sync)) -> Result<Lock, Error> {
     let layout = Layout::new(&normalize(&opts.out), &opts.state_base);
+    take_lock(&layout, opts.wait, events)
+}
+
+/// The lock of the output at `layout`: taken at once; else waited for
+/// (the wait said first) when `wait`, [`Error::Busy`] when not.
+fn take_lock(layout: &Layout, wait: bool, events: &(dyn Fn(Event) + Sync)) -> Result<Lock, Error> {
     let refused = |e| Error::Refused(Box::new(e));
-    if let Some(lock) = Lock::try_acquire(&layout).map_err(refused)? {
+    if let Some(lock) = Lock::try_acquire(layout).map_err(refused)? {
         return Ok(lock);
     }
-    if !opts.wait {
-        return Err(Error::Busy { out: layout.out });
+    if !wait {
+        return Err(Error::Busy {
+            out: layout.out.clone(),
+        });
     }
     events(Event::Waiting(&format!(
         "the output {}",
         layout.out.display()
     )));
-    Lock::acquire(&layout).map_err(refused)
+    Lock::acquire(layout).map_err(refused)
 }
 
 /// As [`assemble`], applying under `lock`, the output's lock the caller
