@@ -320,3 +320,23 @@ fn deploy_switches_generations_atomically_and_rolls_back() {
         "nothing outside the prefix and its generations changed"
     );
 }
+
+/// `deploy --to PREFIX` whose parent folder is missing: exit 1 before
+/// anything is built, the error naming the folder and `mkdir -p`; deploy
+/// makes PREFIX and its generations, never the machine's folders above.
+/// Guards the bare `No such file or directory` it once said.
+#[test]
+fn deploy_into_a_missing_folder_says_to_make_it_and_makes_nothing() {
+    let s = Scratch::new();
+    let prefix = s.path("opt/authentik");
+    let err = s
+        .run("deploy", &["--to", prefix.to_str().unwrap()])
+        .fails(1);
+    let parent = s.path("opt");
+    assert!(
+        err.contains(&format!("{} does not exist", parent.display()))
+            && err.contains(&format!("mkdir -p {}", parent.display())),
+        "{err}"
+    );
+    assert!(!parent.exists(), "nothing made");
+}

@@ -327,6 +327,20 @@ impl Prefix {
     fn open_generations(&self) -> Result<OwnedFd, Failure> {
         match fs_err::symlink_metadata(&self.gens) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let parent = self.gens.parent().unwrap_or(Path::new("/"));
+                if !parent.is_dir() {
+                    // Deploy makes PREFIX and its generations, never the
+                    // folders above them: those are the machine's.
+                    return Err(Failure {
+                        code: 1,
+                        error: anyhow!(
+                            "{} does not exist: deploy makes {} and its generations beside it, not the folders above; make it first (mkdir -p {})",
+                            parent.display(),
+                            self.link.display(),
+                            parent.display()
+                        ),
+                    });
+                }
                 fs_err::create_dir(&self.gens).context("making the generations folder")?
             }
             Err(e) => return Err(anyhow::Error::from(e).into()),
