@@ -125,7 +125,7 @@ pub struct RecipeArgs {
     pub python: Option<String>,
 }
 
-/// The cache shared through an OCI registry (README: Sharing builds).
+/// The cache shared through an OCI registry (docs/deploying.md, Sharing builds).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RegistryArgs {
     /// Ask this OCI repository (REGISTRY/REPOSITORY) for a venv, a unit's
@@ -135,15 +135,15 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "REGISTRY/REPO", env = "ASSEMBLE_CACHE_REGISTRY")]
     pub cache_registry: Option<String>,
     /// Pull from the registry, never push.
-    #[arg(long, env = "ASSEMBLE_CACHE_REGISTRY_READ_ONLY")]
+    #[arg(long, env = "ASSEMBLE_CACHE_REGISTRY_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     pub cache_registry_read_only: bool,
     /// Fail when the registry fails or holds an entry that is refused,
     /// instead of warning and building here.
-    #[arg(long, env = "ASSEMBLE_CACHE_REGISTRY_REQUIRED")]
+    #[arg(long, env = "ASSEMBLE_CACHE_REGISTRY_REQUIRED", value_parser = clap::builder::FalseyValueParser::new())]
     pub cache_registry_required: bool,
     /// Plain http to a registry that is not on loopback (loopback always
     /// may).
-    #[arg(long, env = "ASSEMBLE_CACHE_REGISTRY_INSECURE")]
+    #[arg(long, env = "ASSEMBLE_CACHE_REGISTRY_INSECURE", value_parser = clap::builder::FalseyValueParser::new())]
     pub cache_registry_insecure: bool,
 }
 
