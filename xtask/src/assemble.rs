@@ -278,9 +278,9 @@ pub(crate) fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
         sh.status(
             "Planned",
             format!(
-                "{} would write {} files and remove {} in {}{steps}{}",
+                "{} would write {} and remove {} in {}{steps}{}",
                 r.name,
-                o.files_written,
+                files(o.files_written),
                 o.files_removed,
                 r.output.display(),
                 if verbose {
@@ -294,16 +294,25 @@ pub(crate) fn report(sh: &Shell, args: &AssembleArgs, r: &Report) {
         sh.status(
             "Finished",
             format!(
-                "{} {} in {} ({} files written, {} removed) in {seconds:.2}s",
+                "{} {} in {} ({} written, {} removed) in {seconds:.2}s",
                 r.name,
                 r.version,
                 r.output.display(),
-                o.files_written,
+                files(o.files_written),
                 o.files_removed
             ),
         );
     }
     if let Some(h) = &r.nar_hash {
         sh.status("NAR hash", h.to_sri());
+    }
+}
+
+/// "1 file", "2 files".
+fn files(n: usize) -> String {
+    if n == 1 {
+        "1 file".to_string()
+    } else {
+        format!("{n} files")
     }
 }
