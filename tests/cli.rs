@@ -222,7 +222,7 @@ fn man_pages_for_the_tool_and_each_command_read_cleanly() {
 }
 
 /// The one JSON object a failed `--json` run prints on stdout, checked
-/// against the documented shape (README, "JSON on failure"): these keys
+/// against the documented shape (docs/json.md, "JSON on failure"): these keys
 /// and no others, each of its type.
 pub fn failure(run: &support::Run) -> serde_json::Value {
     let stdout = run.stdout();
@@ -372,7 +372,7 @@ fn each_failure_kind_is_one_json_object_on_stdout() {
     );
 
     // And a success is the report, not a failure object: the keys the
-    // README documents (`elf` only with -v), each of its type.
+    // docs/json.md documents (`elf` only with -v), each of its type.
     let report = json(&[]).json();
     let keys = |v: &serde_json::Value| {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();

@@ -804,7 +804,7 @@ fn the_root_recipe_builds_from_a_release_tag_and_authentiks_uv_lock() {
     let server = Server::start();
     let recipe = packager_recipe(&s, &server, &fixture);
     let lock_file = s.path("packager/assemble.lock");
-    // `--python "$(command -v python3)"`, as the README says.
+    // `--python "$(command -v python3)"`, a path, which --python takes.
     let python = support::which("python3");
     let xtask = |args: &[&str], github: &str, cache: &Path| {
         let mut all = args.to_vec();

@@ -16,6 +16,7 @@ mod cli;
 mod concurrency;
 mod confinement;
 mod deploy;
+mod docs;
 mod elf;
 mod fetch;
 mod image;

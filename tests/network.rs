@@ -197,7 +197,7 @@ fn a_file_mirror_serves_the_github_kind() {
 
     let err = run(&s, &s.path("out"), &base, &env(&cache, &[]), false).fails(1);
     assert!(err.contains(&format!("{}", file.display())), "{err}");
-    assert!(err.contains("README: Mirrors"), "{err}");
+    assert!(err.contains("docs/cli.md, Mirrors"), "{err}");
 
     fs_err::create_dir_all(file.parent().unwrap()).unwrap();
     fs_err::write(&file, archive).unwrap();

@@ -321,7 +321,7 @@ fn is_dns(e: &std::io::Error) -> bool {
 
 /// What to do about a failed download of `url`.
 pub fn hint(url: &str, failure: Failure) -> Option<String> {
-    let mirror = "set ASSEMBLE_GITHUB_URL to a mirror (https://, http:// or file://; README: Mirrors), put the source in vendor/ (`cargo xtask vendor` where the network is), or build with --offline from a cache that has it";
+    let mirror = "set ASSEMBLE_GITHUB_URL to a mirror (https://, http:// or file://; docs/cli.md, Mirrors), put the source in vendor/ (`cargo xtask vendor` where the network is), or build with --offline from a cache that has it";
     let proxy = "behind a proxy, set HTTPS_PROXY (and NO_PROXY for hosts to reach directly)";
     Some(match failure {
         Failure::Dns => format!("the host of {url} does not resolve: {mirror}; {proxy}"),
@@ -329,7 +329,7 @@ pub fn hint(url: &str, failure: Failure) -> Option<String> {
         Failure::Tls => "the server's certificate is not trusted: name the CA that signs it (a TLS-inspecting proxy's, a private mirror's) in SSL_CERT_FILE (or a folder of them in SSL_CERT_DIR), or add it to the system's store (update-ca-certificates)".to_string(),
         Failure::Proxy => "the proxy failed: check HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, or list the host in NO_PROXY to reach it directly".to_string(),
         Failure::Status(404) | Failure::NoFile => format!(
-            "nothing at {url}: check the unit's tag or rev, and, with a mirror, its layout (README: Mirrors)"
+            "nothing at {url}: check the unit's tag or rev, and, with a mirror, its layout (docs/cli.md, Mirrors)"
         ),
         Failure::Status(_) => format!("the server refused {url}: {mirror}"),
         Failure::Invalid => "check the URL and the proxy variables".to_string(),

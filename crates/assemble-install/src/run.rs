@@ -379,7 +379,7 @@ pub fn pip_download(
 ) -> Result<PathBuf, Error> {
     // The sdist of this package only: `--no-binary :all:` would also build
     // from source the setuptools that prepares its metadata, many times
-    // the work (README, Speed).
+    // the work (docs/speed.md).
     let name = spec.split_once("==").map_or(spec, |(n, _)| n).trim();
     let (only, which) = match artifact {
         Artifact::Sdist => ("--no-binary", name),

@@ -6,8 +6,8 @@ use assemble_recipe::{RecipeError, UnitName};
 
 use crate::Error;
 
-/// What failed, for `--json` (kebab-case there). The README's table of
-/// failures lists each (a test holds them equal).
+/// What failed, for `--json` (kebab-case there). The failure kinds table
+/// of docs/json.md lists each (a test holds them equal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
@@ -306,7 +306,7 @@ impl Diagnostic {
 }
 
 /// What to do when a required shared cache fails.
-const SHARED_HINT: &str = "the registry is required (--cache-registry-required): fix what it says, or leave the flag out to build here whatever the registry lacks, refuses or cannot give; README: Sharing builds";
+const SHARED_HINT: &str = "the registry is required (--cache-registry-required): fix what it says, or leave the flag out to build here whatever the registry lacks, refuses or cannot give; docs/deploying.md, Sharing builds";
 
 fn sources_diagnostic(e: &assemble_sources::Error) -> Diagnostic {
     use assemble_sources::Error as S;
@@ -348,8 +348,8 @@ fn sources_diagnostic(e: &assemble_sources::Error) -> Diagnostic {
             Diagnostic {
                 unit: Some(unit.clone()),
                 hint: build.map(|b| match b.missing {
-                    Some((_, package)) => format!("apt-get install {package}, then assemble again; README: Building real authentik lists what a real build needs"),
-                    None => "the build log's tail is under -v; README: Building real authentik lists the system packages a real build needs".to_string(),
+                    Some((_, package)) => format!("apt-get install {package}, then assemble again; docs/authentik.md lists what a real build needs"),
+                    None => "the build log's tail is under -v; docs/authentik.md lists the system packages a real build needs".to_string(),
                 }),
                 detail: build.map(|b| format!("the build log ends:\n{}", b.tail)),
                 ..Diagnostic::new(FailureKind::Python, message)
@@ -385,14 +385,14 @@ mod tests {
         }
     }
 
-    /// The README's table of failure kinds lists every kind `--json` can
-    /// print, and no other.
+    /// The table of failure kinds in docs/json.md lists every kind
+    /// `--json` can print, and no other.
     #[test]
-    fn the_readme_lists_every_failure_kind_and_no_other() {
-        let readme = include_str!("../../../README.md");
-        let table = readme
+    fn the_docs_list_every_failure_kind_and_no_other() {
+        let doc = include_str!("../../../docs/json.md");
+        let table = doc
             .split_once("**Failure kinds**")
-            .expect("README: a **Failure kinds** table")
+            .expect("docs/json.md: a **Failure kinds** table")
             .1;
         let listed: Vec<&str> = table
             .lines()

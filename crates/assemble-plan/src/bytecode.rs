@@ -11,7 +11,7 @@
 //! the source (SipHash) and recompiles if it differs, so a source edited in
 //! the tree by hand is never shadowed by its old bytecode until the next
 //! assemble repairs both; unchecked ones skip that read, which saves a
-//! few per cent of a start (README, Speed). That buys never running code
+//! few per cent of a start (docs/speed.md). That buys never running code
 //! the file no longer says: checked.
 //!
 //! Incremental, and shared across outputs: a pyc is kept in the cache

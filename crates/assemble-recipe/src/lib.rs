@@ -4,7 +4,7 @@
 //! carries the recipe's path and, where the file has one, a `line:col`
 //! location, so that the CLI can print `assemble.toml:12:1: ...`.
 //!
-//! The schema (keys are the contract; see the README for the full reference):
+//! The schema (keys are the contract; docs/recipe.md is the full reference):
 //!
 //! ```toml
 //! [package]

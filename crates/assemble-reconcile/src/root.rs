@@ -138,7 +138,7 @@ impl Root {
         }
         if OPENAT2.load(Ordering::Relaxed) {
             // NO_SYMLINKS covers magic links too; NO_MAGICLINKS would only
-            // add system time to every lookup (README, Speed).
+            // add system time to every lookup (docs/speed.md).
             let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
             // EAGAIN: a rename elsewhere raced a scoped lookup (the kernel
             // checks only at `..`, which checked paths do not hold): retry.
