@@ -828,6 +828,39 @@ fn lock_says_what_it_wrote_and_what_was_meant() {
     assert!(typo.contains("did you mean `authentik`?"), "{typo}");
 }
 
+/// Every flag that names a unit says which was meant on a typo, before
+/// anything is fetched or built: `update UNIT` and `image --app UNIT`
+/// (which once built an image whose app layer was empty). A name close to
+/// none lists the recipe's units.
+#[test]
+fn a_unit_misnamed_on_the_command_line_is_said_with_the_one_meant() {
+    let s = Scratch::new();
+    let update = s.run("update", &["authentikk", "--tag", "v2"]).fails(2);
+    assert!(update.contains("did you mean `authentik`?"), "{update}");
+    let out = s.path("image-tree");
+    let image = s
+        .run(
+            "image",
+            &[
+                "--app",
+                "authentikk",
+                "--oci",
+                s.path("oci").to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .fails(2);
+    assert!(image.contains("--app: authentikk is no unit of"), "{image}");
+    assert!(image.contains("did you mean `authentik`?"), "{image}");
+    assert!(!out.exists() && !s.path("oci").exists(), "nothing built");
+    let far = s.run("update", &["zzz", "--tag", "v2"]).fails(2);
+    assert!(
+        far.contains("(its units: python-deps, opencontainers,"),
+        "{far}"
+    );
+}
+
 /// `verify` of a drifted output names the `assemble` that repairs it as
 /// it was asked for: the same `--recipe` and `--out` (a plain `cargo
 /// xtask assemble` would build the root recipe somewhere else).
@@ -848,6 +881,31 @@ fn verify_hints_the_assemble_it_was_given() {
     // Run as the hint says, the output verifies again.
     s.assemble(&["--out", out.to_str().unwrap()]).ok();
     s.run("verify", &["--out", out.to_str().unwrap()]).ok();
+    // A folder never assembled: verify and export name the same command.
+    let never = s.path("never");
+    let want = format!(
+        "assemble it first: `cargo xtask assemble --recipe {} --out {}`",
+        recipe.display(),
+        never.display()
+    );
+    let err = s
+        .run("verify", &["--out", never.to_str().unwrap()])
+        .fails(1);
+    assert!(err.contains(&want), "{want}\n{err}");
+    let err = s
+        .run(
+            "export",
+            &[
+                "--format",
+                "tar",
+                "--from",
+                never.to_str().unwrap(),
+                "--out",
+                s.path("t.tar").to_str().unwrap(),
+            ],
+        )
+        .fails(1);
+    assert!(err.contains(&want), "{want}\n{err}");
 }
 
 /// A hand edit in the output and a file added there are each said at

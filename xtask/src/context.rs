@@ -199,6 +199,16 @@ pub fn state_home() -> Option<PathBuf> {
 }
 
 impl RecipeArgs {
+    /// `err`, and when an `assemble` is its fix, that command as these
+    /// flags were given (`out`: the `--out` or `--from` given).
+    pub fn or_assemble(&self, out: Option<&Path>, err: assemble_reconcile::Error) -> anyhow::Error {
+        if err.wants_assemble() {
+            anyhow::anyhow!("{err}: `{}`", self.assemble_command(out))
+        } else {
+            err.into()
+        }
+    }
+
     /// The `assemble` command line that builds what these flags name, as
     /// they were given (a hint repeats `--recipe`, `--out`, the folders),
     /// each value quoted for a shell when it needs it.

@@ -74,7 +74,9 @@ pub fn run(args: &ExportArgs) -> Result<(), Failure> {
             }
             assemble_fs::files::replace_with(&file, |tmp| -> anyhow::Result<()> {
                 let mut f = fs_err::File::create(tmp)?;
-                write(&mut f).with_context(|| format!("exporting {}", tree.display()))?;
+                write(&mut f)
+                    .map_err(|e| args.common.or_assemble(args.from.as_deref(), e))
+                    .with_context(|| format!("exporting {}", tree.display()))?;
                 Ok(())
             })?;
             eprintln!(
@@ -91,7 +93,9 @@ pub fn run(args: &ExportArgs) -> Result<(), Failure> {
                     "the archive would go to a terminal: give --out FILE, or redirect stdout"
                 )));
             }
-            write(&mut stdout.lock()).with_context(|| format!("exporting {}", tree.display()))?;
+            write(&mut stdout.lock())
+                .map_err(|e| args.common.or_assemble(args.from.as_deref(), e))
+                .with_context(|| format!("exporting {}", tree.display()))?;
         }
     }
     Ok(())

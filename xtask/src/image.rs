@@ -68,6 +68,9 @@ pub fn run(sh: &Shell, args: &ImageArgs) -> Result<(), Failure> {
     let ws = Workspace::for_recipe(&args.tree.common)?;
     check_args(&ws, args)?;
     let recipe = ws.recipe(&args.tree.common)?;
+    if let Some(app) = args.app.iter().find(|a| recipe.unit(a).is_none()) {
+        return Err(usage(&format!("--app: {}", recipe.no_unit_named(app))));
+    }
     let (report, layout) = assemble(sh, args, &ws, &recipe)?;
     let python = interpreter_link(&layout.out)?;
     let base = base_for(&ws, args, &python)?;

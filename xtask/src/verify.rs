@@ -51,7 +51,8 @@ pub fn run(sh: &crate::shell::Shell, args: &VerifyArgs) -> Result<(), Failure> {
         return nar_hash(sh, args.json, &out, hash, &base);
     }
     let layout = Layout::new(&out, &ws.state_base(args.common.state_dir.as_deref(), &out));
-    let found = assemble_reconcile::verify(&layout)?;
+    let found = assemble_reconcile::verify(&layout)
+        .map_err(|e| args.common.or_assemble(args.out.as_deref(), e))?;
     if args.json {
         println!(
             "{}",

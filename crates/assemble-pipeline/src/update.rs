@@ -128,7 +128,7 @@ fn current_hash(recipe: &Recipe, unit: &str) -> Result<(Option<Hash>, bool), Err
     };
     let u = recipe
         .unit(unit)
-        .ok_or_else(|| usage(format!("{unit} is no unit of {}", recipe.file.display())))?;
+        .ok_or_else(|| usage(recipe.no_unit_named(unit)))?;
     let Source::Remote(remote @ Remote::Github { .. }) = &u.source else {
         return Err(usage(format!(
             "unit {unit} is not a `github` source; for another kind, change the recipe and print the new hash with `cargo xtask prefetch`"

@@ -15,6 +15,16 @@ impl Recipe {
         self.units.iter().find(|u| u.name == name)
     }
 
+    /// What to say when a flag names `name` and it is no unit of this
+    /// recipe: the recipe's file, and the unit meant when one is close.
+    pub fn no_unit_named(&self, name: &str) -> String {
+        let all: Vec<&str> = self.units.iter().map(|u| u.name.as_str()).collect();
+        let hint = suggest(name, &all)
+            .map(|m| format!("; did you mean `{m}`?"))
+            .unwrap_or_else(|| format!(" (its units: {})", all.join(", ")));
+        format!("{name} is no unit of {}{hint}", self.file.display())
+    }
+
     /// A recipe mistake found after parsing (while planning): `message`
     /// at the first place `written` (a key, or a string value, as the
     /// recipe writes it) is in unit `unit`'s tables, or at the unit's

@@ -167,8 +167,16 @@ pub enum Error {
         .0.display()
     )]
     NoState(PathBuf),
-    #[error("{}: {why}; run `cargo xtask assemble` first", .path.display())]
+    #[error("{}: {why}; assemble it again first", .path.display())]
     Changed { path: PathBuf, why: &'static str },
+}
+
+impl Error {
+    /// Whether the fix is an `assemble` of the tree: it has no state, or
+    /// changed since its last one. The command line names the command.
+    pub fn wants_assemble(&self) -> bool {
+        matches!(self, Error::NoState(_) | Error::Changed { .. })
+    }
 }
 
 /// Why a path is written or removed.
