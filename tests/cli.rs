@@ -517,14 +517,21 @@ fn the_test_command_names_what_is_missing_and_how_to_install_it() {
 }
 
 /// The venv's installer says what it does, under a spinner, on a terminal
-/// only: a pipe (a CI log, `--json`) gets the status lines alone.
+/// only: a pipe (a CI log, `--json`) gets the status lines alone. Every
+/// slow step is named under the spinner from its start, with its time:
+/// pip's sdist download and the uv bootstrap (which print nothing for
+/// seconds, and once showed nothing at all), the bytecode compile.
 #[test]
 fn the_installers_progress_shows_on_a_terminal_only() {
     let s = Scratch::new();
     let run_in = |cache: &str, out: &str| {
-        // A cache of its own (sharing only the bootstrapped uv): the venv
-        // is synced, not found.
-        let cache = support::cache_sharing_uv(s.dir.path(), cache);
+        // A cache of its own: the venv is synced, not found. The terminal's
+        // starts empty (uv bootstrapped); the pipe's shares the tests' uv.
+        let cache = if cache == "cache-tty" {
+            s.path(cache)
+        } else {
+            support::cache_sharing_uv(s.dir.path(), cache)
+        };
         let args: Vec<String> = [
             "assemble",
             "--recipe",
@@ -547,6 +554,18 @@ fn the_installers_progress_shows_on_a_terminal_only() {
         tty.contains("Running ["),
         "the spinner, with its time:\n{tty}"
     );
+    assert!(
+        tty.lines().any(|l| l.contains("Preparing")
+            && l.contains(" python-deps: bootstrapping uv 0.9.5 from its wheel")),
+        "the uv bootstrap announced:\n{tty}"
+    );
+    for step in [
+        "] opencontainers: fetching the sdist of opencontainers",
+        "] python-deps: bootstrapping uv 0.9.5",
+        "] bytecode: compiling 345 sources",
+    ] {
+        assert!(tty.contains(step), "under the spinner: {step}\n{tty}");
+    }
     assert!(
         ["Resolved", "Prepared", "Installed", " + "]
             .iter()

@@ -62,7 +62,14 @@ pub fn real_python() -> PathBuf {
 pub fn shared_uv() -> PathBuf {
     let python = assemble_install::probe("python3").expect("python3 on PATH");
     let sha = <[u8; 32]>::try_from(hex::decode(UV_WHEEL_SHA256).expect("hex")).expect("32 bytes");
-    assemble_install::bootstrap_uv(UV_VERSION, &[sha], &python, &shared_cache(), None, &|| {})
+    let quiet = assemble_install::Progress {
+        reporter: &assemble_cache::Silent,
+        starting: "",
+        waiting: "uv",
+        unit: "tests",
+        shared: None,
+    };
+    assemble_install::bootstrap_uv(UV_VERSION, &[sha], &python, &shared_cache(), None, quiet)
         .expect("bootstrap uv")
 }
 

@@ -243,8 +243,15 @@ impl<'a> Drawing<'a> {
             Event::Preparing(m) if !self.quiet => {
                 self.spinner.suspend(|| self.sh.status("Preparing", m));
                 self.spinner.restart();
+                // Named under the spinner from its start: pip and uv may
+                // say nothing for seconds (a download, a resolve).
+                self.spinner.spin(m);
             }
             Event::Preparing(_) => {}
+            Event::Step(what) => {
+                self.spinner.restart();
+                self.spinner.spin(what);
+            }
             Event::Output(line) => self.spinner.spin(line),
             Event::Writing { done, total } => self.spinner.writing(done, total),
             // Said even when quiet: a run that waits must say why.

@@ -9,6 +9,9 @@ pub trait Reporter: Sync {
     fn starting(&self, what: &str);
     /// A line of an installer's own output.
     fn output(&self, line: &str);
+    /// A step that says nothing of itself and is not worth a status line
+    /// begins (`bytecode: compiling 345 sources`): for a spinner.
+    fn step(&self, what: &str);
     /// Another run holds the lock on `what` (`the venv of python-deps`):
     /// this one waits for it, then uses what it made.
     fn waiting(&self, what: &str);
@@ -26,6 +29,7 @@ pub struct Silent;
 impl Reporter for Silent {
     fn starting(&self, _: &str) {}
     fn output(&self, _: &str) {}
+    fn step(&self, _: &str) {}
     fn waiting(&self, _: &str) {}
     fn download(&self, _: &str, _: Option<u64>) {}
     fn downloaded(&self, _: u64) {}

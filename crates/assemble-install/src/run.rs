@@ -296,11 +296,9 @@ pub fn build_venv(
         let tmp_python = tmp.join("bin/python");
         let uv = match installer {
             Installer::Pip => None,
-            Installer::Uv { version, sha256 } => {
-                Some(bootstrap_uv(version, sha256, python, cache, None, &|| {
-                    progress.wait()
-                })?)
-            }
+            Installer::Uv { version, sha256 } => Some(bootstrap_uv(
+                version, sha256, python, cache, None, progress,
+            )?),
         };
         if let Some(uv) = &uv {
             output(
@@ -503,15 +501,15 @@ fn uv_path(cache: &Path, version: &str) -> PathBuf {
 /// the interpreter's pip, accepted only if its sha256 is one of `sha256`,
 /// and its `uv` binary unpacked into `cache/tools/uv-VERSION/`, sealed.
 /// Returns the binary's path; a cached one is checked against its seal
-/// first (never run if it changed: `Error::Corrupt`). `waiting`: another
-/// run is bootstrapping it.
+/// first (never run if it changed: `Error::Corrupt`). `progress` says the
+/// bootstrap as it starts, and the wait when another run is making it.
 pub fn bootstrap_uv(
     version: &str,
     sha256: &[[u8; 32]],
     python: &Interpreter,
     cache: &Path,
     vendor: Option<&Path>,
-    waiting: &dyn Fn(),
+    progress: Progress<'_>,
 ) -> Result<PathBuf, Error> {
     let bin = uv_path(cache, version);
     let dir = bin.parent().unwrap_or(cache).to_path_buf();
@@ -524,7 +522,9 @@ pub fn bootstrap_uv(
     }
     let root = cache.join("tools");
     fs_err::create_dir_all(&root)?;
-    let _lock = assemble_cache::lock(&dir, waiting)?;
+    let _lock = assemble_cache::lock(&dir, &|| {
+        progress.reporter.waiting(&format!("uv {version}"))
+    })?;
     if let Some(seal) = Seal::load(&dir) {
         return checked(seal);
     }
@@ -555,16 +555,22 @@ pub fn bootstrap_uv(
     fs_err::create_dir_all(&download)?;
     let wheel = match vendor.and_then(|v| vendored_uv(v, version, sha256)) {
         Some(wheel) => wheel,
-        None => pip_download(
-            &format!("uv=={version}"),
-            Artifact::Wheel,
-            python,
-            &download,
-        )
-        .map_err(|e| Error::Bootstrap {
-            what: format!("uv {version}"),
-            source: Box::new(e),
-        })?,
+        None => {
+            progress.reporter.starting(&format!(
+                "{}: bootstrapping uv {version} from its wheel with pip (once; then cached)",
+                progress.unit
+            ));
+            pip_download(
+                &format!("uv=={version}"),
+                Artifact::Wheel,
+                python,
+                &download,
+            )
+            .map_err(|e| Error::Bootstrap {
+                what: format!("uv {version}"),
+                source: Box::new(e),
+            })?
+        }
     };
     let bytes = fs_err::read(&wheel)?;
     let got: [u8; 32] = sha2::Sha256::digest(&bytes).into();
@@ -676,7 +682,7 @@ pub fn sync_venv(sync: &UvSync<'_>, cache: &Path, policy: Policy) -> Result<File
             sync.python,
             cache,
             sync.vendor,
-            &|| progress.wait(),
+            progress,
         )?;
         let work = tempfile::Builder::new()
             .prefix(".sync-")

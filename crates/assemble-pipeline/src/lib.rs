@@ -118,8 +118,11 @@ pub enum Mode {
 /// Something to tell the user while the run goes on.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    /// The sources stage is doing slow work (building a venv, fetching a source, compiling bytecode).
+    /// The sources stage is doing slow work (building a venv, fetching a
+    /// source, bootstrapping uv): a status line.
     Preparing(&'a str),
+    /// A quieter step begins (compiling bytecode): for a spinner only.
+    Step(&'a str),
     /// A line of that work's own progress (the installer's, as it writes
     /// it): for a terminal's spinner, not a log.
     Output(&'a str),

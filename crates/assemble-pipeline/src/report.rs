@@ -20,6 +20,10 @@ impl Reporter for EventReporter<'_> {
         (self.events)(Event::Output(line))
     }
 
+    fn step(&self, what: &str) {
+        (self.events)(Event::Step(what))
+    }
+
     fn waiting(&self, what: &str) {
         (self.events)(Event::Waiting(what))
     }

@@ -194,6 +194,13 @@ fn compile(
             },
         ));
     }
+    if !todo.is_empty() {
+        let n = todo.len();
+        reporter.step(&format!(
+            "bytecode: compiling {n} source{}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
     let compiled = compile_parallel(python, &todo)?;
     drop(scratch);
     for ((i, job), result) in todo.iter().zip(compiled) {
