@@ -85,7 +85,7 @@ pub(crate) fn generate(
         buf: Vec::new(),
     };
     let (venv_files, venv_mib, app_files) = if args.smoke {
-        (3_000, 40, 300)
+        (1_500, 20, 150)
     } else {
         (args.venv_files, args.venv_mib, args.app_files)
     };

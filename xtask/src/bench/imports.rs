@@ -53,7 +53,10 @@ pub(crate) fn import_times(
             .status()?
             .success()
             && Command::new(venv.join("bin/python"))
-                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                // No pycs: the trees leave the venv's own out, and the
+                // import-own tree's first start writes them.
+                .args(["-m", "pip", "install", "-q", "--no-compile"])
+                .arg("--disable-pip-version-check")
                 .args(IMPORT_SET)
                 .status()?
                 .success();
