@@ -761,42 +761,156 @@ fn offline_names_every_missing_input() {
     assert!(!out.exists(), "nothing written");
 }
 
-/// Every command that prints to stdout, its stdout a pipe whose reader is
-/// already gone (`| head -c 1` at its most abrupt): the first write ends
-/// the process quietly, by SIGPIPE's default action, with no panic.
-/// Guards against `failed printing to stdout: Broken pipe` and exit 101.
+/// Every command, its stdout a pipe whose reader is already gone (`| head
+/// -c 1` at its most abrupt): the first write ends the process quietly, by
+/// SIGPIPE's default action, with no panic; a command that writes nothing
+/// there ends as it would anyway. Each command `xtask help` lists runs
+/// here, with what makes it print to stdout (`--json`, a listing), but
+/// `test`, which runs this suite. Guards against `failed printing to
+/// stdout: Broken pipe` and exit 101.
 #[test]
 fn a_closed_stdout_ends_every_command_quietly() {
     use std::os::unix::process::ExitStatusExt;
     let s = Scratch::new();
     let demo = demo(&s);
-    let out = s.path("out");
-    let empty = s.path("no-elf");
-    fs_err::create_dir_all(&empty).unwrap();
-    let (out, empty, readme) = (
-        out.to_str().unwrap(),
-        empty.to_str().unwrap(),
-        support::root().join("README.md"),
+    let registry = support::registry::Registry::start(&s.path("registry"));
+    let at = |rel: &str| s.path(rel).to_str().unwrap().to_string();
+    let (out, recipe, readme) = (
+        at("out"),
+        s.recipe().to_str().unwrap().to_string(),
+        support::root()
+            .join("README.md")
+            .to_str()
+            .unwrap()
+            .to_string(),
     );
-    let recipe = s.recipe();
-    let recipe = recipe.to_str().unwrap();
+    fs_err::create_dir_all(s.path("no-elf")).unwrap();
+    fs_err::write(s.path("pinned.txt"), "pinned\n").unwrap();
+    let cached = at("cache");
+    fs_err::create_dir_all(&cached).unwrap();
     let mut plan = demo.clone();
     plan[0] = "plan".into();
-    let commands: Vec<Vec<String>> = [
-        vec!["completions", "bash"],
-        vec!["hash", readme.to_str().unwrap()],
-        vec!["verify", "--recipe", recipe, "--out", out, "--json"],
-        vec!["export", "--format", "tar", "--from", out],
-        vec!["autopatchelf", "--json", empty],
+    let r = recipe.as_str();
+    // Each command, and the exit it ends with when stdout has no reader:
+    // 0 also for one that wrote nothing there.
+    let commands: Vec<(Vec<String>, Option<i32>)> = [
+        (vec!["completions", "bash"], Some(0)),
+        (vec!["schema"], Some(0)),
+        (vec!["man", "--out", &at("man")], Some(0)),
+        (vec!["help", "assemble"], Some(0)),
+        (vec!["hash", &readme], Some(0)),
+        (
+            vec!["verify", "--recipe", r, "--out", &out, "--json"],
+            Some(0),
+        ),
+        (vec!["export", "--format", "tar", "--from", &out], Some(0)),
+        (vec!["autopatchelf", "--json", &at("no-elf")], Some(0)),
+        (vec!["lock", "--recipe", r], Some(0)),
+        (
+            vec![
+                "prefetch",
+                &format!("url:file://{}", at("pinned.txt")),
+                "--flat",
+                "--cache-dir",
+                &cached,
+            ],
+            Some(0),
+        ),
+        // The demo pins no github unit: a usage error, said on stderr.
+        (
+            vec![
+                "update",
+                "authentik",
+                "--tag",
+                "v2",
+                "--dry-run",
+                "--recipe",
+                r,
+            ],
+            Some(2),
+        ),
+        (vec!["vendor", "--recipe", r], Some(0)),
+        (
+            vec!["deploy", "--recipe", r, "--to", &at("prefix"), "--json"],
+            Some(0),
+        ),
+        (
+            vec!["deploy", "--recipe", r, "--to", &at("prefix"), "--list"],
+            Some(0),
+        ),
+        (
+            vec![
+                "image",
+                "--recipe",
+                r,
+                "--out",
+                &at("image-tree"),
+                "--oci",
+                &at("oci"),
+                "--json",
+            ],
+            Some(0),
+        ),
+        (
+            vec![
+                "cache",
+                "ls",
+                "--recipe",
+                r,
+                "--cache-registry",
+                &format!("{}/docs/cache", registry.host),
+                "--all",
+                "--json",
+            ],
+            Some(0),
+        ),
+        (
+            vec![
+                "bench",
+                "--venv-files",
+                "100",
+                "--venv-mib",
+                "1",
+                "--app-files",
+                "20",
+                "--runs",
+                "1",
+                "--json",
+                "--dir",
+                &at("bench"),
+            ],
+            Some(0),
+        ),
     ]
     .into_iter()
-    .map(|c| c.into_iter().map(String::from).collect())
+    .map(|(c, code)| (c.into_iter().map(String::from).collect(), code))
     .chain([
-        demo.iter().cloned().chain(["--json".into()]).collect(),
-        plan.iter().cloned().chain(["--json".into()]).collect(),
+        (
+            demo.iter().cloned().chain(["--json".into()]).collect(),
+            Some(0),
+        ),
+        (
+            plan.iter().cloned().chain(["--json".into()]).collect(),
+            Some(0),
+        ),
     ])
     .collect();
-    for args in commands {
+    let help = support::xtask(s.dir.path(), &["--help"]).stdout();
+    let listed: Vec<&str> = help
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for name in &listed {
+        assert!(
+            *name == "test" || commands.iter().any(|(c, _)| c[0] == *name),
+            "`{name}` is not run with a closed stdout"
+        );
+    }
+    assert!(listed.len() >= 19, "{help}");
+    for (args, code) in commands {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -812,7 +926,7 @@ fn a_closed_stdout_ends_every_command_quietly() {
             "{args:?}:\n{err}"
         );
         assert!(
-            done.status.signal() == Some(13) || done.status.success(),
+            done.status.signal() == Some(13) || done.status.code() == code,
             "{args:?} ended with {}:\n{err}",
             done.status
         );
