@@ -234,11 +234,13 @@ pub fn run(sh: &Shell, args: &TestArgs) -> Result<(), Failure> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     sh.status("Testing", "cargo test --workspace --locked");
-    let status = Command::new(&cargo)
-        .args(["test", "--workspace", "--locked"])
-        .args(&args.cargo_args)
-        .status()
-        .context("running cargo test")?;
+    let mut test = Command::new(&cargo);
+    test.args(["test", "--workspace", "--locked"])
+        .args(&args.cargo_args);
+    for name in run_env(std::env::vars_os().map(|(k, _)| k)) {
+        test.env_remove(name);
+    }
+    let status = test.status().context("running cargo test")?;
     if status.success() {
         Ok(())
     } else {
@@ -247,6 +249,31 @@ pub fn run(sh: &Shell, args: &TestArgs) -> Result<(), Failure> {
             error: anyhow!("cargo test failed ({status})"),
         })
     }
+}
+
+/// Of the variables `names`, those `cargo run` set to tell this process
+/// about itself (and those our build script exports): not the machine's,
+/// and not for the `cargo test` it runs. Cargo counts a build script's
+/// environment in its fingerprint (ring's: CARGO_MANIFEST_DIR, OUT_DIR),
+/// so with them that build ran again, and again in the next `cargo xtask`
+/// (CI's bench compiled ring and all that depends on it a third time).
+fn run_env(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const SET_BY_RUN: [&str; 8] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "OUT_DIR",
+        "ASSEMBLE_TARGET_DIR",
+        "XTASK_COMMIT",
+    ];
+    names
+        .filter(|n| {
+            n.to_str()
+                .is_some_and(|n| n.starts_with("CARGO_PKG_") || SET_BY_RUN.contains(&n))
+        })
+        .collect()
 }
 
 fn apt_get(args: &[&str]) -> Result<(), Failure> {
@@ -259,5 +286,41 @@ fn apt_get(args: &[&str]) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(anyhow!("apt-get {} failed ({status})", args.join(" ")).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the third build of ring in CI: what `cargo run` sets for
+    /// the tool goes, the machine's cargo settings stay.
+    #[test]
+    fn the_inner_cargo_test_gets_the_machines_cargo_variables_only() {
+        let names = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_VERSION",
+            "CARGO_PKG_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "OUT_DIR",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_TERM_COLOR",
+            "CARGO",
+            "PATH",
+        ]
+        .map(std::ffi::OsString::from);
+        let gone = run_env(names.into_iter());
+        assert_eq!(
+            gone,
+            [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_PKG_VERSION",
+                "CARGO_PKG_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .map(std::ffi::OsString::from)
+        );
     }
 }
