@@ -767,12 +767,44 @@ fn offline_names_every_missing_input() {
 /// there ends as it would anyway. Each command `xtask help` lists runs
 /// here, with what makes it print to stdout (`--json`, a listing), but
 /// `test`, which runs this suite. Guards against `failed printing to
-/// stdout: Broken pipe` and exit 101.
+/// stdout: Broken pipe` and exit 101. In the sandbox, with a cache of its
+/// own: deploy, vendor, image and bench write and delete, and the root
+/// must be as it was.
 #[test]
 fn a_closed_stdout_ends_every_command_quietly() {
     use std::os::unix::process::ExitStatusExt;
+    if !support::sandbox::sandboxed("cli::a_closed_stdout_ends_every_command_quietly") {
+        return;
+    }
+    support::sandbox::make_loop_devices();
     let s = Scratch::new();
-    let demo = demo(&s);
+    let outside = support::sandbox::snapshot(&[s.dir.path(), Path::new("/dev")]);
+    let env = [
+        ("ASSEMBLE_CACHE_DIR", s.path("cache")),
+        ("ASSEMBLE_STATE_DIR", s.path("state")),
+        ("HOME", s.path("home")),
+        // uv leaves a lock file per interpreter in the temporary folder
+        // (`uv-HASH.lock`): here, not in the root compared below.
+        ("TMPDIR", s.path("tmp")),
+    ];
+    fs_err::create_dir_all(s.path("tmp")).unwrap();
+    let demo: Vec<String> = [
+        "assemble",
+        "--recipe",
+        s.recipe().to_str().unwrap(),
+        "--out",
+        s.path("out").to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let built = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(&demo)
+        .current_dir(s.dir.path())
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&built.stderr);
+    assert!(built.status.success(), "{said}");
     let registry = support::registry::Registry::start(&s.path("registry"));
     let at = |rel: &str| s.path(rel).to_str().unwrap().to_string();
     let (out, recipe, readme) = (
@@ -786,8 +818,6 @@ fn a_closed_stdout_ends_every_command_quietly() {
     );
     fs_err::create_dir_all(s.path("no-elf")).unwrap();
     fs_err::write(s.path("pinned.txt"), "pinned\n").unwrap();
-    let cached = at("cache");
-    fs_err::create_dir_all(&cached).unwrap();
     let mut plan = demo.clone();
     plan[0] = "plan".into();
     let r = recipe.as_str();
@@ -811,8 +841,6 @@ fn a_closed_stdout_ends_every_command_quietly() {
                 "prefetch",
                 &format!("url:file://{}", at("pinned.txt")),
                 "--flat",
-                "--cache-dir",
-                &cached,
             ],
             Some(0),
         ),
@@ -916,8 +944,7 @@ fn a_closed_stdout_ends_every_command_quietly() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
         cmd.args(&args)
             .current_dir(s.dir.path())
-            .env("ASSEMBLE_CACHE_DIR", support::shared_cache())
-            .env("ASSEMBLE_STATE_DIR", s.path("state"))
+            .envs(env.clone())
             .stdout(writer);
         let done = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&done.stderr);
@@ -931,6 +958,9 @@ fn a_closed_stdout_ends_every_command_quietly() {
             done.status
         );
     }
+    drop(registry);
+    let after = support::sandbox::snapshot(&[s.dir.path(), Path::new("/dev")]);
+    assert_eq!(outside, after, "the sandbox's root changed");
 }
 
 /// `man` without `--out` writes into the checkout's target dir, never

@@ -228,10 +228,7 @@ fn mount_xfs(image: &Path, at: &Path) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    sh(
-        "[ -e /dev/loop-control ] || mknod /dev/loop-control c 10 237; \
-        for i in $(seq 0 255); do [ -e /dev/loop$i ] || mknod /dev/loop$i b 7 $i; done",
-    );
+    support::sandbox::make_loop_devices();
     fs_err::File::create(image)
         .unwrap()
         .set_len(400 << 20)

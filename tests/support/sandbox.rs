@@ -60,6 +60,25 @@ pub fn sandboxed(test: &str) -> bool {
     false
 }
 
+/// Inside the sandbox, whose /dev has no loop devices: their nodes, for a
+/// test (or a command it runs) that loop-mounts an image. A loop device is
+/// cleared when its mount goes (with the sandbox, at the latest).
+pub fn make_loop_devices() {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(
+            "[ -e /dev/loop-control ] || mknod /dev/loop-control c 10 237; \
+             for i in $(seq 0 255); do [ -e /dev/loop$i ] || mknod /dev/loop$i b 7 $i; done",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "loop device nodes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Every path of the sandbox but those in `skip` (with what is under
 /// them) and the read-only binds: kind, mode, owner, and the content's hash or
 /// the link's target.
