@@ -224,6 +224,8 @@ struct Runner {
     cwd: PathBuf,
     /// A new home: the reader's caches and state start empty.
     home: PathBuf,
+    /// The temporary folder (uv leaves a lock file per interpreter there).
+    tmp: PathBuf,
     /// `127.0.0.1:PORT`, for `registry.example.com`.
     registry: String,
 }
@@ -251,6 +253,7 @@ impl Runner {
             .arg(format!("{PRELUDE}exec 2>&1\n{script}"))
             .current_dir(&self.cwd)
             .env("HOME", &self.home)
+            .env("TMPDIR", &self.tmp)
             .env("ASSEMBLE_DOCS_XTASK", support::xtask_bin());
         for var in NOT_THE_READERS {
             cmd.env_remove(var);
@@ -336,10 +339,17 @@ fn every_command_shown_runs_as_shown() {
     copy_checkout(&cwd);
     let home = scratch.path().join("home");
     fs_err::create_dir_all(&home).unwrap();
+    let tmp = scratch.path().join("tmp");
+    fs_err::create_dir_all(&tmp).unwrap();
+    // The commands deploy into /opt and /srv; nothing else of the root
+    // may change.
+    let (opt, srv) = (Path::new("/opt"), Path::new("/srv"));
+    let outside = support::sandbox::snapshot(&[scratch.path(), opt, srv]);
     let registry = support::registry::Registry::start(&scratch.path().join("registry"));
     let runner = Runner {
         cwd,
         home,
+        tmp,
         registry: registry.host.clone(),
     };
     let mut ran = 0;
@@ -354,4 +364,7 @@ fn every_command_shown_runs_as_shown() {
         }
     }
     assert!(ran >= 8, "{ran} checked blocks ran");
+    drop(registry);
+    let after = support::sandbox::snapshot(&[scratch.path(), opt, srv]);
+    assert_eq!(outside, after, "the sandbox's root changed");
 }
