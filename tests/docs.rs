@@ -4,6 +4,10 @@
 //! order, in one copy of the checkout inside the sandbox (the blocks deploy
 //! to `/opt/authentik`: a throwaway root makes that harmless).
 //!
+//! The README's Quick start block is the one exception to the marker:
+//! its two commands stand alone there, as the README's first lines; it
+//! is run all the same.
+//!
 //! - `sh checked`: the block is one bash script (`set -euo pipefail`) that
 //!   must exit 0.
 //! - `console checked`: each `$ ` line is a command that must exit 0; the
@@ -63,13 +67,18 @@ fn documents() -> Vec<PathBuf> {
 /// Every fenced block (```` ``` ```` at the start of a line) of `file`.
 fn blocks(file: &Path) -> Vec<Block> {
     let text = fs_err::read_to_string(file).unwrap();
+    let readme = file == support::root().join("README.md");
     let mut found = Vec::new();
     let mut open: Option<Block> = None;
+    let mut section = "";
     for (i, line) in text.lines().enumerate() {
         let Some(info) = line.strip_prefix("```") else {
-            if let Some(b) = open.as_mut() {
-                b.body.push_str(line);
-                b.body.push('\n');
+            match open.as_mut() {
+                Some(b) => {
+                    b.body.push_str(line);
+                    b.body.push('\n');
+                }
+                None => section = line.strip_prefix("## ").unwrap_or(section),
             }
             continue;
         };
@@ -78,7 +87,8 @@ fn blocks(file: &Path) -> Vec<Block> {
             None => {
                 let mut words = info.split_whitespace();
                 let lang = words.next().unwrap_or_default().to_string();
-                let checked = words.any(|w| w == "checked");
+                let quick_start = readme && section == "Quick start" && lang == "sh";
+                let checked = quick_start || words.any(|w| w == "checked");
                 open = Some(Block {
                     file: file.to_path_buf(),
                     line: i + 1,
@@ -126,6 +136,12 @@ fn every_shell_block_of_the_docs_is_checked() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let readme = blocks(&support::root().join("README.md"));
+    let first = readme.first().expect("the README has blocks");
+    assert!(
+        first.checked && first.lang == "sh" && first.body.lines().count() == 2,
+        "the README's first block is the Quick start's two commands, run: {first:?}"
+    );
 }
 
 /// One command of a `console` block and what it prints.
